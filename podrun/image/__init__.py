@@ -1,0 +1,1 @@
+"""stage0's image side: references, transports, the content-addressed store, safe unpacking."""
