@@ -1,0 +1,112 @@
+"""The ``podrun`` command line: the only user of click.
+
+Each verb lives in its own module and only parses, calls the library and prints.  Errors are
+printed here, as one line (plus a hint) on stderr, with the class's exit code; ``--debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+
+import click
+
+from podrun import __version__
+from podrun.errors import PodrunError, UsageError
+
+INSECURE_WORDS = ("http", "tls", "image", "all")
+
+
+@dataclass(frozen=True)
+class Globals:
+    data_dir: str
+    debug: bool
+    insecure: frozenset[str]
+
+
+def parse_insecure(text: str) -> frozenset[str]:
+    words = frozenset(w.strip() for w in text.split(",") if w.strip())
+    unknown = words - set(INSECURE_WORDS) - {"none"}
+    if unknown:
+        raise UsageError(
+            f"invalid --insecure-options {text!r}: unknown {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(INSECURE_WORDS)})"
+        )
+    if "all" in words:
+        return frozenset({"http", "tls", "image"})
+    return words - {"none"}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--dir", "data_dir", envvar="PODRUN_DIR", default="/var/lib/podrun", show_default=True,
+    metavar="DIR", help="Data directory (store, pods, state); env PODRUN_DIR.",
+)
+@click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
+@click.option(
+    "--insecure-options", default="none", metavar="LIST",
+    help="Comma-separated: http (plain HTTP to registries), tls (no TLS verification), all.",
+)
+@click.version_option(__version__, prog_name="podrun")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str, debug: bool, insecure_options: str) -> None:
+    """podrun: a daemonless pod runner for Linux (OCI images, namespaces, cgroups, systemd)."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="podrun: %(levelname)s: %(message)s",
+    )
+    ctx.obj = Globals(os.path.abspath(data_dir), debug, parse_insecure(insecure_options))
+
+
+def _register() -> None:
+    from podrun.cli import fetch, image
+
+    cli.add_command(fetch.fetch_cmd)
+    cli.add_command(image.image_group)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and map errors to exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="podrun", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("podrun: aborted\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        # Bad flags and arguments: podrun's usage code, so callers can tell it from an app's.
+        sys.stderr.write(f"podrun: {exc.format_message()}\n")
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            sys.stderr.write(f"Try '{exc.ctx.command_path} --help' for help.\n")
+        sys.exit(UsageError.exit_code)
+    except PodrunError as exc:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"podrun: {exc}\n")
+        if exc.hint:
+            sys.stderr.write(f"hint: {exc.hint}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("podrun: interrupted\n")
+        sys.exit(130)
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"podrun: {exc.strerror or exc}{where}\n")
+        sys.exit(PodrunError.exit_code)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"podrun: internal error: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write("hint: rerun with --debug and report the traceback\n")
+        sys.exit(PodrunError.exit_code)

@@ -1,0 +1,137 @@
+"""``podrun image …``: list, inspect, rm, gc, import, export and fsck of the image store."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from podrun.cli import Globals
+from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_size, human_time, print_json, print_table
+from podrun.errors import StoreError, UsageError
+from podrun.image.reference import parse_reference
+from podrun.image.store import ImageRecord, Store, candidate_names
+
+
+@click.group("image")
+def image_group() -> None:
+    """Manage the local image store."""
+
+
+def _summary(store: Store, rec: ImageRecord) -> dict[str, object]:
+    return {
+        "id": str(rec.id),
+        "names": store.names_of(rec.id),
+        "size": rec.unpacked_size,
+        "created": rec.created,
+        "fetched": rec.fetched,
+        "layers": len(rec.layers),
+        "source": rec.source,
+    }
+
+
+@image_group.command("list")
+@FORMAT_OPTION
+@NO_LEGEND_OPTION
+@click.option("--full", is_flag=True, help="Show full image IDs.")
+@click.pass_obj
+def list_cmd(g: Globals, fmt: str, no_legend: bool, full: bool) -> None:
+    """List images in the store."""
+    store = Store(g.data_dir)
+    records = []
+    for image_id in store.image_ids():
+        try:
+            records.append(store.image(image_id))
+        except StoreError as exc:
+            click.echo(f"podrun: warning: {exc}", err=True)
+    records.sort(key=lambda r: r.fetched, reverse=True)
+    if fmt == "json":
+        print_json([_summary(store, r) for r in records])
+        return
+    rows = []
+    for r in records:
+        names = store.names_of(r.id) or ["<none>"]
+        rows.append([str(r.id) if full else r.id.short, ",".join(names), human_size(r.unpacked_size), human_time(r.created)])
+    print_table(["ID", "NAME", "SIZE", "CREATED"], rows, legend=not no_legend)
+
+
+@image_group.command("inspect")
+@click.argument("image")
+@click.pass_obj
+def inspect_cmd(g: Globals, image: str) -> None:
+    """Print an image's record, manifest and config as JSON."""
+    store = Store(g.data_dir)
+    rec = store.image(store.resolve(image))
+    doc = _summary(store, rec)
+    doc["manifest"] = json.loads(store.read_blob(rec.id))
+    doc["config"] = json.loads(store.read_blob(rec.config))
+    print_json(doc)
+
+
+@image_group.command("rm")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.pass_obj
+def rm_cmd(g: Globals, images: tuple[str, ...]) -> None:
+    """Remove images (by name, ID or unique ID prefix).  A name removes only that name unless it
+    was the image's last; an ID removes the image and all its names.  `image gc` frees space."""
+    store = Store(g.data_dir)
+    for text in images:
+        image_id = store.resolve(text)
+        names = store.names_of(image_id)
+        given = [n for n in names if n in candidate_names(text)]
+        if given and len(names) > 1:
+            store.remove_name(given[0])
+            click.echo(f"untagged {given[0]}")
+            continue
+        store.remove_image(image_id)
+        click.echo(f"removed {image_id}")
+
+
+@image_group.command("gc")
+@click.pass_obj
+def gc_cmd(g: Globals) -> None:
+    """Delete blobs and layer trees no image uses, and interrupted downloads."""
+    for line in Store(g.data_dir).gc():
+        click.echo(f"removed {line}")
+
+
+@image_group.command("import")
+@click.argument("source", metavar="ROOTFS-DIR|TAR")
+@click.argument("name", metavar="NAME[:TAG]")
+@click.option("--cmd", "cmd", multiple=True, metavar="ARG", help="Default command (repeat for each word).")
+@click.pass_obj
+def import_cmd(g: Globals, source: str, name: str, cmd: tuple[str, ...]) -> None:
+    """Make a single-layer image from a root filesystem directory or tar archive; print its ID."""
+    from podrun.image.importer import import_rootfs
+
+    rec = import_rootfs(Store(g.data_dir), source, name, list(cmd) or None)
+    click.echo(str(rec.id))
+
+
+@image_group.command("export")
+@click.argument("image")
+@click.argument("destination", metavar="oci-archive:FILE[:REF]")
+@click.pass_obj
+def export_cmd(g: Globals, image: str, destination: str) -> None:
+    """Write IMAGE as an OCI archive (loadable by skopeo, podman and podrun)."""
+    from podrun.image.importer import export_oci_archive
+
+    ref = parse_reference(destination)
+    if ref.transport != "oci-archive" or ref.path is None:
+        raise UsageError(f"invalid export destination {destination!r}: expected oci-archive:FILE[:REF]")
+    store = Store(g.data_dir)
+    export_oci_archive(store, store.resolve(image), ref.path, ref.ref)
+
+
+@image_group.command("fsck")
+@click.option("--quick", is_flag=True, help="Skip re-hashing every blob.")
+@click.pass_obj
+def fsck_cmd(g: Globals, quick: bool) -> None:
+    """Check the store: missing or corrupted blobs and layers, dangling names, leftovers.
+    Exits 248 when it finds problems; `podrun image rm` and `podrun image gc` repair them."""
+    problems = Store(g.data_dir).fsck(verify_content=not quick)
+    for p in problems:
+        click.echo(p)
+    if problems:
+        raise StoreError(f"{len(problems)} problem(s) found in the store")
+    click.echo("store is consistent")

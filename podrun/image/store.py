@@ -1,0 +1,453 @@
+"""The content-addressed image store (stage0's on-disk state).
+
+Layout under the data dir (``--dir``, default /var/lib/podrun); see docs/store.md::
+
+    store/blobs/<alg>/<hex>          immutable blobs: manifests, configs, compressed layers
+    store/layers/<alg>/<hex>/        one unpacked layer per diff_id: rootfs/ (an overlayfs
+                                     lowerdir) and layer.json; present == complete
+    store/images/<alg>/<hex>.json    image records, keyed by manifest digest (the image ID)
+    store/refs/<quoted NAME:TAG>     name -> image ID, one small file per name
+    store/tmp/                       work in progress, never visible as complete
+    locks/store.lock                 shared by writers (fetch, import), exclusive for gc
+    locks/blob-<hex>, layer-<hex>    per-digest locks: concurrent fetches do the work once
+
+Layers are keyed by diff_id (not chain id): each tree holds exactly one layer, with whiteouts
+as overlay whiteouts, so one tree serves every image that contains that layer whatever sits
+below it.  Every durable change is temp + fsync (or syncfs for trees) + rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from podrun import fsutil
+from podrun.errors import ConflictError, NotFoundError, StoreError, UsageError
+from podrun.image.digest import Digest, copy_verified
+from podrun.image.reference import parse_docker_name
+
+DEFAULT_DIR = "/var/lib/podrun"
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    digest: Digest  # blob digest (compressed, as distributed)
+    diff_id: Digest
+    media_type: str
+    size: int  # compressed size
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the store knows of one complete image.  ``id`` is the manifest digest."""
+
+    id: Digest
+    manifest_media_type: str
+    manifest_size: int
+    config: Digest
+    config_size: int
+    layers: tuple[LayerRecord, ...]
+    created: str | None
+    fetched: float
+    source: str
+    unpacked_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "manifest": {"mediaType": self.manifest_media_type, "size": self.manifest_size},
+            "config": {"digest": str(self.config), "size": self.config_size},
+            "layers": [
+                {
+                    "digest": str(layer.digest),
+                    "diff_id": str(layer.diff_id),
+                    "mediaType": layer.media_type,
+                    "size": layer.size,
+                }
+                for layer in self.layers
+            ],
+            "created": self.created,
+            "fetched": self.fetched,
+            "source": self.source,
+            "unpacked_size": self.unpacked_size,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ImageRecord:
+        return cls(
+            id=Digest.parse(doc["id"]),
+            manifest_media_type=doc["manifest"]["mediaType"],
+            manifest_size=int(doc["manifest"]["size"]),
+            config=Digest.parse(doc["config"]["digest"]),
+            config_size=int(doc["config"]["size"]),
+            layers=tuple(
+                LayerRecord(
+                    Digest.parse(x["digest"]), Digest.parse(x["diff_id"]), x["mediaType"], int(x["size"])
+                )
+                for x in doc["layers"]
+            ),
+            created=doc.get("created"),
+            fetched=float(doc["fetched"]),
+            source=str(doc.get("source", "")),
+            unpacked_size=int(doc.get("unpacked_size", 0)),
+        )
+
+
+def normalize_name(text: str) -> str:
+    """``NAME[:TAG]`` -> ``registry/repo:tag``; names without a registry go under ``localhost/``
+    as podman does for local images (so ``demo`` is ``localhost/demo:latest``)."""
+    first = text.split("/", 1)[0]
+    if "/" not in text or not ("." in first or ":" in first or first == "localhost"):
+        text = "localhost/" + text
+    ref = parse_docker_name(text)
+    if ref.digest is not None:
+        raise UsageError(f"invalid image name {text!r}: a name cannot carry a digest")
+    return f"{ref.name}:{ref.tag}"
+
+
+def candidate_names(text: str) -> list[str]:
+    """Store names a user's bare ``NAME[:TAG]`` may mean, most specific first."""
+    out = []
+    with contextlib.suppress(UsageError):
+        ref = parse_docker_name(text)
+        if ref.tag:
+            out.append(f"{ref.name}:{ref.tag}")
+    with contextlib.suppress(UsageError):
+        name = normalize_name(text)
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _storage_error(exc: OSError, action: str) -> StoreError:
+    if exc.errno == errno.ENOSPC:
+        return StoreError(f"{action}: no space left on device", hint="free space, then `podrun image gc`")
+    if exc.errno == errno.EROFS:
+        return StoreError(f"{action}: the store is on a read-only filesystem")
+    if exc.errno == errno.EMFILE:
+        return StoreError(f"{action}: too many open files", hint="raise `ulimit -n`")
+    return StoreError(f"{action}: {exc.strerror or exc} ({exc.filename or ''})".replace(" ()", ""))
+
+
+@contextlib.contextmanager
+def storage_errors(action: str) -> Iterator[None]:
+    """Turn OSError into a one-line StoreError naming *action*."""
+    try:
+        yield
+    except OSError as exc:
+        raise _storage_error(exc, action) from exc
+
+
+class Store:
+    """The image store rooted at ``DIR/store`` (with locks in ``DIR/locks``)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+        self.root = self.data_dir / "store"
+        self.locks = self.data_dir / "locks"
+        self.tmp = self.root / "tmp"
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the directory tree (modes: data dir 0711, store and locks 0700)."""
+        with storage_errors(f"creating the store in {self.data_dir}"):
+            self.data_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+            for sub in (self.root, self.locks, self.tmp, self.root / "refs"):
+                sub.mkdir(mode=0o700, exist_ok=True)
+            for sub in ("blobs", "layers", "images"):
+                (self.root / sub / "sha256").mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Shared store lock for commands that add content (gc takes it exclusively)."""
+        self.ensure()
+        with storage_errors("locking the store"), fsutil.flocked(self.locks / "store.lock", shared=True):
+            yield
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        self.ensure()
+        with storage_errors("locking the store"), fsutil.flocked(self.locks / "store.lock"):
+            yield
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_blob(self, digest: Digest, limit: int | None = None) -> bytes:
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                data = f.read() if limit is None else f.read(limit + 1)
+        except FileNotFoundError:
+            raise NotFoundError(f"blob {digest} is not in the store") from None
+        return data
+
+    def put_blob_stream(self, digest: Digest, size: int, opener: Callable[[], BinaryIO], what: str) -> Path:
+        """Store a blob from *opener*'s stream unless present; verified while streaming.
+
+        Concurrent callers for one digest serialize on its lock; the loser finds it present.
+        A partial download lives only in ``store/tmp`` and is removed on any failure.
+        """
+        final = self.blob_path(digest)
+        if final.is_file():
+            return final
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with fsutil.flocked(self.locks / f"blob-{digest.hex}.lock"):
+            if final.is_file():
+                return final
+            tmp = self.tmp / f"blob-{digest.hex}.{os.getpid()}"
+            try:
+                with storage_errors(f"storing {what}"):
+                    src = opener()
+                    try:
+                        with open(tmp, "wb") as out:
+                            copy_verified(src, out, digest, size, what)
+                            out.flush()
+                            os.fsync(out.fileno())
+                    finally:
+                        src.close()
+                    os.chmod(tmp, 0o444)
+                    os.rename(tmp, final)
+                    fsutil.fsync_dir(final.parent)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return final
+
+    def put_blob_bytes(self, data: bytes, what: str, digest: Digest | None = None) -> Digest:
+        """Store small in-memory content (manifests, configs); returns its digest."""
+        import io
+
+        digest = digest or Digest.of_bytes(data)
+        self.put_blob_stream(digest, len(data), lambda: io.BytesIO(data), what)
+        return digest
+
+    # -- layers -------------------------------------------------------------------------------
+
+    def layer_dir(self, diff_id: Digest) -> Path:
+        return self.root / "layers" / diff_id.algorithm / diff_id.hex
+
+    def layer_rootfs(self, diff_id: Digest) -> Path:
+        """The overlayfs lowerdir of one unpacked layer."""
+        return self.layer_dir(diff_id) / "rootfs"
+
+    def has_layer(self, diff_id: Digest) -> bool:
+        return (self.layer_dir(diff_id) / "layer.json").is_file()
+
+    def ensure_layer(self, diff_id: Digest, build: Callable[[Path], dict[str, Any]]) -> None:
+        """Make the unpacked tree for *diff_id* exist, building it at most once across processes.
+
+        *build(rootfs)* fills an empty directory and returns metadata for layer.json; it must
+        raise if the content's diff_id differs.  The tree becomes visible by one rename after
+        a syncfs, so a crash leaves either nothing or a complete layer.
+        """
+        if self.has_layer(diff_id):
+            return
+        with fsutil.flocked(self.locks / f"layer-{diff_id.hex}.lock"):
+            if self.has_layer(diff_id):
+                return
+            work = self.tmp / f"layer-{diff_id.hex}.{os.getpid()}"
+            if work.exists():
+                remove_tree(work)
+            try:
+                with storage_errors(f"unpacking layer {diff_id}"):
+                    work.mkdir(mode=0o700)
+                    rootfs = work / "rootfs"
+                    rootfs.mkdir(mode=0o755)
+                    meta = build(rootfs)
+                    (work / "layer.json").write_text(json.dumps(meta, sort_keys=True))
+                    fsutil.syncfs(work)
+                    final = self.layer_dir(diff_id)
+                    final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    if final.exists():  # an incomplete leftover without layer.json
+                        remove_tree(final)
+                    os.rename(work, final)
+                    fsutil.fsync_dir(final.parent)
+            finally:
+                if work.exists():
+                    remove_tree(work)
+
+    # -- images and names ---------------------------------------------------------------------
+
+    def _image_path(self, image_id: Digest) -> Path:
+        return self.root / "images" / image_id.algorithm / f"{image_id.hex}.json"
+
+    def has_image(self, image_id: Digest) -> bool:
+        return self._image_path(image_id).is_file()
+
+    def write_image(self, record: ImageRecord) -> None:
+        with storage_errors(f"recording image {record.id}"):
+            fsutil.atomic_write(
+                self._image_path(record.id), json.dumps(record.to_json(), indent=1).encode(), 0o600
+            )
+
+    def image(self, image_id: Digest) -> ImageRecord:
+        path = self._image_path(image_id)
+        try:
+            return ImageRecord.from_json(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            raise NotFoundError(f"image {image_id} is not in the store") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"image record {path} is corrupted ({exc})", hint="podrun image rm it") from None
+
+    def image_ids(self) -> list[Digest]:
+        out = []
+        base = self.root / "images"
+        if not base.is_dir():
+            return out
+        for alg_dir in sorted(base.iterdir()):
+            for f in sorted(alg_dir.glob("*.json")):
+                with contextlib.suppress(Exception):
+                    out.append(Digest.parse(f"{alg_dir.name}:{f.stem}"))
+        return out
+
+    def _ref_path(self, name: str) -> Path:
+        return self.root / "refs" / urllib.parse.quote(name, safe="")
+
+    def set_name(self, name: str, image_id: Digest) -> None:
+        """Point *name* (normalized ``registry/repo:tag``) at *image_id*, atomically."""
+        with storage_errors(f"naming image {name}"):
+            fsutil.atomic_write(self._ref_path(name), f"{image_id}\n".encode(), 0o600)
+
+    def remove_name(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._ref_path(name))
+
+    def names(self) -> dict[str, Digest]:
+        """All names, even those whose image is gone (fsck reports those)."""
+        out: dict[str, Digest] = {}
+        refs = self.root / "refs"
+        if not refs.is_dir():
+            return out
+        for f in sorted(refs.iterdir()):
+            if f.name.startswith("."):
+                continue
+            with contextlib.suppress(Exception):
+                out[urllib.parse.unquote(f.name)] = Digest.parse(f.read_text().strip())
+        return out
+
+    def names_of(self, image_id: Digest) -> list[str]:
+        return sorted(n for n, d in self.names().items() if d == image_id)
+
+    def resolve(self, text: str) -> Digest:
+        """An image ID from a full ID, a unique ID prefix (>= 4 hex digits) or a name."""
+        names = self.names()
+        for cand in candidate_names(text):
+            if cand in names and self.has_image(names[cand]):
+                return names[cand]
+        hexpart = text.split(":", 1)[1] if text.startswith("sha256:") else text
+        if len(hexpart) >= 4 and all(c in "0123456789abcdef" for c in hexpart):
+            matches = [i for i in self.image_ids() if i.hex.startswith(hexpart)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise UsageError(f"image ID prefix {text!r} is ambiguous ({len(matches)} images)")
+        raise NotFoundError(f"image {text!r} is not in the store", hint="podrun fetch it first")
+
+    def remove_image(self, image_id: Digest) -> list[str]:
+        """Forget an image and every name pointing at it; content stays until ``gc``."""
+        removed = self.names_of(image_id)
+        for name in removed:
+            self.remove_name(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._image_path(image_id))
+        return removed
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def gc(self, in_use: Callable[[], set[Digest]] | None = None) -> list[str]:
+        """Remove blobs and layer trees no image record references, temp leftovers and idle
+        lock files.  Takes the store lock exclusively; returns what it removed."""
+        removed: list[str] = []
+        with self.exclusive():
+            keep_blobs: set[Digest] = set()
+            keep_layers: set[Digest] = set(in_use() if in_use else ())
+            for image_id in self.image_ids():
+                try:
+                    rec = self.image(image_id)
+                except StoreError:
+                    continue  # a corrupted record keeps nothing alive; fsck names it
+                keep_blobs |= {rec.id, rec.config} | {layer.digest for layer in rec.layers}
+                keep_layers |= {layer.diff_id for layer in rec.layers}
+            for kind, keep in (("blobs", keep_blobs), ("layers", keep_layers)):
+                base = self.root / kind
+                for alg_dir in sorted(base.iterdir()):
+                    for entry in sorted(alg_dir.iterdir()):
+                        if Digest(alg_dir.name, entry.name) in keep:
+                            continue
+                        remove_tree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                        removed.append(f"{kind[:-1]} {alg_dir.name}:{entry.name}")
+            for entry in sorted(self.tmp.iterdir()):
+                remove_tree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                removed.append(f"temporary {entry.name}")
+            # Lock files are only unlinked under the exclusive store lock: no writer can be
+            # holding or about to take one, so no two processes can lock different inodes.
+            for lock in sorted(self.locks.glob("blob-*.lock")) + sorted(self.locks.glob("layer-*.lock")):
+                lock.unlink()
+        return removed
+
+    def fsck(self, verify_content: bool = True) -> list[str]:
+        """Check the store without changing it; returns one line per problem found."""
+        problems: list[str] = []
+        for image_id in self.image_ids():
+            try:
+                rec = self.image(image_id)
+            except StoreError as exc:
+                problems.append(str(exc))
+                continue
+            for dig in [rec.id, rec.config, *(layer.digest for layer in rec.layers)]:
+                if not self.has_blob(dig):
+                    problems.append(f"image {image_id.short}: blob {dig} is missing")
+            for layer in rec.layers:
+                if not self.has_layer(layer.diff_id):
+                    problems.append(f"image {image_id.short}: layer {layer.diff_id} is not unpacked")
+        for name, dig in self.names().items():
+            if not self.has_image(dig):
+                problems.append(f"name {name} points to missing image {dig}")
+        if verify_content:
+            problems += self._verify_blobs()
+        if self.tmp.is_dir():
+            problems += [f"temporary leftover {p.name} (podrun image gc removes it)" for p in self.tmp.iterdir()]
+        return problems
+
+    def _verify_blobs(self) -> list[str]:
+        problems = []
+        base = self.root / "blobs"
+        for alg_dir in sorted(base.iterdir()) if base.is_dir() else []:
+            for blob in sorted(alg_dir.iterdir()):
+                digest = Digest(alg_dir.name, blob.name)
+                h = digest.hasher()
+                try:
+                    with open(blob, "rb") as f:
+                        while chunk := f.read(1 << 20):
+                            h.update(chunk)
+                except OSError as exc:
+                    problems.append(f"blob {digest}: unreadable ({exc.strerror})")
+                    continue
+                if h.hexdigest() != digest.hex:
+                    problems.append(f"blob {digest}: content does not match its digest")
+        return problems
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a tree without following symlinks (shutil.rmtree's fd-based walk); a path that
+    is already gone is not an error, so concurrent cleaners do not fail each other."""
+
+    def onerror(func: Callable[..., Any], p: str, exc_info: Any) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(path, onerror=onerror)

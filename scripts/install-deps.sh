@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything podrun needs on a Debian 12 machine (run as root): system packages with
+# apt-get, then a virtualenv in .venv with podrun and its pinned Python dependencies.
+# Shared by the README's set-up commands and by .ci/run.  Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  # build and run podrun
+  python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
+  # the demo image and the test images are built from Debian's busybox-static
+  busybox-static
+  # tests: a real registry, skopeo/umoci/podman for interop, htpasswd for registry auth, zstd
+  docker-registry skopeo umoci podman apache2-utils zstd ca-certificates
+  # tools the tests and bench call
+  util-linux procps iproute2 git
+)
+
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# docker-registry's Debian package starts a system registry on :5000; podrun's tests start
+# their own on random ports, so keep the packaged one out of the way.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+fi
+
+PY=/usr/bin/python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip==24.2"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
