@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         sys.stderr.write(f"podrun: {exc.strerror or exc}{where}\n")
         sys.exit(PodrunError.exit_code)
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+    except Exception as exc:
         if debug:
             traceback.print_exc()
         sys.stderr.write(f"podrun: internal error: {type(exc).__name__}: {exc}\n")

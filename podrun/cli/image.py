@@ -51,7 +51,8 @@ def list_cmd(g: Globals, fmt: str, no_legend: bool, full: bool) -> None:
     rows = []
     for r in records:
         names = store.names_of(r.id) or ["<none>"]
-        rows.append([str(r.id) if full else r.id.short, ",".join(names), human_size(r.unpacked_size), human_time(r.created)])
+        shown = str(r.id) if full else r.id.short
+        rows.append([shown, ",".join(names), human_size(r.unpacked_size), human_time(r.created)])
     print_table(["ID", "NAME", "SIZE", "CREATED"], rows, legend=not no_legend)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from podrun import faults
 from podrun.errors import NotFoundError, UsageError
 from podrun.image.pull import PullOptions, pull
 from podrun.image.reference import DockerReference, ImageReference, parse_reference
 from podrun.image.source import ImageSource
-from podrun.image.store import ImageRecord, Store, candidate_names
+from podrun.image.store import ImageRecord, Store, candidate_names, normalize_name
 
 PULL_POLICIES = ("new", "update", "never")
 
@@ -79,7 +80,8 @@ def fetch(store: Store, req: FetchRequest) -> ImageRecord:
         if ref.docker is not None and ref.docker.tag:
             name = f"{ref.docker.name}:{ref.docker.tag}"
         if name:
-            store.set_name(name, record.id)
+            faults.checkpoint("pull:before-name")
+            store.set_name(normalize_name(name), record.id)
         return record
     finally:
         source.close()

@@ -7,7 +7,7 @@ declares, so a blob cannot claim one format and feed a decoder another.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from podrun.errors import VerificationError
 
@@ -35,13 +35,13 @@ def open_decompressed(raw: BinaryIO, declared: str | None, what: str) -> BinaryI
         try:
             from isal import igzip
 
-            return igzip.IGzipFile(fileobj=buffered, mode="rb")  # type: ignore[no-any-return]
+            return cast(BinaryIO, igzip.IGzipFile(fileobj=buffered, mode="rb"))  # type: ignore[no-untyped-call]
         except ImportError:  # pragma: no cover - isal is a pinned dependency
             import gzip
 
-            return gzip.GzipFile(fileobj=buffered, mode="rb")
+            return cast(BinaryIO, gzip.GzipFile(fileobj=buffered, mode="rb"))
     if actual == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[no-any-return]
+        return cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True))
     return buffered

@@ -76,7 +76,7 @@ def import_rootfs(store: Store, src: str, name: str, cmd: list[str] | None = Non
             with storage_errors(f"importing {src}"):
                 with open(tmp, "wb") as f:
                     compressed = _HashingWriter(f)
-                    with igzip.IGzipFile(fileobj=compressed, mode="wb", compresslevel=1, mtime=0) as gz:
+                    with igzip.IGzipFile(fileobj=compressed, mode="wb", compresslevel=1, mtime=0) as gz:  # type: ignore[no-untyped-call]
                         plain = _HashingWriter(gz)  # type: ignore[arg-type]
                         if stat.S_ISDIR(st.st_mode):
                             _tar_directory(path, plain)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podrun import faults
 from podrun.errors import LimitExceededError, VerificationError
 from podrun.image import mediatypes as mt
 from podrun.image.decompress import open_decompressed
@@ -93,22 +94,32 @@ def unpack_from_blob(store: Store, blob: Path, layer: LayerRecord, limits: Limit
     from podrun.image.unpack import unpack_layer
 
     def build(rootfs: Path) -> dict[str, Any]:
+        if faults.armed("store:layer-midway"):
+            (rootfs / "partial-file").write_bytes(b"x")
+            faults.checkpoint("store:layer-midway")
         with open(blob, "rb") as raw:
             stream = open_decompressed(raw, mt.LAYER_COMPRESSION[layer.media_type], what)
             result = unpack_layer(stream, rootfs, limits, what)
         if result.diff_id != layer.diff_id:
             raise VerificationError(f"{what}: diff_id {result.diff_id} does not match the config's {layer.diff_id}")
-        return {"diff_id": str(layer.diff_id), "size": result.size, "entries": result.entries, "blob": str(layer.digest)}
+        return {
+            "diff_id": str(layer.diff_id),
+            "size": result.size,
+            "entries": result.entries,
+            "blob": str(layer.digest),
+        }
 
     store.ensure_layer(layer.diff_id, build)
 
 
-def pull(store: Store, source: ImageSource, options: PullOptions = PullOptions()) -> ImageRecord:
+def pull(store: Store, source: ImageSource, options: PullOptions | None = None) -> ImageRecord:
     """Fetch the image *source* names into *store*; returns its record (idempotent)."""
+    options = options or PullOptions()
     limits = options.limits
     what = source.description
     with store.writing():
         top, manifest, image_id = resolve_manifest(source, options.platform, limits)
+        faults.checkpoint("pull:after-manifest")
         if store.has_image(image_id) and all(store.has_layer(d) for d in _diff_ids(store, image_id)):
             return store.image(image_id)
         if manifest.config.size > limits.manifest_bytes:
@@ -153,6 +164,7 @@ def pull(store: Store, source: ImageSource, options: PullOptions = PullOptions()
             source=what,
             unpacked_size=unpacked,
         )
+        faults.checkpoint("pull:before-record")
         store.write_image(record)
         return record
 
@@ -183,7 +195,7 @@ def _run_parallel(fn: Callable[[LayerRecord], None], layers: tuple[LayerRecord, 
         for fut in futures:
             try:
                 fut.result()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
+            except BaseException as exc:
                 if error is None:
                     error = exc
                     for other in futures:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import urllib.parse
@@ -29,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from podrun import fsutil
-from podrun.errors import ConflictError, NotFoundError, StoreError, UsageError
+from podrun import faults, fsutil
+from podrun.errors import NotFoundError, StoreError, UsageError
 from podrun.image.digest import Digest, copy_verified
 from podrun.image.reference import parse_docker_name
 
 DEFAULT_DIR = "/var/lib/podrun"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,8 @@ class Store:
             self.data_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
             for sub in (self.root, self.locks, self.tmp, self.root / "refs"):
                 sub.mkdir(mode=0o700, exist_ok=True)
-            for sub in ("blobs", "layers", "images"):
-                (self.root / sub / "sha256").mkdir(mode=0o700, parents=True, exist_ok=True)
+            for kind in ("blobs", "layers", "images"):
+                (self.root / kind / "sha256").mkdir(mode=0o700, parents=True, exist_ok=True)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -214,12 +216,17 @@ class Store:
                     src = opener()
                     try:
                         with open(tmp, "wb") as out:
+                            if faults.armed("store:blob-midway"):
+                                out.write(src.read(max(1, size // 2)))
+                                out.flush()
+                                faults.checkpoint("store:blob-midway")
                             copy_verified(src, out, digest, size, what)
                             out.flush()
                             os.fsync(out.fileno())
                     finally:
                         src.close()
                     os.chmod(tmp, 0o444)
+                    faults.checkpoint("store:blob-before-rename")
                     os.rename(tmp, final)
                     fsutil.fsync_dir(final.parent)
             finally:
@@ -270,12 +277,14 @@ class Store:
                     meta = build(rootfs)
                     (work / "layer.json").write_text(json.dumps(meta, sort_keys=True))
                     fsutil.syncfs(work)
+                    faults.checkpoint("store:layer-before-rename")
                     final = self.layer_dir(diff_id)
                     final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                     if final.exists():  # an incomplete leftover without layer.json
                         remove_tree(final)
                     os.rename(work, final)
                     fsutil.fsync_dir(final.parent)
+                    log.info("unpacked layer %s", diff_id)
             finally:
                 if work.exists():
                     remove_tree(work)
@@ -304,7 +313,7 @@ class Store:
             raise StoreError(f"image record {path} is corrupted ({exc})", hint="podrun image rm it") from None
 
     def image_ids(self) -> list[Digest]:
-        out = []
+        out: list[Digest] = []
         base = self.root / "images"
         if not base.is_dir():
             return out

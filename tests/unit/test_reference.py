@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import BinaryIO, cast
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_copy_verified_stops_reading_at_size_plus_one() -> None:
             return n
 
     with pytest.raises(VerificationError):
-        copy_verified(Endless(), io.BytesIO(), Digest.of_bytes(b"x"), 10, "blob")
+        copy_verified(cast(BinaryIO, Endless()), io.BytesIO(), Digest.of_bytes(b"x"), 10, "blob")
     assert Endless.read_total <= 11
 
 
