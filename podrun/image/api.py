@@ -75,13 +75,16 @@ def fetch(store: Store, req: FetchRequest) -> ImageRecord:
             raise NotFoundError(f"image {req.image!r} is not in the store", hint="pull policy is 'never'")
     source = open_source(ref, req.insecure)
     try:
-        record = pull(store, source, req.options)
-        name = source.default_name
-        if ref.docker is not None and ref.docker.tag:
-            name = f"{ref.docker.name}:{ref.docker.tag}"
-        if name:
-            faults.checkpoint("pull:before-name")
-            store.set_name(normalize_name(name), record.id)
+        # The shared store lock spans pull and naming, so `image rm` and `image gc` (exclusive)
+        # see either no image or a named one.
+        with store.writing():
+            record = pull(store, source, req.options)
+            name = source.default_name
+            if ref.docker is not None and ref.docker.tag:
+                name = f"{ref.docker.name}:{ref.docker.tag}"
+            if name:
+                faults.checkpoint("pull:before-name")
+                store.set_name(normalize_name(name), record.id)
         return record
     finally:
         source.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from podrun import faults
-from podrun.errors import LimitExceededError, VerificationError
+from podrun.errors import LimitExceededError, NotFoundError, StoreError, VerificationError
 from podrun.image import mediatypes as mt
 from podrun.image.decompress import open_decompressed
 from podrun.image.digest import Digest
@@ -120,8 +120,9 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
     with store.writing():
         top, manifest, image_id = resolve_manifest(source, options.platform, limits)
         faults.checkpoint("pull:after-manifest")
-        if store.has_image(image_id) and all(store.has_layer(d) for d in _diff_ids(store, image_id)):
-            return store.image(image_id)
+        existing = _complete_image(store, image_id)
+        if existing is not None:
+            return existing
         if manifest.config.size > limits.manifest_bytes:
             raise LimitExceededError(f"{what}: config limit exceeded ({manifest.config.size} bytes)")
         config_digest = manifest.config.digest
@@ -169,8 +170,18 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
         return record
 
 
-def _diff_ids(store: Store, image_id: Digest) -> list[Digest]:
-    return [layer.diff_id for layer in store.image(image_id).layers]
+def _complete_image(store: Store, image_id: Digest) -> ImageRecord | None:
+    """The image's record when it and all its layers are in the store (a damaged or
+    half-removed image is fetched again)."""
+    if not store.has_image(image_id):
+        return None
+    try:
+        record = store.image(image_id)
+    except (NotFoundError, StoreError):
+        return None
+    if all(store.has_layer(layer.diff_id) for layer in record.layers) and store.has_blob(record.config):
+        return record
+    return None
 
 
 def _layer_size(store: Store, diff_id: Digest) -> int:

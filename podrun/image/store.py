@@ -367,13 +367,15 @@ class Store:
         raise NotFoundError(f"image {text!r} is not in the store", hint="podrun fetch it first")
 
     def remove_image(self, image_id: Digest) -> list[str]:
-        """Forget an image and every name pointing at it; content stays until ``gc``."""
-        removed = self.names_of(image_id)
-        for name in removed:
-            self.remove_name(name)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._image_path(image_id))
-        return removed
+        """Forget an image and every name pointing at it; content stays until ``gc``.
+        Exclusive store lock: a running fetch of the same image finishes first."""
+        with self.exclusive():
+            removed = self.names_of(image_id)
+            for name in removed:
+                self.remove_name(name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._image_path(image_id))
+            return removed
 
     # -- maintenance ----------------------------------------------------------------------------
 

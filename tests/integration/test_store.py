@@ -256,3 +256,40 @@ def test_low_fd_limit_gives_clean_error(tmp_path: Path, data_dir: Path) -> None:
     if res.returncode != 0:
         assert 247 <= res.returncode <= 254 and res.stderr.startswith("podrun:"), res.stderr
         assert list((data_dir / "store" / "tmp").iterdir()) == []
+
+
+def test_store_is_not_world_writable(tmp_path: Path, podrun: PodrunRunner, data_dir: Path) -> None:
+    built = img.busybox_image(tmp_path / "l")
+    podrun("fetch", f"oci:{built.layout}")
+    assert data_dir.stat().st_mode & 0o7777 == 0o711
+    for sub in ("store", "locks"):
+        assert (data_dir / sub).stat().st_mode & 0o077 == 0, sub
+    for path in [*(data_dir / "store").rglob("*"), *(data_dir / "locks").rglob("*")]:
+        if "rootfs" in path.parts:
+            continue  # image content keeps the image's own modes (e.g. /tmp 1777) inside 0700 dirs
+        assert path.lstat().st_mode & 0o002 == 0, path
+
+
+def test_concurrent_fetch_rm_gc_loops(tmp_path: Path, data_dir: Path, podrun: PodrunRunner) -> None:
+    """Bounded soak: fetch, rm, gc and list racing on one image never deadlock, never fail with
+    anything but a clean error, and leave a consistent store."""
+    built = img.write_oci_layout(
+        tmp_path / "l",
+        [img.tar_bytes(img.busybox_entries()), img.tar_bytes([img.file(f"f{i}", os.urandom(10_000)) for i in range(30)])],
+    )
+    base = [sys.executable, "-m", "podrun", "--dir", str(data_dir)]
+    script = (
+        "for i in $(seq 1 6); do "
+        f'  "$@" fetch oci:{built.layout} >/dev/null || exit 1; '
+        f'  "$@" image rm {built.manifest_digest} >/dev/null 2>&1; '
+        '  "$@" image gc >/dev/null || exit 2; '
+        '  "$@" image list >/dev/null || exit 3; '
+        "done"
+    )
+    procs = [subprocess.Popen(["bash", "-c", script, "loop", *base], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0 and "Traceback" not in err, err
+    podrun("fetch", f"oci:{built.layout}")
+    assert podrun("image", "fsck").returncode == 0
