@@ -52,3 +52,19 @@ def podrun(data_dir: Path) -> PodrunRunner:
         return res
 
     return run
+
+
+def _leftover_mounts() -> list[str]:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return [line.split()[4] for line in f if "pytest-of-" in line.split()[4] or "podrun" in line.split()[4]]
+    except OSError:
+        return []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Report (and fail the run on) mounts that tests left behind: every test must clean up."""
+    left = _leftover_mounts()
+    if left:
+        sys.stderr.write("\ntests left these mounts behind:\n  " + "\n  ".join(left) + "\n")
+        session.exitstatus = 1

@@ -138,7 +138,9 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
 
         def fetch_layer(layer: LayerRecord) -> None:
             lwhat = f"{what} layer {layer.digest.short}"
-            if store.has_layer(layer.diff_id):
+            # The blob is kept even when the tree exists (from another image with the same
+            # diff_id but another compression): exports and fsck need the exact blob.
+            if store.has_layer(layer.diff_id) and store.has_blob(layer.digest):
                 return
 
             def opener() -> Any:
@@ -148,9 +150,14 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
                 return raw
 
             blob = store.put_blob_stream(layer.digest, layer.size, opener, lwhat)
-            unpack_from_blob(store, blob, layer, limits, lwhat)
+            if not store.has_layer(layer.diff_id):
+                unpack_from_blob(store, blob, layer, limits, lwhat)
 
-        _run_parallel(fetch_layer, layers)
+        try:
+            _run_parallel(fetch_layer, layers)
+        except BaseException:
+            store.cleanup_own_temp()
+            raise
         store.put_blob_bytes(top.data, f"{what} manifest", image_id)
         unpacked = sum(_layer_size(store, layer.diff_id) for layer in layers)
         record = ImageRecord(

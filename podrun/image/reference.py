@@ -121,12 +121,12 @@ def parse_reference(text: str) -> ImageReference:
             body = text[len(prefix) :]
             if not body:
                 raise UsageError(f"invalid image reference {text!r}: missing path")
-            path, ref = body, None
-            # The last ':' separates a REF unless what follows looks like a path.
-            if ":" in body:
-                head, _, tail = body.rpartition(":")
-                if tail and "/" not in tail and head:
-                    path, ref = head, tail
+            # As containers-transports(5): the first ':' ends the path, the rest is REF
+            # (which may itself hold ':', as in docker-archive:FILE:NAME:TAG).
+            path, _, ref_text = body.partition(":")
+            ref = ref_text or None
+            if not path:
+                raise UsageError(f"invalid image reference {text!r}: missing path")
             if "\0" in path:
                 raise UsageError(f"invalid image reference {text!r}: NUL in path")
             return ImageReference(transport, path=path, ref=ref)

@@ -242,6 +242,15 @@ class Store:
         self.put_blob_stream(digest, len(data), lambda: io.BytesIO(data), what)
         return digest
 
+    def cleanup_own_temp(self) -> None:
+        """Remove this process's leftovers in ``store/tmp`` (named ``*.<pid>``) after a failure."""
+        suffix = f".{os.getpid()}"
+        with contextlib.suppress(OSError):
+            for entry in self.tmp.iterdir():
+                if entry.name.endswith(suffix):
+                    with contextlib.suppress(OSError):
+                        remove_tree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
     # -- layers -------------------------------------------------------------------------------
 
     def layer_dir(self, diff_id: Digest) -> Path:
@@ -287,7 +296,10 @@ class Store:
                     log.info("unpacked layer %s", diff_id)
             finally:
                 if work.exists():
-                    remove_tree(work)
+                    # Best effort: when this fails too (EMFILE, EIO), the caller's
+                    # cleanup_own_temp() or `image gc` finishes the job.
+                    with contextlib.suppress(OSError):
+                        remove_tree(work)
 
     # -- images and names ---------------------------------------------------------------------
 

@@ -135,7 +135,7 @@ def test_limit_on_config_size(tmp_path: Path, podrun: PodrunRunner) -> None:
 
 @pytest.mark.parametrize("checkpoint", CHECKPOINTS)
 def test_kill9_during_fetch_then_rerun(tmp_path: Path, podrun: PodrunRunner, data_dir: Path, checkpoint: str) -> None:
-    other = img.busybox_image(tmp_path / "other", compression="zstd")
+    other = img.busybox_image(tmp_path / "other", compression="gzip")
     podrun("fetch", f"docker-archive:{_docker_archive(other, tmp_path / 'other.tar', 'other:1')}")
     built = img.write_oci_layout(
         tmp_path / "l",
@@ -215,7 +215,7 @@ def test_fsck_names_corruption_and_rm_gc_recover(tmp_path: Path, podrun: PodrunR
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
     try:
         yield mnt
     finally:
@@ -224,7 +224,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 def test_disk_full_and_readonly_store(tmp_path: Path, small_fs: Path) -> None:
     small = img.busybox_image(tmp_path / "small", compression="zstd")
-    big = img.write_oci_layout(tmp_path / "big", [img.tar_bytes([img.file("big", os.urandom(4_000_000))])],
+    big = img.write_oci_layout(tmp_path / "big", [img.tar_bytes([img.file("big", os.urandom(6_000_000))])],
                                compression="none")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

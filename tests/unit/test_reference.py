@@ -47,7 +47,7 @@ def test_transports() -> None:
     r = parse_reference("oci-archive:/tmp/a.tar")
     assert (r.transport, r.path, r.ref) == ("oci-archive", "/tmp/a.tar", None)
     r = parse_reference("docker-archive:/tmp/a.tar:busybox:latest")
-    assert r.transport == "docker-archive"
+    assert (r.transport, r.path, r.ref) == ("docker-archive", "/tmp/a.tar", "busybox:latest")
     assert parse_reference("busybox").transport == "store"
     with pytest.raises(UsageError, match="unknown transport"):
         parse_reference("ftp://x/y")
