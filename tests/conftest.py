@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.registry import auth_registry, registry  # noqa: F401  (shared fixtures)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_AUTH = "auth.docker.io"
 MAX_REDIRECTS = 5
+MAX_AUTH_ROUNDS = 4  # a registry inventing a new token scope on every 401 must not loop us forever
 MAX_RETRY_AFTER = 5.0  # seconds; a longer Retry-After is capped rather than obeyed
 BACKOFF_BASE = 0.2
 RETRY_STATUSES = frozenset({408, 429})
@@ -75,12 +76,12 @@ def is_loopback(host: str) -> bool:
 
 def origin_of(url: str) -> Origin:
     """(scheme, host, port) of *url*, with the scheme's default port filled in."""
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
     try:
+        parts = urllib.parse.urlsplit(url)
         port = parts.port
-    except ValueError:
-        raise FetchError(f"invalid URL {url!r}: bad port") from None
+    except ValueError as exc:  # e.g. a hostile Location header with a bad port or IPv6 literal
+        raise FetchError(f"invalid URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
 
 
@@ -376,7 +377,7 @@ class RegistrySource:
         """GET *path* on the registry, answering 401 challenges (at most once per scheme)."""
         url = self._base_url() + path
         tried: set[str] = set()
-        while True:
+        for _ in range(MAX_AUTH_ROUNDS):
             authorization = self._authorization
             resp, same_origin = self._get(url, headers, authorization, what)
             if resp.status != 401 or not same_origin:
@@ -385,6 +386,7 @@ class RegistrySource:
             _discard(resp)
             challenges = parse_www_authenticate(header)
             self._answer_challenge(challenges, authorization, tried, what)
+        raise FetchError(f"{what}: registry {self.registry} keeps asking for authentication")
 
     def _answer_challenge(
         self, challenges: list[Challenge], sent: str | None, tried: set[str], what: str
