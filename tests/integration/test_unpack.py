@@ -362,7 +362,7 @@ def test_reserved_whiteout_names_refused(sandbox: Sandbox) -> None:
         assert_refused(sandbox, tar_bytes([file(name)]), name, also="whiteout")
 
 
-def test_layer_cannot_forge_overlay_xattrs_on_whiteout_parent(sandbox: Sandbox) -> None:
+def test_whiteout_below_a_regular_file_refused(sandbox: Sandbox) -> None:
     entries = [file("f"), file("f/.wh.x")]  # a whiteout below a regular file
     assert_refused(sandbox, tar_bytes(entries), "f/.wh.x", also="not")
 
