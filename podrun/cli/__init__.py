@@ -63,10 +63,13 @@ def cli(ctx: click.Context, data_dir: str, debug: bool, insecure_options: str) -
 
 
 def _register() -> None:
-    from podrun.cli import fetch, image
+    from podrun.cli import fetch, image, run
 
     cli.add_command(fetch.fetch_cmd)
     cli.add_command(image.image_group)
+    cli.add_command(run.run_cmd)
+    cli.add_command(run.prepare_cmd)
+    cli.add_command(run.run_prepared_cmd)
 
 
 _register()

@@ -45,11 +45,11 @@ def open_source(ref: ImageReference, insecure: frozenset[str]) -> ImageSource:
     raise UsageError(f"unknown transport {ref.transport!r}")
 
 
-def _local(store: Store, docker: DockerReference) -> ImageRecord | None:
+def _local(store: Store, text: str, docker: DockerReference) -> ImageRecord | None:
     names = store.names()
     if docker.digest is not None and store.has_image(docker.digest):
         return store.image(docker.digest)
-    for cand in candidate_names(str(docker)):
+    for cand in candidate_names(text):
         if cand in names and store.has_image(names[cand]):
             return store.image(names[cand])
     return None
@@ -68,7 +68,7 @@ def fetch(store: Store, req: FetchRequest) -> ImageRecord:
     if ref.transport == "store":
         assert ref.docker is not None
         if req.pull_policy != "update":
-            local = _local(store, ref.docker)
+            local = _local(store, req.image, ref.docker)
             if local is not None:
                 return local
         if req.pull_policy == "never":

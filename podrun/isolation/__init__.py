@@ -1,0 +1,1 @@
+"""The kernel layer: thin ctypes/os wrappers around syscalls; imports nothing else from podrun."""

@@ -1,0 +1,125 @@
+"""ctypes bindings for the namespace, mount and process calls the stages need.
+
+Kernel layer: no policy, no podrun imports.  Every failure raises ``OSError`` carrying errno,
+the call's name and the path it was about (STYLE.md: errors carry errno, call and path).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# clone/unshare flags (linux/sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount flags (linux/mount.h)
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
+
+_NR = {"x86_64": {"openat2": 437, "pivot_root": 155, "close_range": 436},
+       "aarch64": {"openat2": 437, "pivot_root": 41, "close_range": 436}}
+_MACHINE = os.uname().machine
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+
+def _check(ret: int, call: str, path: str | None = None) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{call}: {os.strerror(err)}", path)
+    return ret
+
+
+def _b(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    _check(
+        _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
+        f"mount {fstype or 'bind'} {source or ''}".rstrip(), target,
+    )
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    nr = _NR[_MACHINE]["pivot_root"]
+    _check(_libc.syscall(ctypes.c_long(nr), _b(new_root), _b(put_old)), "pivot_root", new_root)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname", name)
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0)), f"prctl({option})")
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open *path* beneath *dirfd* with RESOLVE_* rules (kernel >= 5.6)."""
+    how = struct.pack("QQQ", flags, mode, resolve)
+    buf = ctypes.create_string_buffer(how, len(how))
+    nr = _NR[_MACHINE]["openat2"]
+    return _check(
+        _libc.syscall(ctypes.c_long(nr), ctypes.c_int(dirfd), _b(path), buf, ctypes.c_size_t(len(how))),
+        "openat2", path,
+    )
+
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH) -> int:
+    """Open *path* as if *root_fd* were ``/``: symlinks and ``..`` cannot leave it
+    (RESOLVE_IN_ROOT), and /proc magic links are refused (runc CVE-2019-5736 / 2024-21626)."""
+    return openat2(root_fd, path.lstrip("/") or ".", flags | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+
+
+def fd_path(fd: int) -> str:
+    """The magic link that names an open fd; mount(2) on it targets exactly that inode."""
+    return f"/proc/self/fd/{fd}"
+
+
+def close_fds_from(lowest: int, keep: frozenset[int] = frozenset()) -> None:
+    """Close every fd >= *lowest* except *keep* (so no host fd reaches an app, case 12)."""
+    fds = sorted(int(n) for n in os.listdir("/proc/self/fd") if int(n) >= lowest and int(n) not in keep)
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

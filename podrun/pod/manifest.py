@@ -1,0 +1,102 @@
+"""The pod manifest: what stage0 writes into the pod directory and stage1 executes.
+
+A pod manifest is stage0's *decision*: every image default and flag is already merged, names
+resolved to layer paths, limits parsed.  stage1 trusts it (stage0 wrote it; the schema in
+podrun/schemas/pod-manifest.json is checked by the tests, not on the warm path, to keep
+jsonschema's import cost out of ``podrun run``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    volume: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    kind: str  # "host" | "empty"
+    source: str | None = None  # host path for kind=host
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_max: int | None = None  # bytes
+    cpu_millis: int | None = None
+    pids_max: int | None = None
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    image_id: str
+    image_name: str
+    lower_dirs: tuple[str, ...]  # overlay lowerdirs, bottom layer first
+    exec_argv: tuple[str, ...]
+    env: tuple[str, ...]  # "K=V", final precedence already applied
+    user: str = "0"
+    group: str | None = None
+    supplementary_gids: tuple[int, ...] = ()
+    working_dir: str = "/"
+    mounts: tuple[MountSpec, ...] = ()
+    read_only_rootfs: bool = False
+    resources: Resources = field(default_factory=Resources)
+    capabilities: tuple[str, ...] = ()
+    seccomp: str | None = None  # the --seccomp flag text, or None for the default filter
+    no_new_privileges: bool = True
+
+
+@dataclass(frozen=True)
+class PodManifest:
+    uuid: str
+    apps: tuple[AppSpec, ...]
+    volumes: tuple[Volume, ...] = ()
+    hostname: str = ""
+    net: str = "none"  # "none" | "host"
+    stage1: str = "default"
+    interactive: bool = False
+    dns: tuple[str, ...] = ()
+    hosts_entries: tuple[str, ...] = ()
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PodManifest:
+        doc = json.loads(data)
+        if doc.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"unsupported pod manifest version {doc.get('version')!r}")
+        apps = tuple(_app(a) for a in doc["apps"])
+        vols = tuple(Volume(**v) for v in doc.get("volumes", ()))
+        return cls(
+            uuid=doc["uuid"], apps=apps, volumes=vols, hostname=doc.get("hostname", ""),
+            net=doc.get("net", "none"), stage1=doc.get("stage1", "default"),
+            interactive=bool(doc.get("interactive", False)), dns=tuple(doc.get("dns", ())),
+            hosts_entries=tuple(doc.get("hosts_entries", ())), version=doc["version"],
+        )
+
+
+def _app(a: dict[str, Any]) -> AppSpec:
+    return AppSpec(
+        name=a["name"], image_id=a["image_id"], image_name=a["image_name"],
+        lower_dirs=tuple(a["lower_dirs"]), exec_argv=tuple(a["exec_argv"]), env=tuple(a["env"]),
+        user=a.get("user", "0"), group=a.get("group"),
+        supplementary_gids=tuple(a.get("supplementary_gids", ())),
+        working_dir=a.get("working_dir", "/"),
+        mounts=tuple(MountSpec(**m) for m in a.get("mounts", ())),
+        read_only_rootfs=bool(a.get("read_only_rootfs", False)),
+        resources=Resources(**a.get("resources", {})),
+        capabilities=tuple(a.get("capabilities", ())), seccomp=a.get("seccomp"),
+        no_new_privileges=bool(a.get("no_new_privileges", True)),
+    )

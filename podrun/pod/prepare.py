@@ -1,0 +1,231 @@
+"""stage0's pod preparation: image configs merged with flags into a PodManifest, then the pod
+directory written (embryo -> prepared/run) and the flavor's ``run`` entrypoint exec'd.
+
+Precedence (rkt's, and the issue's): image env < ``--set-env-file`` < ``--set-env`` <
+``--environment``; ``--exec`` replaces the image's Entrypoint+Cmd, ``-- ARGS`` replace Cmd.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from podrun.errors import NotFoundError, UsageError
+from podrun.pod import appflags as af
+from podrun.pod.layout import PodDirs
+from podrun.pod.manifest import AppSpec, MountSpec, PodManifest, Resources, Volume
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STAGE1_FLAVORS = ("default", "fly")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What preparation needs from the store about one image."""
+
+    id: str
+    name: str
+    config: dict[str, Any]
+    lower_dirs: tuple[str, ...]  # bottom layer first
+
+
+@dataclass
+class RunRequest:
+    apps: list[af.AppArgs]
+    stage1: str = "default"
+    hostname: str = ""
+    net: str = "none"
+    interactive: bool = False
+    volumes: list[str] = field(default_factory=list)
+    set_env: list[str] = field(default_factory=list)
+    set_env_file: str | None = None
+    dns: list[str] = field(default_factory=list)
+    hosts_entries: list[str] = field(default_factory=list)
+
+
+def _env_file(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read --set-env-file {path!r}: {exc.strerror}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise UsageError(f"--set-env-file {path!r} line {n}: expected KEY=VALUE")
+        out.append(line)
+    return out
+
+
+def _merge_env(*layers: list[str]) -> tuple[str, ...]:
+    env: dict[str, str] = {}
+    for layer in layers:
+        for item in layer:
+            k, eq, v = item.partition("=")
+            if not eq or not k:
+                raise UsageError(f"invalid environment entry {item!r}: expected KEY=VALUE")
+            env[k] = v
+    if "PATH" not in env:
+        env["PATH"] = DEFAULT_PATH.split("=", 1)[1]
+    return tuple(f"{k}={v}" for k, v in env.items())
+
+
+def _volumes(specs: list[str]) -> dict[str, Volume]:
+    out: dict[str, Volume] = {}
+    for spec in specs:
+        name, kv = af.parse_kv_list("--volume", spec)
+        if not name:
+            raise UsageError(f"invalid --volume {spec!r}: expected NAME,kind=host|empty,…")
+        af.check_app_name(name)
+        kind = kv.pop("kind", "")
+        read_only = af.parse_bool("--volume readOnly", kv.pop("readOnly", "false"))
+        if kind == "host":
+            source = kv.pop("source", "")
+            if not source.startswith("/"):
+                raise UsageError(f"invalid --volume {spec!r}: kind=host needs an absolute source=PATH")
+            if not os.path.isdir(source) and not os.path.isfile(source):
+                raise NotFoundError(f"--volume {name}: source {source!r} does not exist")
+            vol = Volume(name, "host", os.path.realpath(source), read_only)
+        elif kind == "empty":
+            vol = Volume(name, "empty", None, read_only)
+        else:
+            raise UsageError(f"invalid --volume {spec!r}: kind must be host or empty")
+        if kv:
+            raise UsageError(f"invalid --volume {spec!r}: unknown key(s) {', '.join(sorted(kv))}")
+        if name in out:
+            raise UsageError(f"--volume {name} given twice")
+        out[name] = vol
+    return out
+
+
+def _user_group(cfg_user: str) -> tuple[str, str | None]:
+    user, _, group = (cfg_user or "0").partition(":")
+    return user or "0", group or None
+
+
+def build_app(
+    args: af.AppArgs, image: ImageInfo, req: RunRequest, base_env: list[str], vols: dict[str, Volume], used: set[str]
+) -> AppSpec:
+    cfg = image.config.get("config") or {}
+    flags = args.flags
+    name = flags.get("--name") or image.name.rsplit("/", 1)[-1].split(":")[0].split("@")[0]
+    name = af.check_app_name(name[:63].lower())
+    if name in used:
+        if "--name" in flags:
+            raise UsageError(f"app name {name!r} is used twice", hint="give each app a distinct --name")
+        n = 2
+        while f"{name}-{n}" in used:
+            n += 1
+        name = f"{name}-{n}"
+    used.add(name)
+    entrypoint = list(cfg.get("Entrypoint") or [])
+    cmd = list(cfg.get("Cmd") or [])
+    if "--exec" in flags:
+        argv = [flags["--exec"], *(args.args or [])]
+    else:
+        argv = entrypoint + (args.args if args.args is not None else cmd)
+    if not argv:
+        raise UsageError(f"image {args.image!r} has no command", hint="use --exec PATH")
+    user, group = _user_group(cfg.get("User") or "")
+    user = flags.get("--user", user)
+    group = flags.get("--group", group)
+    mounts = []
+    for m in args.mounts:
+        _, kv = af.parse_kv_list("--mount", m)
+        vol, target = kv.pop("volume", ""), kv.pop("target", "")
+        if vol not in vols:
+            raise UsageError(f"--mount {m!r}: no volume named {vol!r}", hint="declare it with --volume")
+        if kv:
+            raise UsageError(f"invalid --mount {m!r}: unknown key(s) {', '.join(sorted(kv))}")
+        mounts.append(MountSpec(vol, af.check_abs_path("--mount target", target)))
+    res = Resources(
+        memory_max=af.parse_size("--memory", flags["--memory"]) if "--memory" in flags else None,
+        cpu_millis=af.parse_cpu("--cpu", flags["--cpu"]) if "--cpu" in flags else None,
+        pids_max=af.parse_positive_int("--pids-limit", flags["--pids-limit"]) if "--pids-limit" in flags else None,
+    )
+    from podrun.pod import caps_policy
+
+    caps = caps_policy.resolve_caps(flags.get("--caps-retain"), flags.get("--caps-remove"))
+    supp = tuple(
+        af.parse_positive_int("--supplementary-gids", g) for g in flags.get("--supplementary-gids", "").split(",") if g
+    )
+    workdir = flags.get("--working-dir") or cfg.get("WorkingDir") or "/"
+    return AppSpec(
+        name=name,
+        image_id=image.id,
+        image_name=image.name,
+        lower_dirs=image.lower_dirs,
+        exec_argv=tuple(argv),
+        env=_merge_env(list(cfg.get("Env") or []), base_env, req.set_env, args.environment),
+        user=user,
+        group=group,
+        supplementary_gids=supp,
+        working_dir=af.check_abs_path("--working-dir", workdir),
+        mounts=tuple(mounts),
+        read_only_rootfs=flags.get("--readonly-rootfs") == "True",
+        resources=res,
+        capabilities=tuple(sorted(caps)),
+        seccomp=flags.get("--seccomp"),
+        no_new_privileges=flags.get("--no-new-privileges", "True") == "True",
+    )
+
+
+def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodManifest:
+    if req.stage1 not in STAGE1_FLAVORS:
+        raise UsageError(f"unknown --stage1 {req.stage1!r} (choose from {', '.join(STAGE1_FLAVORS)})")
+    if req.net not in ("none", "host"):
+        raise UsageError(f"unsupported --net {req.net!r}: this release supports none and host")
+    if req.interactive and len(req.apps) != 1:
+        raise UsageError("--interactive needs exactly one app")
+    if req.stage1 == "fly" and len(req.apps) != 1:
+        raise UsageError("--stage1 fly runs exactly one app")
+    base_env = _env_file(req.set_env_file) if req.set_env_file else []
+    vols = _volumes(req.volumes)
+    used: set[str] = set()
+    apps = tuple(build_app(a, resolve(a.image), req, base_env, vols, used) for a in req.apps)
+    if req.hostname and not af.APP_NAME_RE.match(req.hostname.split(".")[0]):
+        raise UsageError(f"invalid --hostname {req.hostname!r}")
+    return PodManifest(
+        uuid=str(uuidlib.uuid4()), apps=apps, volumes=tuple(vols.values()), hostname=req.hostname, net=req.net,
+        stage1=req.stage1, interactive=req.interactive, dns=tuple(req.dns), hosts_entries=tuple(req.hosts_entries),
+    )
+
+
+def stages_dir() -> Path:
+    env = os.environ.get("PODRUN_STAGES_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "stages"
+
+
+def exec_stage1(pod_dir: Path, flavor: str, lock_fd: int, debug: bool) -> NoReturn:
+    """Replace this process with the flavor's ``run`` entrypoint, handing over the pod lock."""
+    import json
+
+    flavor_dir = stages_dir() / flavor
+    try:
+        entry = json.loads((flavor_dir / "manifest.json").read_text())["entrypoints"]["run"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise NotFoundError(f"stage1 flavor {flavor!r} is not installed in {flavor_dir} ({exc})") from None
+    os.set_inheritable(lock_fd, True)
+    env = dict(os.environ, PODRUN_LOCK_FD=str(lock_fd))
+    argv = [sys.executable, "-I", str(flavor_dir / entry), "--pod-dir", str(pod_dir)]
+    if debug:
+        argv.append("--debug")
+        sys.stderr.write("podrun: exec " + " ".join(argv) + f"  (PODRUN_LOCK_FD={lock_fd})\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
+def create_pod(dirs: PodDirs, manifest: PodManifest, phase: str) -> tuple[Path, int]:
+    """Write the pod dir in embryo/ and move it to *phase* (``prepared`` or ``run``), lock held."""
+    _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json())
+    return dirs.move(manifest.uuid, "embryo", phase), fd

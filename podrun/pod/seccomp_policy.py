@@ -1,0 +1,500 @@
+"""Which syscalls a podrun app may make: the default seccomp allowlist, ``--seccomp`` flags and
+OCI ``linux.seccomp`` profiles, all turned into a ``podrun.isolation.seccomp.Filter``.
+
+The default profile is podrun's own list, modelled on the behaviour (not the text) of the
+Docker/moby and containers/common (podman) default profiles:
+
+* Unknown syscalls get ENOSYS, as in containers/common since 2021 (PR #573): a syscall newer
+  than this list (``clone3``, ``faccessat2``, ``close_range`` were the historic cases) must
+  look "not implemented" so that libc falls back to the older call; EPERM (Docker's default)
+  makes glibc give up instead (runc#2151, moby#42871).
+* Syscalls denied on purpose get EPERM through explicit rules, so programs see "not allowed".
+* Syscalls that only make sense with a capability (mount with CAP_SYS_ADMIN, ptrace with
+  CAP_SYS_PTRACE, …) are allowed exactly when the app keeps that capability, like both
+  profiles do; the kernel still checks the capability itself.
+* Argument filters: ``clone`` with namespace flags → EPERM, ``clone3`` → ENOSYS (its flags are
+  behind a pointer seccomp cannot read; glibc then falls back to ``clone``), ``socket`` for
+  AF_VSOCK/AF_ALG and ``personality`` with unusual personas are not allowed.
+
+podrun is stricter than podman in one way: podman allows mount/unshare/keyctl/reboot and leaves
+them to the capability checks (rootless podman needs that); podrun denies them unless the cap
+is kept, and never allows the keyring syscalls (keyrings are not namespaced).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from podrun.errors import UsageError
+from podrun.isolation.seccomp import ArgCond, Filter, Rule, native_arch, syscall_exists
+
+EPERM = errno.EPERM
+ENOSYS = errno.ENOSYS
+
+# clone(2) flags that create namespaces (<linux/sched.h>).  CLONE_NEWTIME (0x80) is left out:
+# in clone() the low byte is the exit signal; new time namespaces need unshare/clone3.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACE_CLONE_FLAGS = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER,
+                         CLONE_NEWPID, CLONE_NEWNET)
+NAMESPACE_CLONE_MASK = sum(NAMESPACE_CLONE_FLAGS)
+
+AF_ALG = 38
+AF_VSOCK = 40
+
+# Compat ABIs a native kernel also runs: each must be in the filter, or a 32-bit (int 0x80)
+# or x32 syscall would bypass the native syscall-number checks.  libseccomp kills syscalls
+# from ABIs not in the filter (ACT_BADARCH, set to kill-process by the kernel layer).
+COMPAT_ARCHES = {"x86_64": ("x86", "x32"), "aarch64": ("arm",)}
+
+# Allowed for every app.  Grouped by purpose; names libseccomp does not know on an ABI are
+# skipped when compiling, so names of newer syscalls may be listed ahead of time.
+ALLOWED: dict[str, tuple[str, ...]] = {
+    # Starting, ending and identifying processes and threads (clone is filtered separately).
+    "process": (
+        "execve", "execveat", "exit", "exit_group", "fork", "vfork", "wait4", "waitid", "waitpid",
+        "getpid", "getppid", "gettid", "getpgid", "getpgrp", "getsid", "setpgid", "setsid",
+        "set_tid_address", "get_robust_list", "set_robust_list", "rseq", "restart_syscall",
+        "prctl", "arch_prctl", "get_thread_area", "set_thread_area", "modify_ldt", "set_tls",
+        "capget", "capset", "pidfd_open", "pidfd_send_signal", "seccomp", "membarrier",
+        "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+    ),
+    # Futexes and scheduling.
+    "sync": (
+        "futex", "futex_time64", "futex_waitv", "futex_wake", "futex_wait", "futex_requeue",
+        "sched_yield", "sched_getaffinity", "sched_setaffinity", "sched_getparam", "sched_setparam",
+        "sched_getscheduler", "sched_setscheduler", "sched_getattr", "sched_setattr",
+        "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval",
+        "sched_rr_get_interval_time64", "getpriority", "setpriority", "ioprio_get", "ioprio_set",
+        "getcpu",
+    ),
+    # Credentials; the kernel checks CAP_SETUID/CAP_SETGID itself.
+    "identity": (
+        "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
+        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
+        "setfsuid", "setfsgid",
+        "getuid32", "geteuid32", "getgid32", "getegid32", "getresuid32", "getresgid32",
+        "getgroups32", "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32",
+        "setresgid32", "setgroups32", "setfsuid32", "setfsgid32",
+    ),
+    # Signals.
+    "signals": (
+        "kill", "tkill", "tgkill", "rt_sigaction", "rt_sigpending", "rt_sigprocmask",
+        "rt_sigqueueinfo", "rt_tgsigqueueinfo", "rt_sigreturn", "rt_sigsuspend", "rt_sigtimedwait",
+        "rt_sigtimedwait_time64", "sigaction", "sigaltstack", "signal", "signalfd", "signalfd4",
+        "sigpending", "sigprocmask", "sigreturn", "sigsuspend", "pause", "alarm",
+    ),
+    # Memory management.
+    "memory": (
+        "brk", "mmap", "mmap2", "munmap", "mprotect", "mremap", "msync", "madvise", "mincore",
+        "mlock", "mlock2", "mlockall", "munlock", "munlockall", "memfd_create", "remap_file_pages",
+        "pkey_alloc", "pkey_free", "pkey_mprotect", "cacheflush", "breakpoint",
+    ),
+    # File descriptors and I/O.
+    "io": (
+        "open", "openat", "openat2", "creat", "close", "close_range", "read", "readv", "pread64",
+        "preadv", "preadv2", "write", "writev", "pwrite64", "pwritev", "pwritev2", "lseek",
+        "_llseek", "dup", "dup2", "dup3", "fcntl", "fcntl64", "flock", "ioctl", "pipe", "pipe2",
+        "sendfile", "sendfile64", "splice", "tee", "copy_file_range", "readahead",
+        "fsync", "fdatasync", "sync", "syncfs", "sync_file_range", "sync_file_range2",
+        "arm_sync_file_range", "fadvise64", "fadvise64_64", "arm_fadvise64_64", "fallocate",
+    ),
+    # Waiting for events, timers and async I/O (io_uring is denied, see DENIED).
+    "events": (
+        "poll", "ppoll", "ppoll_time64", "select", "_newselect", "pselect6", "pselect6_time64",
+        "epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old", "epoll_wait",
+        "epoll_wait_old", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2",
+        "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch", "fanotify_mark",
+        "io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents",
+        "io_pgetevents_time64",
+    ),
+    # Paths, metadata and directories; the mount namespace and rootfs confine them.
+    "filesystem": (
+        "access", "faccessat", "faccessat2", "stat", "stat64", "lstat", "lstat64", "fstat",
+        "fstat64", "fstatat64", "newfstatat", "statx", "statfs", "statfs64", "fstatfs",
+        "fstatfs64", "getdents", "getdents64", "readdir", "getcwd", "chdir", "fchdir",
+        "mkdir", "mkdirat", "rmdir", "rename", "renameat", "renameat2", "link", "linkat",
+        "symlink", "symlinkat", "unlink", "unlinkat", "readlink", "readlinkat", "truncate",
+        "truncate64", "ftruncate", "ftruncate64", "chmod", "fchmod", "fchmodat", "fchmodat2",
+        "chown", "fchown", "lchown", "fchownat", "chown32", "fchown32", "lchown32", "umask",
+        "utime", "utimes", "utimensat", "utimensat_time64", "futimesat", "mknod", "mknodat",
+        "name_to_handle_at",
+        "getxattr", "lgetxattr", "fgetxattr", "setxattr", "lsetxattr", "fsetxattr", "listxattr",
+        "llistxattr", "flistxattr", "removexattr", "lremovexattr", "fremovexattr",
+    ),
+    # Clocks; setting them needs CAP_SYS_TIME (see CAP_GATED).  adjtimex only reads without it.
+    "time": (
+        "clock_gettime", "clock_gettime64", "clock_getres", "clock_getres_time64",
+        "clock_nanosleep", "clock_nanosleep_time64", "nanosleep", "gettimeofday", "time", "times",
+        "getitimer", "setitimer", "timer_create", "timer_delete", "timer_gettime",
+        "timer_gettime64", "timer_settime", "timer_settime64", "timer_getoverrun",
+        "timerfd_create", "timerfd_settime", "timerfd_settime64", "timerfd_gettime",
+        "timerfd_gettime64", "adjtimex", "clock_adjtime", "clock_adjtime64",
+    ),
+    # Sockets (socket itself is filtered by address family) and System V / POSIX IPC, which
+    # the pod's IPC namespace confines.
+    "ipc": (
+        "socketpair", "bind", "connect", "listen", "accept", "accept4", "getsockname",
+        "getpeername", "getsockopt", "setsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg",
+        "sendmmsg", "recvmmsg", "recvmmsg_time64", "send", "recv", "shutdown",
+        "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semtimedop",
+        "semtimedop_time64", "semctl", "shmget", "shmat", "shmdt", "shmctl", "ipc",
+        "mq_open", "mq_unlink", "mq_timedsend", "mq_timedsend_time64", "mq_timedreceive",
+        "mq_timedreceive_time64", "mq_notify", "mq_getsetattr",
+    ),
+    # Limits and system information.
+    "system": (
+        "getrlimit", "setrlimit", "prlimit64", "ugetrlimit", "getrusage", "sysinfo", "uname",
+        "getrandom",
+    ),
+}
+
+# Allowed only while the app keeps one of the named capabilities, else EPERM.
+CAP_GATED: tuple[tuple[frozenset[str], tuple[str, ...]], ...] = (
+    # Mounts, namespaces, hostnames, quotas, fanotify: the host-facing half of CAP_SYS_ADMIN.
+    (frozenset({"CAP_SYS_ADMIN"}), (
+        "mount", "umount", "umount2", "pivot_root", "unshare", "setns", "fsopen", "fsconfig",
+        "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr", "quotactl", "quotactl_fd",
+        "sethostname", "setdomainname", "fanotify_init", "lookup_dcookie",
+    )),
+    (frozenset({"CAP_SYS_ADMIN", "CAP_BPF"}), ("bpf",)),
+    (frozenset({"CAP_SYS_ADMIN", "CAP_PERFMON"}), ("perf_event_open",)),
+    (frozenset({"CAP_SYS_ADMIN", "CAP_SYSLOG"}), ("syslog",)),
+    # Reading and writing other processes (podman gates these on CAP_SYS_PTRACE too).
+    (frozenset({"CAP_SYS_PTRACE"}), (
+        "ptrace", "kcmp", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd",
+    )),
+    (frozenset({"CAP_SYS_BOOT"}), ("reboot",)),
+    (frozenset({"CAP_SYS_CHROOT"}), ("chroot",)),
+    (frozenset({"CAP_SYS_MODULE"}), ("init_module", "finit_module", "delete_module")),
+    (frozenset({"CAP_SYS_NICE"}), (
+        "get_mempolicy", "set_mempolicy", "set_mempolicy_home_node", "mbind", "migrate_pages",
+        "move_pages",
+    )),
+    (frozenset({"CAP_SYS_PACCT"}), ("acct",)),
+    (frozenset({"CAP_SYS_RAWIO"}), ("iopl", "ioperm")),
+    (frozenset({"CAP_SYS_TIME"}), ("settimeofday", "stime", "clock_settime", "clock_settime64")),
+    (frozenset({"CAP_SYS_TTY_CONFIG"}), ("vhangup",)),
+    # Opening files by handle bypasses the mount namespace (the "shocker" escape, 2014).
+    (frozenset({"CAP_DAC_READ_SEARCH"}), ("open_by_handle_at",)),
+)
+
+# Denied (EPERM) whatever the capabilities.
+DENIED: tuple[str, ...] = (
+    # Kernel keyrings are not namespaced: keys of the host and of other pods are reachable.
+    "keyctl", "add_key", "request_key",
+    # Replacing the running kernel.
+    "kexec_load", "kexec_file_load",
+    # Host swap.
+    "swapon", "swapoff",
+    # Common building blocks of kernel exploits with little use in apps (Docker/podman deny
+    # userfaultfd; Docker removed io_uring from its default in 2023 after a run of CVEs).
+    "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register", "vmsplice",
+    # Obsolete interfaces: never needed by current libcs.
+    "uselib", "ustat", "sysfs", "_sysctl", "vm86", "vm86old", "nfsservctl", "bdflush",
+    "create_module", "get_kernel_syms", "query_module", "pciconfig_iobase", "pciconfig_read",
+    "pciconfig_write",
+)
+
+# personality(2) values programs legitimately use: PER_LINUX, PER_LINUX32, UNAME26 variants,
+# and 0xffffffff (query).  Others (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE…) weaken the process.
+SAFE_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+
+GROUP_ALLOWLIST = "@podrun/default-allowlist"
+GROUP_DENYLIST = "@podrun/default-denylist"
+GROUPS = (GROUP_ALLOWLIST, GROUP_DENYLIST)
+
+# Without these an app cannot even be started (the filter is loaded before execve) or end:
+# mode=retain always allows them.
+RETAIN_ALWAYS = ("execve", "exit", "exit_group")
+
+MAX_FLAG_CHARS = 64 * 1024
+MAX_PROFILE_BYTES = 1024 * 1024
+_NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+def _normalize_caps(caps: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for cap in caps:
+        c = cap.strip().upper()
+        out.add(c if c.startswith("CAP_") else "CAP_" + c)
+    return frozenset(out)
+
+
+def default_architectures() -> tuple[str, ...]:
+    """The native ABI plus the compat ABIs the kernel also accepts on this machine."""
+    native = native_arch()
+    return (native, *COMPAT_ARCHES.get(native, ()))
+
+
+def _clone_flags_arg() -> int:
+    # s390/s390x swap clone's first two arguments; everywhere else flags come first.
+    return 1 if native_arch().startswith("s390") else 0
+
+
+def filter_for(caps: frozenset[str]) -> Filter:
+    """The default filter for an app that keeps ``caps`` (names like ``CAP_SYS_ADMIN`` or
+    ``SYS_ADMIN``): the ALLOWED groups, each CAP_GATED group allowed when one of its caps is
+    kept (EPERM otherwise), DENIED as EPERM, argument filters for clone/socket/personality, and
+    ENOSYS for everything else."""
+    held = _normalize_caps(caps)
+    allowed: list[str] = [name for group in ALLOWED.values() for name in group]
+    denied: list[str] = list(DENIED)
+    for gate, names in CAP_GATED:
+        (allowed if gate & held else denied).extend(names)
+    rules: list[Rule] = []
+    flags_arg = _clone_flags_arg()
+    if "CAP_SYS_ADMIN" in held:
+        # Creating namespaces is then the app's right (Docker does the same); clone3's flags
+        # cannot be checked, but nothing is left to check.
+        allowed.extend(("clone", "clone3"))
+    else:
+        rules.append(Rule(("clone",), "ALLOW", args=(ArgCond(flags_arg, "MASKED_EQ", NAMESPACE_CLONE_MASK, 0),)))
+        # One rule per flag: seccomp cannot express "(flags & mask) != 0" in one comparison.
+        rules.extend(Rule(("clone",), "ERRNO", EPERM, (ArgCond(flags_arg, "MASKED_EQ", bit, bit),))
+                     for bit in NAMESPACE_CLONE_FLAGS)
+        rules.append(Rule(("clone3",), "ERRNO", ENOSYS))
+    # Address families: everything but AF_ALG (38) and AF_VSOCK (40).  As three ALLOW ranges
+    # rather than ALLOW + EPERM rules: on i386 libseccomp also emits socket rules through
+    # socketcall(SYS_SOCKET), where arguments are unreadable and ALLOW/ERRNO rules collide,
+    # so the two families fall through to the default action (ENOSYS).
+    rules.extend((
+        Rule(("socket",), "ALLOW", args=(ArgCond(0, "LT", AF_ALG),)),
+        Rule(("socket",), "ALLOW", args=(ArgCond(0, "EQ", AF_ALG + 1),)),
+        Rule(("socket",), "ALLOW", args=(ArgCond(0, "GT", AF_VSOCK),)),
+    ))
+    # socketcall's arguments sit behind a pointer, so the family filter above cannot apply to
+    # it; ENOSYS makes 32-bit libcs use the direct socket syscalls (Linux ≥ 4.3) instead, as
+    # moby/profiles did in 2026.  This rule overrides libseccomp's generated socketcall rules.
+    rules.append(Rule(("socketcall",), "ERRNO", ENOSYS))
+    rules.extend(Rule(("personality",), "ALLOW", args=(ArgCond(0, "EQ", value),)) for value in SAFE_PERSONALITIES)
+    rules.insert(0, Rule(tuple(denied), "ERRNO", EPERM))
+    rules.insert(0, Rule(tuple(allowed), "ALLOW"))
+    return Filter("ERRNO", ENOSYS, default_architectures(), tuple(rules))
+
+
+def default_filter() -> Filter:
+    """podrun's default filter for an app without any of the capabilities that widen it;
+    stage1 uses ``filter_for(app_caps)`` so that kept capabilities keep their syscalls."""
+    return filter_for(frozenset())
+
+
+def allowed_names(f: Filter) -> frozenset[str]:
+    """Names that some rule of ``f`` allows (unconditionally or for some arguments)."""
+    return frozenset(n for r in f.rules if r.action == "ALLOW" for n in r.names)
+
+
+def denied_names(f: Filter) -> frozenset[str]:
+    """Names that ``f`` denies with an explicit unconditional rule (not via the default)."""
+    return frozenset(n for r in f.rules if r.action != "ALLOW" and not r.args for n in r.names)
+
+
+def _errno_value(flag: str, name: str) -> int:
+    value = getattr(errno, name, None) if re.fullmatch(r"E[A-Z0-9]+", name) else None
+    if not isinstance(value, int):
+        raise UsageError(f"--seccomp {flag!r}: unknown errno name {name!r}", hint="use a name such as EPERM or ENOSYS")
+    return value
+
+
+def _check_syscall_name(flag: str, name: str, arches: tuple[str, ...]) -> None:
+    if not _NAME_RE.match(name) or not any(syscall_exists(name, a) for a in arches):
+        raise UsageError(f"--seccomp {flag!r}: unknown syscall {name!r}",
+                         hint=f"names as in syscalls(2), or a group: {', '.join(GROUPS)}")
+
+
+def parse_seccomp_flag(text: str, caps: frozenset[str]) -> Filter:
+    """Parse rkt's ``--seccomp`` syntax into a Filter for an app that keeps ``caps``.
+
+    ``mode=retain,NAME…`` allows only the named syscalls (plus execve/exit/exit_group, without
+    which no app can start or end); everything else fails with the ``errno=`` value (EPERM by
+    default), except ``clone3``, which gives ENOSYS unless named so libc falls back to clone.
+    Named syscalls that the default profile filters by argument (clone, socket, personality)
+    keep those argument filters.  ``mode=remove,NAME…`` is the default profile with the named
+    syscalls denied with the ``errno=`` value, which also replaces EPERM for the profile's own
+    denials; unknown syscalls still get ENOSYS.  NAME may be a group: ``@podrun/default-allowlist``
+    or ``@podrun/default-denylist``.  Raises UsageError naming the flag and the problem.
+    """
+    if len(text) > MAX_FLAG_CHARS:
+        raise UsageError(f"--seccomp value is {len(text)} characters long, limit is {MAX_FLAG_CHARS}")
+    mode: str | None = None
+    err_name: str | None = None
+    names: list[str] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            raise UsageError(f"--seccomp {text!r}: empty item", hint="separate items with single commas")
+        if "=" in item:
+            key, _, value = item.partition("=")
+            if key == "mode" and mode is None:
+                if value not in ("retain", "remove"):
+                    raise UsageError(f"--seccomp {text!r}: mode must be retain or remove, not {value!r}")
+                mode = value
+            elif key == "errno" and err_name is None:
+                err_name = value
+            else:
+                raise UsageError(f"--seccomp {text!r}: unknown or repeated option {key!r}",
+                                 hint="options are mode=retain|remove and errno=ENAME, once each")
+        else:
+            names.append(item)
+    if mode is None:
+        raise UsageError(f"--seccomp {text!r}: missing mode=retain or mode=remove")
+    if not names:
+        raise UsageError(f"--seccomp {text!r}: no syscalls named")
+    err = _errno_value(text, err_name) if err_name is not None else EPERM
+    base = filter_for(caps)
+    selected: list[str] = []
+    for name in names:
+        if name.startswith("@"):
+            if name == GROUP_ALLOWLIST:
+                selected.extend(sorted(allowed_names(base)))
+            elif name == GROUP_DENYLIST:
+                selected.extend(sorted(denied_names(base)))
+            else:
+                raise UsageError(f"--seccomp {text!r}: unknown group {name!r}", hint=f"groups: {', '.join(GROUPS)}")
+        else:
+            _check_syscall_name(text, name, base.architectures)
+            selected.append(name)
+    chosen = tuple(dict.fromkeys(selected))
+    if mode == "retain":
+        return _retain(base, chosen, err)
+    return _remove(base, chosen, err)
+
+
+def _retain(base: Filter, names: tuple[str, ...], err: int) -> Filter:
+    rules: list[Rule] = []
+    plain: list[str] = list(RETAIN_ALWAYS)
+    for name in names:
+        conditional = [r for r in base.rules if name in r.names and r.args]
+        if conditional:
+            rules.extend(Rule((name,), r.action, r.errno, r.args) for r in conditional)
+        else:
+            plain.append(name)
+    plain = [n for n in dict.fromkeys(plain) if not any(n in r.names for r in rules)]
+    rules.insert(0, Rule(tuple(plain), "ALLOW"))
+    if "clone3" not in names:
+        rules.append(Rule(("clone3",), "ERRNO", ENOSYS))
+    if "socketcall" not in names:
+        # Overrides the socketcall(SYS_SOCKET) ALLOW rule libseccomp derives from a retained
+        # socket on i386, which would skip the address-family filter (see filter_for).
+        rules.append(Rule(("socketcall",), "ERRNO", ENOSYS))
+    return Filter("ERRNO", err, base.architectures, tuple(rules))
+
+
+def _remove(base: Filter, names: tuple[str, ...], err: int) -> Filter:
+    removed = set(names)
+    rules: list[Rule] = []
+    for r in base.rules:
+        kept = tuple(n for n in r.names if n not in removed)
+        if kept:
+            rules.append(Rule(kept, r.action, err if r.action == "ERRNO" and r.errno == EPERM else r.errno, r.args))
+    rules.append(Rule(names, "ERRNO", err))
+    return Filter(base.default_action, base.default_errno, base.architectures, tuple(rules))
+
+
+# ---- OCI runtime-spec linux.seccomp -------------------------------------------------------
+
+_OCI_ACTIONS = {
+    "SCMP_ACT_ALLOW": "ALLOW", "SCMP_ACT_ERRNO": "ERRNO", "SCMP_ACT_KILL": "KILL_THREAD",
+    "SCMP_ACT_KILL_THREAD": "KILL_THREAD", "SCMP_ACT_KILL_PROCESS": "KILL_PROCESS",
+    "SCMP_ACT_TRAP": "TRAP", "SCMP_ACT_LOG": "LOG",
+}
+_OCI_OPS = {
+    "SCMP_CMP_NE": "NE", "SCMP_CMP_LT": "LT", "SCMP_CMP_LE": "LE", "SCMP_CMP_EQ": "EQ",
+    "SCMP_CMP_GE": "GE", "SCMP_CMP_GT": "GT", "SCMP_CMP_MASKED_EQ": "MASKED_EQ",
+}
+_OCI_ARCHES = {"SCMP_ARCH_X86": "x86", "SCMP_ARCH_X86_64": "x86_64", "SCMP_ARCH_X32": "x32",
+               "SCMP_ARCH_ARM": "arm", "SCMP_ARCH_AARCH64": "aarch64"}
+_MAX_U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _bad(what: str) -> UsageError:
+    return UsageError(f"seccomp profile: {what}", hint="see the OCI runtime-spec, linux.seccomp")
+
+
+def _oci_int(value: Any, what: str, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise _bad(f"{what} must be an integer from 0 to {limit}, not {value!r}")
+    return value
+
+
+def _oci_action(value: Any, errno_ret: Any, what: str) -> tuple[str, int]:
+    if value in ("SCMP_ACT_TRACE", "SCMP_ACT_NOTIFY"):
+        raise _bad(f"{what} {value} is not supported by podrun")
+    if value not in _OCI_ACTIONS:
+        raise _bad(f"{what} {value!r} is not a known SCMP_ACT_* action")
+    err = EPERM if errno_ret is None else _oci_int(errno_ret, f"{what} errnoRet", 4095)
+    return _OCI_ACTIONS[value], err
+
+
+def _oci_args(items: Any, where: str) -> tuple[ArgCond, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list) or len(items) > 6:
+        raise _bad(f"{where}.args must be a list of at most 6 comparisons")
+    conds = []
+    for j, a in enumerate(items):
+        here = f"{where}.args[{j}]"
+        if not isinstance(a, dict) or a.get("op") not in _OCI_OPS:
+            raise _bad(f"{here} needs an op, one of {', '.join(_OCI_OPS)}")
+        conds.append(ArgCond(
+            index=_oci_int(a.get("index"), f"{here}.index", 5),
+            op=_OCI_OPS[a["op"]],
+            value=_oci_int(a.get("value", 0), f"{here}.value", _MAX_U64),
+            value_two=_oci_int(a.get("valueTwo", 0), f"{here}.valueTwo", _MAX_U64),
+        ))
+    return tuple(conds)
+
+
+def _oci_architectures(doc: dict[str, Any]) -> tuple[str, ...]:
+    listed = doc.get("architectures") or []
+    if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+        raise _bad("architectures must be a list of SCMP_ARCH_* names")
+    own = set(default_architectures())
+    # ABIs of other machine families can never occur here: keep only this machine's ones.
+    arches = [_OCI_ARCHES[a] for a in listed if _OCI_ARCHES.get(a) in own]
+    return tuple(dict.fromkeys([native_arch(), *arches]))
+
+
+def load_oci_profile(data: bytes) -> Filter:
+    """Parse an OCI runtime-spec ``linux.seccomp`` JSON object into a Filter.
+
+    Supports defaultAction/defaultErrnoRet, architectures (ABIs of other machines are ignored,
+    the native one is always covered) and syscalls[].names/action/errnoRet/args.  Names the
+    local libseccomp does not know are skipped when compiling, as runc does.  Docker-style
+    ``includes``/``excludes`` conditions and the TRACE/NOTIFY actions are refused.  Raises
+    UsageError on anything malformed or over ``MAX_PROFILE_BYTES``.
+    """
+    if len(data) > MAX_PROFILE_BYTES:
+        raise UsageError(f"seccomp profile is {len(data)} bytes, limit is {MAX_PROFILE_BYTES}")
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _bad("top level must be a JSON object")
+    default_action, default_errno = _oci_action(doc.get("defaultAction"), doc.get("defaultErrnoRet"), "defaultAction")
+    syscalls = doc.get("syscalls") or []
+    if not isinstance(syscalls, list):
+        raise _bad("syscalls must be a list")
+    rules: list[Rule] = []
+    for i, entry in enumerate(syscalls):
+        where = f"syscalls[{i}]"
+        if not isinstance(entry, dict):
+            raise _bad(f"{where} must be an object")
+        if "includes" in entry or "excludes" in entry:
+            raise _bad(f"{where} uses includes/excludes, which are Docker's profile format, not OCI's")
+        names = entry.get("names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and _NAME_RE.match(n) for n in names):
+            raise _bad(f"{where}.names must be a non-empty list of syscall names")
+        action, err = _oci_action(entry.get("action"), entry.get("errnoRet"), f"{where}.action")
+        rules.append(Rule(tuple(names), action, err, _oci_args(entry.get("args"), where)))
+    return Filter(default_action, default_errno, _oci_architectures(doc), tuple(rules))

@@ -1,0 +1,47 @@
+"""The last steps before an app's execve: rlimits, identity, capabilities, no_new_privs, seccomp.
+
+``prepare`` runs in the pod's pid 1 before the app is forked (it loads ctypes libraries and
+compiles the seccomp filter while the host's files are still reachable); ``apply`` runs in the
+app's process after pivot_root.  Order (runc's): rlimits; bounding set dropped and the user
+switched while capabilities are still held; the app's capability sets installed; no_new_privs;
+the seccomp filter last, since it may forbid the calls made before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from podrun.isolation import caps, seccomp
+from podrun.pod import caps_policy, seccomp_policy
+from podrun.pod.manifest import AppSpec
+
+
+@dataclass(frozen=True)
+class Confinement:
+    caps: frozenset[int]
+    rlimits: dict[str, tuple[int, int]]
+    no_new_privs: bool
+    seccomp_bpf: bytes | None
+
+
+def prepare(app: AppSpec) -> Confinement:
+    """Everything ``apply`` needs, computed before the fork (and before pivot_root)."""
+    cap_set = frozenset(app.capabilities)
+    filt = (seccomp_policy.parse_seccomp_flag(app.seccomp, cap_set) if app.seccomp
+            else seccomp_policy.filter_for(cap_set))
+    bpf = seccomp.compile_bpf(filt)
+    return Confinement(caps_policy.cap_numbers(cap_set), caps_policy.default_rlimits(), app.no_new_privileges, bpf)
+
+
+def apply(conf: Confinement, uid: int, gid: int, groups: list[int]) -> None:
+    """Confine the calling process (single-threaded, about to execve)."""
+    caps.set_rlimits(conf.rlimits)
+    if conf.seccomp_bpf is not None and not conf.no_new_privs:
+        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which the app is about to
+        # lose: load it now (as runc does); the filter allows the identity calls that follow.
+        seccomp.load_bpf(conf.seccomp_bpf)
+    caps.apply_app_identity(uid, gid, groups, conf.caps)
+    if conf.no_new_privs:
+        caps.set_no_new_privs()
+        if conf.seccomp_bpf is not None:
+            seccomp.load_bpf(conf.seccomp_bpf)

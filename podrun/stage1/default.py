@@ -1,0 +1,213 @@
+"""stage1 flavor ``default``: the pod supervisor.
+
+Process chain (see man/podrun-stage1.7)::
+
+    podrun run (stage0) --exec--> this module, same PID, holding the pod lock ("supervisor")
+        unshare mount/UTS/IPC/net(/cgroup) + PID namespaces; overlay root per app
+        └─ fork: pod pid 1 ("init", first process of the new PID namespace)
+              └─ fork per app: stage2 launcher -> execve(app)
+
+The supervisor stays in the host PID namespace so the unit's main PID (or the shell's child)
+is the pod; it forwards SIGTERM/SIGINT/SIGHUP to init and exits with init's exit code.  Init
+reaps every process of the pod, records each app's exit status and applies the exit rule.
+Init dies with the supervisor (PR_SET_PDEATHSIG), and every app dies with init (the kernel
+kills a PID namespace whose first process exits), so nothing outlives a ``kill -9``.  All
+mounts live in the pod's private mount namespace and vanish with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from podrun import fsutil
+from podrun.isolation import syscalls as sc
+from podrun.pod.layout import MANIFEST
+from podrun.pod.manifest import AppSpec, PodManifest
+from podrun.stage1 import app as stage2
+from podrun.stage1 import confine
+from podrun.stage1.mountplan import Op, app_plan
+from podrun.stage1.pod import default_hostname, write_pod_files
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL when the pod stops other apps
+EXIT_STAGE1_FAILED = 254
+
+
+def _bring_up_loopback() -> None:
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, siocgifflags, ifr))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+
+
+def _mount_app_root(pod_dir: Path, app: AppSpec) -> str:
+    """Overlay root for *app*: the image's layers under an upper dir in the pod dir."""
+    base = pod_dir / "apps" / app.name
+    for sub in ("upper", "work", "rootfs"):
+        (base / sub).mkdir(mode=0o755, parents=True, exist_ok=True)
+    lowers = list(reversed(app.lower_dirs)) or [str(base / "empty")]
+    if not app.lower_dirs:
+        (base / "empty").mkdir(exist_ok=True)
+    # Overlay wants the top layer first.  Layer paths are made relative to their common
+    # directory (we chdir there) so that many layers fit in one page of mount options.
+    common = os.path.commonpath(lowers) if len(lowers) > 1 else os.path.dirname(lowers[0])
+    os.chdir(common)
+    lowerdir = ":".join(os.path.relpath(p, common) for p in lowers)
+    data = f"lowerdir={lowerdir},upperdir={base / 'upper'},workdir={base / 'work'}"
+    sc.mount("overlay", str(base / "rootfs"), "overlay", sc.MS_NODEV, data)
+    os.chdir("/")
+    return str(base / "rootfs")
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+class Init:
+    """The pod's pid 1: start apps, reap, forward signals, record statuses, apply the exit rule."""
+
+    def __init__(self, pod_dir: Path, manifest: PodManifest, roots: dict[str, str], files: dict[str, str]) -> None:
+        self.pod_dir = pod_dir
+        self.manifest = manifest
+        self.roots = roots
+        self.files = files
+        self.running: dict[int, str] = {}
+        self.first_failure: int | None = None
+        self.stopping = False
+
+    def _plan_for(self, app: AppSpec) -> list[Op]:
+        vols = {v.name: v for v in self.manifest.volumes}
+        binds = []
+        for m in app.mounts:
+            vol = vols[m.volume]
+            source = vol.source if vol.kind == "host" else str(self.pod_dir / "volumes" / vol.name)
+            assert source is not None
+            binds.append((source, m.target, vol.read_only))
+        return app_plan(self.files, binds)
+
+    def _stop_others(self, sig: int) -> None:
+        for pid in self.running:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stop_others(signum)
+        if signum != signal.SIGHUP:
+            self.stopping = True
+
+    def _on_alarm(self, _signum: int, _frame: object) -> None:
+        self._stop_others(signal.SIGKILL)
+
+    def run(self) -> NoReturn:
+        for sig in FORWARDED:
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        status_dir = self.pod_dir / "status"
+        status_dir.mkdir(mode=0o755, exist_ok=True)
+        for app in self.manifest.apps:
+            plan = self._plan_for(app)
+            conf = confine.prepare(app)
+            pid = os.fork()
+            if pid == 0:
+                for sig in (*FORWARDED, signal.SIGALRM):
+                    signal.signal(sig, signal.SIG_DFL)
+                stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset())
+            self.running[pid] = app.name
+        (self.pod_dir / "ready").write_text(f"{time.time():.6f}\n")
+        codes: dict[str, int] = {}
+        while self.running or not codes:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            name = self.running.pop(pid, None)
+            if name is None:
+                continue  # an orphan re-parented to us: reaped, nothing to record
+            code = _exit_code(status)
+            codes[name] = code
+            _record(status_dir, name, code, status)
+            if code != 0 and self.first_failure is None:
+                self.first_failure = code
+                if self.running:  # rkt: one failing app stops the pod
+                    self._stop_others(signal.SIGTERM)
+                    signal.alarm(int(STOP_TIMEOUT))
+        result = 0 if self.first_failure is None else self.first_failure
+        if len(self.manifest.apps) == 1:
+            result = codes.get(self.manifest.apps[0].name, result)
+        os._exit(result)
+
+
+def _record(status_dir: Path, name: str, code: int, status: int) -> None:
+    doc = {
+        "exit_code": code,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "finished": time.time(),
+    }
+    fsutil.atomic_write(status_dir / name, json.dumps(doc).encode(), 0o644)
+
+
+def main(argv: list[str]) -> NoReturn:
+    """``stages/default/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD."""
+    pod_dir = Path(argv[argv.index("--pod-dir") + 1])
+    lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
+    if lock_fd >= 0:
+        os.set_inheritable(lock_fd, False)
+    try:
+        manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
+        flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
+        if manifest.net != "host":
+            flags |= sc.CLONE_NEWNET
+        sc.unshare(flags)
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        sc.sethostname(default_hostname(manifest))
+        if manifest.net != "host":
+            _bring_up_loopback()
+        files = write_pod_files(pod_dir, manifest)
+        for vol in manifest.volumes:
+            if vol.kind == "empty":
+                (pod_dir / "volumes" / vol.name).mkdir(mode=0o755, parents=True, exist_ok=True)
+        roots = {app.name: _mount_app_root(pod_dir, app) for app in manifest.apps}
+    except Exception as exc:
+        sys.stderr.write(f"podrun: stage1: {exc}\n")
+        sys.exit(EXIT_STAGE1_FAILED)
+    supervisor = os.pidfd_open(os.getpid())
+    init_pid = os.fork()
+    if init_pid == 0:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # getppid() is 0 across the PID namespace boundary, so ask the pidfd whether the
+        # supervisor died before PDEATHSIG was armed.
+        if select.select([supervisor], [], [], 0)[0]:
+            os._exit(EXIT_STAGE1_FAILED)
+        os.close(supervisor)
+        if lock_fd >= 0:
+            os.close(lock_fd)  # only the supervisor holds the pod lock
+        Init(pod_dir, manifest, roots, files).run()
+    os.close(supervisor)
+    (pod_dir / "pid").write_text(f"{init_pid}\n")
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(init_pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    _, status = os.waitpid(init_pid, 0)
+    sys.exit(_exit_code(status))

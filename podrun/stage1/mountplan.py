@@ -1,0 +1,99 @@
+"""The mount plan of one app's root filesystem, as data (built without root, applied by
+``podrun.stage1.app``).
+
+Defaults follow runc/podman: /proc with masked and read-only paths, /sys read-only, /dev a
+small tmpfs with only the standard nodes, devpts, shm and mqueue; the pod's hostname, hosts
+and resolv.conf files bound in; then volumes.  Every target is resolved *inside* the app's
+root (openat2 RESOLVE_IN_ROOT) and mounted through the opened fd, so an image (or a racing
+app, runc CVE-2021-30465) cannot redirect a mount outside its tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from podrun.isolation.syscalls import (
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REC,
+    MS_STRICTATIME,
+)
+
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/fs/selinux", "/sys/dev/block", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+# (name, major, minor) of the character devices every app gets, as runc's defaults
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+DEV_SYMLINKS = (
+    ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"), ("/proc/kcore", "core"), ("pts/ptmx", "ptmx"),
+)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """Mount *source* (a host path for binds) of *fstype* on *target* inside the root."""
+
+    target: str
+    fstype: str | None  # None = bind mount
+    source: str = "none"
+    flags: int = 0
+    data: str | None = None
+    is_file: bool = False  # the target must be a file (file bind mounts)
+    read_only: bool = False  # binds: remount read-only after binding
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Hide *target*: /dev/null over files, an empty read-only tmpfs over directories."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class ReadOnly:
+    """Bind *target* onto itself read-only (kept nosuid/nodev/noexec)."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class DevNodes:
+    """Create the standard device nodes and symlinks in the app's /dev tmpfs."""
+
+
+Op = Mount | Mask | ReadOnly | DevNodes
+
+PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+def app_plan(
+    pod_files: dict[str, str],
+    volumes: list[tuple[str, str, bool]],
+    sysfs_read_only: bool = True,
+) -> list[Op]:
+    """Ops for one app, in order.  *pod_files* maps in-pod paths (/etc/hosts…) to host files;
+    *volumes* are (host source, in-pod target, read_only)."""
+    plan: list[Op] = [
+        Mount("/proc", "proc", "proc", PROC_FLAGS),
+        Mount("/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"),
+        DevNodes(),
+        Mount("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Mount("/dev/shm", "tmpfs", "shm", PROC_FLAGS, "mode=1777,size=65536k"),
+        Mount("/dev/mqueue", "mqueue", "mqueue", PROC_FLAGS),
+        Mount("/sys", "sysfs", "sysfs", PROC_FLAGS | (MS_RDONLY if sysfs_read_only else 0)),
+    ]
+    plan += [Mask(p) for p in MASKED_PATHS]
+    plan += [ReadOnly(p) for p in READONLY_PATHS]
+    for target, source in sorted(pod_files.items()):
+        plan.append(Mount(target, None, source, MS_BIND, is_file=True))
+    for source, target, read_only in volumes:
+        plan.append(Mount(target, None, source, MS_BIND | MS_REC, read_only=read_only))
+    return plan

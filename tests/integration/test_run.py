@@ -1,0 +1,206 @@
+"""``podrun run`` on the real kernel: namespaces, mounts, identity, exit codes, pod lifecycle
+(SECURITY-TESTS cases 11–16).  Uses the demo image (all busybox applets)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require_root
+
+PODRUN = [sys.executable, "-m", "podrun"]
+
+
+@dataclass
+class Pods:
+    data: Path
+
+    def run(self, *args: str, check: bool = False, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+        kw.setdefault("cwd", ROOT)
+        proc = subprocess.run([*PODRUN, "--dir", str(self.data), *args], capture_output=True, text=True,
+                              timeout=timeout, **kw)  # type: ignore[call-overload]
+        if check and proc.returncode != 0:
+            raise AssertionError(f"podrun {args} -> {proc.returncode}: {proc.stderr}")
+        return proc  # type: ignore[no-any-return]
+
+    def sh(self, script: str, *run_flags: str, app_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return self.run("run", *run_flags, "demo", "--exec", "/bin/sh", *app_flags, "--", "-c", script)
+
+
+@pytest.fixture(scope="module")
+def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
+    require_root()
+    base = tmp_path_factory.mktemp("run")
+    rootfs = subprocess.run(["bash", str(ROOT / "demo" / "build-rootfs.sh"), str(base / "rootfs")],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    p = Pods(base / "data")
+    p.run("image", "import", rootfs, "demo", check=True)
+    yield p
+    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(base) in line]
+
+
+def test_exit_codes(pods: Pods) -> None:
+    assert pods.sh("exit 0").returncode == 0
+    assert pods.sh("exit 3").returncode == 3
+    assert pods.sh("kill -9 $$").returncode == 128 + 9
+    res = pods.run("run", "demo", "--exec", "/nope")
+    assert res.returncode == 127 and "/nope" in res.stderr
+    multi = pods.run("run", "demo", "--exec", "/bin/sh", "--", "-c", "sleep 30", "---",
+                     "demo", "--exec", "/bin/sh", "--", "-c", "exit 5")
+    assert multi.returncode == 5  # the failing app's code; the other app was stopped
+    ok = pods.run("run", "demo", "--exec", "/bin/true", "---", "demo", "--exec", "/bin/true")
+    assert ok.returncode == 0
+
+
+def test_namespaces_and_hostname(pods: Pods) -> None:
+    res = pods.sh("for n in mnt pid net ipc uts; do readlink /proc/self/ns/$n; done; hostname; cat /etc/hostname; "
+                  "cat /etc/hosts; echo pid=$$", "--hostname", "web")
+    lines = res.stdout.split()
+    host = [os.readlink(f"/proc/self/ns/{n}") for n in ("mnt", "pid", "net", "ipc", "uts")]
+    assert all(a != b for a, b in zip(lines[:5], host, strict=True)), (lines, host)
+    assert lines[5] == "web" and lines[6] == "web"
+    assert "web" in res.stdout.split("pid=")[0]
+    assert re.search(r"pid=(\d+)", res.stdout) and int(re.search(r"pid=(\d+)", res.stdout).group(1)) < 10  # type: ignore[union-attr]
+    net_host = pods.sh("readlink /proc/self/ns/net", "--net", "host")
+    assert net_host.stdout.strip() == os.readlink("/proc/self/ns/net")
+
+
+def test_apps_share_net_ipc_uts_not_root(pods: Pods) -> None:
+    script = "for n in net ipc uts mnt; do readlink /proc/self/ns/$n; done; "
+    res = pods.run(
+        "run", "demo", "--name", "a", "--exec", "/bin/sh", "--", "-c", script + "touch /tmp/from-a; sleep 0.5",
+        "---", "demo", "--name", "b", "--exec", "/bin/sh", "--", "-c",
+        "sleep 0.3; " + script + "test -e /tmp/from-a && echo SEEN || echo NOT-SEEN",
+    )
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.split()
+    a, b = out[0:4], out[4:8]
+    assert a[:3] == b[:3] and a[3] != b[3]
+    assert out[8] == "NOT-SEEN"
+
+
+def test_dev_proc_sys(pods: Pods) -> None:
+    res = pods.sh("ls /dev; echo ---; cat /proc/kcore | wc -c; cat /proc/keys | wc -c; ls /sys/firmware | wc -l; "
+                  "echo ---; echo x > /proc/sys/kernel/hostname && echo W1; echo 1 > /proc/sysrq-trigger && echo W2; "
+                  "touch /sys/kernel/x && echo W3; mknod /tmp/n c 1 3 && cat /tmp/n && echo W4; echo done")
+    dev, masked, writes = res.stdout.split("---")
+    assert sorted(dev.split()) == sorted(["core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm",
+                                          "stderr", "stdin", "stdout", "tty", "urandom", "zero"])
+    assert masked.split() == ["0", "0", "0"]
+    assert writes.split() == ["done"], writes  # no write succeeded, no device usable
+    mounts = pods.sh("cat /proc/self/mountinfo").stdout
+    root = next(line for line in mounts.splitlines() if line.split()[4] == "/")
+    assert "nodev" in root.split()[5]
+    sys_line = next(line for line in mounts.splitlines() if line.split()[4] == "/sys")
+    assert sys_line.split()[5].startswith("ro")
+
+
+def test_default_hardening(pods: Pods) -> None:
+    res = pods.sh("grep -E '^(Cap|NoNewPrivs)' /proc/self/status")
+    status = dict(line.split(":\t") for line in res.stdout.splitlines())
+    default_mask = "00000000800405fb"  # podman's 11 capabilities
+    assert status["CapEff"] == status["CapPrm"] == status["CapBnd"] == default_mask
+    assert status["CapInh"] == status["CapAmb"] == "0000000000000000"
+    assert status["NoNewPrivs"] == "1"
+    opt_out = pods.sh("grep NoNewPrivs /proc/self/status", app_flags=("--no-new-privileges=false",))
+    assert opt_out.stdout.split() == ["NoNewPrivs:", "0"]
+    retained = pods.sh("grep CapEff /proc/self/status", app_flags=("--caps-retain", "CAP_CHOWN,net_bind_service"))
+    assert retained.stdout.split()[1] == f"{(1 << 0) | (1 << 10):016x}"
+    removed = pods.sh("grep CapEff /proc/self/status", app_flags=("--caps-remove", "CAP_KILL"))
+    assert int(removed.stdout.split()[1], 16) == int(default_mask, 16) & ~(1 << 5)
+
+
+def test_no_host_fds_or_cwd(pods: Pods) -> None:
+    extra = os.open("/etc/hostname", os.O_RDONLY)  # inheritable by the podrun process
+    os.set_inheritable(extra, True)
+    try:
+        res = pods.run("run", "demo", "--exec", "/bin/sh", "--", "-c", "ls /proc/self/fd; pwd",
+                       pass_fds=(extra,), cwd="/etc")
+    finally:
+        os.close(extra)
+    fds = res.stdout.split()[:-1]
+    assert set(fds) <= {"0", "1", "2", "3"}, fds  # 3 is ls's own directory fd
+    assert res.stdout.split()[-1] == "/"
+
+
+def test_users_groups_env(pods: Pods) -> None:
+    res = pods.sh("id -u; id -g; echo $HOME", app_flags=("--user", "nobody"))
+    assert res.stdout.split() == ["65534", "65534", "/"]
+    res = pods.sh("id -u; id -g; id -G", app_flags=("--user", "1234", "--group", "nogroup",
+                                                    "--supplementary-gids", "5,7"))
+    assert res.stdout.split()[:2] == ["1234", "65534"] and {"5", "7"} <= set(res.stdout.split()[2:])
+    bad = pods.sh("true", app_flags=("--user", "nosuchuser"))
+    assert bad.returncode == 254 and "nosuchuser" in bad.stderr
+    env_file = pods.data.parent / "env"
+    env_file.write_text("A=file\nB=file\nC=file\n")
+    res = pods.sh("echo $A $B $C $PATH", "--set-env-file", str(env_file), "--set-env", "B=set", "--set-env", "C=set",
+                  app_flags=("--environment", "C=app"))
+    assert res.stdout.split() == ["file", "set", "app", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+
+
+def test_volumes_and_readonly_rootfs(pods: Pods, tmp_path: Path) -> None:
+    host = tmp_path / "shared"
+    host.mkdir()
+    (host / "in").write_text("from host\n")
+    res = pods.sh("cat /data/in; echo out > /data/out; echo x > /ro/x || echo RO; echo s > /scratch/s && echo E",
+                  "--volume", f"data,kind=host,source={host}", "--volume", f"ro,kind=host,source={host},readOnly=true",
+                  "--volume", "scratch,kind=empty",
+                  app_flags=("--mount", "volume=data,target=/data", "--mount", "volume=ro,target=/ro",
+                             "--mount", "volume=scratch,target=/scratch"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["from", "host", "RO", "E"]
+    assert (host / "out").read_text() == "out\n" and not (host / "x").exists()
+    ro = pods.sh("touch /newfile && echo WROTE; touch /tmp/t && echo TMP", app_flags=("--readonly-rootfs",))
+    assert "WROTE" not in ro.stdout and "TMP" not in ro.stdout
+
+
+def test_proc_self_exe_and_init_unreachable(pods: Pods) -> None:
+    exe = os.path.realpath(sys.executable)
+    before = Path(exe).stat()
+    res = pods.sh("cat /proc/1/exe > /dev/null && echo READ; echo x >> /proc/1/exe && echo WROTE; "
+                  "ls /proc/1/root/ >/dev/null 2>&1 && echo ROOT; echo done")
+    assert res.stdout.split() == ["done"], res.stdout
+    after = Path(exe).stat()
+    assert (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+
+
+def test_prepare_and_run_prepared_once(pods: Pods) -> None:
+    uuid = pods.run("prepare", "demo", "--exec", "/bin/sh", "--", "-c", "sleep 1; exit 4", check=True).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f-]{36}", uuid)
+    first = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run-prepared", uuid[:8]], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    second = pods.run("run-prepared", uuid)
+    assert second.returncode == 247 and uuid in second.stderr
+    assert first.wait(timeout=60) == 4
+
+
+def test_supervisor_kill9_kills_apps(pods: Pods, tmp_path: Path) -> None:
+    uuid_file = tmp_path / "uuid"
+    proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", "--uuid-file-save", str(uuid_file),
+                             "demo", "--exec", "/bin/sleep", "--", "300"], cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if uuid_file.exists():
+            pod = pods.data / "pods" / "run" / uuid_file.read_text().strip()
+            if (pod / "ready").exists():
+                break
+        time.sleep(0.05)
+    init_pid = int((pod / "pid").read_text())
+    children = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
+    assert children, "the app should be running"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in [init_pid, *children]):
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in [init_pid, *children])
