@@ -153,6 +153,10 @@ def build_app(
     from podrun.pod import caps_policy
 
     caps = caps_policy.resolve_caps(flags.get("--caps-retain"), flags.get("--caps-remove"))
+    if "--seccomp" in flags:
+        from podrun.pod import seccomp_policy
+
+        seccomp_policy.parse_seccomp_flag(flags["--seccomp"], caps)  # refuse bad input before the pod exists
     supp = tuple(
         af.parse_positive_int("--supplementary-gids", g) for g in flags.get("--supplementary-gids", "").split(",") if g
     )

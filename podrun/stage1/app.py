@@ -28,14 +28,14 @@ EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
 
-def _ensure(root_fd: int, path: str, is_file: bool) -> int:
+def ensure_in_root(root_fd: int, path: str, is_file: bool) -> int:
     """O_PATH fd of *path* inside the root, creating it (and parents) when missing."""
     try:
         return sc.open_in_root(root_fd, path)
     except FileNotFoundError:
         pass
     parent, _, name = path.rstrip("/").rpartition("/")
-    pfd = _ensure(root_fd, parent or "/", is_file=False) if parent else sc.open_in_root(root_fd, "/")
+    pfd = ensure_in_root(root_fd, parent or "/", is_file=False) if parent else sc.open_in_root(root_fd, "/")
     try:
         dfd = os.open(sc.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     finally:
@@ -54,7 +54,7 @@ def _ensure(root_fd: int, path: str, is_file: bool) -> int:
 
 def _mount_on(root_fd: int, target: str, source: str | None, fstype: str | None, flags: int, data: str | None,
               is_file: bool = False) -> None:
-    tfd = _ensure(root_fd, target, is_file)
+    tfd = ensure_in_root(root_fd, target, is_file)
     try:
         sc.mount(source, sc.fd_path(tfd), fstype, flags, data)
     finally:

@@ -52,7 +52,7 @@ def _bring_up_loopback() -> None:
         fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
 
 
-def _mount_app_root(pod_dir: Path, app: AppSpec) -> str:
+def mount_app_root(pod_dir: Path, app: AppSpec) -> str:
     """Overlay root for *app*: the image's layers under an upper dir in the pod dir."""
     base = pod_dir / "apps" / app.name
     for sub in ("upper", "work", "rootfs"):
@@ -121,8 +121,13 @@ class Init:
         status_dir = self.pod_dir / "status"
         status_dir.mkdir(mode=0o755, exist_ok=True)
         for app in self.manifest.apps:
-            plan = self._plan_for(app)
-            conf = confine.prepare(app)
+            try:
+                plan = self._plan_for(app)
+                conf = confine.prepare(app)
+            except Exception as exc:
+                sys.stderr.write(f"podrun: app {app.name}: {exc}\n")
+                self._stop_others(signal.SIGKILL)
+                os._exit(EXIT_STAGE1_FAILED)
             pid = os.fork()
             if pid == 0:
                 for sig in (*FORWARDED, signal.SIGALRM):
@@ -182,7 +187,7 @@ def main(argv: list[str]) -> NoReturn:
         for vol in manifest.volumes:
             if vol.kind == "empty":
                 (pod_dir / "volumes" / vol.name).mkdir(mode=0o755, parents=True, exist_ok=True)
-        roots = {app.name: _mount_app_root(pod_dir, app) for app in manifest.apps}
+        roots = {app.name: mount_app_root(pod_dir, app) for app in manifest.apps}
     except Exception as exc:
         sys.stderr.write(f"podrun: stage1: {exc}\n")
         sys.exit(EXIT_STAGE1_FAILED)

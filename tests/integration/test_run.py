@@ -204,3 +204,30 @@ def test_supervisor_kill9_kills_apps(pods: Pods, tmp_path: Path) -> None:
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in [init_pid, *children]):
         time.sleep(0.05)
     assert not any(Path(f"/proc/{p}").exists() for p in [init_pid, *children])
+
+
+def test_fly_flavor_uses_host_namespaces(pods: Pods) -> None:
+    res = pods.sh("readlink /proc/self/ns/pid; readlink /proc/self/ns/net; test -x /bin/busybox && echo CHROOT; exit 6",
+                  "--stage1", "fly")
+    assert res.returncode == 6, res.stderr
+    assert res.stdout.split() == [os.readlink("/proc/self/ns/pid"), os.readlink("/proc/self/ns/net"), "CHROOT"]
+    two = pods.run("run", "--stage1", "fly", "demo", "---", "demo")
+    assert two.returncode == 253 and "exactly one app" in two.stderr
+
+
+def test_bad_run_input_is_refused_cleanly(pods: Pods) -> None:
+    before = sorted(p.name for p in (pods.data / "pods").rglob("*") if p.parent.parent == pods.data / "pods")
+    for args, words in [
+        (("run", "demo", "--memory", "lots"), "--memory"),
+        (("run", "demo", "--bogus"), "--bogus"),
+        (("run", "--volume", "v,kind=weird", "demo"), "kind"),
+        (("run", "demo", "--mount", "volume=nope,target=/x"), "nope"),
+        (("run", "--stage1", "nspawnx", "demo"), "nspawnx"),
+        (("run", "demo", "--caps-retain", "CAP_FLY"), "CAP_FLY"),
+        (("run", "demo", "--seccomp", "mode=remove,notasyscall"), "notasyscall"),
+    ]:
+        res = pods.run(*args)
+        assert res.returncode == 253, (args, res.stderr)
+        assert words in res.stderr.splitlines()[0] and "Traceback" not in res.stderr
+    after = sorted(p.name for p in (pods.data / "pods").rglob("*") if p.parent.parent == pods.data / "pods")
+    assert before == after  # refused before any pod directory was written

@@ -1,0 +1,73 @@
+"""stage1 flavor ``fly`` (rkt's): run one app chrooted into its overlay root, in the host's
+PID, network, IPC and UTS namespaces, with full privileges and no supervisor: the app *is* the
+pod's process.  Meant for privileged host tools shipped as images.
+
+Only a private mount namespace is created, so the overlay root and the host /dev, /proc and
+/sys bound into it disappear with the app.  The pod lock fd stays open across the app's exec:
+the pod is running exactly as long as the app.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from podrun.isolation import syscalls as sc
+from podrun.pod.layout import MANIFEST
+from podrun.pod.manifest import PodManifest
+from podrun.stage1.app import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, ensure_in_root, lookup_user
+from podrun.stage1.default import mount_app_root
+
+
+def main(argv: list[str]) -> NoReturn:
+    pod_dir = Path(argv[argv.index("--pod-dir") + 1])
+    lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
+    try:
+        manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
+        app = manifest.apps[0]
+        sc.unshare(sc.CLONE_NEWNS)
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        root = mount_app_root(pod_dir, app)
+        for sub in ("dev", "proc", "sys"):
+            target = Path(root) / sub
+            target.mkdir(exist_ok=True)
+            sc.mount(f"/{sub}", str(target), None, sc.MS_BIND | sc.MS_REC)
+        vols = {v.name: v for v in manifest.volumes}
+        for m in app.mounts:
+            vol = vols[m.volume]
+            source = vol.source if vol.kind == "host" else str(pod_dir / "volumes" / vol.name)
+            assert source is not None
+            fd = _ensure_in_root(root, m.target, os.path.isfile(source))
+            sc.mount(source, sc.fd_path(fd), None, sc.MS_BIND | sc.MS_REC)
+            os.close(fd)
+        os.chroot(root)
+        os.chdir("/")
+        uid, gid, groups, home = lookup_user(app.user, app.group)
+        env = dict(e.split("=", 1) for e in app.env if "=" in e)
+        env.setdefault("HOME", home)
+        os.setgroups(sorted(set(groups) | set(app.supplementary_gids)))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        os.chdir(app.working_dir or "/")
+        if lock_fd >= 0:
+            os.set_inheritable(lock_fd, True)
+    except Exception as exc:
+        sys.stderr.write(f"podrun: stage1 fly: {exc}\n")
+        sys.exit(EXIT_SETUP_FAILED)
+    argv_app = list(app.exec_argv)
+    try:
+        os.execvpe(argv_app[0], argv_app, env)
+    except OSError as exc:
+        sys.stderr.write(f"podrun: app {app.name}: cannot execute {argv_app[0]!r}: {exc.strerror}\n")
+        sys.exit(EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE)
+
+
+def _ensure_in_root(root: str, target: str, is_file: bool) -> int:
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return ensure_in_root(root_fd, target, is_file)
+    finally:
+        os.close(root_fd)
