@@ -71,7 +71,7 @@ def _prepare(g: Globals, kw: dict[str, Any], phase: str) -> tuple[Any, int]:
         rec = fetch(store, FetchRequest(image, kw["pull_policy"], g.insecure))
         config = json.loads(store.read_blob(rec.config))
         names = store.names_of(rec.id)
-        return ImageInfo(str(rec.id), names[0] if names else image, config,
+        return ImageInfo(str(rec.id), names[0] if names else "app", config,
                          tuple(str(store.layer_rootfs(layer.diff_id)) for layer in rec.layers))
 
     req = RunRequest(

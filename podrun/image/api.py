@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from podrun import faults
@@ -12,6 +13,7 @@ from podrun.image.source import ImageSource
 from podrun.image.store import ImageRecord, Store, candidate_names, normalize_name
 
 PULL_POLICIES = ("new", "update", "never")
+_IMAGE_ID_RE = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ def fetch(store: Store, req: FetchRequest) -> ImageRecord:
     """
     if req.pull_policy not in PULL_POLICIES:
         raise UsageError(f"invalid pull policy {req.pull_policy!r} (choose from {', '.join(PULL_POLICIES)})")
+    if _IMAGE_ID_RE.fullmatch(req.image):
+        # An image ID (or a prefix of 12+ hex digits) names what is in the store, nothing remote.
+        return store.image(store.resolve(req.image))
     ref = parse_reference(req.image)
     if ref.transport == "store":
         assert ref.docker is not None

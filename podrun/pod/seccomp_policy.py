@@ -14,7 +14,8 @@ Docker/moby and containers/common (podman) default profiles:
   profiles do; the kernel still checks the capability itself.
 * Argument filters: ``clone`` with namespace flags → EPERM, ``clone3`` → ENOSYS (its flags are
   behind a pointer seccomp cannot read; glibc then falls back to ``clone``), ``socket`` for
-  AF_VSOCK/AF_ALG and ``personality`` with unusual personas are not allowed.
+  AF_VSOCK/AF_ALG and ``personality`` with unusual personas are not allowed; i386's
+  ``socketcall`` multiplexer is denied so that the family filter cannot be bypassed.
 
 podrun is stricter than podman in one way: podman allows mount/unshare/keyctl/reboot and leaves
 them to the capability checks (rootless podman needs that); podrun denies them unless the cap
@@ -272,14 +273,34 @@ def filter_for(caps: frozenset[str]) -> Filter:
         Rule(("socket",), "ALLOW", args=(ArgCond(0, "EQ", AF_ALG + 1),)),
         Rule(("socket",), "ALLOW", args=(ArgCond(0, "GT", AF_VSOCK),)),
     ))
-    # socketcall's arguments sit behind a pointer, so the family filter above cannot apply to
-    # it; ENOSYS makes 32-bit libcs use the direct socket syscalls (Linux ≥ 4.3) instead, as
-    # moby/profiles did in 2026.  This rule overrides libseccomp's generated socketcall rules.
-    rules.append(Rule(("socketcall",), "ERRNO", ENOSYS))
     rules.extend(Rule(("personality",), "ALLOW", args=(ArgCond(0, "EQ", value),)) for value in SAFE_PERSONALITIES)
     rules.insert(0, Rule(tuple(denied), "ERRNO", EPERM))
     rules.insert(0, Rule(tuple(allowed), "ALLOW"))
-    return Filter("ERRNO", ENOSYS, default_architectures(), tuple(rules))
+    return _guard_socketcall(Filter("ERRNO", ENOSYS, default_architectures(), tuple(rules)))
+
+
+def _guard_socketcall(f: Filter) -> Filter:
+    """Deny i386's socketcall(2) whenever socket(2) is allowed and socketcall is not.
+
+    libseccomp turns every socket rule on i386 into a socketcall(SYS_SOCKET) rule without the
+    argument checks (they sit behind a pointer), so an allowed socket would let 32-bit code
+    open AF_VSOCK/AF_ALG sockets through socketcall.  An explicit socketcall rule overrides
+    those derived rules, but only if its action differs from the default (libseccomp refuses
+    rules equal to the default and the kernel layer skips them), hence EPERM, or ENOSYS when
+    EPERM is the default.  32-bit programs then need the direct socket syscalls (Linux ≥ 4.3,
+    used by musl and by glibc built for such kernels); moby made the same trade in 2026.
+    """
+    if any("socketcall" in r.names and r.action == "ALLOW" for r in f.rules):
+        return f
+    if not any("socket" in r.names and r.action == "ALLOW" for r in f.rules):
+        return f
+    rules = [r if "socketcall" not in r.names else Rule(tuple(n for n in r.names if n != "socketcall"),
+                                                        r.action, r.errno, r.args)
+             for r in f.rules]
+    err = ENOSYS if (f.default_action, f.default_errno) == ("ERRNO", EPERM) else EPERM
+    rules = [r for r in rules if r.names]
+    rules.append(Rule(("socketcall",), "ERRNO", err))
+    return Filter(f.default_action, f.default_errno, f.architectures, tuple(rules))
 
 
 def default_filter() -> Filter:
@@ -382,11 +403,7 @@ def _retain(base: Filter, names: tuple[str, ...], err: int) -> Filter:
     rules.insert(0, Rule(tuple(plain), "ALLOW"))
     if "clone3" not in names:
         rules.append(Rule(("clone3",), "ERRNO", ENOSYS))
-    if "socketcall" not in names:
-        # Overrides the socketcall(SYS_SOCKET) ALLOW rule libseccomp derives from a retained
-        # socket on i386, which would skip the address-family filter (see filter_for).
-        rules.append(Rule(("socketcall",), "ERRNO", ENOSYS))
-    return Filter("ERRNO", err, base.architectures, tuple(rules))
+    return _guard_socketcall(Filter("ERRNO", err, base.architectures, tuple(rules)))
 
 
 def _remove(base: Filter, names: tuple[str, ...], err: int) -> Filter:
@@ -397,7 +414,7 @@ def _remove(base: Filter, names: tuple[str, ...], err: int) -> Filter:
         if kept:
             rules.append(Rule(kept, r.action, err if r.action == "ERRNO" and r.errno == EPERM else r.errno, r.args))
     rules.append(Rule(names, "ERRNO", err))
-    return Filter(base.default_action, base.default_errno, base.architectures, tuple(rules))
+    return _guard_socketcall(Filter(base.default_action, base.default_errno, base.architectures, tuple(rules)))
 
 
 # ---- OCI runtime-spec linux.seccomp -------------------------------------------------------
@@ -426,12 +443,13 @@ def _oci_int(value: Any, what: str, limit: int) -> int:
     return value
 
 
-def _oci_action(value: Any, errno_ret: Any, what: str) -> tuple[str, int]:
+def _oci_action(value: Any, errno_ret: Any, what: str, errno_what: str) -> tuple[str, int]:
     if value in ("SCMP_ACT_TRACE", "SCMP_ACT_NOTIFY"):
         raise _bad(f"{what} {value} is not supported by podrun")
     if value not in _OCI_ACTIONS:
         raise _bad(f"{what} {value!r} is not a known SCMP_ACT_* action")
-    err = EPERM if errno_ret is None else _oci_int(errno_ret, f"{what} errnoRet", 4095)
+    # runtime-spec: ERRNO without errnoRet (or defaultErrnoRet) means EPERM.
+    err = EPERM if errno_ret is None else _oci_int(errno_ret, errno_what, 4095)
     return _OCI_ACTIONS[value], err
 
 
@@ -481,8 +499,11 @@ def load_oci_profile(data: bytes) -> Filter:
         raise _bad(f"not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise _bad("top level must be a JSON object")
-    default_action, default_errno = _oci_action(doc.get("defaultAction"), doc.get("defaultErrnoRet"), "defaultAction")
-    syscalls = doc.get("syscalls") or []
+    default_action, default_errno = _oci_action(doc.get("defaultAction"), doc.get("defaultErrnoRet"),
+                                                "defaultAction", "defaultErrnoRet")
+    syscalls = doc.get("syscalls")
+    if syscalls is None:
+        syscalls = []
     if not isinstance(syscalls, list):
         raise _bad("syscalls must be a list")
     rules: list[Rule] = []
@@ -495,6 +516,6 @@ def load_oci_profile(data: bytes) -> Filter:
         names = entry.get("names")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and _NAME_RE.match(n) for n in names):
             raise _bad(f"{where}.names must be a non-empty list of syscall names")
-        action, err = _oci_action(entry.get("action"), entry.get("errnoRet"), f"{where}.action")
+        action, err = _oci_action(entry.get("action"), entry.get("errnoRet"), f"{where}.action", f"{where}.errnoRet")
         rules.append(Rule(tuple(names), action, err, _oci_args(entry.get("args"), where)))
     return Filter(default_action, default_errno, _oci_architectures(doc), tuple(rules))
