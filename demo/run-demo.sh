@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: build the demo image from busybox-static with podrun's own import command,
-# export it as an OCI archive, fetch it back through the oci-archive: transport, list it.
+# export it as an OCI archive, fetch it back through the oci-archive: transport, list it,
+# and run a pod from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 podrun=.venv/bin/podrun
@@ -15,3 +16,5 @@ echo "+ podrun fetch oci-archive:$work/demo.tar:latest"
 $podrun fetch "oci-archive:$work/demo.tar:latest"
 echo "+ podrun image list"
 $podrun image list
+echo "+ podrun run demo:latest --exec /bin/sh -- -c 'echo hello from a podrun pod; hostname; id'"
+$podrun run demo:latest --exec /bin/sh -- -c 'echo hello from a podrun pod; hostname; id'
