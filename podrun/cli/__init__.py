@@ -7,11 +7,13 @@ adds the traceback.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -41,7 +43,37 @@ def parse_insecure(text: str) -> frozenset[str]:
     return words - {"none"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Imports a verb's module only when that verb runs (keeps `podrun run` start-up lean)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attr = self.lazy[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+COMMANDS = {
+    "fetch": "podrun.cli.fetch:fetch_cmd",
+    "image": "podrun.cli.image:image_group",
+    "run": "podrun.cli.run:run_cmd",
+    "prepare": "podrun.cli.run:prepare_cmd",
+    "run-prepared": "podrun.cli.run:run_prepared_cmd",
+}
+
+
+@click.group(
+    cls=LazyGroup, lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--dir", "data_dir", envvar="PODRUN_DIR", default="/var/lib/podrun", show_default=True,
     metavar="DIR", help="Data directory (store, pods, state); env PODRUN_DIR.",
@@ -60,19 +92,6 @@ def cli(ctx: click.Context, data_dir: str, debug: bool, insecure_options: str) -
         format="podrun: %(levelname)s: %(message)s",
     )
     ctx.obj = Globals(os.path.abspath(data_dir), debug, parse_insecure(insecure_options))
-
-
-def _register() -> None:
-    from podrun.cli import fetch, image, run
-
-    cli.add_command(fetch.fetch_cmd)
-    cli.add_command(image.image_group)
-    cli.add_command(run.run_cmd)
-    cli.add_command(run.prepare_cmd)
-    cli.add_command(run.run_prepared_cmd)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from podrun import faults
 from podrun.errors import NotFoundError, UsageError
-from podrun.image.pull import PullOptions, pull
 from podrun.image.reference import DockerReference, ImageReference, parse_reference
 from podrun.image.source import ImageSource
 from podrun.image.store import ImageRecord, Store, candidate_names, normalize_name
+
+if TYPE_CHECKING:
+    from podrun.image.pull import PullOptions
 
 PULL_POLICIES = ("new", "update", "never")
 _IMAGE_ID_RE = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
@@ -21,7 +24,7 @@ class FetchRequest:
     image: str
     pull_policy: str = "new"
     insecure: frozenset[str] = field(default_factory=frozenset)
-    options: PullOptions = field(default_factory=PullOptions)
+    options: PullOptions | None = None
 
 
 def open_source(ref: ImageReference, insecure: frozenset[str]) -> ImageSource:
@@ -83,6 +86,8 @@ def fetch(store: Store, req: FetchRequest) -> ImageRecord:
         # The shared store lock spans pull and naming, so `image rm` and `image gc` (exclusive)
         # see either no image or a named one.
         with store.writing():
+            from podrun.image.pull import pull
+
             record = pull(store, source, req.options)
             name = source.default_name
             if ref.docker is not None and ref.docker.tag:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 from dataclasses import dataclass
 from functools import cache
 
@@ -57,7 +56,7 @@ _SECCOMP_MODE_FILTER = 2
 _BPF_INSN_SIZE = 8  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k;}
 _BPF_MAXINSNS = 4096  # kernel limit per filter program
 
-# platform.machine() → libseccomp arch name, for the few spellings that differ.
+# uname machine → libseccomp arch name, for the few spellings that differ.
 _MACHINE_TO_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "x86", "i686": "x86", "armv7l": "arm"}
 
 
@@ -143,10 +142,11 @@ def _check(rc: int, call: str, name: str) -> None:
         raise OSError(-rc, f"{call}: {os.strerror(-rc)}", name)
 
 
+@cache
 def native_arch() -> str:
     """The libseccomp name of this machine's ABI (``x86_64``, ``aarch64``, …), without
     loading libseccomp."""
-    machine = platform.machine()
+    machine = os.uname().machine
     return _MACHINE_TO_ARCH.get(machine, machine)
 
 

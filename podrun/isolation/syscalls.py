@@ -7,11 +7,10 @@ the call's name and the path it was about (STYLE.md: errors carry errno, call an
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc; find_library would run ldconfig
 
 # clone/unshare flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000

@@ -219,8 +219,10 @@ def exec_stage1(pod_dir: Path, flavor: str, lock_fd: int, debug: bool) -> NoRetu
     except (OSError, ValueError, KeyError) as exc:
         raise NotFoundError(f"stage1 flavor {flavor!r} is not installed in {flavor_dir} ({exc})") from None
     os.set_inheritable(lock_fd, True)
-    env = dict(os.environ, PODRUN_LOCK_FD=str(lock_fd))
-    argv = [sys.executable, "-I", str(flavor_dir / entry), "--pod-dir", str(pod_dir)]
+    import podrun
+
+    env = dict(os.environ, PODRUN_LOCK_FD=str(lock_fd), PODRUN_PYTHONPATH=str(Path(podrun.__file__).parents[1]))
+    argv = [sys.executable, "-I", "-S", str(flavor_dir / entry), "--pod-dir", str(pod_dir)]
     if debug:
         argv.append("--debug")
         sys.stderr.write("podrun: exec " + " ".join(argv) + f"  (PODRUN_LOCK_FD={lock_fd})\n")

@@ -25,13 +25,15 @@ is kept, and never allows the keyring syscalls (keyrings are not namespaced).
 from __future__ import annotations
 
 import errno
-import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from podrun.errors import UsageError
 from podrun.isolation.seccomp import ArgCond, Filter, Rule, native_arch, syscall_exists
+
+if TYPE_CHECKING:  # typing costs ~2 ms to import; stage1 only needs filter_for
+    from typing import Any
 
 EPERM = errno.EPERM
 ENOSYS = errno.ENOSYS
@@ -440,7 +442,7 @@ def _bad(what: str) -> UsageError:
 def _oci_int(value: Any, what: str, limit: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
         raise _bad(f"{what} must be an integer from 0 to {limit}, not {value!r}")
-    return value
+    return int(value)
 
 
 def _oci_action(value: Any, errno_ret: Any, what: str, errno_what: str) -> tuple[str, int]:
@@ -491,6 +493,8 @@ def load_oci_profile(data: bytes) -> Filter:
     ``includes``/``excludes`` conditions and the TRACE/NOTIFY actions are refused.  Raises
     UsageError on anything malformed or over ``MAX_PROFILE_BYTES``.
     """
+    import json  # only stage0 reads profiles; keep it off stage1's import path
+
     if len(data) > MAX_PROFILE_BYTES:
         raise UsageError(f"seccomp profile is {len(data)} bytes, limit is {MAX_PROFILE_BYTES}")
     try:

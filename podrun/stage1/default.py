@@ -123,7 +123,7 @@ class Init:
         for app in self.manifest.apps:
             try:
                 plan = self._plan_for(app)
-                conf = confine.prepare(app)
+                conf = confine.prepare(app, self.pod_dir.parents[2] / "cache" / "seccomp")
             except Exception as exc:
                 sys.stderr.write(f"podrun: app {app.name}: {exc}\n")
                 self._stop_others(signal.SIGKILL)
