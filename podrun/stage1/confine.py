@@ -34,7 +34,12 @@ def _filter_key(app: AppSpec, cap_set: frozenset[str]) -> str:
     policy module's identity, so an upgrade never reuses a stale program."""
     policy = Path(__file__).resolve().parents[1] / "pod" / "seccomp_policy.py"
     st = policy.stat()
-    text = repr((__version__, os.uname().machine, app.seccomp, sorted(cap_set), st.st_size, st.st_mtime_ns))
+    try:  # a libseccomp upgrade may compile differently
+        lib = os.stat(f"/usr/lib/{os.uname().machine}-linux-gnu/{seccomp.LIBSECCOMP}")
+        lib_id: tuple[int, int] = (lib.st_size, lib.st_mtime_ns)
+    except OSError:
+        lib_id = (0, 0)
+    text = repr((__version__, os.uname().machine, app.seccomp, sorted(cap_set), st.st_size, st.st_mtime_ns, lib_id))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
