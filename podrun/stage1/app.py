@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 import sys
 from typing import NoReturn
@@ -28,27 +29,43 @@ EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
 
-def ensure_in_root(root_fd: int, path: str, is_file: bool) -> int:
-    """O_PATH fd of *path* inside the root, creating it (and parents) when missing."""
+def ensure_in_root(root_fd: int, path: str, is_file: bool, _depth: int = 0) -> int:
+    """O_PATH fd of *path* inside the root, creating it (and parents) when missing.
+
+    Resolution never leaves the root (openat2 RESOLVE_IN_ROOT).  A dangling symlink on the way
+    is followed the same way: its target is created *inside* the root, as if the root were /.
+    """
     try:
         return sc.open_in_root(root_fd, path)
     except FileNotFoundError:
         pass
+    if _depth > 40:
+        raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
     parent, _, name = path.rstrip("/").rpartition("/")
-    pfd = ensure_in_root(root_fd, parent or "/", is_file=False) if parent else sc.open_in_root(root_fd, "/")
+    pfd = ensure_in_root(root_fd, parent or "/", False, _depth + 1)
     try:
         dfd = os.open(sc.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     finally:
         os.close(pfd)
+    link = None
     try:
+        if stat.S_ISLNK(os.lstat(name, dir_fd=dfd).st_mode):
+            link = os.readlink(name, dir_fd=dfd)
+        elif is_file:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd))
+        else:
+            os.mkdir(name, 0o755, dir_fd=dfd)
+    except FileNotFoundError:
         if is_file:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd))
         else:
             os.mkdir(name, 0o755, dir_fd=dfd)
-    except FileExistsError:
-        pass
     finally:
         os.close(dfd)
+    if link is not None:
+        # normpath clamps leading '..' at '/', which is exactly RESOLVE_IN_ROOT's rule
+        target = posixpath.normpath(link if link.startswith("/") else posixpath.join("/", parent, link))
+        return ensure_in_root(root_fd, target, is_file, _depth + 1)
     return sc.open_in_root(root_fd, path)
 
 

@@ -231,3 +231,65 @@ def test_bad_run_input_is_refused_cleanly(pods: Pods) -> None:
         assert words in res.stderr.splitlines()[0] and "Traceback" not in res.stderr
     after = sorted(p.name for p in (pods.data / "pods").rglob("*") if p.parent.parent == pods.data / "pods")
     assert before == after  # refused before any pod directory was written
+
+
+def _pod_manifests(pods: Pods) -> list[Path]:
+    return sorted((pods.data / "pods").glob("*/*/pod.json"))
+
+
+def test_written_manifests_match_the_schema(pods: Pods) -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "podrun" / "schemas" / "pod-manifest.json").read_text())
+    pods.run("prepare", "--volume", "v,kind=empty", "--hostname", "h", "demo", "--memory", "64M", "--cpu", "250m",
+             "--pids-limit", "20", "--mount", "volume=v,target=/v", "--user", "nobody", "--seccomp",
+             "mode=remove,keyctl", check=True)
+    manifests = _pod_manifests(pods)
+    assert manifests
+    for path in manifests:
+        jsonschema.validate(json.loads(path.read_text()), schema)
+
+
+def test_mount_target_symlink_cannot_escape(pods: Pods, tmp_path: Path) -> None:
+    """A volume target that is a symlink out of the root (runc CVE-2021-30465 class) lands inside."""
+    from tests.fixtures import images as img
+
+    layer = img.tar_bytes([*img.busybox_entries(), img.symlink("evil", "/etc/podrun-escape"),
+                           img.symlink("up", "../../../../../tmp")])
+    built = img.write_oci_layout(tmp_path / "l", [layer])
+    pods.run("fetch", f"oci:{built.layout}", check=True)
+    src = tmp_path / "vol"
+    src.mkdir()
+    (src / "marker").write_text("vol\n")
+    res = pods.run("run", "--volume", f"v,kind=host,source={src}", built.manifest_digest, "--exec", "/bin/sh",
+                   "--mount", "volume=v,target=/evil", "--mount", "volume=v,target=/up/x", "--",
+                   "-c", "cat /etc/podrun-escape/marker; cat /tmp/x/marker")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["vol", "vol"]
+    assert not Path("/etc/podrun-escape").exists() and not Path("/tmp/x").exists()
+
+
+def test_interactive_uses_the_terminal(pods: Pods) -> None:
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [*PODRUN, "--dir", str(pods.data), "run", "--interactive", "demo", "--exec",
+                                  "/bin/sh", "--", "-c", "test -t 0 && echo IS-TTY; read x; echo got-$x"])
+    out = b""
+    os.write(fd, b"hello\n")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and b"got-hello" not in out:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert b"IS-TTY" in out and b"got-hello" in out, out
+    assert os.waitstatus_to_exitcode(status) == 0
