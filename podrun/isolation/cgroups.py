@@ -69,7 +69,7 @@ class CgroupDir:
 
 def _write(path: str, value: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)   # O_TRUNC as `echo >` does
     except OSError as exc:
         raise OSError(exc.errno, f"open for writing {value!r}: {exc.strerror}", path) from exc
     try:
@@ -484,7 +484,12 @@ def create_pod_cgroup(name: str, parent: str | None = None,
     try:
         for h in hs:
             parent_dir = _parent_dir(h, parent)
-            base = h.mountpoint if parent.startswith("/") else _join(h.mountpoint, h.own)
+            # Delegation base: the deepest directory of the parent path that existed before us.  We
+            # may enable controllers in its subtree_control but never above it (a unit's parent slice
+            # is systemd's, not ours).
+            base = parent_dir
+            while base != h.mountpoint and not os.path.isdir(base):
+                base = posixpath.dirname(base)
             made.append(CgroupDir(_mkdir_under(parent_dir, name), h, base))
             if posixpath.basename(parent_dir) == PODRUN_DIR:
                 prune.append(parent_dir)
@@ -496,12 +501,12 @@ def create_pod_cgroup(name: str, parent: str | None = None,
 
 def open_existing(paths: Sequence[str]) -> CgroupTree:
     """Re-open a tree from recorded paths (for gc).  Paths that are already gone are fine."""
-    mounts = [(mp, h) for h in _all_hierarchies() for mp in [h.mountpoint]]
+    known = _all_hierarchies()
     dirs: list[CgroupDir] = []
     prune: list[str] = []
     for path in paths:
         norm = posixpath.normpath(path)
-        owner = max((h for mp, h in mounts if norm.startswith(mp.rstrip("/") + "/")),
+        owner = max((h for h in known if norm.startswith(h.mountpoint.rstrip("/") + "/")),
                     key=lambda h: len(h.mountpoint), default=None)
         if owner is None:
             raise OSError(errno.EINVAL, "not inside a mounted cgroup hierarchy", path)

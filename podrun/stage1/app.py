@@ -221,16 +221,16 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
         os.chdir(workdir)
         confine.apply(conf, uid, gid, groups)
     except Exception as exc:
-        _fail(app.name, f"setting up: {exc}")
+        fail(app.name, f"setting up: {exc}")
     argv = list(app.exec_argv)
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as exc:
         code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
-        _fail(app.name, f"cannot execute {argv[0]!r}: {exc.strerror}", code)
+        fail(app.name, f"cannot execute {argv[0]!r}: {exc.strerror}", code)
 
 
-def _fail(name: str, message: str, code: int = EXIT_SETUP_FAILED) -> NoReturn:
+def fail(name: str, message: str, code: int = EXIT_SETUP_FAILED) -> NoReturn:
     try:
         sys.stderr.write(f"podrun: app {name}: {message}\n")
         sys.stderr.flush()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from podrun import fsutil
+from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.pod.layout import MANIFEST
 from podrun.pod.manifest import AppSpec, PodManifest
@@ -80,7 +81,9 @@ def _exit_code(status: int) -> int:
 class Init:
     """The pod's pid 1: start apps, reap, forward signals, record statuses, apply the exit rule."""
 
-    def __init__(self, pod_dir: Path, manifest: PodManifest, roots: dict[str, str], files: dict[str, str]) -> None:
+    def __init__(self, pod_dir: Path, manifest: PodManifest, roots: dict[str, str], files: dict[str, str],
+                 app_cgroups: dict[str, cgroups.CgroupTree]) -> None:
+        self.app_cgroups = app_cgroups
         self.pod_dir = pod_dir
         self.manifest = manifest
         self.roots = roots
@@ -132,6 +135,11 @@ class Init:
             if pid == 0:
                 for sig in (*FORWARDED, signal.SIGALRM):
                     signal.signal(sig, signal.SIG_DFL)
+                try:
+                    self.app_cgroups[app.name].join()
+                    sc.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
+                except OSError as exc:
+                    stage2.fail(app.name, f"joining its cgroup: {exc}")
                 stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset())
             self.running[pid] = app.name
         (self.pod_dir / "ready").write_text(f"{time.time():.6f}\n")
@@ -188,6 +196,7 @@ def main(argv: list[str]) -> NoReturn:
             if vol.kind == "empty":
                 (pod_dir / "volumes" / vol.name).mkdir(mode=0o755, parents=True, exist_ok=True)
         roots = {app.name: mount_app_root(pod_dir, app) for app in manifest.apps}
+        pod_cgroup, init_cgroup, app_cgroups = _make_cgroups(pod_dir, manifest)
     except Exception as exc:
         sys.stderr.write(f"podrun: stage1: {exc}\n")
         sys.exit(EXIT_STAGE1_FAILED)
@@ -202,7 +211,12 @@ def main(argv: list[str]) -> NoReturn:
         os.close(supervisor)
         if lock_fd >= 0:
             os.close(lock_fd)  # only the supervisor holds the pod lock
-        Init(pod_dir, manifest, roots, files).run()
+        try:
+            init_cgroup.join()
+        except OSError as exc:
+            sys.stderr.write(f"podrun: stage1: joining the pod's cgroup: {exc}\n")
+            os._exit(EXIT_STAGE1_FAILED)
+        Init(pod_dir, manifest, roots, files, app_cgroups).run()
     os.close(supervisor)
     (pod_dir / "pid").write_text(f"{init_pid}\n")
 
@@ -215,4 +229,33 @@ def main(argv: list[str]) -> NoReturn:
     for sig in FORWARDED:
         signal.signal(sig, forward)
     _, status = os.waitpid(init_pid, 0)
+    try:
+        pod_cgroup.kill_all()  # nothing of the pod outlives it, not even a daemonized process
+        pod_cgroup.remove()
+    except OSError as exc:
+        sys.stderr.write(f"podrun: warning: removing the pod's cgroup: {exc} (podrun gc retries)\n")
     sys.exit(_exit_code(status))
+
+
+def _make_cgroups(
+    pod_dir: Path, manifest: PodManifest
+) -> tuple[cgroups.CgroupTree, cgroups.CgroupTree, dict[str, cgroups.CgroupTree]]:
+    """The pod's cgroup with a leaf for its pid 1 and one per app (v2 allows no processes in a
+    cgroup whose children have controllers).  The paths are recorded in the pod dir *before*
+    anything is created, so gc can remove them after any crash."""
+    name = f"pod-{manifest.uuid}"
+    paths = cgroups.pod_cgroup_paths(name)
+    fsutil.atomic_write(pod_dir / "cgroups", json.dumps(list(paths)).encode(), 0o644)
+    pod_cgroup = cgroups.create_pod_cgroup(name)
+    try:
+        init_cgroup = pod_cgroup.child("init")
+        app_cgroups = {}
+        for app in manifest.apps:
+            tree = pod_cgroup.child(f"app-{app.name}")
+            res = app.resources
+            tree.set_limits(cgroups.Limits(res.memory_max, res.cpu_millis, res.pids_max))
+            app_cgroups[app.name] = tree
+    except BaseException:
+        pod_cgroup.remove()
+        raise
+    return pod_cgroup, init_cgroup, app_cgroups

@@ -293,3 +293,36 @@ def test_interactive_uses_the_terminal(pods: Pods) -> None:
     os.close(fd)
     assert b"IS-TTY" in out and b"got-hello" in out, out
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_cgroup_limits_and_cleanup(pods: Pods, tmp_path: Path) -> None:
+    import json
+
+    uuid_file = tmp_path / "uuid"
+    proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", "--uuid-file-save", str(uuid_file), "demo",
+                             "--exec", "/bin/sh", "--memory", "64M", "--cpu", "500m", "--pids-limit", "30", "--",
+                             "-c", "cat /proc/self/cgroup; sleep 2"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    pod = None
+    while time.monotonic() < deadline:
+        if uuid_file.exists():
+            pod = pods.data / "pods" / "run" / uuid_file.read_text().strip()
+            if (pod / "ready").exists():
+                break
+        time.sleep(0.05)
+    assert pod is not None
+    paths = json.loads((pod / "cgroups").read_text())
+    values = {}
+    for base in paths:
+        app = Path(base) / "app-demo"
+        for name in ("memory.limit_in_bytes", "memory.max", "cpu.cfs_quota_us", "cpu.max", "pids.max"):
+            if (app / name).exists():
+                values[name] = (app / name).read_text().split()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert values.get("memory.limit_in_bytes", values.get("memory.max")) == [str(64 << 20)]
+    assert values.get("cpu.cfs_quota_us", values.get("cpu.max", [""])[:1]) == ["50000"]
+    assert values["pids.max"] == ["30"]
+    # inside, the app's own cgroup is the namespace root
+    assert all(line.endswith(":/") for line in out.splitlines() if "pids" in line or line.startswith("0::"))
+    assert not any(Path(p).exists() for p in paths), "the pod's cgroups must be removed when it ends"
