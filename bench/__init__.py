@@ -1,0 +1,1 @@
+"""podrun's benchmarks against its peers (podman, skopeo + umoci); see bench/README.md."""
