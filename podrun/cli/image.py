@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -91,8 +92,17 @@ def rm_cmd(g: Globals, images: tuple[str, ...]) -> None:
 @image_group.command("gc")
 @click.pass_obj
 def gc_cmd(g: Globals) -> None:
-    """Delete blobs and layer trees no image uses, and interrupted downloads."""
-    for line in Store(g.data_dir).gc():
+    """Delete blobs and layer trees no image or pod uses, and interrupted downloads."""
+    from podrun.image.digest import Digest
+    from podrun.pod.layout import PodDirs, layers_in_use
+
+    store = Store(g.data_dir)
+
+    def in_use() -> set[Digest]:
+        # lower dirs look like .../layers/<alg>/<hex>/rootfs
+        return {Digest(Path(d).parent.parent.name, Path(d).parent.name) for d in layers_in_use(PodDirs(g.data_dir))}
+
+    for line in store.gc(in_use):
         click.echo(f"removed {line}")
 
 

@@ -80,3 +80,18 @@ def lock_pod(path: Path, blocking: bool) -> int:
         os.close(fd)
         raise ConflictError(f"pod {path.name} is locked by another podrun process") from None
     return fd
+
+
+def layers_in_use(dirs: PodDirs) -> set[str]:
+    """Layer directories referenced by any pod that still exists (image gc must keep them)."""
+    import json
+
+    used: set[str] = set()
+    for manifest in dirs.root.glob(f"*/*/{MANIFEST}"):
+        try:
+            doc = json.loads(manifest.read_bytes())
+            for app in doc.get("apps", ()):
+                used.update(str(d) for d in app.get("lower_dirs", ()))
+        except (OSError, ValueError, AttributeError):
+            continue  # a corrupted pod keeps nothing alive; pod gc reports it
+    return used

@@ -326,3 +326,18 @@ def test_cgroup_limits_and_cleanup(pods: Pods, tmp_path: Path) -> None:
     # inside, the app's own cgroup is the namespace root
     assert all(line.endswith(":/") for line in out.splitlines() if "pids" in line or line.startswith("0::"))
     assert not any(Path(p).exists() for p in paths), "the pod's cgroups must be removed when it ends"
+
+
+def test_image_gc_keeps_layers_of_existing_pods(pods: Pods, tmp_path: Path) -> None:
+    from tests.fixtures import images as img
+
+    built = img.write_oci_layout(tmp_path / "l", [img.tar_bytes([*img.busybox_entries(), img.file("only-here", b"x")])])
+    image_id = pods.run("fetch", f"oci:{built.layout}", check=True).stdout.strip()
+    uuid = pods.run("prepare", image_id, "--exec", "/bin/true", check=True).stdout.strip()
+    pods.run("image", "rm", image_id, check=True)
+    pods.run("image", "gc", check=True)
+    layer = pods.data / "store" / "layers" / "sha256" / built.diff_ids[0].split(":")[1]
+    assert layer.is_dir(), "a prepared pod's layer must survive image gc"
+    assert pods.run("run-prepared", uuid).returncode == 0
+    for sub in ("pods", "locks", "store"):
+        assert (pods.data / sub).stat().st_mode & 0o077 == 0, sub
