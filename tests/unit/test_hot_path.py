@@ -1,0 +1,31 @@
+"""The warm start path stays lean: stage1 never imports click, jsonschema, pyroute2 or HTTP
+code, and runs without site-packages (python -I -S, as stage0 execs it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+HEAVY = ("click", "jsonschema", "pyroute2", "urllib3", "http.client", "podrun.image", "podrun.cli")
+
+
+def test_stage1_imports_are_lean() -> None:
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+        "import podrun.stage1.default, podrun.stage1.fly, podrun.stage1.confine; "
+        f"bad = [m for m in {HEAVY!r} if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"stage1 imported {out.stdout.strip()}"
+
+
+def test_stage0_run_path_skips_http_and_schema_code() -> None:
+    code = (
+        "import sys; from podrun.cli import run; from podrun.pod import prepare; from podrun.image import api; "
+        "print(','.join(m for m in ('jsonschema', 'pyroute2', 'urllib3', 'http.client') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == ""
