@@ -67,6 +67,12 @@ COMMANDS = {
     "run": "podrun.cli.run:run_cmd",
     "prepare": "podrun.cli.run:prepare_cmd",
     "run-prepared": "podrun.cli.run:run_prepared_cmd",
+    "list": "podrun.cli.pods:list_cmd",
+    "status": "podrun.cli.pods:status_cmd",
+    "stop": "podrun.cli.pods:stop_cmd",
+    "rm": "podrun.cli.pods:rm_cmd",
+    "gc": "podrun.cli.pods:gc_cmd",
+    "cat-manifest": "podrun.cli.pods:cat_manifest_cmd",
 }
 
 

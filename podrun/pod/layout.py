@@ -38,10 +38,14 @@ class PodDirs:
     def create_embryo(self, uuid: str, manifest: bytes) -> tuple[Path, int]:
         """Create ``embryo/<uuid>`` holding the manifest; returns it with its lock fd held."""
         self.ensure()
+        # Built under a hidden name and renamed once locked, so no reader can ever see (and
+        # briefly lock) an unlocked embryo that is still being created.
+        tmp = self.root / "embryo" / f".{uuid}.tmp"
+        tmp.mkdir(mode=0o700)
+        fd = lock_pod(tmp, blocking=False)
+        fsutil.atomic_write(tmp / MANIFEST, manifest, 0o600)
         path = self.path("embryo", uuid)
-        path.mkdir(mode=0o700)
-        fd = lock_pod(path, blocking=False)
-        fsutil.atomic_write(path / MANIFEST, manifest, 0o600)
+        os.rename(tmp, path)
         return path, fd
 
     def move(self, uuid: str, src: str, dst: str) -> Path:

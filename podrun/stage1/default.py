@@ -229,12 +229,14 @@ def main(argv: list[str]) -> NoReturn:
     for sig in FORWARDED:
         signal.signal(sig, forward)
     _, status = os.waitpid(init_pid, 0)
+    code = _exit_code(status)
+    fsutil.atomic_write(pod_dir / "finished", json.dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644)
     try:
         pod_cgroup.kill_all()  # nothing of the pod outlives it, not even a daemonized process
         pod_cgroup.remove()
     except OSError as exc:
         sys.stderr.write(f"podrun: warning: removing the pod's cgroup: {exc} (podrun gc retries)\n")
-    sys.exit(_exit_code(status))
+    sys.exit(code)
 
 
 def _make_cgroups(

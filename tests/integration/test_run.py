@@ -45,6 +45,16 @@ def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
     p = Pods(base / "data")
     p.run("image", "import", rootfs, "demo", check=True)
     yield p
+    # every pod the tests made, even one whose supervisor was killed, is collected by one gc
+    import json
+
+    uuids = [pod["uuid"] for pod in json.loads(p.run("list", "--format", "json", check=True).stdout)]
+    gc = p.run("gc", "--grace-period", "0s", "--expire-prepared", "0s")
+    assert gc.returncode == 0, gc.stderr
+    assert p.run("list", "--format", "json").stdout.strip() == "[]"
+    left = [str(c) for u in uuids for c in Path("/sys/fs/cgroup").glob(f"**/pod-{u}")]
+    assert left == [], left
+    assert p.run("gc", "--grace-period", "0s").stdout == ""  # a second gc changes nothing
     assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(base) in line]
 
 

@@ -1,0 +1,197 @@
+"""Pod lifecycle verbs: list, status, stop, rm, gc, cat-manifest (rkt's names and semantics)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from podrun.cli import Globals
+from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_time, print_json, print_table
+from podrun.errors import PodrunError, StoreError, UsageError
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """``30s``, ``5m``, ``2h``, ``1d``, ``1h30m`` or plain seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise UsageError(f"invalid {flag} {text!r}: expected e.g. 30s, 10m, 24h")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _uuids(args: tuple[str, ...], uuid_file: str | None) -> list[str]:
+    out = list(args)
+    if uuid_file:
+        try:
+            out.append(Path(uuid_file).read_text().strip())
+        except OSError as exc:
+            raise UsageError(f"cannot read --uuid-file {uuid_file!r}: {exc.strerror}") from None
+    if not out:
+        raise UsageError("no pod UUID given")
+    return out
+
+
+UUID_FILE = click.option("--uuid-file", type=click.Path(dir_okay=False), help="Read the pod UUID from FILE.")
+
+
+@click.command("list")
+@FORMAT_OPTION
+@NO_LEGEND_OPTION
+@click.option("--full", is_flag=True, help="Full UUIDs and image IDs.")
+@click.pass_obj
+def list_cmd(g: Globals, fmt: str, no_legend: bool, full: bool) -> None:
+    """List pods and their states."""
+    from podrun.pod.layout import PodDirs
+    from podrun.pod.state import list_pods
+
+    pods = list_pods(PodDirs(g.data_dir))
+    for p in pods:
+        for err in p.errors:
+            click.echo(f"podrun: warning: pod {p.uuid}: {err}", err=True)
+    if fmt == "json":
+        print_json([p.to_json() for p in pods])
+        return
+    rows = []
+    for p in sorted(pods, key=lambda p: p.created or 0):
+        apps = ",".join(a.name for a in p.apps) or "-"
+        image = ",".join((a.image_name or a.image_id or "-") for a in p.apps) or "-"
+        uuid = p.uuid if full else p.uuid[:8]
+        rows.append([uuid, apps, image, p.state, human_time(p.created), human_time(p.started),
+                     ",".join(p.networks) or "-"])
+    print_table(["UUID", "APP", "IMAGE", "STATE", "CREATED", "STARTED", "NETWORKS"], rows, legend=not no_legend)
+
+
+@click.command("status")
+@click.argument("uuid", required=False)
+@UUID_FILE
+@click.option("--wait", "wait", is_flag=False, flag_value="forever", default=None, metavar="[DURATION]",
+              help="Wait until the pod exits (optionally at most DURATION).")
+@click.option("--wait-ready", "wait_ready", is_flag=False, flag_value="forever", default=None,
+              metavar="[DURATION]", help="Wait until all apps have started.")
+@FORMAT_OPTION
+@click.pass_obj
+def status_cmd(g: Globals, uuid: str | None, uuid_file: str | None, wait: str | None, wait_ready: str | None,
+               fmt: str) -> None:
+    """Show a pod's state, pid, apps and exit codes."""
+    from podrun.pod.layout import PodDirs
+    from podrun.pod.state import read_status
+    from podrun.pod.stop import wait_unlocked
+
+    dirs = PodDirs(g.data_dir)
+    phase, full = dirs.find(_uuids((uuid,) if uuid else (), uuid_file)[0])
+    path = dirs.path(phase, full)
+    if wait_ready is not None:
+        limit = None if wait_ready == "forever" else parse_duration(wait_ready, "--wait-ready")
+        deadline = None if limit is None else time.monotonic() + limit
+        while not (path / "ready").exists():
+            if deadline is not None and time.monotonic() > deadline:
+                raise PodrunError(f"pod {full} not ready after {wait_ready}")
+            if phase == "run" and (path / "finished").exists():
+                break
+            time.sleep(0.02)
+    if wait is not None:
+        limit = None if wait == "forever" else parse_duration(wait, "--wait")
+        if phase == "run" and not wait_unlocked(path, limit):
+            raise PodrunError(f"pod {full} still running after {wait}")
+    st = read_status(dirs, *dirs.find(full))
+    if fmt == "json":
+        print_json(st.to_json())
+        return
+    click.echo(f"state={st.state}")
+    click.echo(f"created={human_time(st.created)}")
+    click.echo(f"started={human_time(st.started)}")
+    if st.pid:
+        click.echo(f"pid={st.pid}")
+    if st.finished is not None or st.state in ("exited", "exited-garbage"):
+        click.echo(f"exited={'true'}")
+        click.echo(f"exit-code={st.exit_code if st.exit_code is not None else 'unknown'}")
+    for app in st.apps:
+        code = "" if app.exit_code is None else str(app.exit_code)
+        click.echo(f"app-{app.name}={code or ('running' if st.state == 'running' else 'unknown')}")
+    for err in st.errors:
+        click.echo(f"podrun: warning: {err}", err=True)
+
+
+@click.command("stop")
+@click.argument("uuids", nargs=-1)
+@UUID_FILE
+@click.option("--force", is_flag=True, help="SIGKILL at once.")
+@click.option("--timeout", default="10s", show_default=True, help="SIGKILL after this long.")
+@click.pass_obj
+def stop_cmd(g: Globals, uuids: tuple[str, ...], uuid_file: str | None, force: bool, timeout: str) -> None:
+    """Stop running pods: SIGTERM to the apps, SIGKILL after --timeout."""
+    from podrun.pod.layout import PodDirs
+    from podrun.pod.stop import stop_pod
+
+    dirs = PodDirs(g.data_dir)
+    limit = parse_duration(timeout, "--timeout")
+    for text in _uuids(uuids, uuid_file):
+        phase, full = dirs.find(text)
+        if phase != "run":
+            click.echo(f"{full} was not running")
+            continue
+        click.echo(stop_pod(dirs.path(phase, full), full, force, limit))
+
+
+@click.command("rm")
+@click.argument("uuids", nargs=-1)
+@UUID_FILE
+@click.pass_obj
+def rm_cmd(g: Globals, uuids: tuple[str, ...], uuid_file: str | None) -> None:
+    """Remove pods that are not running (their dirs, cgroups, mounts)."""
+    from podrun.pod.gc import remove_pod
+    from podrun.pod.layout import PodDirs
+
+    dirs = PodDirs(g.data_dir)
+    failed = 0
+    for text in _uuids(uuids, uuid_file):
+        try:
+            phase, full = dirs.find(text)
+            for line in remove_pod(dirs, phase, full):
+                click.echo(line)
+        except PodrunError as exc:
+            failed += 1
+            click.echo(f"podrun: {exc}", err=True)
+            last = exc
+    if failed:
+        sys.exit(last.exit_code)
+
+
+@click.command("gc")
+@click.option("--grace-period", default="30m", show_default=True, help="Keep exited pods this long.")
+@click.option("--expire-prepared", default="24h", show_default=True, help="Remove prepared pods older than this.")
+@click.option("--mark-only", is_flag=True, help="Only mark exited pods as garbage.")
+@click.pass_obj
+def gc_cmd(g: Globals, grace_period: str, expire_prepared: str, mark_only: bool) -> None:
+    """Garbage-collect pods: mark exited ones, remove them after the grace period."""
+    from podrun.pod.gc import gc
+    from podrun.pod.layout import PodDirs
+
+    lines = gc(PodDirs(g.data_dir), parse_duration(grace_period, "--grace-period"),
+               parse_duration(expire_prepared, "--expire-prepared"), mark_only)
+    for line in lines:
+        click.echo(line)
+    if any(line.startswith("failed:") for line in lines):
+        raise StoreError("gc could not remove every pod")
+
+
+@click.command("cat-manifest")
+@click.argument("uuid", required=False)
+@UUID_FILE
+@click.pass_obj
+def cat_manifest_cmd(g: Globals, uuid: str | None, uuid_file: str | None) -> None:
+    """Print a pod's manifest."""
+    from podrun.pod.layout import MANIFEST, PodDirs
+
+    dirs = PodDirs(g.data_dir)
+    phase, full = dirs.find(_uuids((uuid,) if uuid else (), uuid_file)[0])
+    try:
+        click.echo((dirs.path(phase, full) / MANIFEST).read_text(), nl=False)
+    except OSError as exc:
+        raise StoreError(f"pod {full}: cannot read its manifest ({exc.strerror})") from None

@@ -1,0 +1,172 @@
+"""Removing pods: ``rm`` of one pod and ``gc``'s mark-and-sweep (rkt's model).
+
+gc marks exited pods (``run/`` without a lock holder) as ``exited-garbage`` and deletes them
+after the grace period; prepared pods expire; aborted embryos go at once.  Deleting a pod first
+undoes its host side effects from what the pod dir records (cgroups), unmounts anything still
+mounted beneath it, and never deletes while a mount remains (so never through a host volume).
+Every step is idempotent: a gc killed midway is finished by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from podrun import faults, fsutil
+from podrun.errors import ConflictError, StoreError
+from podrun.pod.layout import PHASES, PodDirs, lock_pod
+
+GARBAGE_MARK = "exited-garbage-since"
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below *path*, deepest first (from /proc/self/mountinfo)."""
+    prefix = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def _undo_host_effects(path: Path) -> list[str]:
+    done = []
+    for point in mounts_under(path):
+        from podrun.isolation import syscalls as sc
+
+        try:
+            sc.umount(point, sc.MNT_DETACH)
+            done.append(f"unmounted {point}")
+        except OSError as exc:
+            raise StoreError(f"pod {path.name}: cannot unmount {point}: {exc.strerror}") from None
+    record = path / "cgroups"
+    try:
+        paths = json.loads(record.read_bytes())
+    except (OSError, ValueError):
+        paths = []
+    if paths:
+        from podrun.isolation import cgroups
+
+        tree = cgroups.open_existing([p for p in paths if isinstance(p, str)])
+        try:
+            tree.kill_all()
+            tree.remove()
+        except OSError as exc:
+            raise StoreError(f"pod {path.name}: cannot remove cgroup: {exc}") from None
+        done += [f"removed cgroup {p}" for p in paths if isinstance(p, str)]
+    return done
+
+
+def _delete(path: Path) -> None:
+    left = mounts_under(path)
+    if left:
+        raise StoreError(f"pod {path.name}: {left[0]} is still mounted; not deleting through it")
+    from podrun.image.store import remove_tree
+
+    remove_tree(path)
+
+
+def collect(dirs: PodDirs, phase: str, uuid: str, lock_fd: int) -> list[str]:
+    """Move a locked, non-running pod to garbage/ and delete it; returns what was done."""
+    try:
+        path = dirs.move(uuid, phase, "garbage") if phase != "garbage" else dirs.path("garbage", uuid)
+        faults.checkpoint("gc:in-garbage")
+        done = _undo_host_effects(path)
+        faults.checkpoint("gc:before-delete")
+        _delete(path)
+        fsutil.fsync_dir(path.parent)
+    finally:
+        os.close(lock_fd)
+    return [*done, f"removed pod {uuid}"]
+
+
+def remove_pod(dirs: PodDirs, phase: str, uuid: str) -> list[str]:
+    """``podrun rm``: any pod that is not running or being created."""
+    path = dirs.path(phase, uuid)
+    try:
+        fd = lock_pod(path, blocking=False)
+    except ConflictError:
+        raise ConflictError(f"pod {uuid} is running or busy", hint=f"podrun stop {uuid}") from None
+    return collect(dirs, phase, uuid, fd)
+
+
+def gc(dirs: PodDirs, grace_period: float, expire_prepared: float, mark_only: bool,
+       now: float | None = None) -> list[str]:
+    """One mark-and-sweep pass; returns a line per action."""
+    now = time.time() if now is None else now
+    dirs.ensure()
+    out: list[str] = []
+    for phase in PHASES:
+        for entry in sorted((dirs.root / phase).iterdir()):
+            if entry.name.startswith("."):
+                if phase == "embryo" and now - entry.stat().st_mtime > 3600:
+                    _collect_unlocked(dirs, phase, entry.name, out, hidden=True)
+                continue
+            expired = phase == "prepared" and now - _mtime(entry / "pod.json", now) > expire_prepared
+            if phase in ("embryo", "prepare") or expired:
+                _collect_unlocked(dirs, phase, entry.name, out)
+            elif phase == "run":
+                _mark(dirs, entry.name, now, out)
+            elif phase == "exited-garbage" and not mark_only:
+                if now - _since(entry, now) >= grace_period:
+                    _collect_unlocked(dirs, phase, entry.name, out)
+            elif phase == "garbage" and not mark_only:
+                _collect_unlocked(dirs, phase, entry.name, out)
+    return out
+
+
+def _mtime(path: Path, default: float) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return default
+
+
+def _since(path: Path, now: float) -> float:
+    try:
+        return float((path / GARBAGE_MARK).read_text().strip())
+    except (OSError, ValueError):
+        return _mtime(path, now)
+
+
+def _mark(dirs: PodDirs, uuid: str, now: float, out: list[str]) -> None:
+    path = dirs.path("run", uuid)
+    try:
+        fd = lock_pod(path, blocking=False)
+    except (ConflictError, FileNotFoundError):
+        return  # running (or just moved by another gc)
+    try:
+        (path / GARBAGE_MARK).write_text(f"{now}\n")
+        dirs.move(uuid, "run", "exited-garbage")
+        faults.checkpoint("gc:after-mark")
+        out.append(f"marked pod {uuid} exited-garbage")
+    except ConflictError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _collect_unlocked(dirs: PodDirs, phase: str, name: str, out: list[str], hidden: bool = False) -> None:
+    path = dirs.root / phase / name
+    try:
+        fd = lock_pod(path, blocking=False)
+    except (ConflictError, FileNotFoundError):
+        return  # in use, or another gc got there first
+    if hidden:
+        try:
+            _undo_host_effects(path)
+            _delete(path)
+            out.append(f"removed aborted embryo {name}")
+        finally:
+            os.close(fd)
+        return
+    try:
+        out += collect(dirs, phase, name, fd)
+    except ConflictError:
+        pass  # moved away under us: nothing to do
+    except StoreError as exc:
+        out.append(f"failed: {exc}")
