@@ -21,6 +21,20 @@ CHECKPOINTS = (
     "pull:before-name",
 )
 
+# prepare/run/stop/gc checkpoints (issue 4); the stage1 ones fire in the exec'd supervisor
+POD_CHECKPOINTS = (
+    "prepare:embryo-created",
+    "run:before-exec",
+    "stage1:after-cgroups",
+    "stage1:after-mounts",
+    "stage1:apps-started",
+    "stage1:supervising",
+    "stop:after-signal",
+    "gc:after-mark",
+    "gc:in-garbage",
+    "gc:before-delete",
+)
+
 _ACTIVE = os.environ.get("PODRUN_FAULT") or None
 
 
@@ -28,6 +42,9 @@ def checkpoint(name: str) -> None:
     """Die by SIGKILL here if the test asked for it."""
     if _ACTIVE == name:
         os.kill(os.getpid(), signal.SIGKILL)
+        # Still here: we are pid 1 of a PID namespace, which ignores its own SIGKILL.  Dying
+        # without any cleanup is what the fault means, so exit at once.
+        os._exit(128 + signal.SIGKILL)
 
 
 def armed(name: str) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from podrun import faults
 from podrun.errors import NotFoundError, UsageError
 from podrun.pod import appflags as af
 from podrun.pod.layout import PodDirs
@@ -228,10 +229,12 @@ def exec_stage1(pod_dir: Path, flavor: str, lock_fd: int, debug: bool) -> NoRetu
         sys.stderr.write("podrun: exec " + " ".join(argv) + f"  (PODRUN_LOCK_FD={lock_fd})\n")
     sys.stdout.flush()
     sys.stderr.flush()
+    faults.checkpoint("run:before-exec")
     os.execve(sys.executable, argv, env)
 
 
 def create_pod(dirs: PodDirs, manifest: PodManifest, phase: str) -> tuple[Path, int]:
     """Write the pod dir in embryo/ and move it to *phase* (``prepared`` or ``run``), lock held."""
     _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json())
+    faults.checkpoint("prepare:embryo-created")
     return dirs.move(manifest.uuid, "embryo", phase), fd

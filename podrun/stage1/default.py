@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from podrun import fsutil
+from podrun import faults, fsutil
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.pod.layout import MANIFEST
@@ -143,6 +143,7 @@ class Init:
                 stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset())
             self.running[pid] = app.name
         (self.pod_dir / "ready").write_text(f"{time.time():.6f}\n")
+        faults.checkpoint("stage1:apps-started")  # kills pid 1: the supervisor sees it die
         codes: dict[str, int] = {}
         while self.running or not codes:
             try:
@@ -196,7 +197,9 @@ def main(argv: list[str]) -> NoReturn:
             if vol.kind == "empty":
                 (pod_dir / "volumes" / vol.name).mkdir(mode=0o755, parents=True, exist_ok=True)
         roots = {app.name: mount_app_root(pod_dir, app) for app in manifest.apps}
+        faults.checkpoint("stage1:after-mounts")
         pod_cgroup, init_cgroup, app_cgroups = _make_cgroups(pod_dir, manifest)
+        faults.checkpoint("stage1:after-cgroups")
     except Exception as exc:
         sys.stderr.write(f"podrun: stage1: {exc}\n")
         sys.exit(EXIT_STAGE1_FAILED)
@@ -228,6 +231,7 @@ def main(argv: list[str]) -> NoReturn:
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    faults.checkpoint("stage1:supervising")
     _, status = os.waitpid(init_pid, 0)
     code = _exit_code(status)
     fsutil.atomic_write(pod_dir / "finished", json.dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644)

@@ -1,0 +1,168 @@
+"""Pod lifecycle from disk state: list/status/stop/rm/gc, fault injection at every pod
+checkpoint, corrupted state, and a bounded concurrency soak (SECURITY-TESTS 17–21, 23)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podrun.faults import POD_CHECKPOINTS
+from tests.conftest import ROOT, require_root
+from tests.integration.test_run import PODRUN, Pods
+
+
+@pytest.fixture(scope="module")
+def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
+    require_root()
+    base = tmp_path_factory.mktemp("life")
+    rootfs = subprocess.run(["bash", str(ROOT / "demo" / "build-rootfs.sh"), str(base / "rootfs")],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    p = Pods(base / "data")
+    p.run("image", "import", rootfs, "demo", check=True)
+    yield p
+    p.run("gc", "--grace-period", "0s", "--expire-prepared", "0s")
+
+
+def listing(pods: Pods) -> dict[str, dict[str, Any]]:
+    res = pods.run("list", "--format", "json", check=True)
+    return {p["uuid"]: p for p in json.loads(res.stdout)}
+
+
+def pod_cgroups(uuid: str) -> list[str]:
+    return [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/podrun/pod-{uuid}")] + [
+        str(p) for p in Path("/sys/fs/cgroup").glob(f"*/*/*/podrun/pod-{uuid}")]
+
+
+def pod_mounts(uuid: str) -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if uuid in line]
+
+
+def start_background(pods: Pods, tmp_path: Path, *app: str) -> tuple[subprocess.Popen[str], str]:
+    uuid_file = tmp_path / f"uuid-{time.monotonic_ns()}"
+    proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", "--uuid-file-save", str(uuid_file), *app],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not uuid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    uuid = uuid_file.read_text().strip()
+    assert pods.run("status", "--wait-ready=20s", uuid).returncode == 0
+    return proc, uuid
+
+
+def test_list_status_and_exit_codes(pods: Pods, tmp_path: Path) -> None:
+    prepared = pods.run("prepare", "demo", "--exec", "/bin/true", check=True).stdout.strip()
+    proc, running = start_background(pods, tmp_path, "demo", "--exec", "/bin/sh", "--", "-c", "sleep 2; exit 7")
+    pods_now = listing(pods)
+    assert pods_now[prepared]["state"] == "prepared"
+    assert pods_now[running]["state"] == "running" and pods_now[running]["pid"] > 0
+    assert {"uuid", "state", "apps", "created", "started", "pid"} <= set(pods_now[running])
+    waited = pods.run("status", "--wait", "--format", "json", running[:10], check=True)
+    st = json.loads(waited.stdout)
+    assert st["state"] == "exited" and st["exit_code"] == 7 and st["apps"][0]["exit_code"] == 7
+    assert proc.wait(timeout=10) == 7
+    assert listing(pods)[running]["pid"] is None
+    assert pods.run("cat-manifest", running, check=True).stdout.startswith("{")
+    table = pods.run("list", check=True).stdout
+    assert running[:8] in table and "exited" in table
+    assert pods.run("status", "nope-not-a-pod").returncode == 252
+
+
+def test_stop_rm_and_gc(pods: Pods, tmp_path: Path) -> None:
+    proc, uuid = start_background(pods, tmp_path, "demo", "--exec", "/bin/sleep", "--", "600")
+    assert pods.run("rm", uuid).returncode == 247  # running pods are not removed
+    assert pods.run("stop", uuid, check=True).stdout.strip() == f"{uuid} stopped"
+    assert proc.wait(timeout=20) == 128 + 15
+    proc2, uuid2 = start_background(pods, tmp_path, "demo", "--exec", "/bin/sh", "--", "-c", "trap '' TERM; sleep 600")
+    pods.run("stop", "--timeout", "0.5s", uuid2, check=True)
+    assert proc2.wait(timeout=20) == 128 + 9
+    assert pod_cgroups(uuid) == [] and pod_cgroups(uuid2) == []
+    out = pods.run("rm", uuid, check=True).stdout
+    assert f"removed pod {uuid}" in out and uuid not in listing(pods)
+    marked = pods.run("gc", "--mark-only", check=True).stdout
+    assert f"marked pod {uuid2}" in marked and listing(pods)[uuid2]["state"] == "exited-garbage"
+    assert uuid2 in listing(pods)  # grace period not over
+    pods.run("gc", "--grace-period", "0s", check=True)
+    assert uuid2 not in listing(pods)
+
+
+@pytest.mark.parametrize("checkpoint", POD_CHECKPOINTS)
+def test_kill9_at_each_checkpoint(pods: Pods, tmp_path: Path, checkpoint: str) -> None:
+    env = dict(os.environ, PODRUN_FAULT=checkpoint if not checkpoint.startswith(("stop:", "gc:")) else "")
+    uuid_file = tmp_path / "uuid"
+    proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", "--uuid-file-save", str(uuid_file), "demo",
+                             "--exec", "/bin/sleep", "--", "600"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    uuid = None
+    if checkpoint.startswith(("stop:", "gc:")):
+        deadline = time.monotonic() + 30
+        while not uuid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        uuid = uuid_file.read_text().strip()
+        pods.run("status", "--wait-ready=20s", uuid, check=True)
+        fault = dict(os.environ, PODRUN_FAULT=checkpoint)
+        if checkpoint.startswith("stop:"):
+            res = pods.run("stop", uuid, env=fault)
+        else:
+            pods.run("stop", uuid, check=True)
+            res = pods.run("gc", "--grace-period", "0s", env=fault)
+        assert res.returncode == -9, res.stderr
+    try:
+        proc.wait(timeout=30 if not checkpoint.startswith("stop:") else 1)
+    except subprocess.TimeoutExpired:
+        pods.run("stop", "--force", uuid or "", check=False)
+        proc.wait(timeout=30)
+    if uuid is None and uuid_file.exists():
+        uuid = uuid_file.read_text().strip()
+    assert all(p["state"] != "running" for p in listing(pods).values()), listing(pods)
+    pods.run("gc", "--grace-period", "0s", "--expire-prepared", "0s", check=True)
+    assert pods.run("gc", "--grace-period", "0s", "--expire-prepared", "0s", check=True).stdout == ""
+    assert listing(pods) == {}
+    if uuid:
+        assert pod_cgroups(uuid) == [] and pod_mounts(uuid) == []
+    assert not list((pods.data / "pods").glob("*/.*")), "no hidden leftovers"
+
+
+def test_corrupted_state_is_listed_and_removable(pods: Pods) -> None:
+    a = pods.run("prepare", "demo", check=True).stdout.strip()
+    b = pods.run("prepare", "demo", check=True).stdout.strip()
+    c = pods.run("prepare", "demo", check=True).stdout.strip()
+    (pods.data / "pods" / "prepared" / a / "pod.json").write_text('{"version": 1, "apps": [')  # truncated
+    (pods.data / "pods" / "prepared" / b / "pod.json").unlink()  # missing
+    (pods.data / "pods" / "prepared" / c / "status").mkdir()
+    (pods.data / "pods" / "prepared" / c / "status" / "demo").write_text("{")  # truncated status
+    res = pods.run("list")
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    for uuid in (a, b, c):
+        assert uuid in res.stderr  # each broken pod is named
+    assert pods.run("status", a).returncode == 0
+    assert pods.run("rm", a, b, c, check=True).stdout.count("removed pod") == 3
+    assert listing(pods) == {}
+
+
+def test_concurrency_soak(pods: Pods) -> None:
+    """Parallel run/stop/rm/gc/list loops: no deadlock, no traceback, no half-deleted pod."""
+    base = " ".join([sys.executable, "-m", "podrun", "--dir", str(pods.data)])
+    loops = [
+        f"for i in 1 2 3 4 5 6; do {base} run demo --exec /bin/sh -- -c 'sleep 0.$i' >/dev/null || exit 1; done",
+        f"for i in 1 2 3 4 5 6; do {base} run demo --exec /bin/true >/dev/null || exit 1; done",
+        f"for i in $(seq 1 10); do {base} gc --grace-period 0s >/dev/null || exit 2; done",
+        f"for i in $(seq 1 15); do {base} list >/dev/null || exit 3; done",
+        f"for i in $(seq 1 8); do for u in $({base} list --no-legend --full | awk '{{print $1}}'); do "
+        f"{base} stop $u >/dev/null 2>&1; {base} rm $u >/dev/null 2>&1; done; done",
+    ]
+    procs = [subprocess.Popen(["bash", "-c", loop], cwd=ROOT, stderr=subprocess.PIPE, text=True) for loop in loops]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert "Traceback" not in err, err
+        assert p.returncode == 0, err
+    pods.run("gc", "--grace-period", "0s", check=True)
+    assert listing(pods) == {}
+    assert list((pods.data / "pods" / "garbage").iterdir()) == []
