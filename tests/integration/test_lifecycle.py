@@ -28,7 +28,8 @@ def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
     p = Pods(base / "data")
     p.run("image", "import", rootfs, "demo", check=True)
     yield p
-    p.run("gc", "--grace-period", "0s", "--expire-prepared", "0s")
+    p.cleanup()
+    assert p.run("list", "--format", "json").stdout.strip() == "[]"
 
 
 def listing(pods: Pods) -> dict[str, dict[str, Any]]:

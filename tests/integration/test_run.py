@@ -32,6 +32,19 @@ class Pods:
             raise AssertionError(f"podrun {args} -> {proc.returncode}: {proc.stderr}")
         return proc  # type: ignore[no-any-return]
 
+    def cleanup(self) -> list[str]:
+        """Stop every running pod (even after a failed test), then gc everything; returns the
+        UUIDs that existed."""
+        import json
+
+        listed = self.run("list", "--format", "json")
+        pods = json.loads(listed.stdout) if listed.returncode == 0 else []
+        running = [p["uuid"] for p in pods if p["state"] == "running"]
+        if running:
+            self.run("stop", "--force", *running)
+        self.run("gc", "--grace-period", "0s", "--expire-prepared", "0s")
+        return [p["uuid"] for p in pods]
+
     def sh(self, script: str, *run_flags: str, app_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         return self.run("run", *run_flags, "demo", "--exec", "/bin/sh", *app_flags, "--", "-c", script)
 
@@ -46,11 +59,7 @@ def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
     p.run("image", "import", rootfs, "demo", check=True)
     yield p
     # every pod the tests made, even one whose supervisor was killed, is collected by one gc
-    import json
-
-    uuids = [pod["uuid"] for pod in json.loads(p.run("list", "--format", "json", check=True).stdout)]
-    gc = p.run("gc", "--grace-period", "0s", "--expire-prepared", "0s")
-    assert gc.returncode == 0, gc.stderr
+    uuids = p.cleanup()
     assert p.run("list", "--format", "json").stdout.strip() == "[]"
     left = [str(c) for u in uuids for c in Path("/sys/fs/cgroup").glob(f"**/pod-{u}")]
     assert left == [], left
