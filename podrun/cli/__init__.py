@@ -73,6 +73,7 @@ COMMANDS = {
     "rm": "podrun.cli.pods:rm_cmd",
     "gc": "podrun.cli.pods:gc_cmd",
     "cat-manifest": "podrun.cli.pods:cat_manifest_cmd",
+    "enter": "podrun.cli.pods:enter_cmd",
 }
 
 

@@ -195,3 +195,44 @@ def cat_manifest_cmd(g: Globals, uuid: str | None, uuid_file: str | None) -> Non
         click.echo((dirs.path(phase, full) / MANIFEST).read_text(), nl=False)
     except OSError as exc:
         raise StoreError(f"pod {full}: cannot read its manifest ({exc.strerror})") from None
+
+
+@click.command("enter", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--app", "app", help="The app to enter (needed when the pod has several).")
+@UUID_FILE
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[str, ...]) -> None:
+    """Run CMD (default /bin/sh) in a running app with the app's namespaces, root, cgroup,
+    user, capabilities and seccomp filter:  podrun enter [--app NAME] UUID [CMD...]"""
+    import os
+
+    from podrun.pod.layout import MANIFEST, PodDirs
+    from podrun.pod.manifest import PodManifest
+    from podrun.pod.prepare import entrypoint, stage1_env
+    from podrun.pod.state import lock_held
+
+    rest = list(args)
+    if not uuid_file:
+        if not rest:
+            raise UsageError("no pod UUID given")
+        text = rest.pop(0)
+    else:
+        text = _uuids((), uuid_file)[0]
+    dirs = PodDirs(g.data_dir)
+    phase, full = dirs.find(text)
+    path = dirs.path(phase, full)
+    if phase != "run" or not lock_held(path):
+        raise PodrunError(f"pod {full} is not running")
+    manifest = PodManifest.from_json((path / MANIFEST).read_bytes())
+    names = [a.name for a in manifest.apps]
+    if app is None:
+        if len(names) != 1:
+            raise UsageError(f"pod {full} has several apps ({', '.join(names)}): choose one with --app")
+        app = names[0]
+    elif app not in names:
+        raise UsageError(f"pod {full} has no app {app!r} (apps: {', '.join(names)})")
+    entry = entrypoint(manifest.stage1, "enter")
+    argv = [sys.executable, "-I", "-S", str(entry), "--pod-dir", str(path), "--app", app, "--", *rest]
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, stage1_env())

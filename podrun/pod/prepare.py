@@ -210,20 +210,32 @@ def stages_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "stages"
 
 
-def exec_stage1(pod_dir: Path, flavor: str, lock_fd: int, debug: bool) -> NoReturn:
-    """Replace this process with the flavor's ``run`` entrypoint, handing over the pod lock."""
+def entrypoint(flavor: str, name: str) -> Path:
+    """The flavor's executable for entrypoint *name* (``run``, ``enter``…)."""
     import json
 
     flavor_dir = stages_dir() / flavor
     try:
-        entry = json.loads((flavor_dir / "manifest.json").read_text())["entrypoints"]["run"]
+        entries = json.loads((flavor_dir / "manifest.json").read_text())["entrypoints"]
     except (OSError, ValueError, KeyError) as exc:
         raise NotFoundError(f"stage1 flavor {flavor!r} is not installed in {flavor_dir} ({exc})") from None
-    os.set_inheritable(lock_fd, True)
+    if name not in entries:
+        raise UsageError(f"stage1 flavor {flavor!r} has no {name!r} entrypoint")
+    return flavor_dir / entries[name]
+
+
+def stage1_env() -> dict[str, str]:
     import podrun
 
-    env = dict(os.environ, PODRUN_LOCK_FD=str(lock_fd), PODRUN_PYTHONPATH=str(Path(podrun.__file__).parents[1]))
-    argv = [sys.executable, "-I", "-S", str(flavor_dir / entry), "--pod-dir", str(pod_dir)]
+    return dict(os.environ, PODRUN_PYTHONPATH=str(Path(podrun.__file__).parents[1]))
+
+
+def exec_stage1(pod_dir: Path, flavor: str, lock_fd: int, debug: bool) -> NoReturn:
+    """Replace this process with the flavor's ``run`` entrypoint, handing over the pod lock."""
+    entry = entrypoint(flavor, "run")
+    os.set_inheritable(lock_fd, True)
+    env = dict(stage1_env(), PODRUN_LOCK_FD=str(lock_fd))
+    argv = [sys.executable, "-I", "-S", str(entry), "--pod-dir", str(pod_dir)]
     if debug:
         argv.append("--debug")
         sys.stderr.write("podrun: exec " + " ".join(argv) + f"  (PODRUN_LOCK_FD={lock_fd})\n")

@@ -167,3 +167,35 @@ def test_concurrency_soak(pods: Pods) -> None:
     pods.run("gc", "--grace-period", "0s", check=True)
     assert listing(pods) == {}
     assert list((pods.data / "pods" / "garbage").iterdir()) == []
+
+
+def test_enter_gets_the_apps_confinement(pods: Pods, tmp_path: Path) -> None:
+    proc, uuid = start_background(pods, tmp_path, "demo", "--name", "web", "--exec", "/bin/sleep",
+                                  "--caps-remove", "CAP_KILL", "--user", "nobody", "--", "600",
+                                  "---", "demo", "--name", "side", "--exec", "/bin/sleep", "--", "600")
+    try:
+        from podrun.stage1.enter import app_main_pid
+
+        pod_dir = pods.data / "pods" / "run" / uuid
+        app_pid = app_main_pid(pod_dir, "web")
+        script = ("for n in mnt pid net ipc uts cgroup; do readlink /proc/self/ns/$n; done; "
+                  "grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; ls /proc/self/fd; "
+                  "cat /proc/self/cgroup | head -1")
+        res = pods.run("enter", "--app", "web", uuid[:12], "/bin/sh", "-c", script)
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.splitlines()
+        assert lines[:6] == [os.readlink(f"/proc/{app_pid}/ns/{n}") for n in ("mnt", "pid", "net", "ipc", "uts",
+                                                                               "cgroup")]
+        status = dict(line.split(":\t") for line in lines[6:11])
+        assert status["Uid"].split()[0] == "65534"
+        assert int(status["CapBnd"], 16) == 0x800405FB & ~(1 << 5) and int(status["CapEff"], 16) == 0
+        assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+        assert lines[11:15] == ["0", "1", "2", "3"]  # 3 is ls's own directory
+        assert lines[15].endswith(":/")
+        assert pods.run("enter", uuid, "/bin/true").returncode == 253  # two apps: --app needed
+        assert pods.run("enter", "--app", "nope", uuid, "/bin/true").returncode == 253
+        assert pods.run("enter", "--app", "side", uuid, "/bin/sh", "-c", "exit 9").returncode == 9
+    finally:
+        pods.run("stop", "--force", uuid)
+        proc.wait(timeout=30)
+    assert pods.run("enter", uuid, "/bin/true").returncode == 254  # not running

@@ -1,0 +1,109 @@
+"""stage1 entrypoint ``enter``: run a command inside a running app with the app's confinement
+(SECURITY-TESTS 14; rkt CVE-2019-10144/10145/10147 are the failures this avoids).
+
+The entering process joins the app's cgroup, then its cgroup, IPC, UTS, network, PID and mount
+namespaces, takes the app's root, and forks (a PID namespace applies to children); the child
+closes every descriptor but 0-2 and then receives exactly the app's user, groups, rlimits,
+capabilities, no_new_privs and seccomp filter before exec.  The parent is made non-dumpable
+before it touches the pod, so nothing in the pod can ptrace it or read its memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from podrun.isolation import cgroups
+from podrun.isolation import syscalls as sc
+from podrun.pod.layout import MANIFEST
+from podrun.pod.manifest import AppSpec, PodManifest
+from podrun.stage1 import confine
+from podrun.stage1.app import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, lookup_user
+
+PR_SET_DUMPABLE = 4
+NAMESPACES = (("cgroup", sc.CLONE_NEWCGROUP), ("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
+              ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID), ("mnt", sc.CLONE_NEWNS))
+
+
+def _ppid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return -1
+
+
+def app_cgroup_dirs(pod_dir: Path, app: str) -> list[str]:
+    return [str(Path(base) / f"app-{app}") for base in json.loads((pod_dir / "cgroups").read_text())]
+
+
+def app_main_pid(pod_dir: Path, app: str) -> int:
+    """Host PID of the app's main process: the member of its cgroup whose parent is the pod's
+    pid 1 (cgroupfs lists PIDs as the reader sees them, i.e. host PIDs)."""
+    init_pid = int((pod_dir / "pid").read_text())
+    for base in app_cgroup_dirs(pod_dir, app):
+        try:
+            pids = [int(p) for p in Path(base, "cgroup.procs").read_text().split()]
+        except OSError:
+            continue
+        for pid in sorted(pids):
+            try:
+                if _ppid(pid) == init_pid:
+                    return pid
+            except OSError:
+                continue
+    raise LookupError(f"app {app} is not running")
+
+
+def main(argv: list[str]) -> NoReturn:
+    """``enter --pod-dir DIR --app NAME [--] CMD...``"""
+    pod_dir = Path(argv[argv.index("--pod-dir") + 1])
+    name = argv[argv.index("--app") + 1]
+    cmd = argv[argv.index("--") + 1:] if "--" in argv else []
+    try:
+        manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
+        app = next(a for a in manifest.apps if a.name == name)
+        conf = confine.prepare(app, pod_dir.parents[2] / "cache" / "seccomp")
+        sc.prctl(PR_SET_DUMPABLE, 0)
+        pid = app_main_pid(pod_dir, name)
+        ns_fds = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag) for ns, flag in NAMESPACES]
+        root_fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        cgroups.open_existing(app_cgroup_dirs(pod_dir, name)).join()
+        for fd, flag in ns_fds:
+            sc.setns(fd, flag)
+            os.close(fd)
+        os.fchdir(root_fd)
+        os.chroot(".")
+        os.close(root_fd)
+        os.chdir("/")
+    except Exception as exc:
+        sys.stderr.write(f"podrun: enter: {exc}\n")
+        sys.exit(EXIT_SETUP_FAILED)
+    child = os.fork()
+    if child == 0:
+        _become(app, conf, cmd or ["/bin/sh"])
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: os.kill(child, s))
+    _, status = os.waitpid(child, 0)
+    sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
+
+
+def _become(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
+    try:
+        uid, gid, groups, home = lookup_user(app.user, app.group)
+        env = dict(e.split("=", 1) for e in app.env if "=" in e)
+        env.setdefault("HOME", home)
+        sc.close_fds_from(3)
+        os.chdir(app.working_dir or "/")
+        confine.apply(conf, uid, gid, sorted(set(groups) | set(app.supplementary_gids)))
+    except Exception as exc:
+        sys.stderr.write(f"podrun: enter: {exc}\n")
+        os._exit(EXIT_SETUP_FAILED)
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except OSError as exc:
+        sys.stderr.write(f"podrun: enter: cannot execute {cmd[0]!r}: {exc.strerror}\n")
+        os._exit(EXIT_NOT_FOUND if exc.errno == 2 else EXIT_NOT_EXECUTABLE)
