@@ -221,7 +221,7 @@ def entrypoint(flavor: str, name: str) -> Path:
         raise NotFoundError(f"stage1 flavor {flavor!r} is not installed in {flavor_dir} ({exc})") from None
     if name not in entries:
         raise UsageError(f"stage1 flavor {flavor!r} has no {name!r} entrypoint")
-    return flavor_dir / entries[name]
+    return flavor_dir / str(entries[name])
 
 
 def stage1_env() -> dict[str, str]:
