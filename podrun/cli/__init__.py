@@ -74,6 +74,7 @@ COMMANDS = {
     "gc": "podrun.cli.pods:gc_cmd",
     "cat-manifest": "podrun.cli.pods:cat_manifest_cmd",
     "enter": "podrun.cli.pods:enter_cmd",
+    "logs": "podrun.cli.pods:logs_cmd",
 }
 
 

@@ -236,3 +236,47 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
     argv = [sys.executable, "-I", "-S", str(entry), "--pod-dir", str(path), "--app", app, "--", *rest]
     sys.stdout.flush()
     os.execve(sys.executable, argv, stage1_env())
+
+
+@click.command("logs")
+@click.option("--app", "app", help="Only this app's output.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the pod ends.")
+@UUID_FILE
+@click.argument("uuid", required=False)
+@click.pass_obj
+def logs_cmd(g: Globals, app: str | None, follow: bool, uuid_file: str | None, uuid: str | None) -> None:
+    """Print the apps' output (stdout and stderr), kept in the pod dir until gc."""
+    from podrun.pod.layout import MANIFEST, PodDirs
+    from podrun.pod.manifest import PodManifest
+    from podrun.pod.state import lock_held
+
+    dirs = PodDirs(g.data_dir)
+    phase, full = dirs.find(_uuids((uuid,) if uuid else (), uuid_file)[0])
+    path = dirs.path(phase, full)
+    try:
+        names = [a.name for a in PodManifest.from_json((path / MANIFEST).read_bytes()).apps]
+    except (OSError, ValueError, KeyError) as exc:
+        raise StoreError(f"pod {full}: unreadable manifest ({exc})") from None
+    if app is not None and app not in names:
+        raise UsageError(f"pod {full} has no app {app!r} (apps: {', '.join(names)})")
+    wanted = [app] if app else names
+    prefix = len(wanted) > 1
+    offsets = dict.fromkeys(wanted, 0)
+    out = sys.stdout.buffer
+    while True:
+        alive = follow and lock_held(path)
+        for name in wanted:
+            try:
+                with open(path / "apps" / name / "log", "rb") as f:
+                    f.seek(offsets[name])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            offsets[name] += len(data)
+            if prefix:
+                data = b"".join(name.encode() + b" | " + line for line in data.splitlines(keepends=True))
+            out.write(data)
+        out.flush()
+        if not alive:
+            return
+        time.sleep(0.2)

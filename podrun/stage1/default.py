@@ -33,6 +33,7 @@ from podrun.pod.layout import MANIFEST
 from podrun.pod.manifest import AppSpec, PodManifest
 from podrun.stage1 import app as stage2
 from podrun.stage1 import confine
+from podrun.stage1.logrelay import Relay
 from podrun.stage1.mountplan import Op, app_plan
 from podrun.stage1.pod import default_hostname, write_pod_files
 
@@ -123,6 +124,7 @@ class Init:
         signal.signal(signal.SIGALRM, self._on_alarm)
         status_dir = self.pod_dir / "status"
         status_dir.mkdir(mode=0o755, exist_ok=True)
+        relay = None if self.manifest.interactive else Relay()
         for app in self.manifest.apps:
             try:
                 plan = self._plan_for(app)
@@ -131,10 +133,15 @@ class Init:
                 sys.stderr.write(f"podrun: app {app.name}: {exc}\n")
                 self._stop_others(signal.SIGKILL)
                 os._exit(EXIT_STAGE1_FAILED)
+            out = relay.add_app(self.pod_dir / "apps" / app.name / "log") if relay else None
             pid = os.fork()
             if pid == 0:
-                for sig in (*FORWARDED, signal.SIGALRM):
+                for sig in (*FORWARDED, signal.SIGALRM, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                if out is not None:
+                    os.dup2(out[0], 1)
+                    os.dup2(out[1], 2)
                 try:
                     self.app_cgroups[app.name].join()
                     sc.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
@@ -142,29 +149,50 @@ class Init:
                     stage2.fail(app.name, f"joining its cgroup: {exc}")
                 stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset())
             self.running[pid] = app.name
+            if out is not None:
+                os.close(out[0])
+                os.close(out[1])
         (self.pod_dir / "ready").write_text(f"{time.time():.6f}\n")
         faults.checkpoint("stage1:apps-started")  # kills pid 1: the supervisor sees it die
         codes: dict[str, int] = {}
-        while self.running or not codes:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            name = self.running.pop(pid, None)
-            if name is None:
-                continue  # an orphan re-parented to us: reaped, nothing to record
-            code = _exit_code(status)
-            codes[name] = code
-            _record(status_dir, name, code, status)
-            if code != 0 and self.first_failure is None:
-                self.first_failure = code
-                if self.running:  # rkt: one failing app stops the pod
-                    self._stop_others(signal.SIGTERM)
-                    signal.alarm(int(STOP_TIMEOUT))
+        while self.running:
+            if relay is not None:
+                relay.wait(None)  # output, or a signal (SIGCHLD included) through the wakeup fd
+            for pid, status in _reap(block=relay is None):
+                name = self.running.pop(pid, None)
+                if name is not None:  # else an orphan re-parented to us: reaped, nothing to record
+                    codes[name] = self._finished(status_dir, name, status)
+        if relay is not None:
+            relay.drain(0.5)
         result = 0 if self.first_failure is None else self.first_failure
         if len(self.manifest.apps) == 1:
             result = codes.get(self.manifest.apps[0].name, result)
         os._exit(result)
+
+    def _finished(self, status_dir: Path, name: str, status: int) -> int:
+        code = _exit_code(status)
+        _record(status_dir, name, code, status)
+        if code != 0 and self.first_failure is None:
+            self.first_failure = code
+            if self.running:  # rkt: one failing app stops the pod
+                self._stop_others(signal.SIGTERM)
+                signal.alarm(int(STOP_TIMEOUT))
+        return code
+
+
+def _reap(block: bool) -> list[tuple[int, int]]:
+    """Every child that has ended (at least one when *block*)."""
+    out = []
+    flags = 0 if block else os.WNOHANG
+    while True:
+        try:
+            pid, status = os.waitpid(-1, flags)
+        except ChildProcessError:
+            return out
+        if pid == 0:
+            return out
+        out.append((pid, status))
+        flags = os.WNOHANG
 
 
 def _record(status_dir: Path, name: str, code: int, status: int) -> None:

@@ -199,3 +199,22 @@ def test_enter_gets_the_apps_confinement(pods: Pods, tmp_path: Path) -> None:
         pods.run("stop", "--force", uuid)
         proc.wait(timeout=30)
     assert pods.run("enter", uuid, "/bin/true").returncode == 254  # not running
+
+
+def test_logs_are_kept_per_app(pods: Pods, tmp_path: Path) -> None:
+    uuid_file = tmp_path / "uuid"
+    res = pods.run("run", "--uuid-file-save", str(uuid_file), "demo", "--name", "a", "--exec", "/bin/sh", "--", "-c",
+                   "echo a-out; echo a-err >&2", "---", "demo", "--name", "b", "--exec", "/bin/sh", "--", "-c",
+                   "sleep 0.2; echo b-out")
+    assert res.returncode == 0
+    assert "a-out" in res.stdout and "b-out" in res.stdout and "a-err" in res.stderr  # the caller sees it too
+    uuid = uuid_file.read_text().strip()
+    assert pods.run("logs", "--app", "a", uuid, check=True).stdout.split() == ["a-out", "a-err"]
+    both = pods.run("logs", uuid, check=True).stdout.splitlines()
+    assert sorted(both) == ["a | a-err", "a | a-out", "b | b-out"]
+    proc, live = start_background(pods, tmp_path, "demo", "--exec", "/bin/sh", "--", "-c",
+                                  "echo first; sleep 1; echo second")
+    follow = pods.run("logs", "-f", live, check=True, timeout=30)
+    assert follow.stdout.split() == ["first", "second"]
+    proc.wait(timeout=30)
+    assert pods.run("logs", "--app", "zzz", uuid).returncode == 253

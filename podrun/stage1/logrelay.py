@@ -1,0 +1,81 @@
+"""App output: each app's stdout and stderr go through pipes to the pod's pid 1, which copies
+them to the app's log file in the pod dir (kept until gc, read by ``podrun logs``) and to its
+own stdout/stderr (the caller's terminal, or the unit's journal under systemd).
+
+The same select loop wakes on SIGCHLD (``signal.set_wakeup_fd``), so pid 1 reaps and relays
+in one thread without polling.  Interactive pods skip all this: the app gets the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import selectors
+import signal
+import time
+from pathlib import Path
+
+CHUNK = 1 << 16
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_w = wake_w
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # a handler, so the wakeup fd fires
+        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.forward_ok = {1: True, 2: True}
+
+    def add_app(self, log_path: Path) -> tuple[int, int]:
+        """Pipes for one app; returns the write ends (its stdout and stderr)."""
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        ends = []
+        for target in (1, 2):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            self.sel.register(r, selectors.EVENT_READ, (log_fd, target))
+            ends.append(w)
+        return ends[0], ends[1]
+
+    def wait(self, timeout: float | None) -> None:
+        """Copy whatever is ready; return after one round of events (or *timeout*)."""
+        for key, _ in self.sel.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wake_r, 512):
+                        pass
+                continue
+            self._copy(key.fd, *key.data)
+
+    def _copy(self, fd: int, log_fd: int, target: int) -> None:
+        try:
+            data = os.read(fd, CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(fd)
+            os.close(fd)
+            return
+        _write_all(log_fd, data)
+        if self.forward_ok[target]:
+            try:
+                _write_all(target, data)
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EIO, errno.EBADF):
+                    raise
+                self.forward_ok[target] = False  # the caller went away: keep logging only
+
+    def drain(self, seconds: float) -> None:
+        """After the apps ended: copy what is left, until EOF or *seconds* (a daemonized
+        grandchild may keep a pipe open; it dies with the pod anyway)."""
+        deadline = time.monotonic() + seconds
+        while len(self.sel.get_map()) > 1 and time.monotonic() < deadline:
+            self.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
