@@ -182,7 +182,7 @@ class Init:
 
 def _reap(block: bool) -> list[tuple[int, int]]:
     """Every child that has ended (at least one when *block*)."""
-    out = []
+    out: list[tuple[int, int]] = []
     flags = 0 if block else os.WNOHANG
     while True:
         try:
