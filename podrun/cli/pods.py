@@ -47,10 +47,13 @@ UUID_FILE = click.option("--uuid-file", type=click.Path(dir_okay=False), help="R
 @click.pass_obj
 def list_cmd(g: Globals, fmt: str, no_legend: bool, full: bool) -> None:
     """List pods and their states."""
+    from podrun.pod.boot import reconcile
     from podrun.pod.layout import PodDirs
     from podrun.pod.state import list_pods
 
-    pods = list_pods(PodDirs(g.data_dir))
+    dirs = PodDirs(g.data_dir)
+    reconcile(dirs)
+    pods = list_pods(dirs)
     for p in pods:
         for err in p.errors:
             click.echo(f"podrun: warning: pod {p.uuid}: {err}", err=True)
@@ -170,11 +173,14 @@ def rm_cmd(g: Globals, uuids: tuple[str, ...], uuid_file: str | None) -> None:
 @click.pass_obj
 def gc_cmd(g: Globals, grace_period: str, expire_prepared: str, mark_only: bool) -> None:
     """Garbage-collect pods: mark exited ones, remove them after the grace period."""
+    from podrun.pod.boot import reconcile
     from podrun.pod.gc import gc
     from podrun.pod.layout import PodDirs
 
-    lines = gc(PodDirs(g.data_dir), parse_duration(grace_period, "--grace-period"),
-               parse_duration(expire_prepared, "--expire-prepared"), mark_only)
+    dirs = PodDirs(g.data_dir)
+    lines = reconcile(dirs)
+    lines += gc(dirs, parse_duration(grace_period, "--grace-period"),
+                parse_duration(expire_prepared, "--expire-prepared"), mark_only)
     for line in lines:
         click.echo(line)
     if any(line.startswith("failed:") for line in lines):

@@ -218,3 +218,21 @@ def test_logs_are_kept_per_app(pods: Pods, tmp_path: Path) -> None:
     assert follow.stdout.split() == ["first", "second"]
     proc.wait(timeout=30)
     assert pods.run("logs", "--app", "zzz", uuid).returncode == 253
+
+
+def test_simulated_reboot_reconciles(pods: Pods, tmp_path: Path) -> None:
+    runtime = tmp_path / "run-podrun"
+    env = dict(os.environ, PODRUN_RUNTIME_DIR=str(runtime), PODRUN_BOOT_ID="boot-one")
+    pods.run("list", env=env, check=True)
+    assert (runtime / "boot_id").read_text().strip() == "boot-one"
+    proc, uuid = start_background(pods, tmp_path, "demo", "--exec", "/bin/sleep", "--", "600")
+    os.kill(proc.pid, 9)  # the machine "crashes": the supervisor dies without cleaning up
+    proc.wait(timeout=10)
+    time.sleep(0.5)
+    (runtime / "boot_id").unlink()  # /run is a tmpfs: gone after the reboot
+    env["PODRUN_BOOT_ID"] = "boot-two"
+    listed = {p["uuid"]: p for p in json.loads(pods.run("list", "--format", "json", env=env, check=True).stdout)}
+    assert listed[uuid]["state"] == "exited-garbage"
+    out = pods.run("gc", "--grace-period", "0s", env=env, check=True).stdout
+    assert f"removed pod {uuid}" in out and pod_cgroups(uuid) == []
+    assert pods.run("gc", env=env, check=True).stdout == ""
