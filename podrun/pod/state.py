@@ -67,75 +67,112 @@ def lock_held(path: Path) -> bool:
     except OSError:
         return False
     try:
+        return _held(fd)
+    finally:
+        os.close(fd)
+
+
+def _held(fd: int) -> bool:
+    try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
-    finally:
-        os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_UN)
     return False
 
 
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
+class _PodFiles:
+    """Reads a pod's small files relative to its directory fd (fast: `list` reads thousands)."""
 
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.errors: list[str] = []
 
-def _read_json(path: Path, errors: list[str]) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        errors.append(f"{path.name}: unreadable ({exc.__class__.__name__})")
-        return None
-    if not isinstance(doc, dict):
-        errors.append(f"{path.name}: not a JSON object")
-        return None
-    return doc
+    def read(self, name: str) -> bytes | None:
+        try:
+            f = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.errors.append(f"{name}: unreadable ({exc.strerror})")
+            return None
+        try:
+            chunks = []
+            while chunk := os.read(f, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(f)
+
+    def json(self, name: str) -> Any:
+        data = self.read(name)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            self.errors.append(f"{name}: unreadable (truncated or not JSON)")
+            return None
+
+    def obj(self, name: str) -> dict[str, Any]:
+        doc = self.json(name)
+        if doc is not None and not isinstance(doc, dict):
+            self.errors.append(f"{name}: not a JSON object")
+        return doc if isinstance(doc, dict) else {}
+
+    def mtime(self, name: str) -> float | None:
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mtime
+        except OSError:
+            return None
 
 
 def read_status(dirs: PodDirs, phase: str, uuid: str) -> PodStatus:
     """Everything known about one pod; never raises for a damaged pod (errors are listed)."""
     path = dirs.path(phase, uuid)
-    held = lock_held(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        return PodStatus(uuid, "deleting" if phase == "garbage" else phase, phase, str(path),
+                         errors=(f"pod directory unreadable ({exc.strerror})",))
+    try:
+        return _status(fd, path, phase, uuid)
+    finally:
+        os.close(fd)
+
+
+def _status(fd: int, path: Path, phase: str, uuid: str) -> PodStatus:
+    held = _held(fd)
     state = (_LOCKED_STATE if held else _UNLOCKED_STATE).get(phase, phase)
-    errors: list[str] = []
-    manifest = _read_json(path / MANIFEST, errors)
-    if manifest is None and not any(e.startswith(MANIFEST) for e in errors):
-        errors.append(f"{MANIFEST}: missing")
+    files = _PodFiles(fd)
+    manifest = files.json(MANIFEST)
+    if manifest is None and not files.errors:
+        files.errors.append(f"{MANIFEST}: missing")
+    if manifest is not None and not isinstance(manifest, dict):
+        files.errors.append(f"{MANIFEST}: not a JSON object")
+        manifest = None
     apps = []
-    for app in (manifest or {}).get("apps", ()) if isinstance((manifest or {}).get("apps"), list) else ():
+    raw_apps = (manifest or {}).get("apps", ())
+    for app in raw_apps if isinstance(raw_apps, list) else ():
         if not isinstance(app, dict) or not isinstance(app.get("name"), str):
-            errors.append(f"{MANIFEST}: malformed app entry")
+            files.errors.append(f"{MANIFEST}: malformed app entry")
             continue
-        st = _read_json(path / "status" / app["name"], errors) or {}
+        st = files.obj(f"status/{app['name']}")
         apps.append(AppStatus(app["name"], app.get("image_id"), app.get("image_name"), st.get("exit_code"),
                               st.get("signal"), st.get("finished")))
     pid = None
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((path / "pid").read_text().strip())
-    finished = _read_json(path / "finished", errors) or {}
-    cgroup_paths = _read_json_list(path / "cgroups", errors)
+    with contextlib.suppress(ValueError, TypeError):
+        pid = int((files.read("pid") or b"").strip())
+    finished = files.obj("finished")
+    cgroup_doc = files.json("cgroups")
+    cgroup_paths = [str(p) for p in cgroup_doc] if isinstance(cgroup_doc, list) else []
     return PodStatus(
-        uuid=uuid, state=state, phase=phase, path=str(path), created=_mtime(path / MANIFEST),
-        started=_mtime(path / "pid"), finished=finished.get("finished"), pid=pid if held else None,
-        exit_code=finished.get("exit_code"), ready=(path / "ready").exists(), apps=tuple(apps),
-        networks=(str((manifest or {}).get("net", "")),) if manifest else (), cgroups=tuple(cgroup_paths),
-        errors=tuple(errors),
+        uuid=uuid, state=state, phase=phase, path=str(path), created=files.mtime(MANIFEST),
+        started=files.mtime("pid"), finished=finished.get("finished"), pid=pid if held else None,
+        exit_code=finished.get("exit_code"), ready=files.mtime("ready") is not None, apps=tuple(apps),
+        networks=(str(manifest.get("net", "")),) if manifest else (), cgroups=tuple(cgroup_paths),
+        errors=tuple(files.errors),
     )
-
-
-def _read_json_list(path: Path, errors: list[str]) -> list[str]:
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError):
-        errors.append(f"{path.name}: unreadable")
-        return []
-    return [str(p) for p in doc] if isinstance(doc, list) else []
 
 
 def list_pods(dirs: PodDirs) -> list[PodStatus]:
