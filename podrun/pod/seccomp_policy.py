@@ -31,6 +31,15 @@ from typing import TYPE_CHECKING
 
 from podrun.errors import UsageError
 from podrun.isolation.seccomp import ArgCond, Filter, Rule, native_arch, syscall_exists
+from podrun.isolation.syscalls import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+)
 
 if TYPE_CHECKING:  # typing costs ~2 ms to import; stage1 only needs filter_for
     from typing import Any
@@ -40,13 +49,6 @@ ENOSYS = errno.ENOSYS
 
 # clone(2) flags that create namespaces (<linux/sched.h>).  CLONE_NEWTIME (0x80) is left out:
 # in clone() the low byte is the exit signal; new time namespaces need unshare/clone3.
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
 NAMESPACE_CLONE_FLAGS = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER,
                          CLONE_NEWPID, CLONE_NEWNET)
 NAMESPACE_CLONE_MASK = sum(NAMESPACE_CLONE_FLAGS)

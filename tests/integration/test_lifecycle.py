@@ -15,18 +15,13 @@ from typing import Any
 import pytest
 
 from podrun.faults import POD_CHECKPOINTS
-from tests.conftest import ROOT, require_root
-from tests.integration.test_run import PODRUN, Pods
+from tests.conftest import ROOT
+from tests.integration.test_run import PODRUN, Pods, demo_pods
 
 
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
-    require_root()
-    base = tmp_path_factory.mktemp("life")
-    rootfs = subprocess.run(["bash", str(ROOT / "demo" / "build-rootfs.sh"), str(base / "rootfs")],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    p = Pods(base / "data")
-    p.run("image", "import", rootfs, "demo", check=True)
+    p = demo_pods(tmp_path_factory.mktemp("life"))
     yield p
     p.cleanup()
     assert p.run("list", "--format", "json").stdout.strip() == "[]"
@@ -46,15 +41,8 @@ def pod_mounts(uuid: str) -> list[str]:
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if uuid in line]
 
 
-def start_background(pods: Pods, tmp_path: Path, *app: str) -> tuple[subprocess.Popen[str], str]:
-    uuid_file = tmp_path / f"uuid-{time.monotonic_ns()}"
-    proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", "--uuid-file-save", str(uuid_file), *app],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not uuid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    uuid = uuid_file.read_text().strip()
-    assert pods.run("status", "--wait-ready=20s", uuid).returncode == 0
+def start_background(pods: Pods, _tmp_path: Path, *app: str) -> tuple[subprocess.Popen[str], str]:
+    proc, uuid, _ = pods.start(*app, stdout=subprocess.PIPE)
     return proc, uuid
 
 

@@ -45,18 +45,37 @@ class Pods:
         self.run("gc", "--grace-period", "0s", "--expire-prepared", "0s")
         return [p["uuid"] for p in pods]
 
+    def start(self, *args: str, stdout: int | None = None) -> tuple[subprocess.Popen[str], str, Path]:
+        """Start ``podrun run ARGS…`` in the background; return it once all apps have started."""
+        uuid_file = self.data.parent / f"uuid-{time.monotonic_ns()}"
+        proc = subprocess.Popen([*PODRUN, "--dir", str(self.data), "run", "--uuid-file-save", str(uuid_file), *args],
+                                cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not uuid_file.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "pod did not start"
+            time.sleep(0.02)
+        uuid = uuid_file.read_text().strip()
+        assert self.run("status", "--wait-ready=20s", uuid).returncode == 0
+        return proc, uuid, self.data / "pods" / "run" / uuid
+
     def sh(self, script: str, *run_flags: str, app_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         return self.run("run", *run_flags, "demo", "--exec", "/bin/sh", *app_flags, "--", "-c", script)
 
 
-@pytest.fixture(scope="module")
-def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
+def demo_pods(base: Path) -> Pods:
+    """A data dir under *base* holding the demo image (every busybox applet) as ``demo``."""
     require_root()
-    base = tmp_path_factory.mktemp("run")
     rootfs = subprocess.run(["bash", str(ROOT / "demo" / "build-rootfs.sh"), str(base / "rootfs")],
                             check=True, capture_output=True, text=True).stdout.strip()
     p = Pods(base / "data")
     p.run("image", "import", rootfs, "demo", check=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
+    base = tmp_path_factory.mktemp("run")
+    p = demo_pods(base)
     yield p
     # every pod the tests made, even one whose supervisor was killed, is collected by one gc
     uuids = p.cleanup()
@@ -204,16 +223,7 @@ def test_prepare_and_run_prepared_once(pods: Pods) -> None:
 
 
 def test_supervisor_kill9_kills_apps(pods: Pods, tmp_path: Path) -> None:
-    uuid_file = tmp_path / "uuid"
-    proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", "--uuid-file-save", str(uuid_file),
-                             "demo", "--exec", "/bin/sleep", "--", "300"], cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if uuid_file.exists():
-            pod = pods.data / "pods" / "run" / uuid_file.read_text().strip()
-            if (pod / "ready").exists():
-                break
-        time.sleep(0.05)
+    proc, _, pod = pods.start("demo", "--exec", "/bin/sleep", "--", "300")
     init_pid = int((pod / "pid").read_text())
     children = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
     assert children, "the app should be running"
@@ -317,19 +327,8 @@ def test_interactive_uses_the_terminal(pods: Pods) -> None:
 def test_cgroup_limits_and_cleanup(pods: Pods, tmp_path: Path) -> None:
     import json
 
-    uuid_file = tmp_path / "uuid"
-    proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", "--uuid-file-save", str(uuid_file), "demo",
-                             "--exec", "/bin/sh", "--memory", "64M", "--cpu", "500m", "--pids-limit", "30", "--",
-                             "-c", "cat /proc/self/cgroup; sleep 2"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    pod = None
-    while time.monotonic() < deadline:
-        if uuid_file.exists():
-            pod = pods.data / "pods" / "run" / uuid_file.read_text().strip()
-            if (pod / "ready").exists():
-                break
-        time.sleep(0.05)
-    assert pod is not None
+    proc, _, pod = pods.start("demo", "--exec", "/bin/sh", "--memory", "64M", "--cpu", "500m", "--pids-limit", "30",
+                              "--", "-c", "cat /proc/self/cgroup; sleep 2", stdout=subprocess.PIPE)
     paths = json.loads((pod / "cgroups").read_text())
     values = {}
     for base in paths:

@@ -23,10 +23,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from podrun.isolation.seccomp import Filter, compile_bpf, load_bpf, native_arch, resolve_syscall
+from podrun.isolation.syscalls import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER
 from podrun.pod.seccomp_policy import (
-    CLONE_NEWNET,
-    CLONE_NEWNS,
-    CLONE_NEWUSER,
     default_filter,
     filter_for,
     load_oci_profile,
