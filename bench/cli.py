@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import pull
+from bench import memory, pod2, pull, start
 from bench.context import BenchContext
 from bench.host import ensure_packages, machine_info, tool_versions
-from bench.report import ScenarioResult, write_json, write_markdown
+from bench.report import ScenarioResult, write_results
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -28,19 +28,26 @@ class Scenario:
     run: Callable[[BenchContext], ScenarioResult]
 
 
-# Later scenarios (run, start-up, gc…) are appended here; they run in this order.
+# They run, and appear in results.md, in this order.
 SCENARIOS: list[Scenario] = [
     Scenario("pull", "registry → unpacked layers: podrun fetch vs podman pull vs skopeo copy + umoci unpack",
              pull.run),
+    Scenario("start", "warm start of /bin/true, no network: podrun vs crun, runc, systemd-nspawn, podman",
+             start.run),
+    Scenario("pod2", "two-app pod of /bin/true: podrun multi-app run vs podman pod create + 2 run + pod rm",
+             pod2.run),
+    Scenario("memory", "host-side PSS of a running pod: podrun vs conmon, crun, systemd-nspawn", memory.run),
 ]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--runs", type=int, default=None, metavar="N", help="runs per tool (default 3)")
-    p.add_argument("--quick", action="store_true", help="one run per tool")
-    p.add_argument("--smoke", action="store_true", help="a ~7 MB image instead of ~200 MB (for the smoke test)")
+    p.add_argument("--runs", type=int, default=None, metavar="N",
+                   help="runs per tool in every scenario (default per scenario: pull 3, start 20, pod2 10, memory 5)")
+    p.add_argument("--quick", action="store_true", help="fewer runs (pull 1, start 5, pod2 3, memory 2)")
+    p.add_argument("--smoke", action="store_true",
+                   help="a ~7 MB image instead of ~200 MB and one run per tool (for the smoke test)")
     p.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
                    help="run only this scenario (repeatable; default: all)")
     p.add_argument("--output", type=Path, default=BENCH_DIR, metavar="DIR",
@@ -53,9 +60,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="before each run, wait up to this long for file creation to be cheap again (default 0: "
                         "only measure it)")
     args = p.parse_args(argv)
-    if args.runs is None:
-        args.runs = 1 if args.quick else 3
-    if args.runs < 1:
+    if args.runs is not None and args.runs < 1:
         p.error("--runs must be at least 1")
     return args
 
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     installed = ensure_packages()
     ctx = BenchContext(runs=args.runs, profile="smoke" if args.smoke else "full",
                        work=args.work.resolve(), podrun_bin=args.podrun.absolute(),
-                       settle=args.settle)
+                       settle=args.settle, quick=args.quick, smoke=args.smoke)
     if installed:
         ctx.log(f"installed {', '.join(installed)}")
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
@@ -87,14 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         "versions": tool_versions(ctx.podrun_bin),
         "profile": ctx.profile,
         "runs": ctx.runs,
+        "quick": ctx.quick,
         "settle_timeout_s": ctx.settle,
     }
-    results = []
+    args.output.mkdir(parents=True, exist_ok=True)
     for scenario in chosen:
         ctx.log(f"scenario {scenario.name}: {scenario.summary}")
-        results.append(scenario.run(ctx))
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_json(args.output / "results.json", meta, results)
-    write_markdown(args.output / "results.md", meta, results)
+        # Written after each scenario, so a later scenario's failure does not lose earlier results.
+        write_results(args.output, meta, [scenario.run(ctx)], [s.name for s in SCENARIOS])
     ctx.log(f"wrote {args.output / 'results.md'} and {args.output / 'results.json'}")
     return 0

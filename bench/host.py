@@ -15,8 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-# Debian packages of the peers and of the registry the pull scenario serves from.
-PEER_PACKAGES = ("podman", "skopeo", "umoci", "docker-registry")
+# Debian packages of the peers and of the registry the pull scenario serves from.  catatonit is
+# podman's pause binary: ``podman pod create`` builds its infra image from it.
+PEER_PACKAGES = ("podman", "skopeo", "umoci", "docker-registry", "crun", "runc", "systemd-container", "catatonit")
 
 # Paths the peers create on first use outside the directories the bench gives them:
 # containers/image keeps a blob-info cache in /var/lib/containers/cache even for ``oci:`` and
@@ -27,6 +28,9 @@ PEER_HOST_PATHS = (
     Path("/run/containers"),
     Path("/run/libpod"),
     Path("/var/tmp/containers"),
+    # crun's and runc's state roots (one dir per container, each removed by ``delete``).
+    Path("/run/crun"),
+    Path("/run/runc"),
 )
 
 
@@ -94,6 +98,10 @@ def tool_versions(podrun_bin: Path) -> dict[str, str]:
         "skopeo": _first_line(["skopeo", "--version"]),
         "umoci": _first_line(["umoci", "--version"]),
         "docker-registry": _first_line(["docker-registry", "--version"]),
+        "crun": _first_line(["crun", "--version"]),
+        "runc": _first_line(["runc", "--version"]),
+        "systemd-nspawn": _first_line(["systemd-nspawn", "--version"]),
+        "conmon": _first_line(["conmon", "--version"]),
         "python": f"Python {platform.python_version()} ({sys.executable})",
     }
 

@@ -1,7 +1,9 @@
-"""The benchmark harness still works: ``python -m bench --quick --smoke`` on a ~7 MB image.
+"""The benchmark harness still works: ``python -m bench --quick --smoke`` runs every scenario once.
 
 Not a performance check (CI's numbers mean nothing): it asserts that every tool ran and was
-timed, that the reports were written where asked, and that the bench put the host back as it was.
+timed (or that the report says why not), that the reports were written where asked, and that the
+bench put the host back as it was (scratch dirs, mounts, registry, cgroup controllers, the peers'
+cgroups, /run/systemd/nspawn).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from bench.hostprep import NSPAWN_RUNTIME, UNIFIED, is_mount_point, peer_cgroup_dirs
+from bench.report import TIME, ScenarioResult, ToolResult, write_results
 from tests.conftest import ROOT, require_root
 
 
@@ -38,9 +43,33 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
+def _host_state() -> dict[str, object]:
+    """The host facts the run-time scenarios change while they run and must restore."""
+    controllers = UNIFIED / "cgroup.controllers"
+    return {
+        "cgroup2 controllers": controllers.read_text().split() if controllers.exists() else None,
+        "v1 mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                            if " - cgroup " in line),
+        "nspawn tmpfs": is_mount_point(NSPAWN_RUNTIME),
+        "nspawn dir": NSPAWN_RUNTIME.exists(),
+        "run dirs": sorted(str(p) for p in (Path("/run/crun"), Path("/run/runc")) if p.exists()),
+    }
+
+
+def _check_peer(scenario: dict[str, Any], md: str, name: str, key: str = "seconds") -> None:
+    """A peer either ran (a positive median and a ratio) or the report says why not."""
+    tool = scenario["tools"][name]
+    if tool["status"] == "ok":
+        assert tool[key]["median"] is not None and tool[key]["median"] >= 0
+    else:
+        assert tool["reason"] and tool["reason"] in md
+
+
 def test_bench_smoke(tmp_path: Path) -> None:
     require_root()
     before = set(_bench_leftovers())
+    host_before = _host_state()
+    cgroups_before = peer_cgroup_dirs()
     committed = _stamp(ROOT / "bench" / "results.json")
     out = tmp_path / "out"
     proc = subprocess.run(
@@ -74,7 +103,70 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "Unpacked size" in md
     assert doc["machine"]["kernel"] and doc["versions"]["podrun"]
 
-    # Nothing of the bench is left on the host: no scratch dirs, mounts or registry.
+    # start: every tool timed or explained; podrun really ran.
+    start = doc["scenarios"]["start"]
+    assert set(start["tools"]) == {"podrun", "crun", "runc", "systemd-nspawn", "podman"}
+    assert start["tools"]["podrun"]["status"] == "ok", start["tools"]["podrun"]["reason"]
+    assert start["tools"]["podrun"]["seconds"]["median"] > 0
+    for name in ("crun", "runc", "systemd-nspawn", "podman"):
+        _check_peer(start, md, name)
+        if start["tools"][name]["status"] == "ok":
+            assert start["ratios"][f"podrun/{name}"]["time_ratio"] > 0
+    assert "Scenario `start`" in md
+
+    # pod2: podrun's two-app pod, podman's pod as four timed phases.
+    pod2 = doc["scenarios"]["pod2"]
+    assert pod2["tools"]["podrun"]["status"] == "ok", pod2["tools"]["podrun"]["reason"]
+    assert pod2["tools"]["podrun"]["seconds"]["median"] > 0
+    _check_peer(pod2, md, "podman")
+    if pod2["tools"]["podman"]["status"] == "ok":
+        assert set(pod2["tools"]["podman"]["phases"]) == {"pod create", "run a", "run b", "pod rm"}
+
+    # memory: podrun's supervisor and pod pid 1 measured (not the app); crun -d keeps nothing.
+    mem = doc["scenarios"]["memory"]
+    podrun_mem = mem["tools"]["podrun"]
+    assert podrun_mem["status"] == "ok", podrun_mem["reason"]
+    assert podrun_mem["mb"]["median"] > 0
+    assert len(podrun_mem["phases"]) == 2 and not any("sleep" in p for p in podrun_mem["phases"])
+    for name in ("podman (conmon)", "crun (foreground)", "systemd-nspawn"):
+        _check_peer(mem, md, name, "mb")
+    if mem["tools"]["crun -d"]["status"] == "ok":
+        assert mem["tools"]["crun -d"]["mb"]["median"] == 0
+    assert "Scenario `memory`" in md
+
+    # Nothing of the bench is left on the host: no scratch dirs, mounts or registry; cgroup
+    # controllers, the peers' cgroups and /run/systemd/nspawn as they were.
     assert set(_bench_leftovers()) <= before
+    assert _host_state() == host_before
+    assert peer_cgroup_dirs() <= cgroups_before
     # The committed results were not overwritten by the smoke run.
     assert _stamp(ROOT / "bench" / "results.json") == committed
+
+
+def test_results_of_some_scenarios_keep_the_others(tmp_path: Path) -> None:
+    """A run of one scenario replaces only its section: results.md is rendered from the merged JSON."""
+    old = {
+        "command": "python -m bench", "machine": {"date": "2026-01-01 00:00 UTC", "kernel": "k"},
+        "versions": {"umoci": "umoci version 0.4.7"},
+        "scenarios": {"memory": {"kind": "memory", "description": "old memory section", "subject": "", "runs": 1,
+                                 "image": None, "tools": {}, "ratios": {}, "notes": [], "calibration": {}}},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    tools = [ToolResult("podrun", "podrun run", totals=[0.2, 0.1, 0.3]), ToolResult("crun", "crun run", totals=[0.05])]
+    meta = {"command": "python -m bench --scenario start", "machine": {"date": "2026-02-02 00:00 UTC", "kernel": "k"},
+            "versions": {"crun": "crun version 1.8.1"}}
+    write_results(tmp_path, meta, [ScenarioResult("start", "warm start", None, 3, tools, kind=TIME)],
+                  ["pull", "start", "memory"])
+
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert list(doc["scenarios"]) == ["start", "memory"]
+    assert doc["scenarios"]["memory"]["description"] == "old memory section"
+    assert doc["scenarios"]["memory"]["date"] == "2026-01-01 00:00 UTC"
+    assert doc["scenarios"]["start"]["date"] == "2026-02-02 00:00 UTC"
+    assert doc["scenarios"]["start"]["tools"]["podrun"]["seconds"]["median"] == 0.2
+    assert doc["scenarios"]["start"]["ratios"]["podrun/crun"]["time_ratio"] == 4.0
+    assert doc["versions"] == {"umoci": "umoci version 0.4.7", "crun": "crun version 1.8.1"}
+    md = (tmp_path / "results.md").read_text()
+    assert "old memory section" in md and "warm start" in md
+    assert md.index("Scenario `start`") < md.index("Scenario `memory`")
+    assert "| podrun | ok | 200.0 | 100.0 | 300.0 | – |" in md
