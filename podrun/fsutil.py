@@ -12,7 +12,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +41,7 @@ def syncfs(path: str | os.PathLike[str]) -> None:
 
 def temp_name(final: Path, suffix: str = ".tmp") -> Path:
     """A unique sibling name for *final*, starting with a dot so listings skip it."""
-    return final.with_name(f".{final.name}.{secrets.token_hex(6)}{suffix}")
+    return final.with_name(f".{final.name}.{os.urandom(6).hex()}{suffix}")
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
