@@ -12,9 +12,11 @@ import ctypes
 import errno
 import fcntl
 import os
+import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc; find_library would run ldconfig
 
@@ -67,24 +69,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     fsync_dir(final.parent)
 
 
-class LockBusyError(Exception):
-    """A non-blocking lock attempt found the lock held by another process."""
-
-
 @contextlib.contextmanager
-def flocked(
-    path: str | os.PathLike[str], *, shared: bool = False, blocking: bool = True
-) -> Iterator[int]:
+def flocked(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[int]:
     """Hold ``flock`` on *path* (created 0600 if missing) for the ``with`` block; yields the fd."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        if not blocking:
-            op |= fcntl.LOCK_NB
-        try:
-            fcntl.flock(fd, op)
-        except BlockingIOError as exc:
-            raise LockBusyError(os.fspath(path)) from exc
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield fd
     finally:
         os.close(fd)
@@ -128,3 +118,23 @@ def open_dir_beneath(root_fd: int, relpath: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a tree without following symlinks (shutil.rmtree's fd-based walk); a path that
+    is already gone is not an error, so concurrent cleaners do not fail each other."""
+
+    def onerror(func: Callable[..., Any], p: str, exc_info: Any) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, symlink or whole directory tree (never following links); gone is fine."""
+    if path.is_dir() and not path.is_symlink():
+        remove_tree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

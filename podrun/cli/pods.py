@@ -112,7 +112,7 @@ def status_cmd(g: Globals, uuid: str | None, uuid_file: str | None, wait: str | 
     if st.pid:
         click.echo(f"pid={st.pid}")
     if st.finished is not None or st.state in ("exited", "exited-garbage"):
-        click.echo(f"exited={'true'}")
+        click.echo("exited=true")
         click.echo(f"exit-code={st.exit_code if st.exit_code is not None else 'unknown'}")
     for app in st.apps:
         code = "" if app.exit_code is None else str(app.exit_code)

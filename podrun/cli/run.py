@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from podrun.cli import Globals
 from podrun.errors import PodrunError
+
+if TYPE_CHECKING:
+    from podrun.pod.manifest import PodManifest
 
 APP_FLAGS_HELP = """
 \b
@@ -58,7 +62,7 @@ SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False,
             "help_option_names": ["-h", "--help"]}
 
 
-def _prepare(g: Globals, kw: dict[str, Any], phase: str) -> tuple[Any, int]:
+def _prepare(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest, Path, int]:
     from podrun.image.api import FetchRequest, fetch
     from podrun.image.store import Store
     from podrun.pod import appflags
@@ -85,7 +89,7 @@ def _prepare(g: Globals, kw: dict[str, Any], phase: str) -> tuple[Any, int]:
         from podrun import fsutil
 
         fsutil.atomic_write(kw["uuid_file_save"], f"{manifest.uuid}\n".encode(), 0o644)
-    return (manifest, pod_dir), lock_fd
+    return manifest, pod_dir, lock_fd
 
 
 @click.command("run", context_settings=SETTINGS, epilog=APP_FLAGS_HELP)
@@ -95,7 +99,7 @@ def run_cmd(g: Globals, /, **kw: Any) -> None:
     """Run a pod of one or more apps; exits with the app's exit code (see podrun-run(1))."""
     from podrun.pod.prepare import exec_stage1
 
-    (manifest, pod_dir), lock_fd = _prepare(g, kw, "run")
+    manifest, pod_dir, lock_fd = _prepare(g, kw, "run")
     exec_stage1(pod_dir, manifest.stage1, lock_fd, g.debug)
 
 
@@ -106,7 +110,7 @@ def prepare_cmd(g: Globals, /, **kw: Any) -> None:
     """Prepare a pod without running it; prints its UUID (run it with run-prepared)."""
     import os
 
-    (manifest, _), lock_fd = _prepare(g, kw, "prepared")
+    manifest, _, lock_fd = _prepare(g, kw, "prepared")
     os.close(lock_fd)
     click.echo(manifest.uuid)
 

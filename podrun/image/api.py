@@ -10,7 +10,7 @@ from podrun import faults
 from podrun.errors import NotFoundError, UsageError
 from podrun.image.reference import DockerReference, ImageReference, parse_reference
 from podrun.image.source import ImageSource
-from podrun.image.store import ImageRecord, Store, candidate_names, normalize_name
+from podrun.image.store import ImageRecord, Store, normalize_name
 
 if TYPE_CHECKING:
     from podrun.image.pull import PullOptions
@@ -51,13 +51,13 @@ def open_source(ref: ImageReference, insecure: frozenset[str]) -> ImageSource:
 
 
 def _local(store: Store, text: str, docker: DockerReference) -> ImageRecord | None:
-    names = store.names()
+    """The stored image a bare reference names (by digest, or by name as ``Store.resolve``)."""
     if docker.digest is not None and store.has_image(docker.digest):
         return store.image(docker.digest)
-    for cand in candidate_names(text):
-        if cand in names and store.has_image(names[cand]):
-            return store.image(names[cand])
-    return None
+    try:
+        return store.image(store.resolve(text))
+    except NotFoundError:
+        return None
 
 
 def fetch(store: Store, req: FetchRequest) -> ImageRecord:

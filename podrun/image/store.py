@@ -23,7 +23,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from typing import Any, BinaryIO
 
 from podrun import faults, fsutil
 from podrun.errors import NotFoundError, StoreError, UsageError
+from podrun.fsutil import remove_path, remove_tree
 from podrun.image.digest import Digest, copy_verified
 from podrun.image.reference import parse_docker_name
 
-DEFAULT_DIR = "/var/lib/podrun"
 log = logging.getLogger(__name__)
 
 
@@ -249,7 +248,7 @@ class Store:
             for entry in self.tmp.iterdir():
                 if entry.name.endswith(suffix):
                     with contextlib.suppress(OSError):
-                        remove_tree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                        remove_path(entry)
 
     # -- layers -------------------------------------------------------------------------------
 
@@ -411,10 +410,10 @@ class Store:
                     for entry in sorted(alg_dir.iterdir()):
                         if Digest(alg_dir.name, entry.name) in keep:
                             continue
-                        remove_tree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                        remove_path(entry)
                         removed.append(f"{kind[:-1]} {alg_dir.name}:{entry.name}")
             for entry in sorted(self.tmp.iterdir()):
-                remove_tree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                remove_path(entry)
                 removed.append(f"temporary {entry.name}")
             # Lock files are only unlinked under the exclusive store lock: no writer can be
             # holding or about to take one, so no two processes can lock different inodes.
@@ -463,14 +462,3 @@ class Store:
                 if h.hexdigest() != digest.hex:
                     problems.append(f"blob {digest}: content does not match its digest")
         return problems
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a tree without following symlinks (shutil.rmtree's fd-based walk); a path that
-    is already gone is not an error, so concurrent cleaners do not fail each other."""
-
-    def onerror(func: Callable[..., Any], p: str, exc_info: Any) -> None:
-        if not isinstance(exc_info[1], FileNotFoundError):
-            raise exc_info[1]
-
-    shutil.rmtree(path, onerror=onerror)

@@ -34,10 +34,10 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def _undo_host_effects(path: Path) -> list[str]:
+    from podrun.isolation import syscalls as sc
+
     done = []
     for point in mounts_under(path):
-        from podrun.isolation import syscalls as sc
-
         try:
             sc.umount(point, sc.MNT_DETACH)
             done.append(f"unmounted {point}")
@@ -65,9 +65,7 @@ def _delete(path: Path) -> None:
     left = mounts_under(path)
     if left:
         raise StoreError(f"pod {path.name}: {left[0]} is still mounted; not deleting through it")
-    from podrun.image.store import remove_tree
-
-    remove_tree(path)
+    fsutil.remove_tree(path)
 
 
 def collect(dirs: PodDirs, phase: str, uuid: str, lock_fd: int) -> list[str]:

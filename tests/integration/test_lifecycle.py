@@ -41,14 +41,14 @@ def pod_mounts(uuid: str) -> list[str]:
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if uuid in line]
 
 
-def start_background(pods: Pods, _tmp_path: Path, *app: str) -> tuple[subprocess.Popen[str], str]:
+def start_pod(pods: Pods, *app: str) -> tuple[subprocess.Popen[str], str]:
     proc, uuid, _ = pods.start(*app, stdout=subprocess.PIPE)
     return proc, uuid
 
 
 def test_list_status_and_exit_codes(pods: Pods, tmp_path: Path) -> None:
     prepared = pods.run("prepare", "demo", "--exec", "/bin/true", check=True).stdout.strip()
-    proc, running = start_background(pods, tmp_path, "demo", "--exec", "/bin/sh", "--", "-c", "sleep 2; exit 7")
+    proc, running = start_pod(pods, "demo", "--exec", "/bin/sh", "--", "-c", "sleep 2; exit 7")
     pods_now = listing(pods)
     assert pods_now[prepared]["state"] == "prepared"
     assert pods_now[running]["state"] == "running" and pods_now[running]["pid"] > 0
@@ -65,11 +65,11 @@ def test_list_status_and_exit_codes(pods: Pods, tmp_path: Path) -> None:
 
 
 def test_stop_rm_and_gc(pods: Pods, tmp_path: Path) -> None:
-    proc, uuid = start_background(pods, tmp_path, "demo", "--exec", "/bin/sleep", "--", "600")
+    proc, uuid = start_pod(pods, "demo", "--exec", "/bin/sleep", "--", "600")
     assert pods.run("rm", uuid).returncode == 247  # running pods are not removed
     assert pods.run("stop", uuid, check=True).stdout.strip() == f"{uuid} stopped"
     assert proc.wait(timeout=20) == 128 + 15
-    proc2, uuid2 = start_background(pods, tmp_path, "demo", "--exec", "/bin/sh", "--", "-c", "trap '' TERM; sleep 600")
+    proc2, uuid2 = start_pod(pods, "demo", "--exec", "/bin/sh", "--", "-c", "trap '' TERM; sleep 600")
     pods.run("stop", "--timeout", "0.5s", uuid2, check=True)
     assert proc2.wait(timeout=20) == 128 + 9
     assert pod_cgroups(uuid) == [] and pod_cgroups(uuid2) == []
@@ -158,7 +158,7 @@ def test_concurrency_soak(pods: Pods) -> None:
 
 
 def test_enter_gets_the_apps_confinement(pods: Pods, tmp_path: Path) -> None:
-    proc, uuid = start_background(pods, tmp_path, "demo", "--name", "web", "--exec", "/bin/sleep",
+    proc, uuid = start_pod(pods, "demo", "--name", "web", "--exec", "/bin/sleep",
                                   "--caps-remove", "CAP_KILL", "--user", "nobody", "--", "600",
                                   "---", "demo", "--name", "side", "--exec", "/bin/sleep", "--", "600")
     try:
@@ -200,7 +200,7 @@ def test_logs_are_kept_per_app(pods: Pods, tmp_path: Path) -> None:
     assert pods.run("logs", "--app", "a", uuid, check=True).stdout.split() == ["a-out", "a-err"]
     both = pods.run("logs", uuid, check=True).stdout.splitlines()
     assert sorted(both) == ["a | a-err", "a | a-out", "b | b-out"]
-    proc, live = start_background(pods, tmp_path, "demo", "--exec", "/bin/sh", "--", "-c",
+    proc, live = start_pod(pods, "demo", "--exec", "/bin/sh", "--", "-c",
                                   "echo first; sleep 1; echo second")
     follow = pods.run("logs", "-f", live, check=True, timeout=30)
     assert follow.stdout.split() == ["first", "second"]
@@ -213,7 +213,7 @@ def test_simulated_reboot_reconciles(pods: Pods, tmp_path: Path) -> None:
     env = dict(os.environ, PODRUN_RUNTIME_DIR=str(runtime), PODRUN_BOOT_ID="boot-one")
     pods.run("list", env=env, check=True)
     assert (runtime / "boot_id").read_text().strip() == "boot-one"
-    proc, uuid = start_background(pods, tmp_path, "demo", "--exec", "/bin/sleep", "--", "600")
+    proc, uuid = start_pod(pods, "demo", "--exec", "/bin/sleep", "--", "600")
     os.kill(proc.pid, 9)  # the machine "crashes": the supervisor dies without cleaning up
     proc.wait(timeout=10)
     time.sleep(0.5)
