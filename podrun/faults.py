@@ -9,7 +9,8 @@ docs/store.md; tests iterate over them.
 from __future__ import annotations
 
 import os
-import signal
+
+from podrun.lean import signal
 
 CHECKPOINTS = (
     "pull:after-manifest",

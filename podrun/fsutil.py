@@ -7,18 +7,19 @@ are released by the kernel when it dies, so a ``kill -9`` never leaves a lock be
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import fcntl
 import os
-import shutil
 import stat
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
-_libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc; find_library would run ldconfig
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+# Only os, fcntl and stat at import time: stage1 writes its records through this module, and
+# pathlib, contextlib, shutil or ctypes would each add milliseconds to every pod start.
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -32,23 +33,30 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 def syncfs(path: str | os.PathLike[str]) -> None:
     """Flush the whole filesystem holding *path* (one call instead of fsync per file)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc; find_library would run ldconfig
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _libc.syncfs(fd) != 0:
+        if libc.syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), os.fspath(path))
     finally:
         os.close(fd)
 
 
-def temp_name(final: Path, suffix: str = ".tmp") -> Path:
+def temp_name(final: str | os.PathLike[str], suffix: str = ".tmp") -> str:
     """A unique sibling name for *final*, starting with a dot so listings skip it."""
-    return final.with_name(f".{final.name}.{os.urandom(6).hex()}{suffix}")
+    head, tail = os.path.split(os.fspath(final))
+    return os.path.join(head, f".{tail}.{os.urandom(6).hex()}{suffix}")
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
-    """Replace *path* with *data* atomically and durably."""
-    final = Path(path)
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace *path* with *data* atomically and (unless ``durable=False``) durably.
+
+    ``durable=False`` skips both fsyncs: for records whose loss in a power cut is harmless
+    (readers must then accept a missing or empty file), e.g. an app's exit status."""
+    final = os.fspath(path)
     tmp = temp_name(final)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
@@ -58,26 +66,40 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
                 written = os.write(fd, view)
                 view = view[written:]
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, final)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
-    fsync_dir(final.parent)
+    if durable:
+        fsync_dir(os.path.dirname(final) or ".")
 
 
-@contextlib.contextmanager
-def flocked(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[int]:
+class flocked:  # lower-case: used like a function, ``with flocked(path) as fd``
     """Hold ``flock`` on *path* (created 0600 if missing) for the ``with`` block; yields the fd."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield fd
-    finally:
-        os.close(fd)
+
+    def __init__(self, path: str | os.PathLike[str], *, shared: bool = False) -> None:
+        self.path = path
+        self.shared = shared
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
 
 
 def open_regular(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> int:
@@ -124,6 +146,8 @@ def remove_tree(path: Path) -> None:
     """Delete a tree without following symlinks (shutil.rmtree's fd-based walk); a path that
     is already gone is not an error, so concurrent cleaners do not fail each other."""
 
+    import shutil
+
     def onerror(func: Callable[..., Any], p: str, exc_info: Any) -> None:
         if not isinstance(exc_info[1], FileNotFoundError):
             raise exc_info[1]
@@ -136,5 +160,7 @@ def remove_path(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         remove_tree(path)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             path.unlink()
+        except FileNotFoundError:
+            pass

@@ -193,7 +193,8 @@ def gc_cmd(g: Globals, grace_period: str, expire_prepared: str, mark_only: bool)
 @click.pass_obj
 def cat_manifest_cmd(g: Globals, uuid: str | None, uuid_file: str | None) -> None:
     """Print a pod's manifest."""
-    from podrun.pod.layout import MANIFEST, PodDirs
+    from podrun.pod.layout import PodDirs
+    from podrun.pod.manifest import MANIFEST
 
     dirs = PodDirs(g.data_dir)
     phase, full = dirs.find(_uuids((uuid,) if uuid else (), uuid_file)[0])
@@ -213,8 +214,8 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
     user, capabilities and seccomp filter:  podrun enter [--app NAME] UUID [CMD...]"""
     import os
 
-    from podrun.pod.layout import MANIFEST, PodDirs
-    from podrun.pod.manifest import PodManifest
+    from podrun.pod.layout import PodDirs
+    from podrun.pod.manifest import MANIFEST, PodManifest
     from podrun.pod.prepare import entrypoint, stage1_env
     from podrun.pod.state import lock_held
 
@@ -252,8 +253,8 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
 @click.pass_obj
 def logs_cmd(g: Globals, app: str | None, follow: bool, uuid_file: str | None, uuid: str | None) -> None:
     """Print the apps' output (stdout and stderr), kept in the pod dir until gc."""
-    from podrun.pod.layout import MANIFEST, PodDirs
-    from podrun.pod.manifest import PodManifest
+    from podrun.pod.layout import PodDirs
+    from podrun.pod.manifest import MANIFEST, PodManifest
     from podrun.pod.state import lock_held
 
     dirs = PodDirs(g.data_dir)

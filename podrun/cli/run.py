@@ -121,8 +121,8 @@ def prepare_cmd(g: Globals, /, **kw: Any) -> None:
 def run_prepared_cmd(g: Globals, uuid: str) -> None:
     """Run a prepared pod (UUID or unique prefix)."""
     from podrun.errors import ConflictError
-    from podrun.pod.layout import MANIFEST, PodDirs, lock_pod
-    from podrun.pod.manifest import PodManifest
+    from podrun.pod.layout import PodDirs, lock_pod
+    from podrun.pod.manifest import MANIFEST, PodManifest
     from podrun.pod.prepare import exec_stage1
 
     dirs = PodDirs(g.data_dir)

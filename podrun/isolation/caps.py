@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import os
 import resource
+
+from podrun.lean import cache
 
 # Capability numbers (linux/capability.h), named as in the OCI runtime-spec.
 CAP_NAMES: dict[str, int] = {
@@ -87,7 +88,7 @@ class _Rlimit(ctypes.Structure):
     _fields_ = [("rlim_cur", ctypes.c_ulong), ("rlim_max", ctypes.c_ulong)]
 
 
-@functools.cache
+@cache
 def _libc() -> ctypes.CDLL:
     # Loaded on first use: stage1 imports this module on every start, most calls never need it.
     # CDLL(None) is the already-loaded C library (glibc or musl) without a find_library() subprocess.
@@ -124,7 +125,7 @@ def _caps_of(mask: int) -> frozenset[int]:
     return frozenset(bit for bit in range(64) if mask >> bit & 1)
 
 
-@functools.cache
+@cache
 def last_cap() -> int:
     """The highest capability number the running kernel knows (/proc/sys/kernel/cap_last_cap)."""
     with open("/proc/sys/kernel/cap_last_cap") as f:

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import os
 import posixpath
-import signal
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from podrun.lean import cache, dataclass, signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -88,7 +90,7 @@ def _read(path: str) -> str:
         raise OSError(exc.errno, f"read: {exc.strerror}", path) from exc
 
 
-@functools.cache
+@cache
 def _libc() -> ctypes.CDLL:
     # loaded on first use; CDLL(None) is the already-loaded C library, no find_library() subprocess
     libc = ctypes.CDLL(None, use_errno=True)
@@ -105,7 +107,7 @@ def fs_magic(path: str) -> int:
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
 
 
-@functools.cache
+@cache
 def detect() -> str:
     """``"v2"`` (unified only), ``"hybrid"`` (v1 controllers + v2 at ``unified``) or ``"v1"``."""
     if fs_magic(CGROUP_ROOT) == CGROUP2_SUPER_MAGIC:

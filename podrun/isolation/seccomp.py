@@ -20,8 +20,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from dataclasses import dataclass
-from functools import cache
+
+from podrun.lean import cache, dataclass
 
 LIBSECCOMP = "libseccomp.so.2"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from podrun import fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
+from podrun.pod.manifest import MANIFEST
 
 PHASES = ("embryo", "prepare", "prepared", "run", "exited-garbage", "garbage")
-MANIFEST = "pod.json"
 
 
 class PodDirs:
@@ -35,14 +35,19 @@ class PodDirs:
     def path(self, phase: str, uuid: str) -> Path:
         return self.root / phase / uuid
 
-    def create_embryo(self, uuid: str, manifest: bytes) -> tuple[Path, int]:
-        """Create ``embryo/<uuid>`` holding the manifest; returns it with its lock fd held."""
+    def create_embryo(self, uuid: str, manifest: bytes, files: dict[str, bytes] | None = None) -> tuple[Path, int]:
+        """Create ``embryo/<uuid>`` holding the manifest (and *files*, relative path → bytes,
+        e.g. compiled seccomp programs); returns it with its lock fd held."""
         self.ensure()
         # Built under a hidden name and renamed once locked, so no reader can ever see (and
         # briefly lock) an unlocked embryo that is still being created.
         tmp = self.root / "embryo" / f".{uuid}.tmp"
         tmp.mkdir(mode=0o700)
         fd = lock_pod(tmp, blocking=False)
+        for rel, data in (files or {}).items():
+            # No fsync of their own: readers rebuild a file a power cut left empty or short.
+            (tmp / rel).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
         fsutil.atomic_write(tmp / MANIFEST, manifest, 0o600)
         path = self.path("embryo", uuid)
         os.rename(tmp, path)

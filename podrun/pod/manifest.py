@@ -8,11 +8,14 @@ jsonschema's import cost out of ``podrun run``).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from podrun.lean import asdict, dataclass, field, json_loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MANIFEST_VERSION = 1
+MANIFEST = "pod.json"  # the pod manifest's file name in the pod directory
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,13 @@ class PodManifest:
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> bytes:
+        import json  # stage0 only: stage1 reads manifests, never writes them
+
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> PodManifest:
-        doc = json.loads(data)
+        doc = json_loads(data)
         if doc.get("version") != MANIFEST_VERSION:
             raise ValueError(f"unsupported pod manifest version {doc.get('version')!r}")
         apps = tuple(_app(a) for a in doc["apps"])

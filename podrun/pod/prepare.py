@@ -247,6 +247,12 @@ def exec_stage1(pod_dir: Path, flavor: str, lock_fd: int, debug: bool) -> NoRetu
 
 def create_pod(dirs: PodDirs, manifest: PodManifest, phase: str) -> tuple[Path, int]:
     """Write the pod dir in embryo/ and move it to *phase* (``prepared`` or ``run``), lock held."""
-    _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json())
+    files = {}
+    if manifest.stage1 == "default":
+        from podrun.pod.seccomp_cache import SECCOMP_BPF, seccomp_program
+
+        cache = os.path.join(dirs.data_dir, "cache", "seccomp")
+        files = {f"apps/{app.name}/{SECCOMP_BPF}": seccomp_program(app, cache) for app in manifest.apps}
+    _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json(), files)
     faults.checkpoint("prepare:embryo-created")
     return dirs.move(manifest.uuid, "embryo", phase), fd

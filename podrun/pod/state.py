@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podrun.pod.layout import MANIFEST, PHASES, PodDirs
+from podrun.pod.layout import PHASES, PodDirs
+from podrun.pod.manifest import MANIFEST
 
 _LOCKED_STATE = {"embryo": "embryo", "prepare": "preparing", "run": "running", "garbage": "deleting"}
 _UNLOCKED_STATE = {"embryo": "aborted", "prepare": "aborted", "run": "exited"}

@@ -17,12 +17,17 @@ import os
 import posixpath
 import stat
 import sys
-from typing import NoReturn
 
 from podrun.isolation import syscalls as sc
-from podrun.pod.manifest import AppSpec
 from podrun.stage1 import confine
-from podrun.stage1.mountplan import DEV_SYMLINKS, DEVICES, DevNodes, Mask, Mount, Op, ReadOnly
+from podrun.stage1.mountplan import DEV_SYMLINKS, DEVICES, DevNodes, Mask, Mount, ReadOnly
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from podrun.pod.manifest import AppSpec
+    from podrun.stage1.mountplan import Op
 
 EXIT_SETUP_FAILED = 254  # podrun could not start the app
 EXIT_NOT_EXECUTABLE = 126

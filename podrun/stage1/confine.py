@@ -1,24 +1,26 @@
 """The last steps before an app's execve: rlimits, identity, capabilities, no_new_privs, seccomp.
 
-``prepare`` runs in the pod's pid 1 before the app is forked (it loads ctypes libraries and
-compiles the seccomp filter while the host's files are still reachable); ``apply`` runs in the
-app's process after pivot_root.  Order (runc's): rlimits; bounding set dropped and the user
-switched while capabilities are still held; the app's capability sets installed; no_new_privs;
-the seccomp filter last, since it may forbid the calls made before it.
+``prepare`` runs in the pod's pid 1 before the app is forked (it reads the app's compiled
+seccomp program, written by stage0 as ``apps/NAME/seccomp.bpf``, while the host's files are
+still reachable); ``apply`` runs in the app's process after pivot_root.  Order (runc's):
+rlimits; bounding set dropped and the user switched while capabilities are still held; the app's
+capability sets installed; no_new_privs; the seccomp filter last, since it may forbid the calls
+made before it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
-from podrun import __version__, fsutil
 from podrun.isolation import caps, seccomp
+from podrun.lean import dataclass
 from podrun.pod import caps_policy
-from podrun.pod.manifest import AppSpec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from podrun.pod.manifest import AppSpec
+
+SECCOMP_BPF = "seccomp.bpf"  # = podrun.pod.seccomp_cache.SECCOMP_BPF (not imported: hashlib)
 
 
 @dataclass(frozen=True)
@@ -29,46 +31,26 @@ class Confinement:
     seccomp_bpf: bytes | None
 
 
-def _filter_key(app: AppSpec, cap_set: frozenset[str]) -> str:
-    """Cache key of an app's seccomp program: everything it is built from, including the
-    policy module's identity, so an upgrade never reuses a stale program."""
-    policy = Path(__file__).resolve().parents[1] / "pod" / "seccomp_policy.py"
-    st = policy.stat()
-    try:  # a libseccomp upgrade may compile differently
-        lib = os.stat(f"/usr/lib/{os.uname().machine}-linux-gnu/{seccomp.LIBSECCOMP}")
-        lib_id: tuple[int, int] = (lib.st_size, lib.st_mtime_ns)
-    except OSError:
-        lib_id = (0, 0)
-    text = repr((__version__, os.uname().machine, app.seccomp, sorted(cap_set), st.st_size, st.st_mtime_ns, lib_id))
-    return hashlib.sha256(text.encode()).hexdigest()
+def seccomp_program(app: AppSpec, pod_dir: str) -> bytes:
+    """The program stage0 compiled for *app*; rebuilt (through the cache) if it is missing or
+    was cut short, e.g. a pod prepared before a power cut."""
+    try:
+        with open(os.path.join(pod_dir, "apps", app.name, SECCOMP_BPF), "rb") as f:
+            data = f.read()
+        if len(data) > 0 and len(data) % 8 == 0:
+            return data
+    except FileNotFoundError:
+        pass
+    from podrun.pod.seccomp_cache import seccomp_program as build
+
+    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
+    return build(app, os.path.join(data_dir, "cache", "seccomp"))
 
 
-def seccomp_program(app: AppSpec, cap_set: frozenset[str], cache_dir: Path | None) -> bytes:
-    """The app's BPF program, from *cache_dir* when built before.  Building it costs ~60 ms
-    (importing the policy, libseccomp's compiler); a warm start only reads a small file."""
-    path = cache_dir / f"{_filter_key(app, cap_set)}.bpf" if cache_dir else None
-    if path is not None:
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            pass
-    from podrun.isolation import seccomp
-    from podrun.pod import seccomp_policy
-
-    filt = (seccomp_policy.parse_seccomp_flag(app.seccomp, cap_set) if app.seccomp
-            else seccomp_policy.filter_for(cap_set))
-    bpf = seccomp.compile_bpf(filt)
-    if path is not None:
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fsutil.atomic_write(path, bpf, 0o600)
-    return bpf
-
-
-def prepare(app: AppSpec, cache_dir: Path | None = None) -> Confinement:
+def prepare(app: AppSpec, pod_dir: str) -> Confinement:
     """Everything ``apply`` needs, computed before the fork (and before pivot_root)."""
     cap_set = frozenset(app.capabilities)
-    bpf = seccomp_program(app, cap_set, cache_dir)
+    bpf = seccomp_program(app, pod_dir)
     return Confinement(caps_policy.cap_numbers(cap_set), caps_policy.default_rlimits(), app.no_new_privileges, bpf)
 
 

@@ -17,25 +17,29 @@ mounts live in the pod's private mount namespace and vanish with it.
 
 from __future__ import annotations
 
-import json
 import os
 import select
-import signal
 import sys
 import time
-from pathlib import Path
-from typing import NoReturn
 
 from podrun import faults, fsutil
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
-from podrun.pod.layout import MANIFEST
-from podrun.pod.manifest import AppSpec, PodManifest
+from podrun.lean import json_dumps, signal
+from podrun.pod.manifest import MANIFEST, AppSpec, PodManifest
 from podrun.stage1 import app as stage2
 from podrun.stage1 import confine
 from podrun.stage1.logrelay import Relay
-from podrun.stage1.mountplan import Op, app_plan
+from podrun.stage1.mountplan import app_plan
 from podrun.stage1.pod import default_hostname, write_pod_files
+
+# Start-up budget: this module and everything it imports stay off dataclasses, json, re, enum,
+# typing, pathlib, signal, socket, functools and contextlib (podrun.lean; tests/unit/test_hot_path.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from podrun.stage1.mountplan import Op
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL when the pod stops other apps
@@ -44,33 +48,44 @@ EXIT_STAGE1_FAILED = 254
 
 def _bring_up_loopback() -> None:
     import fcntl
-    import socket
     import struct
 
+    if TYPE_CHECKING:
+        import socket as _socket
+    else:
+        import _socket  # the socket module imports enum, selectors…: ~8 ms
+
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         ifr = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, siocgifflags, ifr))[1]
-        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), siocgifflags, ifr))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+    finally:
+        s.close()
 
 
-def mount_app_root(pod_dir: Path, app: AppSpec) -> str:
+def _mkdirs(path: str) -> None:
+    os.makedirs(path, mode=0o755, exist_ok=True)
+
+
+def mount_app_root(pod_dir: str, app: AppSpec) -> str:
     """Overlay root for *app*: the image's layers under an upper dir in the pod dir."""
-    base = pod_dir / "apps" / app.name
+    base = os.path.join(pod_dir, "apps", app.name)
     for sub in ("upper", "work", "rootfs"):
-        (base / sub).mkdir(mode=0o755, parents=True, exist_ok=True)
-    lowers = list(reversed(app.lower_dirs)) or [str(base / "empty")]
+        _mkdirs(os.path.join(base, sub))
+    lowers = list(reversed(app.lower_dirs)) or [os.path.join(base, "empty")]
     if not app.lower_dirs:
-        (base / "empty").mkdir(exist_ok=True)
+        _mkdirs(os.path.join(base, "empty"))
     # Overlay wants the top layer first.  Layer paths are made relative to their common
     # directory (we chdir there) so that many layers fit in one page of mount options.
     common = os.path.commonpath(lowers) if len(lowers) > 1 else os.path.dirname(lowers[0])
     os.chdir(common)
     lowerdir = ":".join(os.path.relpath(p, common) for p in lowers)
-    data = f"lowerdir={lowerdir},upperdir={base / 'upper'},workdir={base / 'work'}"
-    sc.mount("overlay", str(base / "rootfs"), "overlay", sc.MS_NODEV, data)
+    data = f"lowerdir={lowerdir},upperdir={base}/upper,workdir={base}/work"
+    sc.mount("overlay", f"{base}/rootfs", "overlay", sc.MS_NODEV, data)
     os.chdir("/")
-    return str(base / "rootfs")
+    return f"{base}/rootfs"
 
 
 def _exit_code(status: int) -> int:
@@ -82,7 +97,7 @@ def _exit_code(status: int) -> int:
 class Init:
     """The pod's pid 1: start apps, reap, forward signals, record statuses, apply the exit rule."""
 
-    def __init__(self, pod_dir: Path, manifest: PodManifest, roots: dict[str, str], files: dict[str, str],
+    def __init__(self, pod_dir: str, manifest: PodManifest, roots: dict[str, str], files: dict[str, str],
                  app_cgroups: dict[str, cgroups.CgroupTree]) -> None:
         self.app_cgroups = app_cgroups
         self.pod_dir = pod_dir
@@ -98,7 +113,7 @@ class Init:
         binds = []
         for m in app.mounts:
             vol = vols[m.volume]
-            source = vol.source if vol.kind == "host" else str(self.pod_dir / "volumes" / vol.name)
+            source = vol.source if vol.kind == "host" else os.path.join(self.pod_dir, "volumes", vol.name)
             assert source is not None
             binds.append((source, m.target, vol.read_only))
         return app_plan(self.files, binds)
@@ -122,18 +137,18 @@ class Init:
         for sig in FORWARDED:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGALRM, self._on_alarm)
-        status_dir = self.pod_dir / "status"
-        status_dir.mkdir(mode=0o755, exist_ok=True)
+        status_dir = os.path.join(self.pod_dir, "status")
+        _mkdirs(status_dir)
         relay = None if self.manifest.interactive else Relay()
         for app in self.manifest.apps:
             try:
                 plan = self._plan_for(app)
-                conf = confine.prepare(app, self.pod_dir.parents[2] / "cache" / "seccomp")
+                conf = confine.prepare(app, self.pod_dir)
             except Exception as exc:
                 sys.stderr.write(f"podrun: app {app.name}: {exc}\n")
                 self._stop_others(signal.SIGKILL)
                 os._exit(EXIT_STAGE1_FAILED)
-            out = relay.add_app(self.pod_dir / "apps" / app.name / "log") if relay else None
+            out = relay.add_app(os.path.join(self.pod_dir, "apps", app.name, "log")) if relay else None
             pid = os.fork()
             if pid == 0:
                 for sig in (*FORWARDED, signal.SIGALRM, signal.SIGCHLD):
@@ -152,7 +167,7 @@ class Init:
             if out is not None:
                 os.close(out[0])
                 os.close(out[1])
-        (self.pod_dir / "ready").write_text(f"{time.time():.6f}\n")
+        _write_text(os.path.join(self.pod_dir, "ready"), f"{time.time():.6f}\n")
         faults.checkpoint("stage1:apps-started")  # kills pid 1: the supervisor sees it die
         codes: dict[str, int] = {}
         while self.running:
@@ -169,7 +184,7 @@ class Init:
             result = codes.get(self.manifest.apps[0].name, result)
         os._exit(result)
 
-    def _finished(self, status_dir: Path, name: str, status: int) -> int:
+    def _finished(self, status_dir: str, name: str, status: int) -> int:
         code = _exit_code(status)
         _record(status_dir, name, code, status)
         if code != 0 and self.first_failure is None:
@@ -195,23 +210,34 @@ def _reap(block: bool) -> list[tuple[int, int]]:
         flags = os.WNOHANG
 
 
-def _record(status_dir: Path, name: str, code: int, status: int) -> None:
+def _write_text(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _record(status_dir: str, name: str, code: int, status: int) -> None:
     doc = {
         "exit_code": code,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "finished": time.time(),
     }
-    fsutil.atomic_write(status_dir / name, json.dumps(doc).encode(), 0o644)
+    # Atomic but not fsynced (podrun-state(5)): an exit record lost to a power cut reads as
+    # "exited, code unknown", and two fsyncs would sit on every pod's exit path.
+    fsutil.atomic_write(os.path.join(status_dir, name), json_dumps(doc).encode(), 0o644, durable=False)
 
 
 def main(argv: list[str]) -> NoReturn:
     """``stages/default/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD."""
-    pod_dir = Path(argv[argv.index("--pod-dir") + 1])
+    pod_dir = argv[argv.index("--pod-dir") + 1]
     lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
     if lock_fd >= 0:
         os.set_inheritable(lock_fd, False)
     try:
-        manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
+        with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
+            manifest = PodManifest.from_json(f.read())
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
         if manifest.net != "host":
             flags |= sc.CLONE_NEWNET
@@ -223,7 +249,7 @@ def main(argv: list[str]) -> NoReturn:
         files = write_pod_files(pod_dir, manifest)
         for vol in manifest.volumes:
             if vol.kind == "empty":
-                (pod_dir / "volumes" / vol.name).mkdir(mode=0o755, parents=True, exist_ok=True)
+                _mkdirs(os.path.join(pod_dir, "volumes", vol.name))
         roots = {app.name: mount_app_root(pod_dir, app) for app in manifest.apps}
         faults.checkpoint("stage1:after-mounts")
         pod_cgroup, init_cgroup, app_cgroups = _make_cgroups(pod_dir, manifest)
@@ -249,7 +275,7 @@ def main(argv: list[str]) -> NoReturn:
             os._exit(EXIT_STAGE1_FAILED)
         Init(pod_dir, manifest, roots, files, app_cgroups).run()
     os.close(supervisor)
-    (pod_dir / "pid").write_text(f"{init_pid}\n")
+    _write_text(os.path.join(pod_dir, "pid"), f"{init_pid}\n")
 
     def forward(signum: int, _frame: object) -> None:
         try:
@@ -262,24 +288,35 @@ def main(argv: list[str]) -> NoReturn:
     faults.checkpoint("stage1:supervising")
     _, status = os.waitpid(init_pid, 0)
     code = _exit_code(status)
-    fsutil.atomic_write(pod_dir / "finished", json.dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644)
+    fsutil.atomic_write(os.path.join(pod_dir, "finished"),
+                        json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644, durable=False)
     try:
         pod_cgroup.kill_all()  # nothing of the pod outlives it, not even a daemonized process
         pod_cgroup.remove()
     except OSError as exc:
         sys.stderr.write(f"podrun: warning: removing the pod's cgroup: {exc} (podrun gc retries)\n")
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown (module and object finalization costs ~5-10 ms
+    at the very end of every pod); nothing of podrun's needs it, stdio is flushed here."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def _make_cgroups(
-    pod_dir: Path, manifest: PodManifest
+    pod_dir: str, manifest: PodManifest
 ) -> tuple[cgroups.CgroupTree, cgroups.CgroupTree, dict[str, cgroups.CgroupTree]]:
     """The pod's cgroup with a leaf for its pid 1 and one per app (v2 allows no processes in a
     cgroup whose children have controllers).  The paths are recorded in the pod dir *before*
     anything is created, so gc can remove them after any crash."""
     name = f"pod-{manifest.uuid}"
     paths = cgroups.pod_cgroup_paths(name)
-    fsutil.atomic_write(pod_dir / "cgroups", json.dumps(list(paths)).encode(), 0o644)
+    fsutil.atomic_write(os.path.join(pod_dir, "cgroups"), json_dumps(list(paths)).encode(), 0o644)
     pod_cgroup = cgroups.create_pod_cgroup(name)
     try:
         init_cgroup = pod_cgroup.child("init")

@@ -19,8 +19,7 @@ from typing import NoReturn
 
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
-from podrun.pod.layout import MANIFEST
-from podrun.pod.manifest import AppSpec, PodManifest
+from podrun.pod.manifest import MANIFEST, AppSpec, PodManifest
 from podrun.stage1 import confine
 from podrun.stage1.app import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, lookup_user
 
@@ -66,7 +65,7 @@ def main(argv: list[str]) -> NoReturn:
     try:
         manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
         app = next(a for a in manifest.apps if a.name == name)
-        conf = confine.prepare(app, pod_dir.parents[2] / "cache" / "seccomp")
+        conf = confine.prepare(app, str(pod_dir))
         sc.prctl(PR_SET_DUMPABLE, 0)
         pid = app_main_pid(pod_dir, name)
         ns_fds = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag) for ns, flag in NAMESPACES]

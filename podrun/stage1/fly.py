@@ -12,33 +12,35 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from pathlib import Path
-from typing import NoReturn
 
 from podrun.isolation import syscalls as sc
-from podrun.pod.layout import MANIFEST
-from podrun.pod.manifest import PodManifest
+from podrun.pod.manifest import MANIFEST, PodManifest
 from podrun.stage1.app import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, ensure_in_root, lookup_user
 from podrun.stage1.default import mount_app_root
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 
 def main(argv: list[str]) -> NoReturn:
-    pod_dir = Path(argv[argv.index("--pod-dir") + 1])
+    pod_dir = argv[argv.index("--pod-dir") + 1]
     lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
     try:
-        manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
+        with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
+            manifest = PodManifest.from_json(f.read())
         app = manifest.apps[0]
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         root = mount_app_root(pod_dir, app)
         for sub in ("dev", "proc", "sys"):
-            target = Path(root) / sub
-            target.mkdir(exist_ok=True)
-            sc.mount(f"/{sub}", str(target), None, sc.MS_BIND | sc.MS_REC)
+            target = os.path.join(root, sub)
+            os.makedirs(target, exist_ok=True)
+            sc.mount(f"/{sub}", target, None, sc.MS_BIND | sc.MS_REC)
         vols = {v.name: v for v in manifest.volumes}
         for m in app.mounts:
             vol = vols[m.volume]
-            source = vol.source if vol.kind == "host" else str(pod_dir / "volumes" / vol.name)
+            source = vol.source if vol.kind == "host" else os.path.join(pod_dir, "volumes", vol.name)
             assert source is not None
             fd = _ensure_in_root(root, m.target, os.path.isfile(source))
             sc.mount(source, sc.fd_path(fd), None, sc.MS_BIND | sc.MS_REC)

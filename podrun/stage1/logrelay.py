@@ -2,52 +2,61 @@
 them to the app's log file in the pod dir (kept until gc, read by ``podrun logs``) and to its
 own stdout/stderr (the caller's terminal, or the unit's journal under systemd).
 
-The same select loop wakes on SIGCHLD (``signal.set_wakeup_fd``), so pid 1 reaps and relays
+The same poll loop wakes on SIGCHLD (``signal.set_wakeup_fd``), so pid 1 reaps and relays
 in one thread without polling.  Interactive pods skip all this: the app gets the terminal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import selectors
-import signal
+import select
 import time
-from pathlib import Path
+
+from podrun.lean import signal
 
 CHUNK = 1 << 16
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
 class Relay:
     def __init__(self) -> None:
-        self.sel = selectors.DefaultSelector()
+        self.poll = select.poll()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_w = wake_w
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # a handler, so the wakeup fd fires
-        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.poll.register(self.wake_r, select.POLLIN)
+        self.pipes: dict[int, tuple[int, int]] = {}  # read end -> (log fd, 1 or 2)
         self.forward_ok = {1: True, 2: True}
 
-    def add_app(self, log_path: Path) -> tuple[int, int]:
+    def add_app(self, log_path: str) -> tuple[int, int]:
         """Pipes for one app; returns the write ends (its stdout and stderr)."""
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         ends = []
         for target in (1, 2):
             r, w = os.pipe2(os.O_CLOEXEC)
-            self.sel.register(r, selectors.EVENT_READ, (log_fd, target))
+            self.poll.register(r, _READABLE)
+            self.pipes[r] = (log_fd, target)
             ends.append(w)
         return ends[0], ends[1]
 
     def wait(self, timeout: float | None) -> None:
         """Copy whatever is ready; return after one round of events (or *timeout*)."""
-        for key, _ in self.sel.select(timeout):
-            if key.data is None:
-                with contextlib.suppress(BlockingIOError):
+        try:
+            events = self.poll.poll(None if timeout is None else timeout * 1000)
+        except InterruptedError:
+            return
+        for fd, _ in events:
+            if fd == self.wake_r:
+                try:
                     while os.read(self.wake_r, 512):
                         pass
+                except BlockingIOError:
+                    pass
                 continue
-            self._copy(key.fd, *key.data)
+            if fd in self.pipes:
+                self._copy(fd, *self.pipes[fd])
 
     def _copy(self, fd: int, log_fd: int, target: int) -> None:
         try:
@@ -55,7 +64,8 @@ class Relay:
         except OSError:
             data = b""
         if not data:
-            self.sel.unregister(fd)
+            self.poll.unregister(fd)
+            del self.pipes[fd]
             os.close(fd)
             return
         _write_all(log_fd, data)
@@ -71,7 +81,7 @@ class Relay:
         """After the apps ended: copy what is left, until EOF or *seconds* (a daemonized
         grandchild may keep a pipe open; it dies with the pod anyway)."""
         deadline = time.monotonic() + seconds
-        while len(self.sel.get_map()) > 1 and time.monotonic() < deadline:
+        while self.pipes and time.monotonic() < deadline:
             self.wait(max(0.0, deadline - time.monotonic()))
 
 

@@ -10,8 +10,6 @@ app, runc CVE-2021-30465) cannot redirect a mount outside its tree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from podrun.isolation.syscalls import (
     MS_BIND,
     MS_NODEV,
@@ -21,6 +19,7 @@ from podrun.isolation.syscalls import (
     MS_REC,
     MS_STRICTATIME,
 )
+from podrun.lean import dataclass
 
 MASKED_PATHS = (
     "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

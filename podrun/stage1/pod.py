@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-from podrun.pod.manifest import PodManifest
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from podrun.pod.manifest import PodManifest
 
 
 def default_hostname(manifest: PodManifest) -> str:
     return manifest.hostname or f"podrun-{manifest.uuid[:8]}"
 
 
-def write_pod_files(pod_dir: Path, manifest: PodManifest) -> dict[str, str]:
+def write_pod_files(pod_dir: str, manifest: PodManifest) -> dict[str, str]:
     """Write the files; return {in-pod path: host path} for the mount plan."""
-    etc = pod_dir / "etc"
-    etc.mkdir(mode=0o755, exist_ok=True)
+    etc = os.path.join(pod_dir, "etc")
+    os.makedirs(etc, mode=0o755, exist_ok=True)
     hostname = default_hostname(manifest)
     hosts = [f"127.0.0.1\tlocalhost {hostname}", "::1\tlocalhost ip6-localhost ip6-loopback"]
     hosts += [f"{ip}\t{name}" for ip, _, name in (e.partition("=") for e in manifest.hosts_entries)]
@@ -23,7 +25,8 @@ def write_pod_files(pod_dir: Path, manifest: PodManifest) -> dict[str, str]:
         resolv = "".join(f"nameserver {ip}\n" for ip in manifest.dns)
     elif manifest.net == "host":
         try:
-            resolv = Path("/etc/resolv.conf").read_text()
+            with open("/etc/resolv.conf") as f:
+                resolv = f.read()
         except OSError:
             resolv = ""
     else:
@@ -31,5 +34,6 @@ def write_pod_files(pod_dir: Path, manifest: PodManifest) -> dict[str, str]:
     files = {"hostname": hostname + "\n", "hosts": "\n".join(hosts) + "\n", "resolv.conf": resolv}
     for name, text in files.items():
         # Regenerated at every start, so no fsync: durability buys nothing here.
-        (etc / name).write_text(text)
-    return {f"/etc/{name}": str(etc / name) for name in files}
+        with open(os.path.join(etc, name), "w") as f:
+            f.write(text)
+    return {f"/etc/{name}": os.path.join(etc, name) for name in files}

@@ -1,0 +1,62 @@
+"""Compiled seccomp programs: stage0 compiles each app's filter (or takes it from the cache
+``DIR/cache/seccomp``) and writes it into the pod dir as ``apps/NAME/seccomp.bpf``, so stage1
+only reads bytes and hands them to the kernel.
+
+Compiling costs ~60 ms (importing the policy, libseccomp's compiler); the cache key covers
+everything a program is built from, including the policy module's and libseccomp's identity, so
+an upgrade never reuses a stale program.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from podrun import __version__, fsutil
+from podrun.isolation import seccomp
+from podrun.pod.manifest import AppSpec
+
+SECCOMP_BPF = "seccomp.bpf"  # per app, in DIR/pods/<phase>/<uuid>/apps/<name>/
+
+
+def _filter_key(app: AppSpec, cap_set: frozenset[str]) -> str:
+    policy = os.stat(os.path.join(os.path.dirname(__file__), "seccomp_policy.py"))
+    try:
+        lib = os.stat(f"/usr/lib/{os.uname().machine}-linux-gnu/{seccomp.LIBSECCOMP}")
+        lib_id: tuple[int, int] = (lib.st_size, lib.st_mtime_ns)
+    except OSError:
+        lib_id = (0, 0)
+    text = repr((__version__, os.uname().machine, app.seccomp, sorted(cap_set), policy.st_size,
+                 policy.st_mtime_ns, lib_id))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seccomp_program(app: AppSpec, cache_dir: str | None) -> bytes:
+    """The app's BPF program, from *cache_dir* when built before."""
+    cap_set = frozenset(app.capabilities)
+    path = os.path.join(cache_dir, f"{_filter_key(app, cap_set)}.bpf") if cache_dir else None
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if valid_bpf(data):
+                return data
+        except FileNotFoundError:
+            pass
+    from podrun.pod import seccomp_policy
+
+    filt = (seccomp_policy.parse_seccomp_flag(app.seccomp, cap_set) if app.seccomp
+            else seccomp_policy.filter_for(cap_set))
+    bpf = seccomp.compile_bpf(filt)
+    if path is not None and cache_dir is not None:
+        try:
+            os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+            fsutil.atomic_write(path, bpf, 0o600)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+    return bpf
+
+
+def valid_bpf(data: bytes) -> bool:
+    """Non-empty whole instructions (a file cut short by a crash is rebuilt, never loaded)."""
+    return len(data) > 0 and len(data) % 8 == 0
