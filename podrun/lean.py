@@ -9,7 +9,9 @@ hot path take these instead (``tests/unit/test_hot_path.py`` keeps the heavy mod
   ``dataclasses`` (the ``TYPE_CHECKING`` branch), so declarations are checked as dataclasses;
   at run time a small decorator provides ``__init__`` (positional or keyword, defaults,
   ``default_factory``), ``==``, ``hash``, ``repr`` and immutability.  No inheritance, no
-  ``__post_init__``, no ``InitVar``: the records that use it do not need them.
+  ``__post_init__``, no ``InitVar``: the records that use it do not need them.  ``order=True``
+  compares the fields as a tuple.
+- ``sha256``: the built-in hash without hashlib's OpenSSL loading.
 - ``cache``: ``functools.cache`` for positional, hashable arguments (``cache_clear`` kept).
 - ``signal``: the C module ``_signal`` (same functions, constants are plain ints).
 - ``json_loads``: the C scanner of the standard json package without its regex-based wrapper;
@@ -23,8 +25,14 @@ if TYPE_CHECKING:
     import signal
     from dataclasses import asdict, dataclass, field
     from functools import cache
+    from hashlib import sha256
     from typing import Any
 else:
+    try:
+        from _sha256 import sha256  # hashlib loads OpenSSL first: ~3 ms more
+    except ImportError:
+        from hashlib import sha256
+
     import _signal as signal
 
     def cache(func):
@@ -61,7 +69,7 @@ else:
             raise TypeError("field() needs default or default_factory")
         return default
 
-    def _build(cls, frozen):
+    def _build(cls, frozen, order):
         names = tuple(n for n, t in cls.__dict__.get("__annotations__", {}).items()
                       if not str(t).startswith(("ClassVar", "typing.ClassVar")))
         defaults = {}
@@ -103,11 +111,31 @@ else:
         def __repr__(self):
             return f"{cls.__qualname__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in names) + ")"
 
+        def _set(name, value):  # like dataclasses: what the class defines itself wins
+            if name not in cls.__dict__:
+                setattr(cls, name, value)
+
+        if order:
+            def _cmp(op):
+                def compare(self, other):
+                    if other.__class__ is not self.__class__:
+                        return NotImplemented
+                    return op(_values(self), _values(other))
+                return compare
+
+            _set("__lt__", _cmp(tuple.__lt__))
+            _set("__le__", _cmp(tuple.__le__))
+            _set("__gt__", _cmp(tuple.__gt__))
+            _set("__ge__", _cmp(tuple.__ge__))
+        body = dict(cls.__dict__)
+        explicit_hash = "__hash__" in body and not (body["__hash__"] is None and "__eq__" in body)
         cls.__init__ = __init__
-        cls.__eq__ = __eq__
-        cls.__repr__ = __repr__
+        _set("__eq__", __eq__)
+        _set("__repr__", __repr__)
         cls.__record_fields__ = names
         cls.__match_args__ = names
+        if not explicit_hash:
+            cls.__hash__ = (lambda self: hash(_values(self))) if frozen else None
         if frozen:
             def __setattr__(self, name, value):
                 raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -117,15 +145,12 @@ else:
 
             cls.__setattr__ = __setattr__
             cls.__delattr__ = __delattr__
-            cls.__hash__ = lambda self: hash(_values(self))
-        else:
-            cls.__hash__ = None
         return cls
 
-    def dataclass(cls=None, /, *, frozen=False, **_ignored):
+    def dataclass(cls=None, /, *, frozen=False, order=False, **_ignored):
         if cls is None:
-            return lambda c: _build(c, frozen)
-        return _build(cls, frozen)
+            return lambda c: _build(c, frozen, order)
+        return _build(cls, frozen, order)
 
     def asdict(obj):
         return _asdict(obj)
@@ -212,4 +237,4 @@ def json_dumps(value: object) -> str:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-__all__ = ["asdict", "cache", "dataclass", "field", "json_dumps", "json_loads", "signal"]
+__all__ = ["asdict", "cache", "dataclass", "field", "json_dumps", "json_loads", "sha256", "signal"]

@@ -8,17 +8,15 @@ adds the traceback.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
-import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from podrun import __version__
 from podrun.errors import PodrunError, UsageError
+from podrun.lean import dataclass
 
 INSECURE_WORDS = ("http", "tls", "image", "all")
 
@@ -95,10 +93,9 @@ COMMANDS = {
 @click.pass_context
 def cli(ctx: click.Context, data_dir: str, debug: bool, insecure_options: str) -> None:
     """podrun: a daemonless pod runner for Linux (OCI images, namespaces, cgroups, systemd)."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="podrun: %(levelname)s: %(message)s",
-    )
+    from podrun import log
+
+    log.set_debug(debug)
     ctx.obj = Globals(os.path.abspath(data_dir), debug, parse_insecure(insecure_options))
 
 
@@ -120,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(UsageError.exit_code)
     except PodrunError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"podrun: {exc}\n")
         if exc.hint:
@@ -130,12 +129,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except OSError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         where = f" ({exc.filename})" if exc.filename else ""
         sys.stderr.write(f"podrun: {exc.strerror or exc}{where}\n")
         sys.exit(PodrunError.exit_code)
     except Exception as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"podrun: internal error: {type(exc).__name__}: {exc}\n")
         sys.stderr.write("hint: rerun with --debug and report the traceback\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from podrun import faults
@@ -11,6 +10,7 @@ from podrun.errors import NotFoundError, UsageError
 from podrun.image.reference import DockerReference, ImageReference, parse_reference
 from podrun.image.source import ImageSource
 from podrun.image.store import ImageRecord, Store, normalize_name
+from podrun.lean import dataclass, field
 
 if TYPE_CHECKING:
     from podrun.image.pull import PullOptions

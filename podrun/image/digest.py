@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from podrun.errors import LimitExceededError, VerificationError
+from podrun.lean import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import hashlib
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
@@ -37,9 +40,13 @@ class Digest:
 
     @classmethod
     def of_bytes(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        import hashlib  # on first use: loading OpenSSL costs ~3 ms that a warm run never needs
+
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     def hasher(self) -> hashlib._Hash:
+        import hashlib
+
         return hashlib.new(self.algorithm)
 
     def __str__(self) -> str:

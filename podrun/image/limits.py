@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from podrun.lean import dataclass
 
 MiB = 1 << 20
 GiB = 1 << 30

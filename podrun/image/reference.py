@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from podrun.errors import UsageError
 from podrun.image.digest import Digest
+from podrun.lean import dataclass
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"

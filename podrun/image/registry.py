@@ -18,7 +18,6 @@ import base64
 import io
 import ipaddress
 import json
-import logging
 import threading
 import time
 import urllib.parse
@@ -29,6 +28,7 @@ from typing import BinaryIO, cast
 import urllib3
 from urllib3.exceptions import HTTPError, InsecureRequestWarning, SSLError
 
+from podrun import log as podrun_log
 from podrun.errors import FetchError, LimitExceededError, NotFoundError, VerificationError
 from podrun.image import mediatypes as mt
 from podrun.image.auth import DOCKER_HUB_NAMES, Challenge, Credentials, lookup_credentials, parse_www_authenticate
@@ -36,7 +36,7 @@ from podrun.image.digest import Digest
 from podrun.image.reference import DockerReference
 from podrun.image.source import ManifestBytes
 
-log = logging.getLogger(__name__)
+log = podrun_log.get(__name__)
 
 DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_AUTH = "auth.docker.io"

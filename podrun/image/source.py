@@ -6,10 +6,10 @@ Sources only *deliver* bytes; they never decide what is trusted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from podrun.image.digest import Digest
+from podrun.lean import dataclass
 
 
 @dataclass(frozen=True)

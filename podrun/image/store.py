@@ -21,21 +21,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
-import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from podrun import faults, fsutil
+from podrun import log as podrun_log
 from podrun.errors import NotFoundError, StoreError, UsageError
 from podrun.fsutil import remove_path, remove_tree
 from podrun.image.digest import Digest, copy_verified
 from podrun.image.reference import parse_docker_name
-
-log = logging.getLogger(__name__)
+from podrun.lean import dataclass
 
 
 @dataclass(frozen=True)
@@ -292,7 +289,7 @@ class Store:
                         remove_tree(final)
                     os.rename(work, final)
                     fsutil.fsync_dir(final.parent)
-                    log.info("unpacked layer %s", diff_id)
+                    podrun_log.get(__name__).info("unpacked layer %s", diff_id)
             finally:
                 if work.exists():
                     # Best effort: when this fails too (EMFILE, EIO), the caller's
@@ -335,7 +332,9 @@ class Store:
         return out
 
     def _ref_path(self, name: str) -> Path:
-        return self.root / "refs" / urllib.parse.quote(name, safe="")
+        from urllib.parse import quote
+
+        return self.root / "refs" / quote(name, safe="")
 
     def set_name(self, name: str, image_id: Digest) -> None:
         """Point *name* (normalized ``registry/repo:tag``) at *image_id*, atomically."""
@@ -352,11 +351,13 @@ class Store:
         refs = self.root / "refs"
         if not refs.is_dir():
             return out
+        from urllib.parse import unquote
+
         for f in sorted(refs.iterdir()):
             if f.name.startswith("."):
                 continue
             with contextlib.suppress(Exception):
-                out[urllib.parse.unquote(f.name)] = Digest.parse(f.read_text().strip())
+                out[unquote(f.name)] = Digest.parse(f.read_text().strip())
         return out
 
     def names_of(self, image_id: Digest) -> list[str]:

@@ -9,9 +9,9 @@ no I/O, every error a UsageError naming the flag and value.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from podrun.errors import UsageError
+from podrun.lean import dataclass, field
 
 VALUE_FLAGS = (
     "--exec", "--name", "--user", "--group", "--working-dir", "--environment", "--mount", "--memory", "--cpu",

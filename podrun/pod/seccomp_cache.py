@@ -9,11 +9,11 @@ an upgrade never reuses a stale program.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from podrun import __version__, fsutil
 from podrun.isolation import seccomp
+from podrun.lean import sha256
 from podrun.pod.manifest import AppSpec
 
 SECCOMP_BPF = "seccomp.bpf"  # per app, in DIR/pods/<phase>/<uuid>/apps/<name>/
@@ -28,7 +28,7 @@ def _filter_key(app: AppSpec, cap_set: frozenset[str]) -> str:
         lib_id = (0, 0)
     text = repr((__version__, os.uname().machine, app.seccomp, sorted(cap_set), policy.st_size,
                  policy.st_mtime_ns, lib_id))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256(text.encode()).hexdigest()
 
 
 def seccomp_program(app: AppSpec, cache_dir: str | None) -> bytes:

@@ -89,3 +89,19 @@ def test_cache_memoizes() -> None:
     double.cache_clear()
     assert double(2) == 4
     assert calls == [2, 2]
+
+
+def test_order_and_sha256() -> None:
+    import hashlib
+
+    modules: tuple[Any, ...] = (dataclasses, lean)
+    for dc in modules:
+        @dc.dataclass(frozen=True, order=True)
+        class Version:
+            major: int
+            minor: int
+
+        v: Any = Version
+        assert sorted([v(1, 2), v(0, 9), v(1, 0)]) == [v(0, 9), v(1, 0), v(1, 2)]
+        assert v(1, 0) <= v(1, 0) < v(1, 1)
+    assert lean.sha256(b"podrun").hexdigest() == hashlib.sha256(b"podrun").hexdigest()
