@@ -140,6 +140,7 @@ class Init:
         status_dir = os.path.join(self.pod_dir, "status")
         _mkdirs(status_dir)
         relay = None if self.manifest.interactive else Relay()
+        gates: list[tuple[int, str, int]] = []  # (pid, app, write end of its cgroup gate)
         for app in self.manifest.apps:
             try:
                 plan = self._plan_for(app)
@@ -149,24 +150,27 @@ class Init:
                 self._stop_others(signal.SIGKILL)
                 os._exit(EXIT_STAGE1_FAILED)
             out = relay.add_app(os.path.join(self.pod_dir, "apps", app.name, "log")) if relay else None
+            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
             pid = os.fork()
             if pid == 0:
                 for sig in (*FORWARDED, signal.SIGALRM, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 signal.set_wakeup_fd(-1)
+                os.close(gate_w)
+                for _, _, other in gates:
+                    os.close(other)
                 if out is not None:
                     os.dup2(out[0], 1)
                     os.dup2(out[1], 2)
-                try:
-                    self.app_cgroups[app.name].join()
-                    sc.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
-                except OSError as exc:
-                    stage2.fail(app.name, f"joining its cgroup: {exc}")
-                stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset())
+                stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset(),
+                              cgroup_gate=gate_r)
+            os.close(gate_r)
+            gates.append((pid, app.name, gate_w))
             self.running[pid] = app.name
             if out is not None:
                 os.close(out[0])
                 os.close(out[1])
+        self._place_apps(gates)
         _write_text(os.path.join(self.pod_dir, "ready"), f"{time.time():.6f}\n")
         faults.checkpoint("stage1:apps-started")  # kills pid 1: the supervisor sees it die
         codes: dict[str, int] = {}
@@ -184,6 +188,26 @@ class Init:
             result = codes.get(self.manifest.apps[0].name, result)
         os._exit(result)
 
+    def _place_apps(self, gates: list[tuple[int, str, int]]) -> None:
+        """Move each forked app into its cgroup, then open its gate.  Done here, after every
+        fork, rather than by the app itself: the first cgroup migration of a burst waits for an
+        RCU grace period (~10 ms here), which thus overlaps the apps' own mount work instead of
+        delaying each of them in turn.  An app never runs its image's code before its gate opens."""
+        for pid, name, gate_w in gates:
+            try:
+                self.app_cgroups[name].add_process(pid)
+                os.write(gate_w, b"1")
+            except (ProcessLookupError, BrokenPipeError):
+                pass  # the app failed before its gate (and said why): reaped and recorded as usual
+            except OSError as exc:
+                if _ended(pid):
+                    continue
+                sys.stderr.write(f"podrun: app {name}: joining its cgroup: {exc}\n")
+                self._stop_others(signal.SIGKILL)
+                os._exit(EXIT_STAGE1_FAILED)
+            finally:
+                os.close(gate_w)
+
     def _finished(self, status_dir: str, name: str, status: int) -> int:
         code = _exit_code(status)
         _record(status_dir, name, code, status)
@@ -193,6 +217,15 @@ class Init:
                 self._stop_others(signal.SIGTERM)
                 signal.alarm(int(STOP_TIMEOUT))
         return code
+
+
+def _ended(pid: int) -> bool:
+    """Whether child *pid* has exited (a zombie not yet reaped counts)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
 
 
 def _reap(block: bool) -> list[tuple[int, int]]:
@@ -268,11 +301,6 @@ def main(argv: list[str]) -> NoReturn:
         os.close(supervisor)
         if lock_fd >= 0:
             os.close(lock_fd)  # only the supervisor holds the pod lock
-        try:
-            init_cgroup.join()
-        except OSError as exc:
-            sys.stderr.write(f"podrun: stage1: joining the pod's cgroup: {exc}\n")
-            os._exit(EXIT_STAGE1_FAILED)
         Init(pod_dir, manifest, roots, files, app_cgroups).run()
     os.close(supervisor)
     _write_text(os.path.join(pod_dir, "pid"), f"{init_pid}\n")
@@ -285,6 +313,13 @@ def main(argv: list[str]) -> NoReturn:
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    try:
+        # Moved by the supervisor while pid 1 goes on starting the apps (see Init._place_apps).
+        init_cgroup.add_process(init_pid)
+    except ProcessLookupError:
+        pass  # pid 1 has already ended
+    except OSError as exc:
+        sys.stderr.write(f"podrun: warning: moving the pod's pid 1 into the pod's cgroup: {exc}\n")
     faults.checkpoint("stage1:supervising")
     _, status = os.waitpid(init_pid, 0)
     code = _exit_code(status)
