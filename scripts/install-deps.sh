@@ -38,3 +38,6 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip==24.2"
 # compat mode: a plain path entry in a .pth file; the default "finder" costs ~15 ms per start
 .venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".[test]"
+# our launcher instead of pip's console script (see packaging/bin/podrun)
+sed "1s|.*|#!$PWD/.venv/bin/python|" packaging/bin/podrun > .venv/bin/podrun.new
+chmod 755 .venv/bin/podrun.new && mv .venv/bin/podrun.new .venv/bin/podrun

@@ -1,24 +1,28 @@
-"""The ``podrun`` command line: the only user of click.
+"""The ``podrun`` command line.
 
 Each verb lives in its own module and only parses, calls the library and prints.  Errors are
 printed here, as one line (plus a hint) on stderr, with the class's exit code; ``--debug``
 adds the traceback.
+
+This package module stays free of click: ``main`` first offers the command line to the fast
+path of ``podrun.cli.runflags`` (``run`` and ``run-prepared`` with well-formed flags: a pod's
+start is not kept waiting ~25 ms for click to import); anything else, help and every error
+included, goes to the click group in ``podrun.cli.group``, which owns all messages.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
-from typing import Any
 
-import click
-
-from podrun import __version__
 from podrun.errors import PodrunError, UsageError
 from podrun.lean import dataclass
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 INSECURE_WORDS = ("http", "tls", "image", "all")
+DEFAULT_DIR = "/var/lib/podrun"
 
 
 @dataclass(frozen=True)
@@ -41,85 +45,22 @@ def parse_insecure(text: str) -> frozenset[str]:
     return words - {"none"}
 
 
-class LazyGroup(click.Group):
-    """Imports a verb's module only when that verb runs (keeps `podrun run` start-up lean)."""
+def make_globals(data_dir: str, debug: bool, insecure_options: str) -> Globals:
+    import os
 
-    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = lazy
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy:
-            module, attr = self.lazy[cmd_name].split(":")
-            command: click.Command = getattr(importlib.import_module(module), attr)
-            return command
-        return super().get_command(ctx, cmd_name)
-
-
-COMMANDS = {
-    "fetch": "podrun.cli.fetch:fetch_cmd",
-    "image": "podrun.cli.image:image_group",
-    "run": "podrun.cli.run:run_cmd",
-    "prepare": "podrun.cli.run:prepare_cmd",
-    "run-prepared": "podrun.cli.run:run_prepared_cmd",
-    "list": "podrun.cli.pods:list_cmd",
-    "status": "podrun.cli.pods:status_cmd",
-    "stop": "podrun.cli.pods:stop_cmd",
-    "rm": "podrun.cli.pods:rm_cmd",
-    "gc": "podrun.cli.pods:gc_cmd",
-    "cat-manifest": "podrun.cli.pods:cat_manifest_cmd",
-    "enter": "podrun.cli.pods:enter_cmd",
-    "logs": "podrun.cli.pods:logs_cmd",
-}
-
-
-@click.group(
-    cls=LazyGroup, lazy=COMMANDS,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.option(
-    "--dir", "data_dir", envvar="PODRUN_DIR", default="/var/lib/podrun", show_default=True,
-    metavar="DIR", help="Data directory (store, pods, state); env PODRUN_DIR.",
-)
-@click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
-@click.option(
-    "--insecure-options", default="none", metavar="LIST",
-    help="Comma-separated: http (plain HTTP to registries), tls (no TLS verification), all.",
-)
-@click.version_option(__version__, prog_name="podrun")
-@click.pass_context
-def cli(ctx: click.Context, data_dir: str, debug: bool, insecure_options: str) -> None:
-    """podrun: a daemonless pod runner for Linux (OCI images, namespaces, cgroups, systemd)."""
     from podrun import log
 
     log.set_debug(debug)
-    ctx.obj = Globals(os.path.abspath(data_dir), debug, parse_insecure(insecure_options))
+    return Globals(os.path.abspath(data_dir), debug, parse_insecure(insecure_options))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the CLI and map errors to exit codes."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+def guarded(action: Callable[[], None], debug: bool) -> None:
+    """Run *action*, turning podrun's failures into one line on stderr and an exit code."""
     try:
-        cli.main(args=argv, prog_name="podrun", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.stderr.write("podrun: aborted\n")
-        sys.exit(130)
-    except click.ClickException as exc:
-        # Bad flags and arguments: podrun's usage code, so callers can tell it from an app's.
-        sys.stderr.write(f"podrun: {exc.format_message()}\n")
-        if isinstance(exc, click.UsageError) and exc.ctx is not None:
-            sys.stderr.write(f"Try '{exc.ctx.command_path} --help' for help.\n")
-        sys.exit(UsageError.exit_code)
+        action()
     except PodrunError as exc:
         if debug:
-            import traceback
-
-            traceback.print_exc()
+            _traceback()
         sys.stderr.write(f"podrun: {exc}\n")
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
@@ -129,17 +70,34 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except OSError as exc:
         if debug:
-            import traceback
-
-            traceback.print_exc()
+            _traceback()
         where = f" ({exc.filename})" if exc.filename else ""
         sys.stderr.write(f"podrun: {exc.strerror or exc}{where}\n")
         sys.exit(PodrunError.exit_code)
     except Exception as exc:
         if debug:
-            import traceback
-
-            traceback.print_exc()
+            _traceback()
         sys.stderr.write(f"podrun: internal error: {type(exc).__name__}: {exc}\n")
         sys.stderr.write("hint: rerun with --debug and report the traceback\n")
         sys.exit(PodrunError.exit_code)
+
+
+def _traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    from podrun.cli import runflags
+
+    fast = runflags.fast_path(args)
+    if fast is not None:
+        guarded(fast, debug)
+        return
+    from podrun.cli.group import click_main
+
+    click_main(args, debug)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from podrun import faults
 from podrun.errors import NotFoundError, UsageError
@@ -12,6 +11,7 @@ from podrun.image.source import ImageSource
 from podrun.image.store import ImageRecord, Store, normalize_name
 from podrun.lean import dataclass, field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from podrun.image.pull import PullOptions
 

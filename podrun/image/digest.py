@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import BinaryIO, Protocol
 
 from podrun.errors import LimitExceededError, VerificationError
 from podrun.lean import dataclass
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
     import hashlib
+    from typing import BinaryIO, Protocol
+else:
+    Protocol = object
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")

@@ -6,10 +6,14 @@ Sources only *deliver* bytes; they never decide what is trusted.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol
-
 from podrun.image.digest import Digest
 from podrun.lean import dataclass
+
+TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
+if TYPE_CHECKING:
+    from typing import BinaryIO, Protocol
+else:
+    Protocol = object
 
 
 @dataclass(frozen=True)

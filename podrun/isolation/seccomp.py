@@ -21,9 +21,8 @@ import ctypes
 import errno
 import os
 
+from podrun.isolation.consts import LIBSECCOMP
 from podrun.lean import cache, dataclass
-
-LIBSECCOMP = "libseccomp.so.2"
 
 # Actions as libseccomp encodes them (seccomp.h); they equal the kernel's SECCOMP_RET_* values.
 _ACT_KILL_PROCESS = 0x80000000

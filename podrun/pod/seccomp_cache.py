@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from podrun import __version__, fsutil
-from podrun.isolation import seccomp
+from podrun.isolation.consts import LIBSECCOMP
 from podrun.lean import sha256
 from podrun.pod.manifest import AppSpec
 
@@ -22,7 +22,7 @@ SECCOMP_BPF = "seccomp.bpf"  # per app, in DIR/pods/<phase>/<uuid>/apps/<name>/
 def _filter_key(app: AppSpec, cap_set: frozenset[str]) -> str:
     policy = os.stat(os.path.join(os.path.dirname(__file__), "seccomp_policy.py"))
     try:
-        lib = os.stat(f"/usr/lib/{os.uname().machine}-linux-gnu/{seccomp.LIBSECCOMP}")
+        lib = os.stat(f"/usr/lib/{os.uname().machine}-linux-gnu/{LIBSECCOMP}")
         lib_id: tuple[int, int] = (lib.st_size, lib.st_mtime_ns)
     except OSError:
         lib_id = (0, 0)
@@ -47,6 +47,8 @@ def seccomp_program(app: AppSpec, cache_dir: str | None) -> bytes:
 
     filt = (seccomp_policy.parse_seccomp_flag(app.seccomp, cap_set) if app.seccomp
             else seccomp_policy.filter_for(cap_set))
+    from podrun.isolation import seccomp
+
     bpf = seccomp.compile_bpf(filt)
     if path is not None and cache_dir is not None:
         try:

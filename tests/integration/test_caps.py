@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from podrun.isolation import caps
+from podrun.isolation.consts import CAP_NAMES
 from podrun.pod.caps_policy import DEFAULT_CAPS, cap_numbers, default_rlimits
 
 DEFAULT = cap_numbers(DEFAULT_CAPS)
@@ -134,7 +135,7 @@ def test_non_root_after_exec_has_bounding_only() -> None:
 
 def test_non_root_with_ambient_keeps_those_caps_across_exec() -> None:
     """podman's rule for caps added explicitly to a non-root user: ambient (and inheritable)."""
-    bind = caps.CAP_NAMES["CAP_NET_BIND_SERVICE"]
+    bind = CAP_NAMES["CAP_NET_BIND_SERVICE"]
 
     def body(fd: int) -> None:
         caps.apply_app_identity(NOBODY, NOBODY, [], DEFAULT, ambient=frozenset({bind}))
@@ -159,7 +160,7 @@ def test_ambient_outside_the_set_is_refused() -> None:
 
 
 def test_get_caps_and_read_bounding_match_proc() -> None:
-    keep = frozenset({caps.CAP_NAMES["CAP_KILL"], caps.CAP_NAMES["CAP_SETPCAP"]})
+    keep = frozenset({CAP_NAMES["CAP_KILL"], CAP_NAMES["CAP_SETPCAP"]})
 
     def body(fd: int) -> None:
         caps.apply_app_identity(0, 0, [], keep)
@@ -173,7 +174,7 @@ def test_get_caps_and_read_bounding_match_proc() -> None:
 
 def test_errors_carry_errno_and_call() -> None:
     def body(fd: int) -> None:
-        caps.apply_app_identity(NOBODY, NOBODY, [], DEFAULT - {caps.CAP_NAMES["CAP_SETPCAP"]})
+        caps.apply_app_identity(NOBODY, NOBODY, [], DEFAULT - {CAP_NAMES["CAP_SETPCAP"]})
         caps.drop_bounding(frozenset())   # dropping from bounding needs CAP_SETPCAP
 
     code, out = run_in_child(body)

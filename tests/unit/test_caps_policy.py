@@ -7,7 +7,8 @@ import resource
 import pytest
 
 from podrun.errors import UsageError
-from podrun.isolation.caps import CAP_NAMES, cap_mask
+from podrun.isolation.caps import cap_mask
+from podrun.isolation.consts import CAP_NAMES
 from podrun.pod.caps_policy import DEFAULT_CAPS, RLIMIT_DEFAULT, cap_numbers, default_rlimits, resolve_caps
 
 PODMAN_DEFAULT = {

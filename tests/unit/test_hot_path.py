@@ -32,3 +32,16 @@ def test_stage0_run_path_skips_http_and_schema_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
+
+
+def test_fast_run_path_skips_click() -> None:
+    """``podrun run`` with well-formed flags never imports click (podrun.cli.runflags)."""
+    code = (
+        "import sys; from podrun.cli import runflags; "
+        "f = runflags.fast_path(['--dir', '/nonexistent', 'run', 'img', '--exec', '/bin/true']); "
+        "import podrun.cli.launch, podrun.pod.prepare, podrun.image.api, podrun.pod.seccomp_cache; "
+        "print(f is not None, ','.join(m for m in ('click', 'typing', 'ctypes', 'hashlib', 'logging') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["True"], out.stdout

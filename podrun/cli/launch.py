@@ -1,0 +1,74 @@
+"""What ``run``, ``prepare`` and ``run-prepared`` do once their flags are parsed (by click in
+``podrun.cli.run``, or by the fast path in ``podrun.cli.runflags``).  No click here."""
+
+from __future__ import annotations
+
+from podrun.errors import PodrunError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from podrun.cli import Globals
+    from podrun.pod.manifest import PodManifest
+
+
+def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest, Path, int]:
+    """Fetch the images, write the pod dir in *phase* (``run`` or ``prepared``); lock held."""
+    from podrun.image.api import FetchRequest, fetch
+    from podrun.image.store import Store
+    from podrun.lean import json_loads
+    from podrun.pod import appflags
+    from podrun.pod.layout import PodDirs
+    from podrun.pod.prepare import ImageInfo, RunRequest, build_manifest, create_pod
+
+    store = Store(g.data_dir)
+
+    def resolve(image: str) -> ImageInfo:
+        rec = fetch(store, FetchRequest(image, kw["pull_policy"], g.insecure))
+        config = json_loads(store.read_blob(rec.config))
+        names = store.names_of(rec.id)
+        return ImageInfo(str(rec.id), names[0] if names else "app", config,
+                         tuple(str(store.layer_rootfs(layer.diff_id)) for layer in rec.layers))
+
+    req = RunRequest(
+        apps=appflags.split_apps(list(kw["args"])), stage1=kw["stage1"], hostname=kw["hostname"], net=kw["net"],
+        interactive=kw["interactive"], volumes=list(kw["volumes"]), set_env=list(kw["set_env"]),
+        set_env_file=kw["set_env_file"], dns=list(kw["dns"]), hosts_entries=list(kw["hosts_entries"]),
+    )
+    manifest = build_manifest(req, resolve)
+    pod_dir, lock_fd = create_pod(PodDirs(g.data_dir), manifest, phase)
+    if kw["uuid_file_save"]:
+        from podrun import fsutil
+
+        fsutil.atomic_write(kw["uuid_file_save"], f"{manifest.uuid}\n".encode(), 0o644)
+    return manifest, pod_dir, lock_fd
+
+
+def run_pod(g: Globals, kw: dict[str, Any]) -> None:
+    """``podrun run``: prepare, then become the pod (exec stage1); returns only on failure."""
+    from podrun.pod.prepare import exec_stage1
+
+    manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
+    exec_stage1(pod_dir, manifest.stage1, lock_fd, g.debug)
+
+
+def run_prepared(g: Globals, uuid: str) -> None:
+    """``podrun run-prepared UUID`` (or unique prefix)."""
+    from podrun.errors import ConflictError
+    from podrun.pod.layout import PodDirs, lock_pod
+    from podrun.pod.manifest import MANIFEST, PodManifest
+    from podrun.pod.prepare import exec_stage1
+
+    dirs = PodDirs(g.data_dir)
+    phase, full = dirs.find(uuid)
+    if phase != "prepared":
+        raise ConflictError(f"pod {full} is {phase}, not prepared")
+    lock_fd = lock_pod(dirs.path("prepared", full), blocking=False)
+    pod_dir = dirs.move(full, "prepared", "run")
+    try:
+        manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
+    except (OSError, ValueError, KeyError) as exc:
+        raise PodrunError(f"pod {full}: unreadable manifest ({exc})") from None
+    exec_stage1(pod_dir, manifest.stage1, lock_fd, g.debug)
