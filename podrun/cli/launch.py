@@ -36,6 +36,7 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
         apps=appflags.split_apps(list(kw["args"])), stage1=kw["stage1"], hostname=kw["hostname"], net=kw["net"],
         interactive=kw["interactive"], volumes=list(kw["volumes"]), set_env=list(kw["set_env"]),
         set_env_file=kw["set_env_file"], dns=list(kw["dns"]), hosts_entries=list(kw["hosts_entries"]),
+        ports=list(kw["ports"]), dns_search=list(kw["dns_search"]), dns_opts=list(kw["dns_opts"]),
     )
     manifest = build_manifest(req, resolve)
     pod_dir, lock_fd = create_pod(PodDirs(g.data_dir), manifest, phase)

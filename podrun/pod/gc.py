@@ -43,6 +43,7 @@ def _undo_host_effects(path: Path) -> list[str]:
             done.append(f"unmounted {point}")
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot unmount {point}: {exc.strerror}") from None
+    done += _detach_network(path)
     record = path / "cgroups"
     try:
         paths = json.loads(record.read_bytes())
@@ -59,6 +60,18 @@ def _undo_host_effects(path: Path) -> list[str]:
             raise StoreError(f"pod {path.name}: cannot remove cgroup: {exc}") from None
         done += [f"removed cgroup {p}" for p in paths if isinstance(p, str)]
     return done
+
+
+def _detach_network(path: Path) -> list[str]:
+    """Release what the pod's network record lists (netns, lease, veth, port forwards, CNI)."""
+    if not (path / "net" / "state.json").is_file():
+        return []
+    from podrun.net import setup
+
+    problems = setup.detach(str(path))
+    if problems:
+        raise StoreError(f"pod {path.name}: network teardown: {'; '.join(problems)}")
+    return [f"released the networks of pod {path.name}"]
 
 
 def _delete(path: Path) -> None:
@@ -139,6 +152,10 @@ def _mark(dirs: PodDirs, uuid: str, now: float, out: list[str]) -> None:
         return  # running (or just moved by another gc)
     try:
         (path / GARBAGE_MARK).write_text(f"{now}\n")
+        try:
+            out += _detach_network(path)  # addresses and ports are free again at once
+        except StoreError as exc:
+            out.append(f"warning: {exc} (retried when the pod is collected)")
         dirs.move(uuid, "run", "exited-garbage")
         faults.checkpoint("gc:after-mark")
         out.append(f"marked pod {uuid} exited-garbage")

@@ -9,6 +9,7 @@ jsonschema's import cost out of ``podrun run``).
 from __future__ import annotations
 
 from podrun.lean import asdict, dataclass, field, json_loads
+from podrun.net.spec import NetSpec, PortSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,11 +66,15 @@ class PodManifest:
     apps: tuple[AppSpec, ...]
     volumes: tuple[Volume, ...] = ()
     hostname: str = ""
-    net: str = "none"  # "none" | "host"
+    net: str = "none"  # "none" | "host" | the --net text of networks (see ``networks``)
     stage1: str = "default"
     interactive: bool = False
     dns: tuple[str, ...] = ()
     hosts_entries: tuple[str, ...] = ()
+    networks: tuple[NetSpec, ...] = ()  # empty for net none/host
+    ports: tuple[PortSpec, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_opts: tuple[str, ...] = ()
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> bytes:
@@ -89,6 +94,10 @@ class PodManifest:
             net=doc.get("net", "none"), stage1=doc.get("stage1", "default"),
             interactive=bool(doc.get("interactive", False)), dns=tuple(doc.get("dns", ())),
             hosts_entries=tuple(doc.get("hosts_entries", ())), version=doc["version"],
+            networks=tuple(NetSpec(n["name"], tuple((str(k), str(v)) for k, v in n.get("args", ())))
+                           for n in doc.get("networks", ())),
+            ports=tuple(PortSpec(**p) for p in doc.get("ports", ())),
+            dns_search=tuple(doc.get("dns_search", ())), dns_opts=tuple(doc.get("dns_opts", ())),
         )
 
 

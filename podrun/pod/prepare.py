@@ -42,13 +42,16 @@ class RunRequest:
     apps: list[af.AppArgs]
     stage1: str = "default"
     hostname: str = ""
-    net: str = "none"
+    net: str = "default"
     interactive: bool = False
     volumes: list[str] = field(default_factory=list)
     set_env: list[str] = field(default_factory=list)
     set_env_file: str | None = None
     dns: list[str] = field(default_factory=list)
     hosts_entries: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_opts: list[str] = field(default_factory=list)
 
 
 def _env_file(path: str) -> list[str]:
@@ -187,8 +190,23 @@ def build_app(
 def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodManifest:
     if req.stage1 not in STAGE1_FLAVORS:
         raise UsageError(f"unknown --stage1 {req.stage1!r} (choose from {', '.join(STAGE1_FLAVORS)})")
-    if req.net not in ("none", "host"):
-        raise UsageError(f"unsupported --net {req.net!r}: this release supports none and host")
+    from podrun.net import spec
+
+    net = req.net.strip()
+    if req.stage1 == "fly":  # fly runs in the host's namespaces
+        if net not in ("default", "host"):
+            raise UsageError(f"--stage1 fly runs in the host's network: --net {net!r} is not possible")
+        net = "host"
+    networks = spec.parse_net(net)
+    if any(n.name == "default" for n in networks):
+        from podrun.net import config
+
+        config.default_net()  # a bad default.json fails here, before the pod exists
+    spec.check_dns(req.dns)
+    for entry in req.hosts_entries:
+        spec.check_hosts_entry(entry)
+    if req.ports and not any(n.name == "default" for n in networks):
+        raise UsageError("--port needs the default network (--net=default, possibly among others)")
     if req.interactive and len(req.apps) != 1:
         raise UsageError("--interactive needs exactly one app")
     if req.stage1 == "fly" and len(req.apps) != 1:
@@ -196,12 +214,24 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
     base_env = _env_file(req.set_env_file) if req.set_env_file else []
     vols = _volumes(req.volumes)
     used: set[str] = set()
-    apps = tuple(build_app(a, resolve(a.image), req, base_env, vols, used) for a in req.apps)
+    images = [resolve(a.image) for a in req.apps]
+    apps = tuple(build_app(a, image, req, base_env, vols, used) for a, image in zip(req.apps, images, strict=True))
+    exposed: dict[str, tuple[str, int]] = {}
+    for image in images:
+        exposed.update(spec.exposed_port_names(image.config))
+    ports = tuple(spec.parse_port(p, exposed) for p in req.ports)
+    seen = set()
+    for p in ports:
+        key = (p.proto, p.host_port, p.host_ip)
+        if key in seen:
+            raise UsageError(f"--port: host port {p.host_port}/{p.proto} given twice")
+        seen.add(key)
     if req.hostname and not af.APP_NAME_RE.match(req.hostname.split(".")[0]):
         raise UsageError(f"invalid --hostname {req.hostname!r}")
     return PodManifest(
-        uuid=new_uuid(), apps=apps, volumes=tuple(vols.values()), hostname=req.hostname, net=req.net,
+        uuid=new_uuid(), apps=apps, volumes=tuple(vols.values()), hostname=req.hostname, net=net,
         stage1=req.stage1, interactive=req.interactive, dns=tuple(req.dns), hosts_entries=tuple(req.hosts_entries),
+        networks=networks, ports=ports, dns_search=tuple(req.dns_search), dns_opts=tuple(req.dns_opts),
     )
 
 
@@ -238,7 +268,8 @@ def entrypoint(flavor: str, name: str) -> Path:
 def stage1_env() -> dict[str, str]:
     import podrun
 
-    return dict(os.environ, PODRUN_PYTHONPATH=str(Path(podrun.__file__).parents[1]))
+    site = os.pathsep.join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    return dict(os.environ, PODRUN_PYTHONPATH=str(Path(podrun.__file__).parents[1]), PODRUN_SITE_PATH=site)
 
 
 def exec_stage1(pod_dir: Path, flavor: str, lock_fd: int, debug: bool) -> NoReturn:
@@ -264,6 +295,13 @@ def create_pod(dirs: PodDirs, manifest: PodManifest, phase: str) -> tuple[Path, 
 
         cache = os.path.join(dirs.data_dir, "cache", "seccomp")
         files = {f"apps/{app.name}/{SECCOMP_BPF}": seccomp_program(app, cache) for app in manifest.apps}
+    for net in manifest.networks:
+        if net.name != "default":
+            from podrun.lean import json_dumps
+            from podrun.net import config
+
+            # CNI DEL must see the configuration ADD saw, even if net.d changes meanwhile
+            files[f"net/cni-{net.name}.json"] = json_dumps(config.load_cni(net.name)).encode()
     _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json(), files)
     faults.checkpoint("prepare:embryo-created")
     return dirs.move(manifest.uuid, "embryo", phase), fd

@@ -268,18 +268,21 @@ def main(argv: list[str]) -> NoReturn:
     lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
     if lock_fd >= 0:
         os.set_inheritable(lock_fd, False)
+    networked = False
+    pod_cgroup = None
     try:
         with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
             manifest = PodManifest.from_json(f.read())
+        networked = bool(manifest.networks)
+        netns_fd, net_result = _start_network(pod_dir, manifest, lock_fd) if networked else (-1, None)
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
-        if manifest.net != "host":
-            flags |= sc.CLONE_NEWNET
+        if manifest.net == "none":
+            flags |= sc.CLONE_NEWNET  # networked pods: pid 1 joins the helper's netns instead
         sc.unshare(flags)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         sc.sethostname(default_hostname(manifest))
-        if manifest.net != "host":
+        if manifest.net == "none":
             _bring_up_loopback()
-        files = write_pod_files(pod_dir, manifest)
         for vol in manifest.volumes:
             if vol.kind == "empty":
                 _mkdirs(os.path.join(pod_dir, "volumes", vol.name))
@@ -287,8 +290,12 @@ def main(argv: list[str]) -> NoReturn:
         faults.checkpoint("stage1:after-mounts")
         pod_cgroup, init_cgroup, app_cgroups = _make_cgroups(pod_dir, manifest)
         faults.checkpoint("stage1:after-cgroups")
+        if net_result is not None:
+            _wait_network(*net_result)
+        files = write_pod_files(pod_dir, manifest)
     except Exception as exc:
         sys.stderr.write(f"podrun: stage1: {exc}\n")
+        _undo_setup(pod_dir, networked, pod_cgroup)
         sys.exit(EXIT_STAGE1_FAILED)
     supervisor = os.pidfd_open(os.getpid())
     init_pid = os.fork()
@@ -301,6 +308,9 @@ def main(argv: list[str]) -> NoReturn:
         os.close(supervisor)
         if lock_fd >= 0:
             os.close(lock_fd)  # only the supervisor holds the pod lock
+        if netns_fd >= 0:
+            sc.setns(netns_fd, sc.CLONE_NEWNET)
+            os.close(netns_fd)
         Init(pod_dir, manifest, roots, files, app_cgroups).run()
     os.close(supervisor)
     _write_text(os.path.join(pod_dir, "pid"), f"{init_pid}\n")
@@ -325,6 +335,9 @@ def main(argv: list[str]) -> NoReturn:
     code = _exit_code(status)
     fsutil.atomic_write(os.path.join(pod_dir, "finished"),
                         json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644, durable=False)
+    if networked:
+        os.close(netns_fd)
+        _detach_network(pod_dir)
     try:
         pod_cgroup.kill_all()  # nothing of the pod outlives it, not even a daemonized process
         pod_cgroup.remove()
@@ -341,6 +354,69 @@ def _exit(code: int) -> NoReturn:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+_HOST_PIDNS: list[int] = []  # fd of the host's PID namespace, for the network teardown's children
+
+
+def _start_network(pod_dir: str, manifest: PodManifest, lock_fd: int) -> tuple[int, tuple[int, int]]:
+    """Create the pod's netns here (in the host's mount namespace, before ours is unshared),
+    then fork the helper that attaches the networks (podrun.net.setup.run_helper) while this
+    process goes on.  Returns (netns fd, (helper pid, result pipe))."""
+    from podrun.net import setup
+
+    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
+    _HOST_PIDNS.append(os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
+    netns_fd = setup.create_netns(pod_dir, data_dir, manifest.uuid)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.close(r)
+        if lock_fd >= 0:
+            os.close(lock_fd)
+        # stage1 runs without site-packages (python -I -S); the helper needs pyroute2
+        sys.path += [p for p in os.environ.get("PODRUN_SITE_PATH", "").split(os.pathsep) if p]
+        from podrun.pod.boot import current_boot_id
+
+        setup.run_helper(pod_dir, data_dir, manifest, current_boot_id(), w)
+        os._exit(1)
+    os.close(w)
+    return netns_fd, (pid, r)
+
+
+def _wait_network(pid: int, r: int) -> None:
+    chunks = []
+    while chunk := os.read(r, 4096):
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    report = b"".join(chunks).decode(errors="replace")
+    if status != 0 or report != "ok":
+        raise OSError(f"network: {report or 'the network helper died'}")
+
+
+def _detach_network(pod_dir: str) -> None:
+    from podrun.net import setup
+
+    for fd in _HOST_PIDNS:
+        # Teardown runs nft and CNI plugins; our children would otherwise be born into the
+        # pod's PID namespace, where fork fails (ENOMEM) once its pid 1 has exited.
+        sc.setns(fd, sc.CLONE_NEWPID)
+
+    for problem in setup.detach(pod_dir, delete_links=False):
+        sys.stderr.write(f"podrun: warning: network teardown: {problem} (podrun gc retries)\n")
+
+
+def _undo_setup(pod_dir: str, networked: bool, pod_cgroup: cgroups.CgroupTree | None) -> None:
+    """After a failed start: release what was made (gc would too, later)."""
+    try:
+        if networked:
+            _detach_network(pod_dir)
+        if pod_cgroup is not None:
+            pod_cgroup.remove()
+    except Exception as exc:
+        sys.stderr.write(f"podrun: warning: cleaning up: {exc} (podrun gc retries)\n")
 
 
 def _make_cgroups(

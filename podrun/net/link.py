@@ -1,0 +1,83 @@
+"""Netlink work for the default network, through pyroute2 (imported here only: ~0.25 s).
+
+Runs in stage1's network helper process (see ``podrun.net.setup``), never in the long-lived
+supervisor, so a pod does not carry pyroute2 in its memory for its whole life.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from podrun.isolation import syscalls as sc
+from podrun.net.config import DefaultNet
+
+
+def _sysctl(path: str, value: str) -> None:
+    with open(os.path.join("/proc/sys", path), "w") as f:
+        f.write(value)
+
+
+def ensure_bridge(ipr: IPRoute, net: DefaultNet) -> int:
+    """The network's bridge, created with the gateway address if missing; its index."""
+    found = ipr.link_lookup(ifname=net.bridge)
+    if not found:
+        try:
+            ipr.link("add", ifname=net.bridge, kind="bridge")
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:  # another pod made it meanwhile
+                raise
+        found = ipr.link_lookup(ifname=net.bridge)
+    index = int(found[0])
+    _, prefix = net.network()
+    addrs = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)}
+    if net.gateway() not in addrs:
+        try:
+            ipr.addr("add", index=index, address=net.gateway(), prefixlen=prefix)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+    ipr.link("set", index=index, state="up")
+    _sysctl("net/ipv4/ip_forward", "1")
+    _sysctl(f"net/ipv4/conf/{net.bridge}/route_localnet", "1")  # --port from 127.0.0.1
+    return index
+
+
+def add_veth(ipr: IPRoute, host_if: str, pod_if: str, netns_path: str, bridge_index: int) -> None:
+    """A veth pair: *host_if* on the bridge, *pod_if* inside the pod's network namespace."""
+    ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": pod_if, "net_ns_fd": netns_path})
+    index = int(ipr.link_lookup(ifname=host_if)[0])
+    ipr.link("set", index=index, master=bridge_index, state="up")
+
+
+def configure_pod_side(netns_path: str, pod_if: str, address: str, prefix: int, gateway: str) -> None:
+    """Inside the pod's netns (this process moves there; it is a helper that exits after)."""
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.setns(fd, sc.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+    # as podman: root in the pod may ping (ICMP datagram sockets) without CAP_NET_RAW
+    _sysctl("net/ipv4/ping_group_range", "0 0")
+    with IPRoute() as ipr:
+        lo = int(ipr.link_lookup(ifname="lo")[0])
+        ipr.link("set", index=lo, state="up")
+        index = int(ipr.link_lookup(ifname=pod_if)[0])
+        ipr.addr("add", index=index, address=address, prefixlen=prefix)
+        ipr.link("set", index=index, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+def delete_link(name: str) -> None:
+    """Remove a host interface if it still exists (gc; normally it dies with the netns)."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if found:
+            try:
+                ipr.link("del", index=found[0])
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise

@@ -1,0 +1,291 @@
+"""Attach a pod to its networks (stage1) and detach it (stage1's exit path, and gc).
+
+Every host side effect is recorded in ``POD/net/state.json`` *before* it is made, so that
+``detach`` — idempotent, driven only by that record — undoes it after any crash:
+
+    netns    /run/podrun/netns/UUID, a bind mount of the pod's network namespace
+    default  lease of an address (DIR/net/BRIDGE/leases), veth pair on the bridge
+    ports    elements of the nftables maps (podrun.net.nft)
+    cni      per network: ADD (DEL on detach) with the network list copied into POD/net/
+
+Attaching runs in a *helper process* forked by the stage1 supervisor (``run_helper``): the
+helper alone imports pyroute2 (~0.25 s, ~20 MB) and exits when done, and its work overlaps the
+supervisor's own set-up.
+"""
+
+from __future__ import annotations
+
+import os
+
+from podrun import faults, fsutil
+from podrun.errors import PodrunError
+from podrun.isolation import syscalls as sc
+from podrun.lean import json_dumps, json_loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from podrun.pod.manifest import PodManifest
+
+STATE = "net/state.json"
+POD_IF = "eth"  # interfaces inside the pod: eth0, eth1… in the order of --net
+
+
+def _fault(name: str) -> None:
+    """A networking checkpoint kills the supervisor too: the helper's crash alone would be
+    cleaned up by the supervisor, and the tests want gc to find the leftovers."""
+    if faults.armed(name):
+        os.kill(os.getppid(), 9)
+        faults.checkpoint(name)
+
+
+def netns_dir() -> str:
+    return os.path.join(os.environ.get("PODRUN_RUNTIME_DIR", "/run/podrun"), "netns")
+
+
+def host_ifname(uuid: str) -> str:
+    return "pr" + uuid.replace("-", "")[:13]  # 15 characters, the kernel's limit
+
+
+class State:
+    """POD/net/state.json, rewritten (durably) before and after each step."""
+
+    def __init__(self, pod_dir: str) -> None:
+        self.path = os.path.join(pod_dir, STATE)
+        self.doc: dict[str, Any] = {}
+
+    def load(self) -> State:
+        try:
+            with open(self.path, "rb") as f:
+                doc = json_loads(f.read())
+            self.doc = doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            self.doc = {}
+        return self
+
+    def save(self) -> None:
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        fsutil.atomic_write(self.path, json_dumps(self.doc).encode(), 0o644)
+
+
+def _make_netns(path: str) -> None:
+    """Create a network namespace pinned by a bind mount at *path* (the ``ip netns add`` way);
+    the calling process returns to its own network namespace."""
+    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
+        sc.unshare(sc.CLONE_NEWNET)
+        try:
+            sc.mount("/proc/self/ns/net", path, None, sc.MS_BIND)
+        finally:
+            sc.setns(own, sc.CLONE_NEWNET)
+    finally:
+        os.close(own)
+
+
+def _remove_netns(path: str) -> None:
+    try:
+        sc.umount(path, sc.MNT_DETACH)
+    except OSError:
+        pass  # not mounted (any more)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def create_netns(pod_dir: str, data_dir: str, uuid: str) -> int:
+    """Record, then create, the pod's network namespace; returns an fd of it (for setns)."""
+    st = State(pod_dir)
+    netns = os.path.join(netns_dir(), uuid)
+    st.doc = {"netns": netns, "uuid": uuid, "data_dir": data_dir, "networks": []}
+    st.save()
+    _make_netns(netns)
+    faults.checkpoint("net:after-netns")
+    return os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def attach(pod_dir: str, data_dir: str, manifest: PodManifest, boot_id: str) -> dict[str, Any]:
+    """Attach every network of the manifest to the netns ``create_netns`` made."""
+    st = State(pod_dir).load()
+    netns = st.doc["netns"]
+    for index, net in enumerate(manifest.networks):
+        ifname = f"{POD_IF}{index}"
+        if net.name == "default":
+            _attach_default(st, pod_dir, data_dir, manifest, netns, ifname, boot_id, net.arg("IP"))
+        else:
+            _attach_cni(st, pod_dir, manifest, netns, ifname, net.name, list(net.args))
+    ip = next((n["ip"] for n in st.doc["networks"] if n.get("ip")), None)
+    if manifest.ports:
+        default = next((n for n in st.doc["networks"] if n["kind"] == "default"), None)
+        if default is None or ip is None:
+            raise PodrunError("--port needs the default network (it forwards to the pod's default-network address)")
+        st.doc["ports"] = {"table": default["table"], "ip": default["ip"],
+                           "forwards": [[p.proto, p.pod_port, p.host_port, p.host_ip] for p in manifest.ports]}
+        st.save()
+        from podrun.net import nft
+
+        nft.add_ports(default["table"], list(manifest.ports), default["ip"])
+        st.doc["ports"]["added"] = True
+        st.save()
+        _fault("net:after-ports")
+    return st.doc
+
+
+def _attach_default(st: State, pod_dir: str, data_dir: str, manifest: PodManifest, netns: str, ifname: str,
+                    boot_id: str, wanted: str | None) -> None:
+    from podrun.net import config, ipam, nft
+
+    net = config.default_net()
+    entry: dict[str, Any] = {"kind": "default", "name": "default", "ifname": ifname, "bridge": net.bridge,
+                             "table": net.table, "subnet": net.subnet, "host_if": host_ifname(manifest.uuid)}
+    st.doc["networks"].append(entry)
+    st.save()
+    entry["ip"] = ipam.allocate(data_dir, net, manifest.uuid, boot_id, wanted)
+    entry["gateway"] = net.gateway()
+    st.save()
+    _fault("net:after-lease")
+    from podrun.net import link  # pyroute2: only pods on the default network pay for it
+
+    with fsutil.flocked(os.path.join(data_dir, "net", net.bridge, "lock")):
+        nft.ensure_table(net.table, net.subnet)
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        bridge = link.ensure_bridge(ipr, net)
+        link.add_veth(ipr, entry["host_if"], ifname, netns, bridge)
+    _fault("net:after-veth")
+    _, prefix = net.network()
+    _in_child(lambda: link.configure_pod_side(netns, ifname, entry["ip"], prefix, net.gateway()))
+
+
+def _in_child(action: Any) -> None:
+    """Run *action* in a forked child (it enters the pod's netns; this process must not)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            action()
+        except BaseException as exc:  # reported through the exit status and stderr
+            os.write(2, f"podrun: network: {exc}\n".encode())
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise PodrunError("network: configuring the pod's interface failed")
+
+
+def _attach_cni(st: State, pod_dir: str, manifest: PodManifest, netns: str, ifname: str, name: str,
+                args: list[tuple[str, str]]) -> None:
+    from podrun.net import cni, config
+
+    conflist_path = os.path.join(pod_dir, "net", f"cni-{name}.json")
+    with open(conflist_path, "rb") as f:  # copied by stage0: DEL must see the config ADD saw
+        conflist = json_loads(f.read())
+    entry: dict[str, Any] = {"kind": "cni", "name": name, "ifname": ifname, "args": [list(a) for a in args],
+                             "conflist": conflist_path}
+    st.doc["networks"].append(entry)
+    st.save()
+    result = cni.add(conflist, manifest.uuid, netns, ifname, args, config.cni_path())
+    entry["result"] = result
+    ips = cni.addresses(result)
+    if ips:
+        entry["ip"] = ips[0]
+    st.save()
+    _fault("net:after-cni")
+
+
+def detach(pod_dir: str, delete_links: bool = True) -> list[str]:
+    """Undo everything the record lists (idempotent); returns what could not be undone.
+
+    Order: port forwards, CNI DEL (while the netns still exists), leases, the netns mount; then,
+    with *delete_links* (gc), host interfaces that outlived their netns.  A pod's own exit path
+    skips that: its veth dies with the netns, and pyroute2 is not loaded there."""
+    st = State(pod_dir).load()
+    if not st.doc or st.doc.get("detached"):
+        return []
+    problems: list[str] = []
+    ports = st.doc.get("ports")
+    if ports:
+        from podrun.net import nft
+        from podrun.net.spec import PortSpec
+
+        try:
+            forwards = [PortSpec(p, int(pp), int(hp), hip) for p, pp, hp, hip in ports["forwards"]]
+            nft.remove_ports(ports["table"], forwards)
+        except (OSError, PodrunError, ValueError) as exc:
+            problems.append(f"port forwards: {exc}")
+    netns = str(st.doc.get("netns", ""))
+    for entry in reversed(st.doc.get("networks", [])):
+        try:
+            if entry.get("kind") == "cni":
+                _detach_cni(entry, str(st.doc.get("uuid", "")), netns)
+            elif entry.get("kind") == "default":
+                _detach_default(entry, str(st.doc.get("data_dir", "")), str(st.doc.get("uuid", "")))
+        except (OSError, PodrunError, ValueError, KeyError) as exc:
+            problems.append(f"network {entry.get('name')}: {exc}")
+    if netns:
+        _remove_netns(netns)
+    for entry in st.doc.get("networks", []) if delete_links else ():
+        host_if = entry.get("host_if")
+        if host_if and os.path.exists(f"/sys/class/net/{host_if}"):
+            try:
+                from podrun.net import link
+
+                link.delete_link(host_if)
+            except Exception as exc:
+                problems.append(f"interface {host_if}: {exc}")
+    if not problems:
+        st.doc["detached"] = True
+        st.save()
+    return problems
+
+
+def _detach_cni(entry: dict[str, Any], uuid: str, netns: str) -> None:
+    from podrun.net import cni, config
+
+    with open(entry["conflist"], "rb") as f:
+        conflist = json_loads(f.read())
+    live = netns if netns and os.path.exists(netns) and os.path.ismount(netns) else ""
+    cni.delete(conflist, uuid, live, entry["ifname"], [tuple(a) for a in entry.get("args", [])],
+               config.cni_path(), entry.get("result"))
+
+
+def _detach_default(entry: dict[str, Any], data_dir: str, uuid: str) -> None:
+    from podrun.net import ipam
+
+    if data_dir and uuid:
+        ipam.release(data_dir, entry["bridge"], uuid)
+
+
+def run_helper(pod_dir: str, data_dir: str, manifest: PodManifest, boot_id: str, done_w: int) -> None:
+    """Body of stage1's network helper process: attach, then report on *done_w* (b"ok" or an
+    error line) and exit."""
+    try:
+        attach(pod_dir, data_dir, manifest, boot_id)
+        os.write(done_w, b"ok")
+        os._exit(0)
+    except BaseException as exc:  # the supervisor prints it and cleans up
+        try:
+            os.write(done_w, f"{exc}".encode()[:4000] or b"failed")
+        finally:
+            os._exit(1)
+
+
+def addresses(pod_dir: str) -> list[tuple[str, str]]:
+    """(network, IPv4 address) of a pod, from its record (for status, hosts)."""
+    st = State(pod_dir).load()
+    return [(str(n.get("name")), str(n["ip"])) for n in st.doc.get("networks", []) if n.get("ip")]
+
+
+def cni_dns(pod_dir: str) -> dict[str, Any]:
+    """DNS settings the CNI results offered (first network that offers nameservers)."""
+    from podrun.net import cni
+
+    st = State(pod_dir).load()
+    for n in st.doc.get("networks", []):
+        d = cni.dns(n.get("result"))
+        if d.get("nameservers"):
+            return d
+    return {}

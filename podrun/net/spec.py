@@ -1,0 +1,125 @@
+"""Parsing of the pod's network flags (pure; stage0).  Precedence and syntax follow rkt:
+
+- ``--net none|host|NAME[:K=V;K=V][,NAME…]``: ``default`` is podrun's bridge network, other names
+  are CNI networks from the network config dir; ``NAME:IP=10.1.2.3`` asks for an address
+  (CNI_ARGS for CNI networks).
+- ``--port PODPORT:[HOSTIP:]HOSTPORT[/tcp|udp]`` or ``NAME:[HOSTIP:]HOSTPORT`` where NAME is a
+  port the image exposes, named like ``80-tcp`` (rkt's names for OCI ``ExposedPorts``).
+- ``--dns IP|host|none``, ``--dns-search``, ``--dns-opt``, ``--hosts-entry IP=NAME|host``.
+"""
+
+from __future__ import annotations
+
+from podrun.errors import UsageError
+from podrun.lean import dataclass
+
+NET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    name: str
+    args: tuple[tuple[str, str], ...] = ()  # (K, V) pairs, in the order given
+
+    def arg(self, key: str) -> str | None:
+        return next((v for k, v in self.args if k == key), None)
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    proto: str        # "tcp" | "udp"
+    pod_port: int
+    host_port: int
+    host_ip: str = ""  # "" = every host address
+
+
+def parse_net(text: str) -> tuple[NetSpec, ...]:
+    """() for ``none`` and ``host`` (the callers keep the mode), else the networks in order."""
+    text = text.strip()
+    if text in ("none", "host"):
+        return ()
+    out: list[NetSpec] = []
+    for part in text.split(","):
+        name, _, argtext = part.strip().partition(":")
+        if not name or not set(name) <= NET_NAME_CHARS or name in ("none", "host"):
+            raise UsageError(f"invalid --net {text!r}: bad network name {name!r}",
+                             hint="use none, host, default or the name of a network in the network config dir")
+        args: list[tuple[str, str]] = []
+        for item in filter(None, argtext.split(";")):
+            k, eq, v = item.partition("=")
+            if not eq or not k:
+                raise UsageError(f"invalid --net {text!r}: expected NAME:KEY=VALUE[;KEY=VALUE]")
+            args.append((k, v))
+        if any(n.name == name for n in out):
+            raise UsageError(f"invalid --net {text!r}: network {name!r} given twice")
+        out.append(NetSpec(name, tuple(args)))
+        ip = out[-1].arg("IP")
+        if ip is not None:
+            check_ipv4(f"--net {name}:IP", ip)
+    return tuple(out)
+
+
+def check_ipv4(what: str, text: str) -> str:
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and 0 <= int(p) <= 255 and str(int(p)) == p for p in parts):
+        raise UsageError(f"invalid {what} {text!r}: expected an IPv4 address")
+    return text
+
+
+def _port(what: str, text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise UsageError(f"invalid {what} {text!r}: expected a port number 1-65535")
+    return int(text)
+
+
+def exposed_port_names(image_config: dict[str, object]) -> dict[str, tuple[str, int]]:
+    """``{"80-tcp": ("tcp", 80)}`` from an image config's ExposedPorts (``"80/tcp": {}``)."""
+    cfg = image_config.get("config")
+    exposed = cfg.get("ExposedPorts") if isinstance(cfg, dict) else None
+    out: dict[str, tuple[str, int]] = {}
+    for key in exposed or {}:
+        port, _, proto = str(key).partition("/")
+        proto = proto or "tcp"
+        if port.isdigit() and proto in ("tcp", "udp"):
+            out[f"{port}-{proto}"] = (proto, int(port))
+    return out
+
+
+def parse_port(text: str, exposed: dict[str, tuple[str, int]]) -> PortSpec:
+    """One ``--port``: PODPORT:[HOSTIP:]HOSTPORT[/tcp|udp] or NAME:[HOSTIP:]HOSTPORT."""
+    body, slash, proto = text.partition("/")
+    if slash and proto not in ("tcp", "udp"):
+        raise UsageError(f"invalid --port {text!r}: protocol must be tcp or udp")
+    parts = body.split(":")
+    if len(parts) not in (2, 3):
+        raise UsageError(f"invalid --port {text!r}: expected PODPORT:[HOSTIP:]HOSTPORT[/tcp|udp] or NAME:HOSTPORT")
+    pod, host_port = parts[0], parts[-1]
+    host_ip = check_ipv4("--port host address", parts[1]) if len(parts) == 3 else ""
+    if pod.isdigit():
+        pod_proto, pod_port = (proto or "tcp"), _port("--port pod port", pod)
+    elif pod in exposed:
+        pod_proto, pod_port = exposed[pod]
+        if slash and proto != pod_proto:
+            raise UsageError(f"invalid --port {text!r}: port {pod!r} is {pod_proto}")
+    else:
+        names = ", ".join(sorted(exposed)) or "none"
+        raise UsageError(f"invalid --port {text!r}: the image exposes no port named {pod!r} (exposed: {names})")
+    return PortSpec(pod_proto, pod_port, _port("--port host port", host_port), host_ip)
+
+
+def check_dns(values: tuple[str, ...] | list[str]) -> None:
+    special = [v for v in values if v in ("host", "none")]
+    if special and len(values) > 1:
+        raise UsageError(f"--dns {special[0]} cannot be combined with other --dns values")
+    for v in values:
+        if v not in ("host", "none"):
+            check_ipv4("--dns", v)
+
+
+def check_hosts_entry(text: str) -> None:
+    if text == "host":
+        return
+    ip, eq, name = text.partition("=")
+    if not eq or not name:
+        raise UsageError(f"invalid --hosts-entry {text!r}: expected IP=NAME or host")
+    check_ipv4("--hosts-entry address", ip)
