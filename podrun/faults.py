@@ -30,15 +30,20 @@ POD_CHECKPOINTS = (
     "stage1:after-mounts",
     "stage1:apps-started",
     "stage1:supervising",
-    "net:after-netns",
-    "net:after-lease",
-    "net:after-veth",
-    "net:after-ports",
-    "net:after-cni",
     "stop:after-signal",
     "gc:after-mark",
     "gc:in-garbage",
     "gc:before-delete",
+)
+
+# networking checkpoints (issue 5): a pod on the default network with --port and a CNI network
+# reaches them all; net:after-netns is the supervisor's, the others kill helper and supervisor
+NET_CHECKPOINTS = (
+    "net:after-netns",
+    "net:after-lease",
+    "net:after-veth",
+    "net:after-cni",
+    "net:after-ports",
 )
 
 _ACTIVE = os.environ.get("PODRUN_FAULT") or None

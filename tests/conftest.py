@@ -15,6 +15,17 @@ from tests.fixtures.registry import auth_registry, registry  # noqa: F401  (shar
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Every pod the tests start on the default network uses a test bridge and subnet, never the
+# host's real podrun0: set for the whole session (child processes inherit it) and removed at
+# its end (pytest_sessionfinish).  Tests of other settings pass their own PODRUN_NET_DIR.
+TEST_BRIDGE = "prtest0"
+TEST_SUBNET = "172.16.29.0/24"
+TEST_TABLE = f"podrun-{TEST_BRIDGE}"
+_NET_DIR = Path(f"/tmp/podrun-test-net.{os.getpid()}")
+_NET_DIR.mkdir(exist_ok=True)
+(_NET_DIR / "default.json").write_text(f'{{"bridge": "{TEST_BRIDGE}", "subnet": "{TEST_SUBNET}"}}\n')
+os.environ["PODRUN_NET_DIR"] = str(_NET_DIR)
+
 
 def require_root() -> None:
     if os.geteuid() != 0:
@@ -64,9 +75,37 @@ def _leftover_mounts() -> list[str]:
         return []
 
 
+def leftover_pod_interfaces() -> list[str]:
+    """Host interfaces of pods (veth ends named pr<uuid>), excluding bridges."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith("pr") and n != TEST_BRIDGE and not n.startswith("prtest"))
+
+
+def _leftover_netns() -> list[str]:
+    try:
+        return sorted(os.listdir("/run/podrun/netns"))
+    except OSError:
+        return []
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Report (and fail the run on) mounts that tests left behind: every test must clean up."""
-    left = _leftover_mounts()
-    if left:
-        sys.stderr.write("\ntests left these mounts behind:\n  " + "\n  ".join(left) + "\n")
-        session.exitstatus = 1
+    """Report (and fail the run on) what tests left behind: every test must clean up.  Then
+    remove the session's test bridge and nftables table (shared by the tests' pods)."""
+    import shutil
+    import time
+
+    deadline = time.monotonic() + 5  # a dead netns takes its veth with it, asynchronously
+    while leftover_pod_interfaces() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    problems = [("mounts", _leftover_mounts()), ("pod interfaces", leftover_pod_interfaces()),
+                ("netns files in /run/podrun/netns", _leftover_netns())]
+    for what, left in problems:
+        if left:
+            sys.stderr.write(f"\ntests left these {what} behind:\n  " + "\n  ".join(left) + "\n")
+            session.exitstatus = 1
+    subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "ip", TEST_TABLE], capture_output=True)
+    shutil.rmtree(_NET_DIR, ignore_errors=True)

@@ -165,15 +165,33 @@ def _status(fd: int, path: Path, phase: str, uuid: str) -> PodStatus:
     with contextlib.suppress(ValueError, TypeError):
         pid = int((files.read("pid") or b"").strip())
     finished = files.obj("finished")
+    networks = _networks(manifest, files.json("net/state.json") if manifest and manifest.get("networks") else None)
     cgroup_doc = files.json("cgroups")
     cgroup_paths = [str(p) for p in cgroup_doc] if isinstance(cgroup_doc, list) else []
     return PodStatus(
         uuid=uuid, state=state, phase=phase, path=str(path), created=files.mtime(MANIFEST),
         started=files.mtime("pid"), finished=finished.get("finished"), pid=pid if held else None,
         exit_code=finished.get("exit_code"), ready=files.mtime("ready") is not None, apps=tuple(apps),
-        networks=(str(manifest.get("net", "")),) if manifest else (), cgroups=tuple(cgroup_paths),
+        networks=networks, cgroups=tuple(cgroup_paths),
         errors=tuple(files.errors),
     )
+
+
+def _networks(manifest: dict[str, Any] | None, net_state: Any) -> tuple[str, ...]:
+    """``none``, ``host`` or NAME[:IP] per network (addresses from the pod's network record;
+    a pod whose networks were released shows the names only)."""
+    if not manifest:
+        return ()
+    nets = manifest.get("networks")
+    if not nets or not isinstance(nets, list):
+        return (str(manifest.get("net", "")),)
+    ips: dict[str, str] = {}
+    if isinstance(net_state, dict) and not net_state.get("detached"):
+        for entry in net_state.get("networks", []):
+            if isinstance(entry, dict) and entry.get("ip"):
+                ips[str(entry.get("name"))] = str(entry["ip"])
+    names = [str(n.get("name")) for n in nets if isinstance(n, dict)]
+    return tuple(f"{n}:{ips[n]}" if n in ips else n for n in names)
 
 
 def list_pods(dirs: PodDirs) -> list[PodStatus]:
