@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import memory, pod2, pull, start
+from bench import memory, pod2, pull, start, startnet
 from bench.context import BenchContext
 from bench.host import ensure_packages, machine_info, tool_versions
 from bench.report import ScenarioResult, write_results
@@ -34,6 +34,8 @@ SCENARIOS: list[Scenario] = [
              pull.run),
     Scenario("start", "warm start of /bin/true, no network: podrun vs crun, runc, systemd-nspawn, podman",
              start.run),
+    Scenario("start-net", "warm start of /bin/true with bridge + NAT: podrun --net default vs podman bridge",
+             startnet.run),
     Scenario("pod2", "two-app pod of /bin/true: podrun multi-app run vs podman pod create + 2 run + pod rm",
              pod2.run),
     Scenario("memory", "host-side PSS of a running pod: podrun vs conmon, crun, systemd-nspawn", memory.run),

@@ -14,6 +14,8 @@ APT_PACKAGES=(
   docker-registry skopeo umoci podman apache2-utils zstd ca-certificates
   # tools the tests and bench call
   util-linux procps iproute2 git
+  # networking: nft for podrun's NAT table, Debian's CNI plugins, curl for the port-forward tests
+  nftables containernetworking-plugins curl
 )
 
 export DEBIAN_FRONTEND=noninteractive

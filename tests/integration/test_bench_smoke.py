@@ -114,6 +114,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
             assert start["ratios"][f"podrun/{name}"]["time_ratio"] > 0
     assert "Scenario `start`" in md
 
+    # start-net: podrun's default network vs podman's bridge; the bench's bridge is gone after.
+    startnet = doc["scenarios"]["start-net"]
+    assert startnet["tools"]["podrun"]["status"] == "ok", startnet["tools"]["podrun"]["reason"]
+    assert startnet["tools"]["podrun"]["seconds"]["median"] > 0
+    _check_peer(startnet, md, "podman")
+    assert not Path("/sys/class/net/prbench0").exists()
+
     # pod2: podrun's two-app pod, podman's pod as four timed phases.
     pod2 = doc["scenarios"]["pod2"]
     assert pod2["tools"]["podrun"]["status"] == "ok", pod2["tools"]["podrun"]["reason"]
