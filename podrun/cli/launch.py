@@ -49,7 +49,14 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
 
 def run_pod(g: Globals, kw: dict[str, Any]) -> None:
     """``podrun run``: prepare, then become the pod (exec stage1); returns only on failure."""
+    import os
+
     from podrun.pod.prepare import exec_stage1
+
+    if kw["stage1"] == "default" and kw["net"].strip() not in ("none", "host"):
+        from podrun.net import helper
+
+        os.environ[helper.ENV] = helper.start()  # loads pyroute2 while we prepare the pod
 
     manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
     exec_stage1(pod_dir, manifest.stage1, lock_fd, g.debug)

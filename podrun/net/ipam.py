@@ -90,8 +90,9 @@ def allocate(data_dir: str, net: DefaultNet, uuid: str, boot_id: str, wanted: st
             raise LimitExceededError(f"the default network {net.subnet} has no free address",
                                      hint="podrun gc releases the addresses of pods that are gone")
         ip = candidates[0]
+        # not fsynced: after a power cut the lease names a boot that is over, so it is stale anyway
         fsutil.atomic_write(os.path.join(lease_dir, ip), json_dumps({"pod": uuid, "boot_id": boot_id}).encode(),
-                            0o600)
+                            0o600, durable=False)
         return ip
 
 

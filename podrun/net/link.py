@@ -8,12 +8,40 @@ from __future__ import annotations
 
 import errno
 import os
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+import sys
 
 from podrun.isolation import syscalls as sc
 from podrun.net.config import DefaultNet
+
+
+def _load_pyroute2_parts() -> None:
+    """Import only the parts of pyroute2 podrun uses.
+
+    ``pyroute2/__init__.py`` (and ``pyroute2/iproute/__init__.py``) import every module of the
+    library: ~0.25 s here, the largest part of a networked pod's start.  Registering the two
+    packages as empty modules first (their ``__path__`` set, their ``__init__`` not run) lets
+    ``pyroute2.iproute.linux`` load with just its own imports (~0.1 s).  Version-specific, so
+    pyroute2 is pinned and this falls back to the plain import if the layout changes."""
+    if "pyroute2" in sys.modules:
+        return
+    import importlib.util
+
+    try:
+        for name in ("pyroute2", "pyroute2.iproute"):
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.submodule_search_locations is None:
+                raise ImportError(name)
+            sys.modules[name] = importlib.util.module_from_spec(spec)
+        import pyroute2.iproute.linux
+    except Exception:
+        for name in [m for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2.")]:
+            del sys.modules[name]
+        import pyroute2  # noqa: F401
+
+
+_load_pyroute2_parts()
+from pyroute2.iproute.linux import IPRoute  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -46,6 +74,11 @@ def ensure_bridge(ipr: IPRoute, net: DefaultNet) -> int:
     return index
 
 
+def open_host() -> IPRoute:
+    """A netlink socket in this process's network namespace."""
+    return IPRoute()
+
+
 def add_veth(ipr: IPRoute, host_if: str, pod_if: str, netns_path: str, bridge_index: int) -> None:
     """A veth pair: *host_if* on the bridge, *pod_if* inside the pod's network namespace."""
     ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": pod_if, "net_ns_fd": netns_path})
@@ -54,15 +87,22 @@ def add_veth(ipr: IPRoute, host_if: str, pod_if: str, netns_path: str, bridge_in
 
 
 def configure_pod_side(netns_path: str, pod_if: str, address: str, prefix: int, gateway: str) -> None:
-    """Inside the pod's netns (this process moves there; it is a helper that exits after)."""
+    """Address, route and sysctls inside the pod's netns.  The calling thread enters it for the
+    socket and the sysctl and returns to its own network namespace."""
+    own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         sc.setns(fd, sc.CLONE_NEWNET)
+        try:
+            # as podman: root in the pod may ping (ICMP datagram sockets) without CAP_NET_RAW
+            _sysctl("net/ipv4/ping_group_range", "0 0")
+            ipr = IPRoute()  # a netlink socket stays in the namespace it was made in
+        finally:
+            sc.setns(own, sc.CLONE_NEWNET)
     finally:
         os.close(fd)
-    # as podman: root in the pod may ping (ICMP datagram sockets) without CAP_NET_RAW
-    _sysctl("net/ipv4/ping_group_range", "0 0")
-    with IPRoute() as ipr:
+        os.close(own)
+    with ipr:
         lo = int(ipr.link_lookup(ifname="lo")[0])
         ipr.link("set", index=lo, state="up")
         index = int(ipr.link_lookup(ifname=pod_if)[0])

@@ -27,17 +27,25 @@ def _nft(script: str, what: str) -> subprocess.CompletedProcess[str]:
         raise PodrunError(f"{what}: the nft command is missing", hint="install Debian's nftables package") from None
 
 
-def table_exists(table: str) -> bool:
+def probe_table(table: str) -> subprocess.Popen[bytes] | None:
+    """Start ``nft list table`` (its answer is read by ``ensure_table``), or None without nft."""
     try:
-        res = subprocess.run([NFT, "list", "table", "ip", table], capture_output=True, text=True, timeout=30)
+        return subprocess.Popen([NFT, "list", "table", "ip", table], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
     except FileNotFoundError:
-        return False
-    return res.returncode == 0
+        return None
 
 
-def ensure_table(table: str, subnet: str) -> None:
-    """Create the table if missing (callers hold the network's lock)."""
-    if table_exists(table):
+def table_exists(table: str) -> bool:
+    probe = probe_table(table)
+    return probe is not None and probe.wait(timeout=30) == 0
+
+
+def ensure_table(table: str, subnet: str, probe: subprocess.Popen[bytes] | None = None) -> None:
+    """Create the table if missing (callers hold the network's lock); *probe*: a
+    ``probe_table`` started earlier."""
+    exists = (probe.wait(timeout=30) == 0) if probe is not None else table_exists(table)
+    if exists:
         return
     dnat = ("fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @fwd_ip\n"
             "    fib daddr type local dnat ip to meta l4proto . th dport map @fwd_any")

@@ -49,7 +49,11 @@ def host_ifname(uuid: str) -> str:
 
 
 class State:
-    """POD/net/state.json, rewritten (durably) before and after each step."""
+    """POD/net/state.json, rewritten before and after each step.
+
+    Atomic (rename) but not fsynced: what it records (netns, interfaces, nftables elements)
+    does not survive a reboot either, and leases name their boot; a process crash, the case
+    gc must handle, loses nothing that was written."""
 
     def __init__(self, pod_dir: str) -> None:
         self.path = os.path.join(pod_dir, STATE)
@@ -66,7 +70,7 @@ class State:
 
     def save(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        fsutil.atomic_write(self.path, json_dumps(self.doc).encode(), 0o644)
+        fsutil.atomic_write(self.path, json_dumps(self.doc).encode(), 0o644, durable=False)
 
 
 def _make_netns(path: str) -> None:
@@ -147,33 +151,17 @@ def _attach_default(st: State, pod_dir: str, data_dir: str, manifest: PodManifes
     entry["gateway"] = net.gateway()
     st.save()
     _fault("net:after-lease")
+    probe = nft.probe_table(net.table)  # runs while pyroute2 loads
     from podrun.net import link  # pyroute2: only pods on the default network pay for it
 
     with fsutil.flocked(os.path.join(data_dir, "net", net.bridge, "lock")):
-        nft.ensure_table(net.table, net.subnet)
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
+        nft.ensure_table(net.table, net.subnet, probe)
+    with link.open_host() as ipr:
         bridge = link.ensure_bridge(ipr, net)
         link.add_veth(ipr, entry["host_if"], ifname, netns, bridge)
     _fault("net:after-veth")
     _, prefix = net.network()
-    _in_child(lambda: link.configure_pod_side(netns, ifname, entry["ip"], prefix, net.gateway()))
-
-
-def _in_child(action: Any) -> None:
-    """Run *action* in a forked child (it enters the pod's netns; this process must not)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            action()
-        except BaseException as exc:  # reported through the exit status and stderr
-            os.write(2, f"podrun: network: {exc}\n".encode())
-            os._exit(1)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise PodrunError("network: configuring the pod's interface failed")
+    link.configure_pod_side(netns, ifname, entry["ip"], prefix, net.gateway())
 
 
 def _attach_cni(st: State, pod_dir: str, manifest: PodManifest, netns: str, ifname: str, name: str,

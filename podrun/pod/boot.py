@@ -9,20 +9,25 @@ Tests inject a boot with ``PODRUN_BOOT_ID`` and move the runtime dir with ``PODR
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from podrun import fsutil
-from podrun.pod.layout import PodDirs
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from podrun.pod.layout import PodDirs
 
 
 def current_boot_id() -> str:
     injected = os.environ.get("PODRUN_BOOT_ID")
     if injected:
         return injected
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
 
 
 def runtime_dir() -> Path:
+    from pathlib import Path
+
     return Path(os.environ.get("PODRUN_RUNTIME_DIR", "/run/podrun"))
 
 
@@ -35,6 +40,7 @@ def reconcile(dirs: PodDirs) -> list[str]:
             return []
     except OSError:
         pass
+    from podrun import fsutil
     from podrun.pod.gc import gc
 
     done: list[str] = []

@@ -368,6 +368,19 @@ def _start_network(pod_dir: str, manifest: PodManifest, lock_fd: int) -> tuple[i
     data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
     _HOST_PIDNS.append(os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
     netns_fd = setup.create_netns(pod_dir, data_dir, manifest.uuid)
+    early = _early_helper()
+    if early is not None:
+        pid, req_w, res_r = early
+        from podrun.lean import json_dumps
+        from podrun.pod.boot import current_boot_id
+
+        os.set_inheritable(res_r, False)
+        try:
+            os.write(req_w, json_dumps({"pod_dir": os.path.abspath(pod_dir), "data_dir": data_dir,
+                                        "boot_id": current_boot_id()}).encode())
+        finally:
+            os.close(req_w)
+        return netns_fd, (pid, res_r)
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -383,6 +396,24 @@ def _start_network(pod_dir: str, manifest: PodManifest, lock_fd: int) -> tuple[i
         os._exit(1)
     os.close(w)
     return netns_fd, (pid, r)
+
+
+def _early_helper() -> tuple[int, int, int] | None:
+    """The helper stage0 started (podrun.net.helper), if any and still ours."""
+    value = os.environ.pop("PODRUN_NET_HELPER", "")
+    if not value:
+        return None
+    from podrun.net import helper
+
+    parsed = helper.parse(value)
+    if parsed is None:
+        return None
+    try:
+        os.fstat(parsed[1])
+        os.fstat(parsed[2])
+    except OSError:
+        return None
+    return parsed
 
 
 def _wait_network(pid: int, r: int) -> None:
