@@ -1,0 +1,120 @@
+"""Pure parts of pod networking: flag parsing, leases, resolv.conf and hosts rendering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from podrun.errors import ConflictError, UsageError
+from podrun.net import ipam
+from podrun.net.config import DefaultNet
+from podrun.net.spec import NetSpec, PortSpec, check_dns, check_hosts_entry, exposed_port_names, parse_net, parse_port
+from podrun.pod.manifest import AppSpec, PodManifest
+from podrun.stage1.pod import hosts_file, resolv_conf
+
+EXPOSED = exposed_port_names({"config": {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "8443": {}, "x/tcp": {}}}})
+
+
+def test_exposed_ports_are_named_like_rkt() -> None:
+    assert EXPOSED == {"80-tcp": ("tcp", 80), "53-udp": ("udp", 53), "8443-tcp": ("tcp", 8443)}
+    assert exposed_port_names({}) == {}
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("80:8080", PortSpec("tcp", 80, 8080)),
+    ("53:5353/udp", PortSpec("udp", 53, 5353)),
+    ("80:127.0.0.1:8080", PortSpec("tcp", 80, 8080, "127.0.0.1")),
+    ("80-tcp:8081", PortSpec("tcp", 80, 8081)),
+    ("53-udp:10.0.0.1:53", PortSpec("udp", 53, 53, "10.0.0.1")),
+])
+def test_parse_port(text: str, want: PortSpec) -> None:
+    assert parse_port(text, EXPOSED) == want
+
+
+@pytest.mark.parametrize("text", ["80", "80:0", "80:70000", "http:80", "80:8080/sctp", "80:1.2.3:8080",
+                                  "53-udp:53/tcp", "a:b:c:d"])
+def test_parse_port_refuses(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_port(text, EXPOSED)
+
+
+def test_parse_net() -> None:
+    assert parse_net("none") == () and parse_net("host") == ()
+    assert parse_net("default") == (NetSpec("default"),)
+    nets = parse_net("default:IP=172.16.28.9,mynet:IP=10.1.2.3;FOO=bar")
+    assert [n.name for n in nets] == ["default", "mynet"]
+    assert nets[1].arg("IP") == "10.1.2.3" and nets[1].arg("FOO") == "bar" and nets[0].arg("FOO") is None
+    for bad in ("", "a/b", "default,default", "x:IP=300.1.1.1", "x:novalue", "none,default"):
+        with pytest.raises(UsageError):
+            parse_net(bad)
+
+
+def test_dns_and_hosts_entries() -> None:
+    check_dns(["1.1.1.1", "8.8.8.8"])
+    check_dns(["host"])
+    for bad in (["host", "1.1.1.1"], ["none", "host"], ["dns.example"]):
+        with pytest.raises(UsageError):
+            check_dns(bad)
+    check_hosts_entry("10.0.0.1=db")
+    check_hosts_entry("host")
+    for entry in ("db", "=db", "10.0.0.1=", "db=10.0.0.1"):
+        with pytest.raises(UsageError):
+            check_hosts_entry(entry)
+
+
+def _manifest(**kw: object) -> PodManifest:
+    app = AppSpec("a", "sha256:x", "img", (), ("/bin/true",), ())
+    base: dict[str, object] = {"uuid": "0123abcd-0000-4000-8000-000000000000", "apps": (app,), "net": "default",
+                               "networks": (NetSpec("default"),)}
+    base.update(kw)
+    return PodManifest(**base)  # type: ignore[arg-type]
+
+
+def test_resolv_conf_precedence(tmp_path: Path) -> None:
+    flags = _manifest(dns=("10.0.0.53",), dns_search=("example",), dns_opts=("ndots:2",))
+    assert resolv_conf(flags, {"nameservers": ["9.9.9.9"]}) == "nameserver 10.0.0.53\nsearch example\noptions ndots:2\n"
+    assert resolv_conf(_manifest(dns=("none",)), {}) is None
+    cni = resolv_conf(_manifest(), {"nameservers": ["10.1.0.1"], "search": ["cni.local"]})
+    assert cni == "nameserver 10.1.0.1\nsearch cni.local\n"
+    assert resolv_conf(_manifest(net="none", networks=()), {}) == ""
+
+
+def test_hosts_file() -> None:
+    m = _manifest(hostname="web.example", hosts_entries=("10.9.9.9=db",))
+    text = hosts_file(m, ["172.16.28.5"])
+    assert "127.0.0.1\tlocalhost\n" in text and "172.16.28.5\tweb.example web\n" in text and "10.9.9.9\tdb\n" in text
+    assert "127.0.1.1\tpodrun-0123abcd" in hosts_file(_manifest(net="none", networks=()), [])
+
+
+def test_leases(tmp_path: Path) -> None:
+    net = DefaultNet("prunit0", "10.77.0.0/29")  # .1 bridge, .2-.6 pods
+    data = str(tmp_path)
+    first = ipam.allocate(data, net, "pod-a", "boot1")
+    assert first == "10.77.0.2"
+    assert ipam.allocate(data, net, "pod-b", "boot1") == "10.77.0.3"
+    # pod-a is not running (no locked pod dir): its address is free for a static request
+    assert ipam.allocate(data, net, "pod-c", "boot1", "10.77.0.2") == "10.77.0.2"
+    held = tmp_path / "pods" / "run" / "pod-d"
+    held.mkdir(parents=True)
+    import fcntl
+    import os
+
+    fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert ipam.allocate(data, net, "pod-d", "boot1", "10.77.0.6") == "10.77.0.6"
+        with pytest.raises(ConflictError, match="already leased to running pod pod-d"):
+            ipam.allocate(data, net, "pod-e", "boot1", "10.77.0.6")
+        with pytest.raises(ConflictError):
+            ipam.allocate(data, net, "pod-e", "boot1", "10.77.0.1")  # the bridge's
+        # after a reboot every old lease is stale, even a running-looking one
+        assert ipam.allocate(data, net, "pod-e", "boot2", "10.77.0.6") == "10.77.0.6"
+    finally:
+        os.close(fd)
+    assert ipam.release(data, "prunit0", "pod-e") == ["10.77.0.6"]
+    assert ipam.release(data, "prunit0", "pod-e") == []
+    leases = ipam.leases(data, net)
+    assert {ip: doc["pod"] for ip, doc in leases.items()} == {"10.77.0.2": "pod-c", "10.77.0.3": "pod-b"}
+    assert json.loads((tmp_path / "net" / "prunit0" / "leases" / "10.77.0.3").read_text())["boot_id"] == "boot1"
