@@ -1,94 +1,100 @@
-"""Lifecycle benchmark (issue 4): ``podrun list`` and ``podrun gc`` with many exited pods.
+"""Scenarios ``list`` and ``gc`` (run together as ``lifecycle``): many exited pods on disk.
 
-    python -m bench.lifecycle [--count 1000] [--runs 5] [--output DIR]
+COUNT real exited podrun pods (``podrun run --net none demo --exec /bin/true``) and COUNT podman
+containers (``podman create --network=none IMG /bin/true``: creating them is what takes time, so
+they are created, not run) are made, untimed.  Then ``podrun list`` and ``podman ps -a`` are timed
+in interleaved rounds, and finally one ``podrun gc --grace-period 0s`` (mark and sweep of every
+pod) and one ``podman container prune -f``.  COUNT is 1,000 (``--quick``: 200, ``--smoke``: 3).
+The issue's aims: list of 1,000 pods under 0.3 s, gc of 1,000 exited pods under 10 s.
 
-Creates COUNT real exited pods (``podrun run --net none demo --exec /bin/true``, the demo image from
-busybox-static), times ``podrun list`` (table and JSON) RUNS times, then one ``podrun gc
---grace-period 0s`` of all of them, and writes lifecycle.md / lifecycle.json.  Aims from the issue:
-list of 1,000 pods under 0.3 s, gc of 1,000 exited pods under 10 s.
-
-podman is not compared: creating and running 1,000 podman containers takes far longer than the
-measurement itself on this machine; ``podman ps -a`` and ``container prune`` figures would need a
-dedicated run (left to the harness's next revision).
+    python -m bench --scenario lifecycle          (``python -m bench.lifecycle`` does the same)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.context import BenchContext
+from bench.pull import ToolFailed, timed
+from bench.report import TIME, ScenarioResult, ToolResult
+from bench.runtimes import PODMAN_IMAGE, PODRUN_IMAGE, Runtimes, prepared_runtimes
+
+DEFAULT_RUNS = 5
+QUICK_RUNS = 3
+LIST_DESCRIPTION = ("Listing COUNT exited pods: `podrun list` (table) vs `podman ps -a` with as many created "
+                    "containers. Wall time of the command.")
+GC_DESCRIPTION = ("Collecting COUNT exited pods at once: `podrun gc --grace-period 0s` (mark + sweep: every pod "
+                  "dir, cgroup record and mount checked and removed) vs `podman container prune -f`. One run each.")
 
 
-def timed(argv: list[str]) -> float:
-    start = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.monotonic() - start
+def _count(ctx: BenchContext) -> int:
+    return 3 if ctx.smoke else (200 if ctx.quick else 1000)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__.split("\n\n")[0])
-    p.add_argument("--count", type=int, default=1000)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--output", type=Path, default=ROOT / "bench")
-    p.add_argument("--podrun", type=Path, default=Path(sys.executable).parent / "podrun")
-    args = p.parse_args(argv)
-    base = Path(tempfile.mkdtemp(prefix="podrun-bench-life-"))
-    podrun = [str(args.podrun), "--dir", str(base / "data")]
+def _make(rt: Runtimes, count: int) -> str | None:
+    """Create the pods and containers; returns why podman could not, or None."""
+    for _ in range(count):
+        subprocess.run(rt.podrun("run", "--net", "none", PODRUN_IMAGE, "--exec", "/bin/true"), env=rt.env,
+                       check=True, capture_output=True)
     try:
-        rootfs = subprocess.run(["bash", str(ROOT / "demo" / "build-rootfs.sh"), str(base / "rootfs")],
-                                check=True, capture_output=True, text=True).stdout.strip()
-        subprocess.run([*podrun, "image", "import", rootfs, "demo"], check=True, stdout=subprocess.DEVNULL)
-        start = time.monotonic()
-        for _ in range(args.count):
-            subprocess.run([*podrun, "run", "--net", "none", "demo", "--exec", "/bin/true"], check=True)
-        create = time.monotonic() - start
-        list_table = [timed([*podrun, "list"]) for _ in range(args.runs)]
-        list_json = [timed([*podrun, "list", "--format", "json"]) for _ in range(args.runs)]
-        gc = timed([*podrun, "gc", "--grace-period", "0s"])
-        left = json.loads(subprocess.run([*podrun, "list", "--format", "json"], check=True, capture_output=True,
-                                         text=True).stdout)
-    finally:
-        subprocess.run([str(args.podrun), "--dir", str(base / "data"), "gc", "--grace-period", "0s"],
-                       check=False, capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-    result = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "pods": args.count,
-        "runs": args.runs,
-        "create_s_per_pod": round(create / args.count, 4),
-        "list_table_s": {"median": round(statistics.median(list_table), 4), "min": round(min(list_table), 4),
-                         "max": round(max(list_table), 4)},
-        "list_json_s": {"median": round(statistics.median(list_json), 4), "min": round(min(list_json), 4),
-                        "max": round(max(list_json), 4)},
-        "gc_s": round(gc, 3),
-        "pods_left_after_gc": len(left),
-    }
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "lifecycle.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.output / "lifecycle.md").write_text(
-        "# podrun lifecycle benchmark\n\n"
-        f"Date: {result['date']}. Command: `python -m bench.lifecycle --count {args.count} --runs {args.runs}`.\n\n"
-        f"{args.count} real exited pods (`podrun run demo --exec /bin/true`, {result['create_s_per_pod']} s each "
-        "to create, run and exit).\n\n"
-        "| operation | median s | min s | max s | aim |\n| --- | ---: | ---: | ---: | --- |\n"
-        f"| `podrun list` | {result['list_table_s']['median']} | {result['list_table_s']['min']} | "
-        f"{result['list_table_s']['max']} | < 0.3 s for 1,000 pods |\n"
-        f"| `podrun list --format json` | {result['list_json_s']['median']} | {result['list_json_s']['min']} | "
-        f"{result['list_json_s']['max']} | |\n"
-        f"| `podrun gc --grace-period 0s` (mark + sweep all) | {result['gc_s']} | | | < 10 s for 1,000 pods |\n\n"
-        f"Pods left after gc: {result['pods_left_after_gc']}. podman is not compared (see the module docstring).\n"
-    )
-    print(json.dumps(result))
-    return 0
+        for _ in range(count):
+            timed(rt.podman("create", "--network=none", PODMAN_IMAGE, "/bin/true"), rt.podman_env)
+    except ToolFailed as exc:
+        return str(exc)
+    return None
+
+
+def run(ctx: BenchContext) -> list[ScenarioResult]:
+    count = _count(ctx)
+    runs = ctx.runs_for(DEFAULT_RUNS, QUICK_RUNS)
+    with prepared_runtimes(ctx) as rt:
+        podrun_list = ToolResult("podrun", "podrun --dir DATA list")
+        podman_list = ToolResult("podman", "podman --root R --runroot RR ps -a")
+        podrun_gc = ToolResult("podrun", "podrun --dir DATA gc --grace-period 0s")
+        podman_gc = ToolResult("podman", "podman --root R --runroot RR container prune -f")
+        try:
+            ctx.log(f"lifecycle: creating {count} exited podrun pods and {count} podman containers (untimed)")
+            podman_failed = _make(rt, count)
+            if podman_failed:
+                for t in (podman_list, podman_gc):
+                    t.status, t.reason = "skipped", f"creating containers: {podman_failed}"
+            json_times = []
+            timed(rt.podrun("list"), rt.env)  # warm-up runs, untimed
+            if podman_list.status == "ok":
+                timed(rt.podman("ps", "-a"), rt.podman_env)
+            for round_no in range(runs):
+                podrun_list.add_run(timed(rt.podrun("list"), rt.env), {})
+                json_times.append(timed(rt.podrun("list", "--format", "json"), rt.env))
+                if podman_list.status == "ok":
+                    podman_list.add_run(timed(rt.podman("ps", "-a"), rt.podman_env), {})
+                ctx.log(f"list round {round_no + 1}/{runs}: podrun {podrun_list.totals[-1] * 1000:.0f} ms"
+                        + (f", podman {podman_list.totals[-1] * 1000:.0f} ms" if podman_list.totals else ""))
+            podrun_list.notes.append(f"`podrun list --format json`: median "
+                                     f"{sorted(json_times)[len(json_times) // 2] * 1000:.0f} ms")
+            podrun_gc.add_run(timed(rt.podrun("gc", "--grace-period", "0s"), rt.env), {})
+            left = json.loads(subprocess.run(rt.podrun("list", "--format", "json"), env=rt.env, check=True,
+                                             capture_output=True, text=True).stdout)
+            podrun_gc.notes.append(f"pods left after gc: {len(left)}")
+            if podman_gc.status == "ok":
+                podman_gc.add_run(timed(rt.podman("container", "prune", "-f"), rt.podman_env), {})
+            ctx.log(f"gc: podrun {podrun_gc.totals[0]:.2f} s"
+                    + (f", podman {podman_gc.totals[0]:.2f} s" if podman_gc.totals else ""))
+        finally:
+            rt.remove_podrun_pods()
+            subprocess.run(rt.podman("rm", "-a", "-f"), env=rt.podman_env, capture_output=True)
+        notes = list(rt.notes)
+    subject = f"COUNT = {count} exited pods / containers from the busybox root filesystem."
+    return [
+        ScenarioResult("list", LIST_DESCRIPTION.replace("COUNT", str(count)), None, runs,
+                       [podrun_list, podman_list], notes=notes, kind=TIME, subject=subject),
+        ScenarioResult("gc", GC_DESCRIPTION.replace("COUNT", str(count)), None, 1, [podrun_gc, podman_gc],
+                       notes=notes, kind=TIME, subject=subject),
+    ]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.cli import main
+
+    sys.exit(main(["--scenario", "lifecycle", *sys.argv[1:]]))

@@ -141,6 +141,15 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert mem["tools"]["crun -d"]["mb"]["median"] == 0
     assert "Scenario `memory`" in md
 
+    # list and gc (the lifecycle scenario): pods made, listed, collected to the last one.
+    for name in ("list", "gc"):
+        section = doc["scenarios"][name]
+        assert section["tools"]["podrun"]["status"] == "ok", section["tools"]["podrun"]["reason"]
+        assert section["tools"]["podrun"]["seconds"]["median"] > 0
+        _check_peer(section, md, "podman")
+        assert f"Scenario `{name}`" in md
+    assert "pods left after gc: 0" in json.dumps(doc["scenarios"]["gc"])
+
     # Nothing of the bench is left on the host: no scratch dirs, mounts or registry; cgroup
     # controllers, the peers' cgroups and /run/systemd/nspawn as they were.
     assert set(_bench_leftovers()) <= before
