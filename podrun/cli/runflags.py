@@ -55,6 +55,9 @@ RUN_FLAGS = (
     RunFlag("--hosts-entry", "hosts_entries", MULTIPLE, (), "Extra /etc/hosts line; host copies the host's.",
             "IP=NAME|host"),
     RunFlag("--pull-policy", "pull_policy", VALUE, "new", choices=("new", "update", "never"), show_default=True),
+    RunFlag("--notify", "notify", VALUE, None, "Under systemd (Type=notify): ready sends READY=1 once the "
+            "apps run (default); app lets the app notify (image label io.podrun.notify=app does too).",
+            choices=("ready", "app")),
     RunFlag("--uuid-file-save", "uuid_file_save", VALUE, None, "Write the pod UUID to this file.", file=True),
 )
 _BY_NAME = {f.name: f for f in RUN_FLAGS}

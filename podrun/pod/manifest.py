@@ -75,6 +75,7 @@ class PodManifest:
     ports: tuple[PortSpec, ...] = ()
     dns_search: tuple[str, ...] = ()
     dns_opts: tuple[str, ...] = ()
+    notify: str = "ready"  # "ready": READY=1 once the apps run; "app": the app notifies (--notify)
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> bytes:
@@ -98,6 +99,7 @@ class PodManifest:
                            for n in doc.get("networks", ())),
             ports=tuple(PortSpec(**p) for p in doc.get("ports", ())),
             dns_search=tuple(doc.get("dns_search", ())), dns_opts=tuple(doc.get("dns_opts", ())),
+            notify=str(doc.get("notify", "ready")),
         )
 
 

@@ -52,6 +52,7 @@ class RunRequest:
     ports: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     dns_opts: list[str] = field(default_factory=list)
+    notify: str | None = None
 
 
 def _env_file(path: str) -> list[str]:
@@ -232,7 +233,17 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
         uuid=new_uuid(), apps=apps, volumes=tuple(vols.values()), hostname=req.hostname, net=net,
         stage1=req.stage1, interactive=req.interactive, dns=tuple(req.dns), hosts_entries=tuple(req.hosts_entries),
         networks=networks, ports=ports, dns_search=tuple(req.dns_search), dns_opts=tuple(req.dns_opts),
+        notify=req.notify or _notify_label(images),
     )
+
+
+def _notify_label(images: list[ImageInfo]) -> str:
+    """``app`` if an image asks for it (label ``io.podrun.notify=app``), else ``ready``."""
+    for image in images:
+        labels = (image.config.get("config") or {}).get("Labels") or {}
+        if isinstance(labels, dict) and labels.get("io.podrun.notify") == "app":
+            return "app"
+    return "ready"
 
 
 def new_uuid() -> str:

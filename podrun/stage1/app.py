@@ -203,12 +203,14 @@ def _read_db(path: str) -> list[list[str]]:
 
 
 def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, interactive: bool,
-           keep_fds: frozenset[int], cgroup_gate: int | None = None) -> NoReturn:
+           keep_fds: frozenset[int], cgroup_gate: int | None = None, listen: tuple[list[int], str] = ([], ""),
+           extra_env: dict[str, str] | None = None) -> NoReturn:
     """Become *app* (called in a freshly forked child; never returns).
 
     With *cgroup_gate* (a pipe's read end), the parent moves this process into the app's
     cgroup meanwhile and writes one byte when done; the app then gets its own cgroup
-    namespace, before its identity and confinement are set."""
+    namespace, before its identity and confinement are set.  *listen*: socket-activation fds
+    (and their names) to hand over from fd 3; *extra_env*: variables podrun adds (NOTIFY_SOCKET)."""
     try:
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
@@ -224,12 +226,18 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
         groups = sorted(set(groups) | set(app.supplementary_gids))
         env = dict(e.split("=", 1) for e in app.env if "=" in e)
         env.setdefault("HOME", home)
+        env.update(extra_env or {})
         if cgroup_gate is not None:
             if os.read(cgroup_gate, 1) != b"1":
                 raise OSError("pod pid 1 did not place the app in its cgroup")
             os.close(cgroup_gate)
             sc.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
-        sc.close_fds_from(3, keep_fds)
+        sc.close_fds_from(3, keep_fds | frozenset(listen[0]))
+        if listen[0]:
+            from podrun.systemd import activation
+
+            activation.install(listen[0])
+            env.update(activation.environment(listen[0], listen[1]))
         workdir = app.working_dir or "/"
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)

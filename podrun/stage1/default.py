@@ -32,6 +32,7 @@ from podrun.stage1 import confine
 from podrun.stage1.logrelay import Relay
 from podrun.stage1.mountplan import app_plan
 from podrun.stage1.pod import default_hostname, write_pod_files
+from podrun.stage1.sdglue import Systemd
 
 # Start-up budget: this module and everything it imports stay off dataclasses, json, re, enum,
 # typing, pathlib, signal, socket, functools and contextlib (podrun.lean; tests/unit/test_hot_path.py).
@@ -98,7 +99,8 @@ class Init:
     """The pod's pid 1: start apps, reap, forward signals, record statuses, apply the exit rule."""
 
     def __init__(self, pod_dir: str, manifest: PodManifest, roots: dict[str, str], files: dict[str, str],
-                 app_cgroups: dict[str, cgroups.CgroupTree]) -> None:
+                 app_cgroups: dict[str, cgroups.CgroupTree], sd: Systemd) -> None:
+        self.sd = sd
         self.app_cgroups = app_cgroups
         self.pod_dir = pod_dir
         self.manifest = manifest
@@ -115,8 +117,13 @@ class Init:
             vol = vols[m.volume]
             source = vol.source if vol.kind == "host" else os.path.join(self.pod_dir, "volumes", vol.name)
             assert source is not None
-            binds.append((source, m.target, vol.read_only))
-        return app_plan(self.files, binds)
+            binds.append((source, m.target, vol.read_only, not os.path.isdir(source)))
+        files = dict(self.files)
+        if self.sd.app_socket:
+            from podrun.systemd.notify import APP_SOCKET
+
+            files[APP_SOCKET] = self.sd.app_socket  # NOTIFY_SOCKET of the app (--notify=app)
+        return app_plan(files, binds)
 
     def _stop_others(self, sig: int) -> None:
         for pid in self.running:
@@ -139,7 +146,7 @@ class Init:
         signal.signal(signal.SIGALRM, self._on_alarm)
         status_dir = os.path.join(self.pod_dir, "status")
         _mkdirs(status_dir)
-        relay = None if self.manifest.interactive else Relay()
+        relay = None if self.manifest.interactive else Relay(self.manifest.uuid if self.sd.journal else None)
         gates: list[tuple[int, str, int]] = []  # (pid, app, write end of its cgroup gate)
         for app in self.manifest.apps:
             try:
@@ -162,8 +169,10 @@ class Init:
                 if out is not None:
                     os.dup2(out[0], 1)
                     os.dup2(out[1], 2)
+                first = app is self.manifest.apps[0]
                 stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset(),
-                              cgroup_gate=gate_r)
+                              cgroup_gate=gate_r, listen=self.sd.listen if first else ([], ""),
+                              extra_env=self.sd.app_env())
             os.close(gate_r)
             gates.append((pid, app.name, gate_w))
             self.running[pid] = app.name
@@ -172,6 +181,7 @@ class Init:
                 os.close(out[1])
         self._place_apps(gates)
         _write_text(os.path.join(self.pod_dir, "ready"), f"{time.time():.6f}\n")
+        self.sd.apps_started()
         faults.checkpoint("stage1:apps-started")  # kills pid 1: the supervisor sees it die
         codes: dict[str, int] = {}
         while self.running:
@@ -270,9 +280,11 @@ def main(argv: list[str]) -> NoReturn:
         os.set_inheritable(lock_fd, False)
     networked = False
     pod_cgroup = None
+    sd: Systemd | None = None
     try:
         with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
             manifest = PodManifest.from_json(f.read())
+        sd = Systemd(manifest)
         networked = bool(manifest.networks)
         netns_fd, net_result = _start_network(pod_dir, manifest, lock_fd) if networked else (-1, None)
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
@@ -296,6 +308,8 @@ def main(argv: list[str]) -> NoReturn:
     except Exception as exc:
         sys.stderr.write(f"podrun: stage1: {exc}\n")
         _undo_setup(pod_dir, networked, pod_cgroup)
+        if sd is not None:
+            sd.close()
         sys.exit(EXIT_STAGE1_FAILED)
     supervisor = os.pidfd_open(os.getpid())
     init_pid = os.fork()
@@ -311,7 +325,8 @@ def main(argv: list[str]) -> NoReturn:
         if netns_fd >= 0:
             sc.setns(netns_fd, sc.CLONE_NEWNET)
             os.close(netns_fd)
-        Init(pod_dir, manifest, roots, files, app_cgroups).run()
+        sd.in_init()
+        Init(pod_dir, manifest, roots, files, app_cgroups, sd).run()
     os.close(supervisor)
     _write_text(os.path.join(pod_dir, "pid"), f"{init_pid}\n")
 
@@ -331,7 +346,8 @@ def main(argv: list[str]) -> NoReturn:
     except OSError as exc:
         sys.stderr.write(f"podrun: warning: moving the pod's pid 1 into the pod's cgroup: {exc}\n")
     faults.checkpoint("stage1:supervising")
-    _, status = os.waitpid(init_pid, 0)
+    status = sd.wait(init_pid)
+    sd.close()
     code = _exit_code(status)
     fsutil.atomic_write(os.path.join(pod_dir, "finished"),
                         json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644, durable=False)

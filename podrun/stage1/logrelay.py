@@ -20,7 +20,12 @@ _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
 class Relay:
-    def __init__(self) -> None:
+    """With *journal_uuid* (podrun's own output is the journal), each app's lines go to the
+    journal tagged with the app and the pod (podrun.systemd.journal) instead of to our stdout."""
+
+    def __init__(self, journal_uuid: str | None = None) -> None:
+        self.journal_uuid = journal_uuid
+        self.senders: dict[int, object] = {}
         self.poll = select.poll()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_w = wake_w
@@ -38,6 +43,11 @@ class Relay:
             r, w = os.pipe2(os.O_CLOEXEC)
             self.poll.register(r, _READABLE)
             self.pipes[r] = (log_fd, target)
+            if self.journal_uuid is not None:
+                from podrun.systemd.journal import Sender
+
+                self.senders[r] = Sender(self.journal_uuid, os.path.basename(os.path.dirname(log_path)),
+                                         stderr=target == 2)
             ends.append(w)
         return ends[0], ends[1]
 
@@ -63,13 +73,18 @@ class Relay:
             data = os.read(fd, CHUNK)
         except OSError:
             data = b""
+        sender = self.senders.get(fd)
         if not data:
             self.poll.unregister(fd)
             del self.pipes[fd]
             os.close(fd)
+            if sender is not None:
+                sender.flush()  # type: ignore[attr-defined]
             return
         _write_all(log_fd, data)
-        if self.forward_ok[target]:
+        if sender is not None:
+            sender.feed(data)  # type: ignore[attr-defined]
+        elif self.forward_ok[target]:
             try:
                 _write_all(target, data)
             except OSError as exc:

@@ -1,0 +1,52 @@
+"""App output to the journal, with fields naming the pod and the app.
+
+Used by the pod's pid 1 when podrun's own stdout or stderr is a journal stream (systemd sets
+``JOURNAL_STREAM`` to its ``DEVICE:INODE``): each line becomes an entry with
+``SYSLOG_IDENTIFIER=APP`` (``journalctl -t APP``), ``PODRUN_POD_UUID``, ``PODRUN_APP`` and a
+priority of 6 (stdout) or 3 (stderr), instead of an untagged line of the unit's.
+"""
+
+from __future__ import annotations
+
+import os
+
+from podrun.systemd import load_site
+
+
+def to_journal() -> bool:
+    """Whether our stdout or stderr is the journal (systemd's JOURNAL_STREAM)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not dev.isdigit() or not ino.isdigit():
+        return False
+    for fd in (1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_dev == int(dev) and st.st_ino == int(ino):
+            return True
+    return False
+
+
+class Sender:
+    """Sends whole lines of one app's output; keeps a partial last line until more comes."""
+
+    def __init__(self, uuid: str, app: str, stderr: bool) -> None:
+        load_site()
+        from systemd import journal
+
+        self._send = journal.send
+        self.fields = {"SYSLOG_IDENTIFIER": app, "PODRUN_POD_UUID": uuid, "PODRUN_APP": app,
+                       "PRIORITY": "3" if stderr else "6"}
+        self.pending = b""
+
+    def feed(self, data: bytes) -> None:
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        for line in lines:
+            self._send(line.decode("utf-8", errors="replace"), **self.fields)
+
+    def flush(self) -> None:
+        if self.pending:
+            self._send(self.pending.decode("utf-8", errors="replace"), **self.fields)
+            self.pending = b""
