@@ -37,6 +37,7 @@ class Sender:
         from systemd import journal
 
         self._send = journal.send
+        self.fallback = 2 if stderr else 1  # where lines go if the journal refuses them
         self.fields = {"SYSLOG_IDENTIFIER": app, "PODRUN_POD_UUID": uuid, "PODRUN_APP": app,
                        "PRIORITY": "3" if stderr else "6"}
         self.pending = b""
@@ -44,9 +45,18 @@ class Sender:
     def feed(self, data: bytes) -> None:
         *lines, self.pending = (self.pending + data).split(b"\n")
         for line in lines:
-            self._send(line.decode("utf-8", errors="replace"), **self.fields)
+            self._emit(line)
 
     def flush(self) -> None:
         if self.pending:
-            self._send(self.pending.decode("utf-8", errors="replace"), **self.fields)
+            self._emit(self.pending)
             self.pending = b""
+
+    def _emit(self, line: bytes) -> None:
+        try:
+            self._send(line.decode("utf-8", errors="replace"), **self.fields)
+        except OSError:
+            try:
+                os.write(self.fallback, line + b"\n")
+            except OSError:
+                pass

@@ -138,3 +138,60 @@ def test_socket_activation_passes_the_listening_socket_to_the_app(pods: Pods, sd
     finally:
         activate.terminate()
         activate.wait(timeout=20)
+
+
+def _parse_native(datagram: bytes) -> dict[str, str]:
+    """journald's native protocol: KEY=VALUE lines, or KEY, a 64-bit length and binary data."""
+    fields: dict[str, str] = {}
+    rest = datagram
+    while rest:
+        line, sep, tail = rest.partition(b"\n")
+        if b"=" in line:
+            key, _, value = line.partition(b"=")
+            fields[key.decode()] = value.decode()
+            rest = tail
+        else:
+            size = struct.unpack("<Q", tail[:8])[0]
+            fields[line.decode()] = tail[8:8 + size].decode()
+            rest = tail[8 + size + 1:]
+    return fields
+
+
+@pytest.fixture
+def journald() -> Iterator[socket.socket]:
+    """A stand-in for journald's native socket (this machine runs no journald; a real one is
+    left alone and the test skipped, saying so)."""
+    sock_path = Path("/run/systemd/journal/socket")
+    if sock_path.exists():
+        pytest.skip("a real journald owns /run/systemd/journal/socket here; covered by the systemd e2e test")
+    created = [p for p in (Path("/run/systemd"), sock_path.parent) if not p.exists()]
+    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(sock_path))
+    try:
+        yield s
+    finally:
+        s.close()
+        sock_path.unlink(missing_ok=True)
+        for p in reversed(created):
+            p.rmdir()
+
+
+def test_app_output_goes_to_the_journal_tagged(pods: Pods, journald: socket.socket, tmp_path: Path) -> None:
+    out_path = tmp_path / "stdout"
+    with open(out_path, "w") as out:
+        st = os.fstat(out.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        res = subprocess.run([*PODRUN, "--dir", str(pods.data), "run", "--net", "none", "demo", "--name", "web",
+                              "--exec", "/bin/sh", "--", "-c", "echo to stdout; echo to stderr >&2"],
+                             cwd=ROOT, env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    journald.settimeout(5)
+    entries = [_parse_native(journald.recv(65536)) for _ in range(2)]
+    by_message = {e["MESSAGE"]: e for e in entries}
+    assert set(by_message) == {"to stdout", "to stderr"}
+    uuid = by_message["to stdout"]["PODRUN_POD_UUID"]
+    assert len(uuid) == 36 and all(e["SYSLOG_IDENTIFIER"] == "web" and e["PODRUN_APP"] == "web" for e in entries)
+    assert by_message["to stdout"]["PRIORITY"] == "6" and by_message["to stderr"]["PRIORITY"] == "3"
+    assert out_path.read_text() == ""  # not a second time, untagged, through the unit's stdout
+    assert pods.run("logs", uuid, check=True).stdout.count("to stdout") == 1  # podrun logs still has it
