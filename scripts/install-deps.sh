@@ -13,7 +13,7 @@ APT_PACKAGES=(
   # tests: a real registry, skopeo/umoci/podman for interop, htpasswd for registry auth, zstd
   docker-registry skopeo umoci podman apache2-utils zstd ca-certificates
   # tools the tests and bench call
-  util-linux procps iproute2 git
+  util-linux procps iproute2 git groff-base
   # networking: nft for podrun's NAT table, Debian's CNI plugins, curl for the port-forward tests
   nftables containernetworking-plugins curl
 )

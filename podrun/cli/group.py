@@ -49,6 +49,7 @@ COMMANDS = {
     "cat-manifest": "podrun.cli.pods:cat_manifest_cmd",
     "enter": "podrun.cli.pods:enter_cmd",
     "logs": "podrun.cli.pods:logs_cmd",
+    "generate": "podrun.cli.generate:generate_group",
 }
 
 
