@@ -1,4 +1,4 @@
-.PHONY: demo test lint bench man
+.PHONY: demo test lint bench man deb completion
 demo:
 	bash scripts/setup demo
 test:
@@ -8,3 +8,8 @@ lint:
 	.venv/bin/mypy
 bench:
 	.venv/bin/python -m bench
+deb:
+	bash scripts/build-deb.sh dist
+completion:
+	_PODRUN_COMPLETE=bash_source .venv/bin/podrun > packaging/completion/podrun.bash
+	_PODRUN_COMPLETE=zsh_source .venv/bin/podrun > packaging/completion/_podrun

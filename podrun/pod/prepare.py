@@ -255,11 +255,16 @@ def new_uuid() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+INSTALLED_STAGES = "/usr/lib/podrun/stages"  # where the Debian package puts the flavors
+
+
 def stages_dir() -> Path:
+    """``$PODRUN_STAGES_DIR``, else the source tree's ``stages/`` (a checkout), else the package's."""
     env = os.environ.get("PODRUN_STAGES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "stages"
+    tree = Path(__file__).resolve().parents[2] / "stages"
+    return tree if tree.is_dir() else Path(INSTALLED_STAGES)
 
 
 def entrypoint(flavor: str, name: str) -> Path:

@@ -66,3 +66,26 @@ def test_shipped_units_verify(tmp_path: Path) -> None:
             target = tmp_path / unit.name.replace("@.", "@demo.")
             target.write_text(unit.read_text())
         _verify(target)
+
+
+@pytest.mark.parametrize(("shell", "name"), [("bash", "podrun.bash"), ("zsh", "_podrun")])
+def test_shipped_completion_is_current(shell: str, name: str) -> None:
+    """packaging/completion is click's output for the current CLI (``make completion`` rewrites it)."""
+    import os
+
+    res = subprocess.run([sys.executable, "-m", "podrun"], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, _PODRUN_COMPLETE=f"{shell}_source"))
+    assert res.returncode == 0
+    assert res.stdout == (ROOT / "packaging" / "completion" / name).read_text()
+
+
+def test_completion_offers_commands_and_run_flags() -> None:
+    import os
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = dict(os.environ, _PODRUN_COMPLETE="bash_complete", COMP_WORDS=words, COMP_CWORD=str(cword))
+        out = subprocess.run([sys.executable, "-m", "podrun"], capture_output=True, text=True, cwd=ROOT, env=env)
+        return [line.split(",", 1)[1] for line in out.stdout.splitlines()]
+
+    assert complete("podrun ru", 1) == ["run", "run-prepared"]
+    assert "--port" in complete("podrun run --", 2)

@@ -1,0 +1,60 @@
+"""The Debian package: built by one command (scripts/build-deb.sh, ``make deb``), installed with
+dpkg on this machine, runs a pod of the demo image, then purged without leftovers."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require_root
+
+
+def _installed() -> bool:
+    res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "podrun"], capture_output=True, text=True)
+    return "install ok installed" in res.stdout
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    require_root()
+    if _installed() or Path("/opt/podrun").exists():
+        pytest.skip("a podrun package is installed on this machine; not replacing it")
+    out = tmp_path_factory.mktemp("deb")
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "build-deb.sh"), str(out)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=1200)
+    assert res.returncode == 0, res.stderr
+    path = Path(res.stdout.strip().splitlines()[-1])
+    assert path.is_file() and not Path("/opt/podrun").exists()  # the build left nothing behind
+    yield path
+
+
+def test_package_installs_runs_a_pod_and_purges(deb: Path, tmp_path: Path) -> None:
+    contents = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    for path in ("./usr/bin/podrun", "./usr/lib/podrun/stages/default/run", "./lib/systemd/system/podrun-gc.timer",
+                 "./usr/share/man/man1/podrun-run.1.gz", "./usr/share/man/man7/podrun-systemd.7.gz",
+                 "./usr/lib/tmpfiles.d/podrun.conf", "./usr/share/bash-completion/completions/podrun",
+                 "./usr/share/zsh/vendor-completions/_podrun"):
+        assert path in contents, path
+    subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True)
+    try:
+        rootfs = subprocess.run(["bash", str(ROOT / "demo" / "build-rootfs.sh"), str(tmp_path / "rootfs")],
+                                check=True, capture_output=True, text=True).stdout.strip()
+        data = tmp_path / "data"
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # the installed podrun, not the checkout's
+        subprocess.run(["podrun", "--dir", str(data), "image", "import", rootfs, "demo"], check=True, env=env,
+                       capture_output=True, cwd="/")
+        res = subprocess.run(["podrun", "--dir", str(data), "run", "--net", "none", "demo", "--exec", "/bin/sh",
+                              "--", "-c", "echo hello from the package"], capture_output=True, text=True, env=env,
+                             cwd="/", timeout=120)
+        assert res.returncode == 0 and res.stdout == "hello from the package\n", res.stderr
+        version = subprocess.run(["podrun", "--version"], capture_output=True, text=True, env=env, cwd="/")
+        assert version.stdout.startswith("podrun, version ")
+        subprocess.run(["podrun", "--dir", str(data), "gc", "--grace-period", "0s"], env=env, capture_output=True)
+    finally:
+        subprocess.run(["dpkg", "--purge", "podrun"], check=True, capture_output=True)
+    assert not _installed()
+    assert not Path("/opt/podrun").exists() and not Path("/usr/lib/podrun").exists()
+    assert not Path("/usr/bin/podrun").exists()
