@@ -76,6 +76,7 @@ ExecStartPre={fetch}
 ExecStart={line}
 ExecStopPost={gc}
 KillMode=mixed
+SuccessExitStatus=143
 Delegate=yes
 Restart=on-failure
 TimeoutStartSec=300
