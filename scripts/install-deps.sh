@@ -16,6 +16,8 @@ APT_PACKAGES=(
   util-linux procps iproute2 git groff-base
   # networking: nft for podrun's NAT table, Debian's CNI plugins, curl for the port-forward tests
   nftables containernetworking-plugins curl
+  # the systemd end-to-end test boots a Debian root made by debootstrap with systemd-nspawn
+  debootstrap systemd-container
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -67,6 +67,21 @@ def podrun(data_dir: Path) -> PodrunRunner:
     return run
 
 
+@pytest.fixture(scope="session")
+def podrun_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Debian package, built once per session by scripts/build-deb.sh (needs root and a
+    machine without an installed podrun package)."""
+    require_root()
+    status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "podrun"], capture_output=True, text=True).stdout
+    if status.endswith("install ok installed") or Path("/opt/podrun").exists():
+        pytest.skip("a podrun package is installed on this machine; not building over it")
+    out = tmp_path_factory.mktemp("deb")
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "build-deb.sh"), str(out)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=1200)
+    assert res.returncode == 0, res.stderr
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
 def _leftover_mounts() -> list[str]:
     try:
         with open("/proc/self/mountinfo") as f:

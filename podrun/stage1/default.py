@@ -62,6 +62,9 @@ def _bring_up_loopback() -> None:
         ifr = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), siocgifflags, ifr))[1]
         fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+    except OSError as exc:
+        hint = " (podrun needs CAP_NET_ADMIN)" if exc.errno == 1 else ""
+        raise OSError(exc.errno, f"bringing up lo in the pod's network namespace: {exc.strerror}{hint}") from None
     finally:
         s.close()
 
@@ -306,6 +309,10 @@ def main(argv: list[str]) -> NoReturn:
             _wait_network(*net_result)
         files = write_pod_files(pod_dir, manifest)
     except Exception as exc:
+        if "--debug" in argv:
+            import traceback
+
+            traceback.print_exc()
         sys.stderr.write(f"podrun: stage1: {exc}\n")
         _undo_setup(pod_dir, networked, pod_cgroup)
         if sd is not None:

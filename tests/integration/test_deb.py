@@ -4,12 +4,9 @@ dpkg on this machine, runs a pod of the demo image, then purged without leftover
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import ROOT, require_root
+from tests.conftest import ROOT
 
 
 def _installed() -> bool:
@@ -17,21 +14,9 @@ def _installed() -> bool:
     return "install ok installed" in res.stdout
 
 
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    require_root()
-    if _installed() or Path("/opt/podrun").exists():
-        pytest.skip("a podrun package is installed on this machine; not replacing it")
-    out = tmp_path_factory.mktemp("deb")
-    res = subprocess.run(["bash", str(ROOT / "scripts" / "build-deb.sh"), str(out)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=1200)
-    assert res.returncode == 0, res.stderr
-    path = Path(res.stdout.strip().splitlines()[-1])
-    assert path.is_file() and not Path("/opt/podrun").exists()  # the build left nothing behind
-    yield path
-
-
-def test_package_installs_runs_a_pod_and_purges(deb: Path, tmp_path: Path) -> None:
+def test_package_installs_runs_a_pod_and_purges(podrun_deb: Path, tmp_path: Path) -> None:
+    deb = podrun_deb
+    assert not Path("/opt/podrun").exists()  # the build left nothing behind
     contents = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
     for path in ("./usr/bin/podrun", "./usr/lib/podrun/stages/default/run", "./lib/systemd/system/podrun-gc.timer",
                  "./usr/share/man/man1/podrun-run.1.gz", "./usr/share/man/man7/podrun-systemd.7.gz",
