@@ -58,6 +58,8 @@ RUN_FLAGS = (
     RunFlag("--notify", "notify", VALUE, None, "Under systemd (Type=notify): ready sends READY=1 once the "
             "apps run (default); app lets the app notify (image label io.podrun.notify=app does too).",
             choices=("ready", "app")),
+    RunFlag("--register", "register", FLAG, False, "On a systemd host: run the pod in its own transient "
+            "scope podrun-UUID.scope (systemctl status/stop)."),
     RunFlag("--uuid-file-save", "uuid_file_save", VALUE, None, "Write the pod UUID to this file.", file=True),
 )
 _BY_NAME = {f.name: f for f in RUN_FLAGS}

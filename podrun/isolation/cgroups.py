@@ -412,9 +412,18 @@ def _v1_files(controller: str, limits: Limits) -> list[tuple[str, str]]:
     return [("pids.max", str(limits.pids_max))]
 
 
+_IN_UNIT: list[bool] = []  # set by in_own_unit()
+
+
+def in_own_unit() -> None:
+    """Declare that this process now runs in a unit of its own (a transient scope it asked
+    systemd for), although systemd did not start it (no $INVOCATION_ID)."""
+    _IN_UNIT.append(True)
+
+
 def _unit_cgroup() -> str | None:
     """Our systemd unit's cgroup path (v2 path, else name=systemd path) when running in a unit."""
-    if not os.environ.get("INVOCATION_ID"):
+    if not os.environ.get("INVOCATION_ID") and not _IN_UNIT:
         return None
     own = _own_cgroups()
     for key in (frozenset(), frozenset({"name=systemd"})):

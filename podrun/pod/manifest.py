@@ -76,6 +76,7 @@ class PodManifest:
     dns_search: tuple[str, ...] = ()
     dns_opts: tuple[str, ...] = ()
     notify: str = "ready"  # "ready": READY=1 once the apps run; "app": the app notifies (--notify)
+    register: bool = False  # run in a transient systemd scope podrun-UUID.scope (--register)
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> bytes:
@@ -99,7 +100,7 @@ class PodManifest:
                            for n in doc.get("networks", ())),
             ports=tuple(PortSpec(**p) for p in doc.get("ports", ())),
             dns_search=tuple(doc.get("dns_search", ())), dns_opts=tuple(doc.get("dns_opts", ())),
-            notify=str(doc.get("notify", "ready")),
+            notify=str(doc.get("notify", "ready")), register=bool(doc.get("register", False)),
         )
 
 

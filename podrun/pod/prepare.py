@@ -53,6 +53,7 @@ class RunRequest:
     dns_search: list[str] = field(default_factory=list)
     dns_opts: list[str] = field(default_factory=list)
     notify: str | None = None
+    register: bool = False
 
 
 def _env_file(path: str) -> list[str]:
@@ -208,6 +209,13 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
         spec.check_hosts_entry(entry)
     if req.ports and not any(n.name == "default" for n in networks):
         raise UsageError("--port needs the default network (--net=default, possibly among others)")
+    if req.register:
+        from podrun.systemd import scope
+
+        if not scope.available():
+            raise UsageError("--register needs systemd as the host's service manager (/run/systemd/system)")
+        if req.stage1 != "default":
+            raise UsageError("--register works with --stage1 default")
     if req.interactive and len(req.apps) != 1:
         raise UsageError("--interactive needs exactly one app")
     if req.stage1 == "fly" and len(req.apps) != 1:
@@ -233,7 +241,7 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
         uuid=new_uuid(), apps=apps, volumes=tuple(vols.values()), hostname=req.hostname, net=net,
         stage1=req.stage1, interactive=req.interactive, dns=tuple(req.dns), hosts_entries=tuple(req.hosts_entries),
         networks=networks, ports=ports, dns_search=tuple(req.dns_search), dns_opts=tuple(req.dns_opts),
-        notify=req.notify or _notify_label(images),
+        notify=req.notify or _notify_label(images), register=req.register,
     )
 
 

@@ -288,6 +288,11 @@ def main(argv: list[str]) -> NoReturn:
         with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
             manifest = PodManifest.from_json(f.read())
         sd = Systemd(manifest)
+        if manifest.register:
+            from podrun.systemd import scope
+
+            scope.register(manifest.uuid, os.getpid())  # before any cgroup of the pod exists
+            cgroups.in_own_unit()
         networked = bool(manifest.networks)
         netns_fd, net_result = _start_network(pod_dir, manifest, lock_fd) if networked else (-1, None)
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID

@@ -134,6 +134,20 @@ def test_socket_activated_unit(booted: Booted) -> None:
     assert out == "hello-activated\n"
 
 
+def test_register_runs_a_shell_started_pod_in_its_own_scope(booted: Booted) -> None:
+    booted.sh("(podrun run --register --uuid-file-save /tmp/reg-uuid --net none demo --exec /bin/sleep -- 600 "
+              ">/dev/null 2>&1 &) && sleep 0.2 && podrun status --wait-ready=20s $(cat /tmp/reg-uuid) >/dev/null")
+    uuid = booted.sh("cat /tmp/reg-uuid").stdout.strip()
+    unit = f"podrun-{uuid}.scope"
+    assert booted.sh(f"systemctl is-active {unit}").stdout.strip() == "active"
+    cgroup = booted.sh(f"systemctl show -p ControlGroup --value {unit}").stdout.strip()
+    tree = booted.sh(f"ls /sys/fs/cgroup{cgroup}").stdout.split()
+    assert f"pod-{uuid}" in tree and "supervisor" in tree  # the pod's cgroups below the scope (Delegate=yes)
+    booted.sh(f"systemctl stop {unit}")
+    booted.sh(f"podrun status --wait=20s {uuid} >/dev/null")
+    assert booted.sh(f"systemctl is-active {unit}", check=False).stdout.strip() != "active"
+
+
 def test_gc_timer_is_loaded(booted: Booted) -> None:
     assert booted.sh("systemctl is-enabled podrun-gc.timer").stdout.strip() == "enabled"
     assert booted.sh("systemctl show -p LoadState --value podrun-gc.service").stdout.strip() == "loaded"

@@ -10,7 +10,10 @@ import pytest
 from podrun.cli.group import COMMANDS
 from tests.conftest import ROOT
 
-PAGES = sorted((ROOT / "man").glob("*.[1-8]"))
+ALL_PAGES = sorted((ROOT / "man").glob("*.[1-8]"))
+# pages that only point at another (".so"): one name per command, as man(1) users expect
+ALIASES = [p for p in ALL_PAGES if p.read_text().startswith(".so ")]
+PAGES = [p for p in ALL_PAGES if p not in ALIASES]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -19,6 +22,18 @@ def test_page_renders_without_warnings(page: Path) -> None:
                          text=True)
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert "NAME" in res.stdout and "SEE ALSO" in res.stdout
+
+
+@pytest.mark.parametrize("alias", ALIASES, ids=lambda p: p.name)
+def test_alias_pages_point_at_a_page(alias: Path) -> None:
+    target = alias.read_text().split()[1]  # man1/podrun-pods.1
+    assert (ROOT / "man" / Path(target).name).is_file() and Path(target).parent.name == f"man{Path(target).suffix[1:]}"
+
+
+def test_every_command_has_a_page() -> None:
+    names = {p.name for p in ALL_PAGES}
+    for command in COMMANDS:
+        assert f"podrun-{command}.1" in names, command
 
 
 def test_every_command_is_documented() -> None:
