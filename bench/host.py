@@ -17,7 +17,9 @@ from pathlib import Path
 
 # Debian packages of the peers and of the registry the pull scenario serves from.  catatonit is
 # podman's pause binary: ``podman pod create`` builds its infra image from it.
-PEER_PACKAGES = ("podman", "skopeo", "umoci", "docker-registry", "crun", "runc", "systemd-container", "catatonit")
+PEER_PACKAGES = ("podman", "skopeo", "umoci", "docker-registry", "crun", "runc", "systemd-container", "catatonit",
+                 # the start-net scenario: podrun's NAT table, podman's bridge (CNI plugins)
+                 "nftables", "containernetworking-plugins")
 
 # Paths the peers create on first use outside the directories the bench gives them:
 # containers/image keeps a blob-info cache in /var/lib/containers/cache even for ``oci:`` and
