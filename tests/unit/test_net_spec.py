@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,34 @@ def test_leases(tmp_path: Path) -> None:
     leases = ipam.leases(data, net)
     assert {ip: doc["pod"] for ip, doc in leases.items()} == {"10.77.0.2": "pod-c", "10.77.0.3": "pod-b"}
     assert json.loads((tmp_path / "net" / "prunit0" / "leases" / "10.77.0.3").read_text())["boot_id"] == "boot1"
+
+
+def test_network_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from podrun.errors import NotFoundError
+    from podrun.net import config
+
+    monkeypatch.setenv("PODRUN_NET_DIR", str(tmp_path))
+    assert config.default_net() == DefaultNet()  # no default.json: rkt's subnet on podrun0
+    assert DefaultNet().table == "podrun" and DefaultNet("br1").table == "podrun-br1"
+    assert DefaultNet("b", "10.1.2.130/25").gateway() == "10.1.2.129"
+    (tmp_path / "default.json").write_text('{"bridge": "br9", "subnet": "10.9.0.0/16"}')
+    assert config.default_net() == DefaultNet("br9", "10.9.0.0/16")
+    for bad in ('{"bridge": "x", "mtu": 1}', '{"subnet": "10.0.0.0/31"}', '{"subnet": "10.0.0/24"}',
+                '{"bridge": "a-very-long-bridge-name"}', "[", "[]"):
+        (tmp_path / "default.json").write_text(bad)
+        with pytest.raises(UsageError, match="default.json"):
+            config.default_net()
+    (tmp_path / "default.json").unlink()
+    (tmp_path / "10-one.conf").write_text(json.dumps({"cniVersion": "1.0.0", "name": "one", "type": "bridge"}))
+    (tmp_path / "20-two.conflist").write_text(json.dumps({"cniVersion": "0.4.0", "name": "two",
+                                                          "plugins": [{"type": "bridge"}, {"type": "portmap"}]}))
+    one = config.load_cni("one")
+    assert one["plugins"] == [{"cniVersion": "1.0.0", "name": "one", "type": "bridge"}]
+    two: Any = config.load_cni("two")
+    assert [p["type"] for p in two["plugins"]] == ["bridge", "portmap"]
+    with pytest.raises(NotFoundError):
+        config.load_cni("three")
+    (tmp_path / "30-bad.conflist").write_text(json.dumps({"cniVersion": "0.4.0", "name": "bad",
+                                                          "plugins": [{"type": "../../bin/sh"}]}))
+    with pytest.raises(UsageError, match="plugin"):
+        config.load_cni("bad")
