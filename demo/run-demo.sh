@@ -16,5 +16,5 @@ echo "+ podrun fetch oci-archive:$work/demo.tar:latest"
 $podrun fetch "oci-archive:$work/demo.tar:latest"
 echo "+ podrun image list"
 $podrun image list
-echo "+ podrun run demo:latest --exec /bin/sh -- -c 'echo hello from a podrun pod; hostname; id'"
-$podrun run demo:latest --exec /bin/sh -- -c 'echo hello from a podrun pod; hostname; id'
+echo "+ podrun run demo:latest --exec /bin/sh -- -c 'echo hello from a podrun pod; hostname; id; ip -4 -o addr show eth0'"
+$podrun run demo:latest --exec /bin/sh -- -c 'echo hello from a podrun pod; hostname; id; ip -4 -o addr show eth0'

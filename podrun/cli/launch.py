@@ -80,4 +80,10 @@ def run_prepared(g: Globals, uuid: str) -> None:
         manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
     except (OSError, ValueError, KeyError) as exc:
         raise PodrunError(f"pod {full}: unreadable manifest ({exc})") from None
+    if manifest.stage1 == "default" and manifest.networks:
+        import os
+
+        from podrun.net import helper
+
+        os.environ[helper.ENV] = helper.start()  # pyroute2 loads while stage1 starts
     exec_stage1(pod_dir, manifest.stage1, lock_fd, g.debug)
