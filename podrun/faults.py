@@ -49,9 +49,12 @@ NET_CHECKPOINTS = (
 _ACTIVE = os.environ.get("PODRUN_FAULT") or None
 
 
-def checkpoint(name: str) -> None:
-    """Die by SIGKILL here if the test asked for it."""
+def checkpoint(name: str, with_parent: bool = False) -> None:
+    """Die by SIGKILL here if the test asked for it (*with_parent*: the parent first, for a
+    helper process whose parent would otherwise clean up after it)."""
     if _ACTIVE == name:
+        if with_parent:
+            os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
         # Still here: we are pid 1 of a PID namespace, which ignores its own SIGKILL.  Dying
         # without any cleanup is what the fault means, so exit at once.

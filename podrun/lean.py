@@ -166,6 +166,18 @@ else:
         return obj
 
 
+def load_site_packages() -> None:
+    """Make stage0's site-packages importable (``PODRUN_SITE_PATH``; idempotent).  stage1 runs
+    without them (``python -I -S``); the few parts that need a third-party package (pyroute2,
+    python-systemd) call this first, so pods that do not need them never search there."""
+    import os
+    import sys
+
+    for p in os.environ.get("PODRUN_SITE_PATH", "").split(os.pathsep):
+        if p and p not in sys.path:
+            sys.path.append(p)
+
+
 def json_loads(data: str | bytes) -> Any:
     """Parse a JSON document (str or UTF-8 bytes) as ``json.loads`` does."""
     text = data.decode() if isinstance(data, bytes) else data
@@ -237,4 +249,5 @@ def json_dumps(value: object) -> str:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-__all__ = ["asdict", "cache", "dataclass", "field", "json_dumps", "json_loads", "sha256", "signal"]
+__all__ = ["asdict", "cache", "dataclass", "field", "json_dumps", "json_loads", "load_site_packages", "sha256",
+           "signal"]

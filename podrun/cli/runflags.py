@@ -73,7 +73,9 @@ def _split(arg: str) -> tuple[str, str | None]:
 
 def parse_globals(args: list[str]) -> tuple[dict[str, Any], int] | None:
     """Global options before the verb: ({data_dir, debug, insecure_options}, index of the verb)."""
-    out: dict[str, Any] = {"data_dir": os.environ.get("PODRUN_DIR") or "/var/lib/podrun", "debug": False,
+    from podrun.cli import DEFAULT_DIR
+
+    out: dict[str, Any] = {"data_dir": os.environ.get("PODRUN_DIR") or DEFAULT_DIR, "debug": False,
                            "insecure_options": "none"}
     i = 0
     while i < len(args) and args[i].startswith("-"):

@@ -1,13 +1,14 @@
-"""A network helper started by stage0 ahead of time (optional; man podrun-stage1(7)).
+"""The network helper: the process that attaches a pod to its networks (podrun.net.setup) while
+the stage1 supervisor goes on with the rest of the pod's set-up (man podrun-stage1(7)).
 
-Loading pyroute2 is the longest step of a networked pod's start (~0.1 s).  When ``podrun run``
-sees that the pod will have networks, it forks this helper first thing: the helper loads pyroute2
-while stage0 prepares the pod and stage1 starts, then waits for one request on a pipe.  stage0
-hands the pipes to stage1 through the environment (``PODRUN_NET_HELPER=PID:REQUEST_FD:RESULT_FD``;
-the helper is a child of that same process, exec does not change that).  The default flavor
-sends ``{"pod_dir", "data_dir", "boot_id"}`` once the netns exists and reads the result exactly
-as from a helper it forks itself (podrun.net.setup.run_helper).  A flavor that ignores the
-variable leaves the helper waiting until the pod's process exits (EOF), then it exits too.
+Loading pyroute2 is the longest step of a networked pod's start (~0.1 s), so ``podrun run`` and
+``run-prepared`` fork the helper first thing (``start``): it loads pyroute2 while stage0 prepares
+the pod and stage1 starts, then waits for one request on a pipe.  stage0 hands the pipes to
+stage1 through the environment (``PODRUN_NET_HELPER=PID:REQUEST_FD:RESULT_FD``; the helper is a
+child of that same process, exec does not change that).  The default flavor takes it (``take``),
+or spawns one itself when there is none, sends ``{"pod_dir", "data_dir", "boot_id"}`` once the
+netns exists (``request``) and reads ``ok`` or an error line (``wait``).  A flavor that ignores
+the variable leaves the helper waiting until the pod's process exits (EOF); it then exits too.
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ from __future__ import annotations
 import os
 
 from podrun.isolation import syscalls as sc
+from podrun.lean import json_dumps, load_site_packages
 
 ENV = "PODRUN_NET_HELPER"
+Handle = tuple[int, int, int]  # (pid, request fd, result fd)
 
 
-def start() -> str:
-    """Fork the helper; returns the value for ``PODRUN_NET_HELPER``."""
+def spawn(close_fds: tuple[int, ...] = ()) -> Handle:
+    """Fork the helper (closing *close_fds* in it, e.g. the pod lock)."""
     req_r, req_w = os.pipe()
     res_r, res_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(req_w)
         os.close(res_r)
+        for fd in close_fds:
+            os.close(fd)
         try:
             sc.prctl(sc.PR_SET_PDEATHSIG, 9)
             _serve(req_r, res_w)
@@ -34,12 +39,55 @@ def start() -> str:
             os._exit(1)
     os.close(req_r)
     os.close(res_w)
+    return pid, req_w, res_r
+
+
+def start() -> str:
+    """stage0: spawn the helper early; returns the value for ``PODRUN_NET_HELPER``."""
+    pid, req_w, res_r = spawn()
     os.set_inheritable(req_w, True)
     os.set_inheritable(res_r, True)
     return f"{pid}:{req_w}:{res_r}"
 
 
+def take() -> Handle | None:
+    """stage1: the helper stage0 started, if any and still ours (the variable is removed)."""
+    value = os.environ.pop(ENV, "")
+    try:
+        pid, req_w, res_r = (int(x) for x in value.split(":"))
+        os.fstat(req_w)
+        os.fstat(res_r)
+    except (ValueError, OSError):
+        return None
+    os.set_inheritable(req_w, False)
+    os.set_inheritable(res_r, False)
+    return pid, req_w, res_r
+
+
+def request(handle: Handle, pod_dir: str, data_dir: str, boot_id: str) -> None:
+    """Ask the helper to attach the pod (its netns must exist)."""
+    _, req_w, _ = handle
+    try:
+        os.write(req_w, json_dumps({"pod_dir": pod_dir, "data_dir": data_dir, "boot_id": boot_id}).encode())
+    finally:
+        os.close(req_w)
+
+
+def wait(handle: Handle) -> None:
+    """The helper's answer; raises OSError with its error line if it failed."""
+    pid, _, res_r = handle
+    chunks = []
+    while chunk := os.read(res_r, 4096):
+        chunks.append(chunk)
+    os.close(res_r)
+    _, status = os.waitpid(pid, 0)
+    report = b"".join(chunks).decode(errors="replace")
+    if status != 0 or report != "ok":
+        raise OSError(f"network: {report or 'the network helper died'}")
+
+
 def _serve(req_r: int, res_w: int) -> None:
+    load_site_packages()  # in stage1 (python -I -S): pyroute2 lives in site-packages
     try:
         from podrun.net import link  # noqa: F401  (the point: pyroute2 loads now)
     except ImportError:
@@ -57,12 +105,3 @@ def _serve(req_r: int, res_w: int) -> None:
     with open(os.path.join(req["pod_dir"], MANIFEST), "rb") as f:
         manifest = PodManifest.from_json(f.read())
     setup.run_helper(req["pod_dir"], req["data_dir"], manifest, req["boot_id"], res_w)
-
-
-def parse(value: str) -> tuple[int, int, int] | None:
-    """(pid, request fd, result fd) from the variable, or None if malformed."""
-    try:
-        pid, req_w, res_r = (int(x) for x in value.split(":"))
-    except ValueError:
-        return None
-    return pid, req_w, res_r

@@ -36,16 +36,10 @@ def probe_table(table: str) -> subprocess.Popen[bytes] | None:
         return None
 
 
-def table_exists(table: str) -> bool:
-    probe = probe_table(table)
-    return probe is not None and probe.wait(timeout=30) == 0
-
-
-def ensure_table(table: str, subnet: str, probe: subprocess.Popen[bytes] | None = None) -> None:
-    """Create the table if missing (callers hold the network's lock); *probe*: a
-    ``probe_table`` started earlier."""
-    exists = (probe.wait(timeout=30) == 0) if probe is not None else table_exists(table)
-    if exists:
+def ensure_table(table: str, subnet: str, probe: subprocess.Popen[bytes] | None) -> None:
+    """Create the table if missing (callers hold the network's lock); *probe*: the
+    ``probe_table`` started earlier (None when nft is missing: creating then says so)."""
+    if probe is not None and probe.wait(timeout=30) == 0:
         return
     dnat = ("fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @fwd_ip\n"
             "    fib daddr type local dnat ip to meta l4proto . th dport map @fwd_any")
@@ -93,14 +87,3 @@ def remove_ports(table: str, ports: list[PortSpec]) -> None:
     for p in ports:
         m, e = _element(p, None)
         _nft(f"delete element ip {table} {m} {{ {e} }}\n", "removing a port forward")
-
-
-def delete_table(table: str) -> None:
-    """For tests and uninstall: drop the whole table."""
-    subprocess.run([NFT, "delete", "table", "ip", table], capture_output=True, timeout=30)
-
-
-def forwards(table: str) -> str:
-    """The table as ``nft list`` prints it ('' when missing)."""
-    res = subprocess.run([NFT, "list", "table", "ip", table], capture_output=True, text=True, timeout=30)
-    return res.stdout if res.returncode == 0 else ""

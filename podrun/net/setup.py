@@ -32,14 +32,6 @@ STATE = "net/state.json"
 POD_IF = "eth"  # interfaces inside the pod: eth0, eth1… in the order of --net
 
 
-def _fault(name: str) -> None:
-    """A networking checkpoint kills the supervisor too: the helper's crash alone would be
-    cleaned up by the supervisor, and the tests want gc to find the leftovers."""
-    if faults.armed(name):
-        os.kill(os.getppid(), 9)
-        faults.checkpoint(name)
-
-
 def netns_dir() -> str:
     return os.path.join(os.environ.get("PODRUN_RUNTIME_DIR", "/run/podrun"), "netns")
 
@@ -134,7 +126,7 @@ def attach(pod_dir: str, data_dir: str, manifest: PodManifest, boot_id: str) -> 
         nft.add_ports(default["table"], list(manifest.ports), default["ip"])
         st.doc["ports"]["added"] = True
         st.save()
-        _fault("net:after-ports")
+        faults.checkpoint("net:after-ports", with_parent=True)
     return st.doc
 
 
@@ -150,7 +142,7 @@ def _attach_default(st: State, pod_dir: str, data_dir: str, manifest: PodManifes
     entry["ip"] = ipam.allocate(data_dir, net, manifest.uuid, boot_id, wanted)
     entry["gateway"] = net.gateway()
     st.save()
-    _fault("net:after-lease")
+    faults.checkpoint("net:after-lease", with_parent=True)
     probe = nft.probe_table(net.table)  # runs while pyroute2 loads
     from podrun.net import link  # pyroute2: only pods on the default network pay for it
 
@@ -159,7 +151,7 @@ def _attach_default(st: State, pod_dir: str, data_dir: str, manifest: PodManifes
     with link.open_host() as ipr:
         bridge = link.ensure_bridge(ipr, net)
         link.add_veth(ipr, entry["host_if"], ifname, netns, bridge)
-    _fault("net:after-veth")
+    faults.checkpoint("net:after-veth", with_parent=True)
     _, prefix = net.network()
     link.configure_pod_side(netns, ifname, entry["ip"], prefix, net.gateway())
 
@@ -181,7 +173,7 @@ def _attach_cni(st: State, pod_dir: str, manifest: PodManifest, netns: str, ifna
     if ips:
         entry["ip"] = ips[0]
     st.save()
-    _fault("net:after-cni")
+    faults.checkpoint("net:after-cni", with_parent=True)
 
 
 def detach(pod_dir: str, delete_links: bool = True) -> list[str]:

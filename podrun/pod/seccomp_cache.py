@@ -35,14 +35,9 @@ def seccomp_program(app: AppSpec, cache_dir: str | None) -> bytes:
     """The app's BPF program, from *cache_dir* when built before."""
     cap_set = frozenset(app.capabilities)
     path = os.path.join(cache_dir, f"{_filter_key(app, cap_set)}.bpf") if cache_dir else None
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            if valid_bpf(data):
-                return data
-        except FileNotFoundError:
-            pass
+    cached = read_program(path) if path is not None else None
+    if cached is not None:
+        return cached
     from podrun.pod import seccomp_policy
 
     filt = (seccomp_policy.parse_seccomp_flag(app.seccomp, cap_set) if app.seccomp
@@ -59,6 +54,22 @@ def seccomp_program(app: AppSpec, cache_dir: str | None) -> bytes:
     return bpf
 
 
-def valid_bpf(data: bytes) -> bool:
-    """Non-empty whole instructions (a file cut short by a crash is rebuilt, never loaded)."""
-    return len(data) > 0 and len(data) % 8 == 0
+def read_program(path: str) -> bytes | None:
+    """The program stored at *path*, or None if it is missing or not non-empty whole
+    instructions (a file cut short by a crash is rebuilt, never loaded)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    return data if len(data) > 0 and len(data) % 8 == 0 else None
+
+
+def pod_program(app: AppSpec, pod_dir: str) -> bytes:
+    """The program stage0 wrote for *app* into the pod dir; rebuilt (through the cache) if it is
+    missing or was cut short, e.g. a pod prepared before a power cut."""
+    stored = read_program(os.path.join(pod_dir, "apps", app.name, SECCOMP_BPF))
+    if stored is not None:
+        return stored
+    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
+    return seccomp_program(app, os.path.join(data_dir, "cache", "seccomp"))

@@ -1,8 +1,8 @@
 """The last steps before an app's execve: rlimits, identity, capabilities, no_new_privs, seccomp.
 
 ``prepare`` runs in the pod's pid 1 before the app is forked (it reads the app's compiled
-seccomp program, written by stage0 as ``apps/NAME/seccomp.bpf``, while the host's files are
-still reachable); ``apply`` runs in the app's process after pivot_root.  Order (runc's):
+seccomp program, written by stage0 as ``apps/NAME/seccomp.bpf`` (podrun.pod.seccomp_cache), while
+the host's files are still reachable); ``apply`` runs in the app's process after pivot_root.  Order (runc's):
 rlimits; bounding set dropped and the user switched while capabilities are still held; the app's
 capability sets installed; no_new_privs; the seccomp filter last, since it may forbid the calls
 made before it.
@@ -10,18 +10,13 @@ made before it.
 
 from __future__ import annotations
 
-import os
-
 from podrun.isolation import caps, seccomp
 from podrun.lean import dataclass
-from podrun.pod import caps_policy
+from podrun.pod import caps_policy, seccomp_cache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from podrun.pod.manifest import AppSpec
-
-SECCOMP_BPF = "seccomp.bpf"  # = podrun.pod.seccomp_cache.SECCOMP_BPF (not imported: hashlib)
-
 
 @dataclass(frozen=True)
 class Confinement:
@@ -31,26 +26,10 @@ class Confinement:
     seccomp_bpf: bytes | None
 
 
-def seccomp_program(app: AppSpec, pod_dir: str) -> bytes:
-    """The program stage0 compiled for *app*; rebuilt (through the cache) if it is missing or
-    was cut short, e.g. a pod prepared before a power cut."""
-    try:
-        with open(os.path.join(pod_dir, "apps", app.name, SECCOMP_BPF), "rb") as f:
-            data = f.read()
-        if len(data) > 0 and len(data) % 8 == 0:
-            return data
-    except FileNotFoundError:
-        pass
-    from podrun.pod.seccomp_cache import seccomp_program as build
-
-    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
-    return build(app, os.path.join(data_dir, "cache", "seccomp"))
-
-
 def prepare(app: AppSpec, pod_dir: str) -> Confinement:
     """Everything ``apply`` needs, computed before the fork (and before pivot_root)."""
     cap_set = frozenset(app.capabilities)
-    bpf = seccomp_program(app, pod_dir)
+    bpf = seccomp_cache.pod_program(app, pod_dir)
     return Confinement(caps_policy.cap_numbers(cap_set), caps_policy.default_rlimits(), app.no_new_privileges, bpf)
 
 

@@ -40,6 +40,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from podrun.net import helper
     from podrun.stage1.mountplan import Op
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -282,6 +283,7 @@ def main(argv: list[str]) -> NoReturn:
     if lock_fd >= 0:
         os.set_inheritable(lock_fd, False)
     networked = False
+    host_pidns = -1
     pod_cgroup = None
     sd: Systemd | None = None
     try:
@@ -294,7 +296,10 @@ def main(argv: list[str]) -> NoReturn:
             scope.register(manifest.uuid, os.getpid())  # before any cgroup of the pod exists
             cgroups.in_own_unit()
         networked = bool(manifest.networks)
-        netns_fd, net_result = _start_network(pod_dir, manifest, lock_fd) if networked else (-1, None)
+        net_helper = None
+        netns_fd = -1
+        if networked:
+            host_pidns, netns_fd, net_helper = _start_network(pod_dir, manifest, lock_fd)
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
         if manifest.net == "none":
             flags |= sc.CLONE_NEWNET  # networked pods: pid 1 joins the helper's netns instead
@@ -310,8 +315,10 @@ def main(argv: list[str]) -> NoReturn:
         faults.checkpoint("stage1:after-mounts")
         pod_cgroup, init_cgroup, app_cgroups = _make_cgroups(pod_dir, manifest)
         faults.checkpoint("stage1:after-cgroups")
-        if net_result is not None:
-            _wait_network(*net_result)
+        if net_helper is not None:
+            from podrun.net import helper
+
+            helper.wait(net_helper)
         files = write_pod_files(pod_dir, manifest)
     except Exception as exc:
         if "--debug" in argv:
@@ -319,7 +326,7 @@ def main(argv: list[str]) -> NoReturn:
 
             traceback.print_exc()
         sys.stderr.write(f"podrun: stage1: {exc}\n")
-        _undo_setup(pod_dir, networked, pod_cgroup)
+        _undo_setup(pod_dir, networked, host_pidns, pod_cgroup)
         if sd is not None:
             sd.close()
         sys.exit(EXIT_STAGE1_FAILED)
@@ -365,7 +372,7 @@ def main(argv: list[str]) -> NoReturn:
                         json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644, durable=False)
     if networked:
         os.close(netns_fd)
-        _detach_network(pod_dir)
+        _detach_network(pod_dir, host_pidns)
     try:
         pod_cgroup.kill_all()  # nothing of the pod outlives it, not even a daemonized process
         pod_cgroup.remove()
@@ -384,94 +391,38 @@ def _exit(code: int) -> NoReturn:
         os._exit(code)
 
 
-_HOST_PIDNS: list[int] = []  # fd of the host's PID namespace, for the network teardown's children
-
-
-def _start_network(pod_dir: str, manifest: PodManifest, lock_fd: int) -> tuple[int, tuple[int, int]]:
-    """Create the pod's netns here (in the host's mount namespace, before ours is unshared),
-    then fork the helper that attaches the networks (podrun.net.setup.run_helper) while this
-    process goes on.  Returns (netns fd, (helper pid, result pipe))."""
-    from podrun.net import setup
+def _start_network(pod_dir: str, manifest: PodManifest, lock_fd: int) -> tuple[int, int, helper.Handle]:
+    """Create the pod's netns here (in the host's mount namespace, before ours is unshared) and
+    ask the network helper (podrun.net.helper; stage0's, or one forked now) to attach the
+    networks while this process goes on.  Returns (host PID ns fd, netns fd, helper)."""
+    from podrun.net import helper, setup
+    from podrun.pod.boot import current_boot_id
 
     data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
-    _HOST_PIDNS.append(os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
+    host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     netns_fd = setup.create_netns(pod_dir, data_dir, manifest.uuid)
-    early = _early_helper()
-    if early is not None:
-        pid, req_w, res_r = early
-        from podrun.lean import json_dumps
-        from podrun.pod.boot import current_boot_id
-
-        os.set_inheritable(res_r, False)
-        try:
-            os.write(req_w, json_dumps({"pod_dir": os.path.abspath(pod_dir), "data_dir": data_dir,
-                                        "boot_id": current_boot_id()}).encode())
-        finally:
-            os.close(req_w)
-        return netns_fd, (pid, res_r)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        os.close(r)
-        if lock_fd >= 0:
-            os.close(lock_fd)
-        # stage1 runs without site-packages (python -I -S); the helper needs pyroute2
-        sys.path += [p for p in os.environ.get("PODRUN_SITE_PATH", "").split(os.pathsep) if p]
-        from podrun.pod.boot import current_boot_id
-
-        setup.run_helper(pod_dir, data_dir, manifest, current_boot_id(), w)
-        os._exit(1)
-    os.close(w)
-    return netns_fd, (pid, r)
+    handle = helper.take() or helper.spawn(close_fds=(lock_fd,) if lock_fd >= 0 else ())
+    helper.request(handle, os.path.abspath(pod_dir), data_dir, current_boot_id())
+    return host_pidns, netns_fd, handle
 
 
-def _early_helper() -> tuple[int, int, int] | None:
-    """The helper stage0 started (podrun.net.helper), if any and still ours."""
-    value = os.environ.pop("PODRUN_NET_HELPER", "")
-    if not value:
-        return None
-    from podrun.net import helper
-
-    parsed = helper.parse(value)
-    if parsed is None:
-        return None
-    try:
-        os.fstat(parsed[1])
-        os.fstat(parsed[2])
-    except OSError:
-        return None
-    return parsed
-
-
-def _wait_network(pid: int, r: int) -> None:
-    chunks = []
-    while chunk := os.read(r, 4096):
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    report = b"".join(chunks).decode(errors="replace")
-    if status != 0 or report != "ok":
-        raise OSError(f"network: {report or 'the network helper died'}")
-
-
-def _detach_network(pod_dir: str) -> None:
+def _detach_network(pod_dir: str, host_pidns: int) -> None:
     from podrun.net import setup
 
-    for fd in _HOST_PIDNS:
+    if host_pidns >= 0:
         # Teardown runs nft and CNI plugins; our children would otherwise be born into the
         # pod's PID namespace, where fork fails (ENOMEM) once its pid 1 has exited.
-        sc.setns(fd, sc.CLONE_NEWPID)
+        sc.setns(host_pidns, sc.CLONE_NEWPID)
 
     for problem in setup.detach(pod_dir, delete_links=False):
         sys.stderr.write(f"podrun: warning: network teardown: {problem} (podrun gc retries)\n")
 
 
-def _undo_setup(pod_dir: str, networked: bool, pod_cgroup: cgroups.CgroupTree | None) -> None:
+def _undo_setup(pod_dir: str, networked: bool, host_pidns: int, pod_cgroup: cgroups.CgroupTree | None) -> None:
     """After a failed start: release what was made (gc would too, later)."""
     try:
         if networked:
-            _detach_network(pod_dir)
+            _detach_network(pod_dir, host_pidns)
         if pod_cgroup is not None:
             pod_cgroup.remove()
     except Exception as exc:

@@ -75,11 +75,11 @@ PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 def app_plan(
     pod_files: dict[str, str],
-    volumes: list[tuple[str, str, bool]] | list[tuple[str, str, bool, bool]],
+    volumes: list[tuple[str, str, bool, bool]],
     sysfs_read_only: bool = True,
 ) -> list[Op]:
     """Ops for one app, in order.  *pod_files* maps in-pod paths (/etc/hosts…) to host files;
-    *volumes* are (host source, in-pod target, read_only[, source is a file])."""
+    *volumes* are (host source, in-pod target, read_only, source is a file)."""
     plan: list[Op] = [
         Mount("/proc", "proc", "proc", PROC_FLAGS),
         Mount("/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"),
@@ -93,6 +93,6 @@ def app_plan(
     plan += [ReadOnly(p) for p in READONLY_PATHS]
     for target, source in sorted(pod_files.items()):
         plan.append(Mount(target, None, source, MS_BIND, is_file=True))
-    for source, target, read_only, *kind in volumes:
-        plan.append(Mount(target, None, source, MS_BIND | MS_REC, read_only=read_only, is_file=bool(kind and kind[0])))
+    for source, target, read_only, is_file in volumes:
+        plan.append(Mount(target, None, source, MS_BIND | MS_REC, read_only=read_only, is_file=is_file))
     return plan

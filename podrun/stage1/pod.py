@@ -54,9 +54,7 @@ def resolv_conf(manifest: PodManifest, cni_dns: dict[str, object]) -> str | None
             elif words[0] == "options":
                 options = words[1:]
     elif cni_dns.get("nameservers"):
-        nameservers = [str(n) for n in cni_dns.get("nameservers") or []]  # type: ignore[attr-defined]
-        search = [str(s) for s in cni_dns.get("search") or []]  # type: ignore[attr-defined]
-        options = [str(o) for o in cni_dns.get("options") or []]  # type: ignore[attr-defined]
+        nameservers, search, options = (_strings(cni_dns.get(k)) for k in ("nameservers", "search", "options"))
     else:
         nameservers = []
     if manifest.dns_search:
@@ -69,6 +67,10 @@ def resolv_conf(manifest: PodManifest, cni_dns: dict[str, object]) -> str | None
     if options:
         lines.append("options " + " ".join(options))
     return "".join(line + "\n" for line in lines)
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def hosts_file(manifest: PodManifest, addresses: list[str]) -> str:

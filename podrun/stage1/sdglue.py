@@ -81,6 +81,8 @@ class Systemd:
                 if self.ready_r in ready:
                     started = os.read(self.ready_r, 1) == b"1"
                     watched.remove(self.ready_r)
+                    os.close(self.ready_r)
+                    self.ready_r = -1
                     if started and self.mode == "ready":
                         notify.notify("READY=1\nSTATUS=apps started")
                 if self.sock is not None and (self.sock.fileno() in ready or pidfd in ready):

@@ -7,18 +7,7 @@
 - ``journal``: app output sent to the journal with ``SYSLOG_IDENTIFIER=APP`` and
   ``PODRUN_POD_UUID=…`` when podrun's own output is the journal (``JOURNAL_STREAM``).
 
-stage1 runs without site-packages (``python -I -S``); ``load_site`` adds stage0's site dirs
-(``PODRUN_SITE_PATH``) when one of these is needed, so pods outside systemd never import it.
+stage1 runs without site-packages (``python -I -S``); these modules call
+``podrun.lean.load_site_packages`` before importing python-systemd, so pods outside systemd never
+import it.
 """
-
-from __future__ import annotations
-
-import os
-import sys
-
-
-def load_site() -> None:
-    """Make python-systemd importable in stage1 (idempotent)."""
-    for p in os.environ.get("PODRUN_SITE_PATH", "").split(os.pathsep):
-        if p and p not in sys.path:
-            sys.path.append(p)

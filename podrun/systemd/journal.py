@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from podrun.systemd import load_site
+from podrun.lean import load_site_packages
 
 
 def to_journal() -> bool:
@@ -33,7 +33,7 @@ class Sender:
     """Sends whole lines of one app's output; keeps a partial last line until more comes."""
 
     def __init__(self, uuid: str, app: str, stderr: bool) -> None:
-        load_site()
+        load_site_packages()
         from systemd import journal
 
         self._send = journal.send

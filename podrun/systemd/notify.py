@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from podrun.systemd import load_site
+from podrun.lean import load_site_packages
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def notify(message: str) -> None:
     """Send *message* (``KEY=VALUE`` lines) to the service manager, if there is one."""
     if not active():
         return
-    load_site()
+    load_site_packages()
     from systemd import daemon
 
     daemon.notify(message)
