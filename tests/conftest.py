@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every pod the tests start on the default network uses a test bridge and subnet, never the
 # host's real podrun0: set for the whole session (child processes inherit it) and removed at
 # its end (pytest_sessionfinish).  Tests of other settings pass their own PODRUN_NET_DIR.
-TEST_BRIDGE = "prtest0"
-TEST_SUBNET = "172.16.29.0/24"
+# PODRUN_TEST_BRIDGE / PODRUN_TEST_SUBNET let two sessions run side by side on one machine
+# (the bridge name must start with "prtest").
+TEST_BRIDGE = os.environ.get("PODRUN_TEST_BRIDGE", "prtest0")
+TEST_SUBNET = os.environ.get("PODRUN_TEST_SUBNET", "172.16.29.0/24")
 TEST_TABLE = f"podrun-{TEST_BRIDGE}"
 _NET_DIR = Path(f"/tmp/podrun-test-net.{os.getpid()}")
 _NET_DIR.mkdir(exist_ok=True)
