@@ -36,12 +36,19 @@ MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
+PR_SET_MM = 35
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_MM_ARG_START = 8
+PR_SET_MM_ARG_END = 9
+PR_SET_MM_ENV_START = 10
+PR_SET_MM_ENV_END = 11
 
-_NR = {"x86_64": {"openat2": 437, "pivot_root": 155, "close_range": 436},
-       "aarch64": {"openat2": 437, "pivot_root": 41, "close_range": 436}}
+_NR = {"x86_64": {"openat2": 437, "pivot_root": 155, "close_range": 436, "pidfd_getfd": 438},
+       "aarch64": {"openat2": 437, "pivot_root": 41, "close_range": 436, "pidfd_getfd": 438}}
 _MACHINE = os.uname().machine
+_LITTLE = struct.pack("=H", 1) == b"\x01\x00"
 
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
@@ -87,9 +94,40 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname", name)
 
 
-def prctl(option: int, arg2: int = 0) -> None:
-    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0),
+def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
                        ctypes.c_ulong(0)), f"prctl({option})")
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """A duplicate of fd *targetfd* of the process *pidfd* refers to (pidfd_getfd(2), Linux 5.6)."""
+    nr = _NR[_MACHINE]["pidfd_getfd"]
+    fd = _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(pidfd), ctypes.c_int(targetfd), ctypes.c_uint(0)),
+                "pidfd_getfd", str(targetfd))
+    return fd  # the kernel sets O_CLOEXEC on it
+
+
+def fs_type(fd: int) -> int:
+    """The filesystem magic number of the file open as *fd* (fstatfs(2) f_type)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    _check(_libc.fstatfs(ctypes.c_int(fd), buf), "fstatfs")
+    return int.from_bytes(buf.raw[:ctypes.sizeof(ctypes.c_long)], "little" if _LITTLE else "big")
+
+
+def set_name(name: bytes) -> None:
+    """The calling thread's name (``comm``, 15 bytes at most; PR_SET_NAME)."""
+    buf = ctypes.create_string_buffer(name[:15])
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), buf, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           "prctl(PR_SET_NAME)")
+
+
+def memset(address: int, value: int, size: int) -> None:
+    """Fill *size* bytes of this process's memory at *address* (used to scrub argv/environ)."""
+    ctypes.memset(address, value, size)
+
+
+def memmove(address: int, data: bytes) -> None:
+    ctypes.memmove(address, data, len(data))
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:

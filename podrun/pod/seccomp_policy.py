@@ -16,6 +16,9 @@ Docker/moby and containers/common (podman) default profiles:
   behind a pointer seccomp cannot read; glibc then falls back to ``clone``), ``socket`` for
   AF_VSOCK/AF_ALG and ``personality`` with unusual personas are not allowed; i386's
   ``socketcall`` multiplexer is denied so that the family filter cannot be bypassed.
+* ``ioctl`` TIOCSTI and TIOCLINUX get EPERM in every filter podrun builds (SECURITY-TESTS 25):
+  they push input into a terminal (bubblewrap CVE-2017-5226, flatpak CVE-2023-28100).  The
+  request is compared on its low 32 bits, as the kernel reads it (flatpak CVE-2019-10063).
 
 podrun is stricter than podman in one way: podman allows mount/unshare/keyctl/reboot and leaves
 them to the capability checks (rootless podman needs that); podrun denies them unless the cap
@@ -210,6 +213,13 @@ DENIED: tuple[str, ...] = (
     "pciconfig_write",
 )
 
+# ioctl requests that inject input into a terminal: TIOCSTI (asm-generic 0x5412) and TIOCLINUX
+# (0x541C, whose subcommand TIOCL_PASTESEL pastes into a virtual console).
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+TTY_INJECTION = (TIOCSTI, TIOCLINUX)
+_LOW32 = 0xFFFFFFFF
+
 # personality(2) values programs legitimately use: PER_LINUX, PER_LINUX32, UNAME26 variants,
 # and 0xffffffff (query).  Others (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE…) weaken the process.
 SAFE_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
@@ -280,7 +290,68 @@ def filter_for(caps: frozenset[str]) -> Filter:
     rules.extend(Rule(("personality",), "ALLOW", args=(ArgCond(0, "EQ", value),)) for value in SAFE_PERSONALITIES)
     rules.insert(0, Rule(tuple(denied), "ERRNO", EPERM))
     rules.insert(0, Rule(tuple(allowed), "ALLOW"))
-    return _guard_socketcall(Filter("ERRNO", ENOSYS, default_architectures(), tuple(rules)))
+    return guard_tty_ioctls(_guard_socketcall(Filter("ERRNO", ENOSYS, default_architectures(), tuple(rules))))
+
+
+def ioctl_request_conditions(excluded: tuple[int, ...] = TTY_INJECTION) -> tuple[ArgCond, ...]:
+    """Conditions on ioctl's request (argument 1), each a single MASKED_EQ on its low 32 bits,
+    whose union is every request but *excluded*.
+
+    A seccomp rule holds one comparison per argument and libseccomp lets an unconditional ALLOW
+    win over any conditional rule of the same syscall, so "all but these" is spelt as a union:
+    requests that differ from the excluded values in a bit where those values agree (one
+    condition per such bit), plus the other combinations of the bits where they disagree.
+    """
+    agree = _LOW32
+    for value in excluded[1:]:
+        agree &= ~(value ^ excluded[0])
+    conds = [ArgCond(1, "MASKED_EQ", 1 << bit, (excluded[0] ^ _LOW32) & (1 << bit))
+             for bit in range(32) if agree >> bit & 1]
+    varying = [bit for bit in range(32) if not agree >> bit & 1]
+    for combo in range(1 << len(varying)):
+        value = excluded[0] & agree
+        for i, bit in enumerate(varying):
+            if combo >> i & 1:
+                value |= 1 << bit
+        if value not in excluded:
+            conds.append(ArgCond(1, "MASKED_EQ", _LOW32, value))
+    return tuple(conds)
+
+
+def _admits(cond: ArgCond, value: int) -> bool:
+    """Whether the argument value *value* satisfies *cond* (for conditions on ioctl's request)."""
+    if cond.op == "MASKED_EQ":
+        return value & cond.value == cond.value_two
+    ops = {"EQ": value == cond.value, "NE": value != cond.value, "LT": value < cond.value,
+           "LE": value <= cond.value, "GT": value > cond.value, "GE": value >= cond.value}
+    return ops[cond.op]
+
+
+def guard_tty_ioctls(f: Filter) -> Filter:
+    """*f* with ``ioctl`` TIOCSTI and TIOCLINUX refused (EPERM) whatever it allowed: an
+    unconditional ALLOW of ioctl becomes ALLOW for every other request, a conditional one gets
+    those request conditions added; a rule that already tests the request and admits one of
+    them (with any high bits) is refused as a UsageError."""
+    allow_requests = ioctl_request_conditions()
+    rules: list[Rule] = []
+    for r in f.rules:
+        if "ioctl" not in r.names or r.action != "ALLOW":
+            rules.append(r)
+            continue
+        others = tuple(n for n in r.names if n != "ioctl")
+        if others:
+            rules.append(Rule(others, r.action, r.errno, r.args))
+        if any(c.index == 1 for c in r.args):
+            on_request = [c for c in r.args if c.index == 1]
+            if any(all(_admits(c, v | high) for c in on_request) for v in TTY_INJECTION for high in (0, 1 << 32)):
+                raise UsageError("seccomp profile allows ioctl TIOCSTI or TIOCLINUX, which podrun always refuses",
+                                 hint="exclude those requests (0x5412, 0x541c) from the ioctl rule")
+            rules.append(Rule(("ioctl",), r.action, r.errno, r.args))
+            continue
+        rules.extend(Rule(("ioctl",), "ALLOW", args=(*r.args, c)) for c in allow_requests)
+    rules.extend(Rule(("ioctl",), "ERRNO", EPERM, (ArgCond(1, "MASKED_EQ", _LOW32, request),))
+                 for request in TTY_INJECTION)
+    return Filter(f.default_action, f.default_errno, f.architectures, tuple(rules))
 
 
 def _guard_socketcall(f: Filter) -> Filter:
@@ -493,7 +564,9 @@ def load_oci_profile(data: bytes) -> Filter:
     the native one is always covered) and syscalls[].names/action/errnoRet/args.  Names the
     local libseccomp does not know are skipped when compiling, as runc does.  Docker-style
     ``includes``/``excludes`` conditions and the TRACE/NOTIFY actions are refused.  Raises
-    UsageError on anything malformed or over ``MAX_PROFILE_BYTES``.
+    UsageError on anything malformed or over ``MAX_PROFILE_BYTES``.  The profile is returned as
+    written: code that makes it an app's filter applies ``guard_tty_ioctls`` to it, as
+    ``filter_for`` does for podrun's own filters.
     """
     import json  # only stage0 reads profiles; keep it off stage1's import path
 

@@ -37,8 +37,11 @@ EXIT_NOT_FOUND = 127
 def ensure_in_root(root_fd: int, path: str, is_file: bool, _depth: int = 0) -> int:
     """O_PATH fd of *path* inside the root, creating it (and parents) when missing.
 
-    Resolution never leaves the root (openat2 RESOLVE_IN_ROOT).  A dangling symlink on the way
-    is followed the same way: its target is created *inside* the root, as if the root were /.
+    Resolution never leaves the root (openat2 RESOLVE_IN_ROOT) and never follows a /proc magic
+    link (RESOLVE_NO_MAGICLINKS: ``/proc/1/cwd``, ``/proc/self/root/…`` fail with ELOOP).  A
+    dangling symlink on the way is followed the same way: its target is created *inside* the
+    root, as if the root were /.  Directories are opened by openat2 too, never reopened through
+    /proc, so this works in a root whose /proc is not (or not yet) the pod's.
     """
     try:
         return sc.open_in_root(root_fd, path)
@@ -47,24 +50,18 @@ def ensure_in_root(root_fd: int, path: str, is_file: bool, _depth: int = 0) -> i
     if _depth > 40:
         raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
     parent, _, name = path.rstrip("/").rpartition("/")
-    pfd = ensure_in_root(root_fd, parent or "/", False, _depth + 1)
-    try:
-        dfd = os.open(sc.fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    finally:
-        os.close(pfd)
+    if name in ("", ".", ".."):
+        raise OSError(errno.EINVAL, "not a creatable path", path)
+    dfd = _dir_in_root(root_fd, parent or "/", _depth + 1)
     link = None
     try:
-        if stat.S_ISLNK(os.lstat(name, dir_fd=dfd).st_mode):
-            link = os.readlink(name, dir_fd=dfd)
-        elif is_file:
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd))
-        else:
-            os.mkdir(name, 0o755, dir_fd=dfd)
-    except FileNotFoundError:
-        if is_file:
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd))
-        else:
-            os.mkdir(name, 0o755, dir_fd=dfd)
+        try:
+            if stat.S_ISLNK(os.lstat(name, dir_fd=dfd).st_mode):
+                link = os.readlink(name, dir_fd=dfd)
+            else:
+                _create(dfd, name, is_file)
+        except FileNotFoundError:
+            _create(dfd, name, is_file)
     finally:
         os.close(dfd)
     if link is not None:
@@ -72,6 +69,53 @@ def ensure_in_root(root_fd: int, path: str, is_file: bool, _depth: int = 0) -> i
         target = posixpath.normpath(link if link.startswith("/") else posixpath.join("/", parent, link))
         return ensure_in_root(root_fd, target, is_file, _depth + 1)
     return sc.open_in_root(root_fd, path)
+
+
+def _dir_in_root(root_fd: int, path: str, depth: int) -> int:
+    """A readable directory fd of *path* inside the root, created when missing."""
+    try:
+        return sc.open_in_root(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        os.close(ensure_in_root(root_fd, path, False, depth))
+        return sc.open_in_root(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _create(dfd: int, name: str, is_file: bool) -> None:
+    if is_file:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd))
+    else:
+        os.mkdir(name, 0o755, dir_fd=dfd)
+
+
+class SetupError(Exception):
+    """A refusal while setting up an app, with a message for the user as it stands."""
+
+
+def _path_error(what: str, path: str, exc: OSError) -> SetupError:
+    if exc.errno == errno.ELOOP:
+        return SetupError(f"{what} {path!r} leads through a /proc magic link or too many symbolic links (refused)")
+    reason = (exc.strerror or str(exc)).rpartition(": ")[2]  # drop the syscall's name
+    return SetupError(f"{what} {path!r}: {reason}")
+
+
+def enter_workdir(path: str) -> None:
+    """Make *path* (from the image or ``--working-dir``) the cwd, resolved inside the current root
+    with no magic link followed and created there when missing (runc CVE-2024-21626; the
+    ``WorkingDir: /proc/1/cwd`` escape, SECURITY-TESTS 24).  ``fchdir`` on the opened fd, so what
+    was checked is what is entered."""
+    root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = ensure_in_root(root_fd, path or "/", False)
+    except OSError as exc:
+        raise _path_error("working directory", path, exc) from None
+    finally:
+        os.close(root_fd)
+    try:
+        os.fchdir(fd)
+    except OSError as exc:
+        raise _path_error("working directory", path, exc) from None
+    finally:
+        os.close(fd)
 
 
 def _mount_on(root_fd: int, target: str, source: str | None, fstype: str | None, flags: int, data: str | None,
@@ -163,73 +207,165 @@ def enter_root(root: str) -> None:
     os.chdir("/")
 
 
-def lookup_user(user: str, group: str | None) -> tuple[int, int, list[int], str]:
-    """(uid, gid, supplementary gids, home) from the app's own /etc/passwd and /etc/group."""
-    passwd = _read_db("/etc/passwd")
-    groups = _read_db("/etc/group")
-    home = "/"
-    if user.isdigit():
-        uid = int(user)
-        entry = next((p for p in passwd if len(p) > 5 and p[2] == user), None)
+MAX_ID = 2**31 - 1  # runc's limit; -1 = 4294967295 would make setresuid keep root (SECURITY-TESTS 28)
+MAX_DB_BYTES = 4 << 20  # /etc/passwd and /etc/group of an image
+
+
+def parse_id(text: str, what: str) -> int:
+    """A uid or gid in 0..MAX_ID, or SetupError naming *what* (``-1`` included)."""
+    value = text.strip()
+    digits = value[1:] if value[:1] in "+-" else value
+    if not digits.isdigit() or not digits.isascii():
+        raise SetupError(f"{what} {text!r} is not a number")
+    number = int(value)
+    if not 0 <= number <= MAX_ID:
+        raise SetupError(f"{what} {text!r} is out of range (0-{MAX_ID}; -1 would mean \"unchanged\")")
+    return number
+
+
+def _looks_numeric(text: str) -> bool:
+    return text.lstrip("+-").isdigit()
+
+
+def lookup_user(user: str, group: str | None, root_fd: int) -> tuple[int, int, list[int], str]:
+    """(uid, gid, supplementary gids, home) from the app's own /etc/passwd and /etc/group, with
+    runc's rules: a numeric user is a uid (its passwd entry, if any, gives gid and home; without
+    one the gid is 0); an explicit group sets the gid and the user gets no memberships from
+    /etc/group; otherwise the groups listing the user's name are its supplementary groups.  The
+    primary gid is always among the supplementary groups too, as containerd and podman do since
+    CVE-2023-25173 / CVE-2022-2989 (else a setgid program could shed it).  Ids outside
+    0..2^31-1, from the flags or the image's files, are refused.  The files are read inside
+    the root open as *root_fd* (read_db)."""
+    passwd = read_db(root_fd, "/etc/passwd")
+    uid_arg = parse_id(user, "user id") if _looks_numeric(user) else None
+    entry = None
+    for fields in passwd:
+        if len(fields) < 4:
+            continue
+        if (fields[0] == user) if uid_arg is None else (_looks_numeric(fields[2]) and int(fields[2]) == uid_arg):
+            entry = fields
+            break
+    if entry is None and uid_arg is None:
+        raise SetupError(f"user {user!r} not found in the image's /etc/passwd")
+    if entry is not None:
+        uid = parse_id(entry[2], f"the image's /etc/passwd: user {entry[0]!r} has uid")
+        gid = parse_id(entry[3], f"the image's /etc/passwd: user {entry[0]!r} has gid")
+        home = (entry[5] if len(entry) > 5 else "") or "/"
     else:
-        entry = next((p for p in passwd if p[0] == user and len(p) > 5), None)
-        if entry is None:
-            raise LookupError(f"user {user!r} not found in the image's /etc/passwd")
-        uid = int(entry[2])
-    gid = int(entry[3]) if entry else uid
-    if entry:
-        home = entry[5] or "/"
+        assert uid_arg is not None
+        uid, gid, home = uid_arg, 0, "/"
+    found: set[int] = set()
     if group is not None:
-        if group.isdigit():
-            gid = int(group)
+        groups = read_db(root_fd, "/etc/group")
+        if _looks_numeric(group):
+            gid = parse_id(group, "group id")
         else:
-            gentry = next((g for g in groups if g[0] == group and len(g) > 2), None)
+            gentry = next((g for g in groups if len(g) > 2 and g[0] == group), None)
             if gentry is None:
-                raise LookupError(f"group {group!r} not found in the image's /etc/group")
-            gid = int(gentry[2])
-    name = entry[0] if entry else None
-    supplementary = sorted(
-        {int(g[2]) for g in groups if len(g) > 3 and name and name in g[3].split(",") and g[2].isdigit()}
-    )
-    return uid, gid, supplementary, home
+                raise SetupError(f"group {group!r} not found in the image's /etc/group")
+            gid = parse_id(gentry[2], f"the image's /etc/group: group {group!r} has gid")
+    elif entry is not None:
+        name = entry[0]
+        for g in read_db(root_fd, "/etc/group"):
+            if len(g) > 3 and name in g[3].split(","):
+                found.add(parse_id(g[2], f"the image's /etc/group: group {g[0]!r} has gid"))
+    return uid, gid, sorted(found | {gid}), home
 
 
-def _read_db(path: str) -> list[list[str]]:
+# Filesystems whose "regular" files are kernel interfaces: reading /proc/kmsg consumes the
+# host's kernel log, other files block or act.  An image's user database never lives there.
+PSEUDO_FILESYSTEMS = frozenset({
+    0x9FA0,  # proc
+    0x62656572,  # sysfs
+    0x64626720,  # debugfs
+    0x74726163,  # tracefs
+    0x73636673,  # securityfs
+    0x27E0EB,  # cgroup
+    0x63677270,  # cgroup2
+    0xCAFE4A11,  # bpf
+    0x62656570,  # configfs
+    0x6165676C,  # pstore
+    0xDE5E81E4,  # efivarfs
+})
+
+
+def read_db(root_fd: int, path: str) -> list[list[str]]:
+    """The colon-separated records of *path* inside the root open as *root_fd* (an image's
+    /etc/passwd or /etc/group), read as root with care (SECURITY-TESTS 27): opened inside the
+    root without following magic links, non-blocking, only if it is a regular file outside
+    the kernel's pseudo filesystems, at most MAX_DB_BYTES.  A missing file is an empty
+    database; anything else wrong is an error naming the file."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f.read(1 << 20).splitlines() if line and line[0] != "#"]
-    except OSError:
+        fd = sc.open_in_root(root_fd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:
+        raise _path_error("the image's", path, exc) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or sc.fs_type(fd) in PSEUDO_FILESYSTEMS:
+            raise SetupError(f"the image's {path} is not a regular file (refused)")
+        data = b""
+        while len(data) <= MAX_DB_BYTES:
+            chunk = os.read(fd, MAX_DB_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > MAX_DB_BYTES:
+            raise SetupError(f"the image's {path} is larger than {MAX_DB_BYTES >> 20} MiB (refused)")
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", errors="replace")
+    return [line.split(":") for line in text.splitlines() if line and line[0] != "#"]
 
 
 def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, interactive: bool,
            keep_fds: frozenset[int], cgroup_gate: int | None = None, listen: tuple[list[int], str] = ([], ""),
-           extra_env: dict[str, str] | None = None) -> NoReturn:
+           extra_env: dict[str, str] | None = None, tty_report: int | None = None) -> NoReturn:
     """Become *app* (called in a freshly forked child; never returns).
 
     With *cgroup_gate* (a pipe's read end), the parent moves this process into the app's
     cgroup meanwhile and writes one byte when done; the app then gets its own cgroup
     namespace, before its identity and confinement are set.  *listen*: socket-activation fds
-    (and their names) to hand over from fd 3; *extra_env*: variables podrun adds (NOTIFY_SOCKET)."""
+    (and their names) to hand over from fd 3; *extra_env*: variables podrun adds (NOTIFY_SOCKET).
+    *interactive*: stdin is the caller's (a pipe or file; never a terminal, see tty_report).
+    *tty_report* (a pipe's write end): allocate a pty in the app's own devpts, make it the
+    controlling terminal and stdio of the app, and write the master's fd number on the pipe;
+    the parent takes the master (pidfd_getfd) before it opens the gate (podrun.stage1.tty)."""
     try:
+        # Other processes of the pod cannot read this one's /proc files while it is still
+        # podrun (runc's init does the same); execve makes the app dumpable again.
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        os.setsid()  # a session of its own: the caller's terminal is nobody's here (SECURITY-TESTS 25)
+        # The user is looked up in the image's own files, before /proc, /sys or volumes are
+        # mounted (as podman does): nothing but the image can answer.
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            uid, gid, groups, home = lookup_user(app.user, app.group, root_fd)
+        finally:
+            os.close(root_fd)
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
         apply_plan(root, plan)
         if app.read_only_rootfs:
             sc.mount(None, root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NODEV)
         enter_root(root)
-        if not interactive:
+        if tty_report is not None:
+            from podrun.stage1 import tty  # imported by the parent before the fork
+
+            master = tty.allocate_for_session("/dev/pts/ptmx")
+            os.write(tty_report, str(master).encode())
+            os.close(tty_report)
+        elif not interactive:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
-        uid, gid, groups, home = lookup_user(app.user, app.group)
         groups = sorted(set(groups) | set(app.supplementary_gids))
         env = dict(e.split("=", 1) for e in app.env if "=" in e)
         env.setdefault("HOME", home)
         env.update(extra_env or {})
         if cgroup_gate is not None:
             if os.read(cgroup_gate, 1) != b"1":
-                raise OSError("pod pid 1 did not place the app in its cgroup")
+                raise OSError("the pod's supervisor did not place the app in its cgroup")
             os.close(cgroup_gate)
             sc.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
         sc.close_fds_from(3, keep_fds | frozenset(listen[0]))
@@ -238,18 +374,42 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
 
             activation.install(listen[0])
             env.update(activation.environment(listen[0], listen[1]))
-        workdir = app.working_dir or "/"
-        os.makedirs(workdir, exist_ok=True)
-        os.chdir(workdir)
+        enter_workdir(app.working_dir)
         confine.apply(conf, uid, gid, groups)
     except Exception as exc:
-        fail(app.name, f"setting up: {exc}")
+        fail(app.name, f"setting up: {describe(exc)}")
     argv = list(app.exec_argv)
     try:
-        os.execvpe(argv[0], argv, env)
+        exec_in_path(argv, env)
     except OSError as exc:
-        code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
+        code = EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_NOT_EXECUTABLE
         fail(app.name, f"cannot execute {argv[0]!r}: {exc.strerror}", code)
+
+
+def exec_in_path(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """``execvpe`` without the os module's help (which imports modules, impossible once the
+    host's files are out of reach): a name without a slash is searched in the app's PATH;
+    raises the first error that is not "not found" (as execvp(3)), else the last one."""
+    name = argv[0]
+    if "/" in name:
+        os.execve(name, argv, env)
+    saved: OSError | None = None
+    last: OSError = OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    for directory in env.get("PATH", "/bin:/usr/bin").split(":"):
+        try:
+            os.execve(posixpath.join(directory, name), argv, env)
+        except OSError as exc:
+            last = exc
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and saved is None:
+                saved = exc
+    raise saved or last
+
+
+def describe(exc: Exception) -> str:
+    """One line for the user: an OSError without its "[Errno N]" prefix, with its path."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def fail(name: str, message: str, code: int = EXIT_SETUP_FAILED) -> NoReturn:

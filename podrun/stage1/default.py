@@ -3,36 +3,33 @@
 Process chain (see man/podrun-stage1.7)::
 
     podrun run (stage0) --exec--> this module, same PID, holding the pod lock ("supervisor")
-        unshare mount/UTS/IPC/net(/cgroup) + PID namespaces; overlay root per app
-        └─ fork: pod pid 1 ("init", first process of the new PID namespace)
-              └─ fork per app: stage2 launcher -> execve(app)
+        unshare mount/UTS/IPC/net + PID namespaces; overlay root per app; cgroups; pod files
+        ├─ fork: pod pid 1 (podrun.stage1.init: a reaper in an empty root of its own)
+        └─ fork per app, into the pod's namespaces: stage2 launcher -> execve(app)
 
 The supervisor stays in the host PID namespace so the unit's main PID (or the shell's child)
-is the pod; it forwards SIGTERM/SIGINT/SIGHUP to init and exits with init's exit code.  Init
-reaps every process of the pod, records each app's exit status and applies the exit rule.
-Init dies with the supervisor (PR_SET_PDEATHSIG), and every app dies with init (the kernel
-kills a PID namespace whose first process exits), so nothing outlives a ``kill -9``.  All
-mounts live in the pod's private mount namespace and vanish with it.
+is the pod.  It supervises the apps itself (podrun.stage1.supervise): relays their output,
+forwards SIGTERM/SIGINT/SIGHUP (pid 1 passes on those sent to it), records each app's exit
+status, applies the exit rule and exits with the pod's exit code.  pid 1 dies with the
+supervisor (PR_SET_PDEATHSIG), and every app dies with pid 1 (the kernel kills a PID namespace
+whose first process exits), so nothing outlives a ``kill -9``.  All mounts live in the pod's
+private mount namespaces and vanish with them.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import sys
 import time
 
 from podrun import faults, fsutil
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
-from podrun.lean import json_dumps, signal
+from podrun.lean import json_dumps
 from podrun.pod.manifest import MANIFEST, AppSpec, PodManifest
-from podrun.stage1 import app as stage2
-from podrun.stage1 import confine
-from podrun.stage1.logrelay import Relay
-from podrun.stage1.mountplan import app_plan
 from podrun.stage1.pod import default_hostname, write_pod_files
 from podrun.stage1.sdglue import Systemd
+from podrun.stage1.supervise import EXIT_STAGE1_FAILED, Supervisor
 
 # Start-up budget: this module and everything it imports stay off dataclasses, json, re, enum,
 # typing, pathlib, signal, socket, functools and contextlib (podrun.lean; tests/unit/test_hot_path.py).
@@ -41,11 +38,6 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from podrun.net import helper
-    from podrun.stage1.mountplan import Op
-
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL when the pod stops other apps
-EXIT_STAGE1_FAILED = 254
 
 
 def _bring_up_loopback() -> None:
@@ -91,189 +83,6 @@ def mount_app_root(pod_dir: str, app: AppSpec) -> str:
     sc.mount("overlay", f"{base}/rootfs", "overlay", sc.MS_NODEV, data)
     os.chdir("/")
     return f"{base}/rootfs"
-
-
-def _exit_code(status: int) -> int:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.waitstatus_to_exitcode(status)
-
-
-class Init:
-    """The pod's pid 1: start apps, reap, forward signals, record statuses, apply the exit rule."""
-
-    def __init__(self, pod_dir: str, manifest: PodManifest, roots: dict[str, str], files: dict[str, str],
-                 app_cgroups: dict[str, cgroups.CgroupTree], sd: Systemd) -> None:
-        self.sd = sd
-        self.app_cgroups = app_cgroups
-        self.pod_dir = pod_dir
-        self.manifest = manifest
-        self.roots = roots
-        self.files = files
-        self.running: dict[int, str] = {}
-        self.first_failure: int | None = None
-        self.stopping = False
-
-    def _plan_for(self, app: AppSpec) -> list[Op]:
-        vols = {v.name: v for v in self.manifest.volumes}
-        binds = []
-        for m in app.mounts:
-            vol = vols[m.volume]
-            source = vol.source if vol.kind == "host" else os.path.join(self.pod_dir, "volumes", vol.name)
-            assert source is not None
-            binds.append((source, m.target, vol.read_only, not os.path.isdir(source)))
-        files = dict(self.files)
-        if self.sd.app_socket:
-            from podrun.systemd.notify import APP_SOCKET
-
-            files[APP_SOCKET] = self.sd.app_socket  # NOTIFY_SOCKET of the app (--notify=app)
-        return app_plan(files, binds)
-
-    def _stop_others(self, sig: int) -> None:
-        for pid in self.running:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self._stop_others(signum)
-        if signum != signal.SIGHUP:
-            self.stopping = True
-
-    def _on_alarm(self, _signum: int, _frame: object) -> None:
-        self._stop_others(signal.SIGKILL)
-
-    def run(self) -> NoReturn:
-        for sig in FORWARDED:
-            signal.signal(sig, self._on_signal)
-        signal.signal(signal.SIGALRM, self._on_alarm)
-        status_dir = os.path.join(self.pod_dir, "status")
-        _mkdirs(status_dir)
-        relay = None if self.manifest.interactive else Relay(self.manifest.uuid if self.sd.journal else None)
-        gates: list[tuple[int, str, int]] = []  # (pid, app, write end of its cgroup gate)
-        for app in self.manifest.apps:
-            try:
-                plan = self._plan_for(app)
-                conf = confine.prepare(app, self.pod_dir)
-            except Exception as exc:
-                sys.stderr.write(f"podrun: app {app.name}: {exc}\n")
-                self._stop_others(signal.SIGKILL)
-                os._exit(EXIT_STAGE1_FAILED)
-            out = relay.add_app(os.path.join(self.pod_dir, "apps", app.name, "log")) if relay else None
-            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-            pid = os.fork()
-            if pid == 0:
-                for sig in (*FORWARDED, signal.SIGALRM, signal.SIGCHLD):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.set_wakeup_fd(-1)
-                os.close(gate_w)
-                for _, _, other in gates:
-                    os.close(other)
-                if out is not None:
-                    os.dup2(out[0], 1)
-                    os.dup2(out[1], 2)
-                first = app is self.manifest.apps[0]
-                stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset(),
-                              cgroup_gate=gate_r, listen=self.sd.listen if first else ([], ""),
-                              extra_env=self.sd.app_env())
-            os.close(gate_r)
-            gates.append((pid, app.name, gate_w))
-            self.running[pid] = app.name
-            if out is not None:
-                os.close(out[0])
-                os.close(out[1])
-        self._place_apps(gates)
-        _write_text(os.path.join(self.pod_dir, "ready"), f"{time.time():.6f}\n")
-        self.sd.apps_started()
-        faults.checkpoint("stage1:apps-started")  # kills pid 1: the supervisor sees it die
-        codes: dict[str, int] = {}
-        while self.running:
-            if relay is not None:
-                relay.wait(None)  # output, or a signal (SIGCHLD included) through the wakeup fd
-            for pid, status in _reap(block=relay is None):
-                name = self.running.pop(pid, None)
-                if name is not None:  # else an orphan re-parented to us: reaped, nothing to record
-                    codes[name] = self._finished(status_dir, name, status)
-        if relay is not None:
-            relay.drain(0.5)
-        result = 0 if self.first_failure is None else self.first_failure
-        if len(self.manifest.apps) == 1:
-            result = codes.get(self.manifest.apps[0].name, result)
-        os._exit(result)
-
-    def _place_apps(self, gates: list[tuple[int, str, int]]) -> None:
-        """Move each forked app into its cgroup, then open its gate.  Done here, after every
-        fork, rather than by the app itself: the first cgroup migration of a burst waits for an
-        RCU grace period (~10 ms here), which thus overlaps the apps' own mount work instead of
-        delaying each of them in turn.  An app never runs its image's code before its gate opens."""
-        for pid, name, gate_w in gates:
-            try:
-                self.app_cgroups[name].add_process(pid)
-                os.write(gate_w, b"1")
-            except (ProcessLookupError, BrokenPipeError):
-                pass  # the app failed before its gate (and said why): reaped and recorded as usual
-            except OSError as exc:
-                if _ended(pid):
-                    continue
-                sys.stderr.write(f"podrun: app {name}: joining its cgroup: {exc}\n")
-                self._stop_others(signal.SIGKILL)
-                os._exit(EXIT_STAGE1_FAILED)
-            finally:
-                os.close(gate_w)
-
-    def _finished(self, status_dir: str, name: str, status: int) -> int:
-        code = _exit_code(status)
-        _record(status_dir, name, code, status)
-        if code != 0 and self.first_failure is None:
-            self.first_failure = code
-            if self.running:  # rkt: one failing app stops the pod
-                self._stop_others(signal.SIGTERM)
-                signal.alarm(int(STOP_TIMEOUT))
-        return code
-
-
-def _ended(pid: int) -> bool:
-    """Whether child *pid* has exited (a zombie not yet reaped counts)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] == b"Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-
-
-def _reap(block: bool) -> list[tuple[int, int]]:
-    """Every child that has ended (at least one when *block*)."""
-    out: list[tuple[int, int]] = []
-    flags = 0 if block else os.WNOHANG
-    while True:
-        try:
-            pid, status = os.waitpid(-1, flags)
-        except ChildProcessError:
-            return out
-        if pid == 0:
-            return out
-        out.append((pid, status))
-        flags = os.WNOHANG
-
-
-def _write_text(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _record(status_dir: str, name: str, code: int, status: int) -> None:
-    doc = {
-        "exit_code": code,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        "finished": time.time(),
-    }
-    # Atomic but not fsynced (podrun-state(5)): an exit record lost to a power cut reads as
-    # "exited, code unknown", and two fsyncs would sit on every pod's exit path.
-    fsutil.atomic_write(os.path.join(status_dir, name), json_dumps(doc).encode(), 0o644, durable=False)
 
 
 def main(argv: list[str]) -> NoReturn:
@@ -330,44 +139,8 @@ def main(argv: list[str]) -> NoReturn:
         if sd is not None:
             sd.close()
         sys.exit(EXIT_STAGE1_FAILED)
-    supervisor = os.pidfd_open(os.getpid())
-    init_pid = os.fork()
-    if init_pid == 0:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        # getppid() is 0 across the PID namespace boundary, so ask the pidfd whether the
-        # supervisor died before PDEATHSIG was armed.
-        if select.select([supervisor], [], [], 0)[0]:
-            os._exit(EXIT_STAGE1_FAILED)
-        os.close(supervisor)
-        if lock_fd >= 0:
-            os.close(lock_fd)  # only the supervisor holds the pod lock
-        if netns_fd >= 0:
-            sc.setns(netns_fd, sc.CLONE_NEWNET)
-            os.close(netns_fd)
-        sd.in_init()
-        Init(pod_dir, manifest, roots, files, app_cgroups, sd).run()
-    os.close(supervisor)
-    _write_text(os.path.join(pod_dir, "pid"), f"{init_pid}\n")
-
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(init_pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
-    try:
-        # Moved by the supervisor while pid 1 goes on starting the apps (see Init._place_apps).
-        init_cgroup.add_process(init_pid)
-    except ProcessLookupError:
-        pass  # pid 1 has already ended
-    except OSError as exc:
-        sys.stderr.write(f"podrun: warning: moving the pod's pid 1 into the pod's cgroup: {exc}\n")
-    faults.checkpoint("stage1:supervising")
-    status = sd.wait(init_pid)
+    code = Supervisor(pod_dir, manifest, roots, files, init_cgroup, app_cgroups, sd, netns_fd).run()
     sd.close()
-    code = _exit_code(status)
     fsutil.atomic_write(os.path.join(pod_dir, "finished"),
                         json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644, durable=False)
     if networked:

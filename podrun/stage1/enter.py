@@ -20,10 +20,18 @@ from typing import NoReturn
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.pod.manifest import MANIFEST, AppSpec, PodManifest
-from podrun.stage1 import confine
-from podrun.stage1.app import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, lookup_user
+from podrun.stage1 import confine, tty
+from podrun.stage1.app import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_SETUP_FAILED,
+    describe,
+    enter_workdir,
+    exec_in_path,
+    lookup_user,
+)
+from podrun.stage1.logrelay import Relay  # imported here: the code below runs in the app's root
 
-PR_SET_DUMPABLE = 4
 NAMESPACES = (("cgroup", sc.CLONE_NEWCGROUP), ("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
               ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID), ("mnt", sc.CLONE_NEWNS))
 
@@ -41,8 +49,9 @@ def app_cgroup_dirs(pod_dir: Path, app: str) -> list[str]:
 
 def app_main_pid(pod_dir: Path, app: str) -> int:
     """Host PID of the app's main process: the member of its cgroup whose parent is the pod's
-    pid 1 (cgroupfs lists PIDs as the reader sees them, i.e. host PIDs)."""
-    init_pid = int((pod_dir / "pid").read_text())
+    supervisor, the parent of the pod's pid 1 (cgroupfs lists PIDs as the reader sees them,
+    i.e. host PIDs)."""
+    supervisor = _ppid(int((pod_dir / "pid").read_text()))
     for base in app_cgroup_dirs(pod_dir, app):
         try:
             pids = [int(p) for p in Path(base, "cgroup.procs").read_text().split()]
@@ -50,7 +59,7 @@ def app_main_pid(pod_dir: Path, app: str) -> int:
             continue
         for pid in sorted(pids):
             try:
-                if _ppid(pid) == init_pid:
+                if _ppid(pid) == supervisor:
                     return pid
             except OSError:
                 continue
@@ -66,7 +75,7 @@ def main(argv: list[str]) -> NoReturn:
         manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
         app = next(a for a in manifest.apps if a.name == name)
         conf = confine.prepare(app, str(pod_dir))
-        sc.prctl(PR_SET_DUMPABLE, 0)
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
         pid = app_main_pid(pod_dir, name)
         ns_fds = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag) for ns, flag in NAMESPACES]
         root_fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -81,28 +90,70 @@ def main(argv: list[str]) -> NoReturn:
     except Exception as exc:
         sys.stderr.write(f"podrun: enter: {exc}\n")
         sys.exit(EXIT_SETUP_FAILED)
+    _run(app, conf, cmd or ["/bin/sh"])
+
+
+def _run(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
+    """Fork the command into the pod and relay its terminal: with a terminal on stdin it gets
+    a pty of the app's devpts (podrun.stage1.tty), else the caller's stdin and, in place of a
+    terminal on stdout/stderr, pipes copied out here.  The caller's terminal never enters."""
+    loop = Relay()
+    try:
+        pty = tty.open_pty("/dev/pts/ptmx") if os.isatty(0) else None
+    except OSError as exc:
+        sys.stderr.write(f"podrun: enter: allocating a terminal in the app's /dev/pts: {exc}\n")
+        sys.exit(EXIT_SETUP_FAILED)
+    pipes = None if pty is not None else tty.PipeOut(loop)
     child = os.fork()
     if child == 0:
-        _become(app, conf, cmd or ["/bin/sh"])
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        os.setsid()
+        if pty is not None:
+            os.close(pty[0])
+            tty.make_controlling(pty[1])
+        elif pipes is not None:
+            pipes.in_child()
+        _become(app, conf, cmd)
+    relay = None
+    if pty is not None:
+        os.close(pty[1])
+        relay = tty.PtyRelay(loop, pty[0])
+    elif pipes is not None:
+        pipes.in_parent()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: os.kill(child, s))
-    _, status = os.waitpid(child, 0)
+    status = None
+    while status is None:
+        loop.wait(None)
+        pid, st = os.waitpid(child, os.WNOHANG)
+        if pid == child:
+            status = st
+    if relay is not None:
+        relay.finish()
+    elif pipes is not None:
+        pipes.finish()
     sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
 
 
 def _become(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
     try:
-        uid, gid, groups, home = lookup_user(app.user, app.group)
+        root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            uid, gid, groups, home = lookup_user(app.user, app.group, root_fd)
+        finally:
+            os.close(root_fd)
         env = dict(e.split("=", 1) for e in app.env if "=" in e)
         env.setdefault("HOME", home)
         sc.close_fds_from(3)
-        os.chdir(app.working_dir or "/")
+        enter_workdir(app.working_dir)
         confine.apply(conf, uid, gid, sorted(set(groups) | set(app.supplementary_gids)))
     except Exception as exc:
-        sys.stderr.write(f"podrun: enter: {exc}\n")
+        sys.stderr.write(f"podrun: enter: {describe(exc)}\n")
         os._exit(EXIT_SETUP_FAILED)
     try:
-        os.execvpe(cmd[0], cmd, env)
+        exec_in_path(cmd, env)
     except OSError as exc:
         sys.stderr.write(f"podrun: enter: cannot execute {cmd[0]!r}: {exc.strerror}\n")
-        os._exit(EXIT_NOT_FOUND if exc.errno == 2 else EXIT_NOT_EXECUTABLE)
+        os._exit(EXIT_NOT_FOUND if exc.errno in (2, 20) else EXIT_NOT_EXECUTABLE)

@@ -15,7 +15,15 @@ import sys
 
 from podrun.isolation import syscalls as sc
 from podrun.pod.manifest import MANIFEST, PodManifest
-from podrun.stage1.app import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, ensure_in_root, lookup_user
+from podrun.stage1.app import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_SETUP_FAILED,
+    ensure_in_root,
+    enter_workdir,
+    exec_in_path,
+    lookup_user,
+)
 from podrun.stage1.default import mount_app_root
 
 TYPE_CHECKING = False
@@ -33,6 +41,11 @@ def main(argv: list[str]) -> NoReturn:
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         root = mount_app_root(pod_dir, app)
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            uid, gid, groups, home = lookup_user(app.user, app.group, root_fd)  # before /proc is bound in
+        finally:
+            os.close(root_fd)
         for sub in ("dev", "proc", "sys"):
             target = os.path.join(root, sub)
             os.makedirs(target, exist_ok=True)
@@ -47,13 +60,12 @@ def main(argv: list[str]) -> NoReturn:
             os.close(fd)
         os.chroot(root)
         os.chdir("/")
-        uid, gid, groups, home = lookup_user(app.user, app.group)
         env = dict(e.split("=", 1) for e in app.env if "=" in e)
         env.setdefault("HOME", home)
         os.setgroups(sorted(set(groups) | set(app.supplementary_gids)))
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
-        os.chdir(app.working_dir or "/")
+        enter_workdir(app.working_dir)
         if lock_fd >= 0:
             os.set_inheritable(lock_fd, True)
     except Exception as exc:
@@ -61,10 +73,10 @@ def main(argv: list[str]) -> NoReturn:
         sys.exit(EXIT_SETUP_FAILED)
     argv_app = list(app.exec_argv)
     try:
-        os.execvpe(argv_app[0], argv_app, env)
+        exec_in_path(argv_app, env)
     except OSError as exc:
         sys.stderr.write(f"podrun: app {app.name}: cannot execute {argv_app[0]!r}: {exc.strerror}\n")
-        sys.exit(EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE)
+        sys.exit(EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_NOT_EXECUTABLE)
 
 
 def _ensure_in_root(root: str, target: str, is_file: bool) -> int:

@@ -1,9 +1,11 @@
-"""App output: each app's stdout and stderr go through pipes to the pod's pid 1, which copies
-them to the app's log file in the pod dir (kept until gc, read by ``podrun logs``) and to its
-own stdout/stderr (the caller's terminal, or the unit's journal under systemd).
+"""App output: each app's stdout and stderr go through pipes to the pod's supervisor, which
+copies them to the app's log file in the pod dir (kept until gc, read by ``podrun logs``) and
+to its own stdout/stderr (the caller's terminal, or the unit's journal under systemd).
 
-The same poll loop wakes on SIGCHLD (``signal.set_wakeup_fd``), so pid 1 reaps and relays
-in one thread without polling.  Interactive pods skip all this: the app gets the terminal.
+The same poll loop wakes on signals (``signal.set_wakeup_fd``; SIGCHLD included), so the
+supervisor reaps and relays in one thread without polling, and it carries the other fds the
+supervisor watches (``watch``): an interactive app's pty (podrun.stage1.tty) and the socket of
+``--notify=app``.  An interactive app with a terminal writes to its pty, not through here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import select
 import time
 
 from podrun.lean import signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CHUNK = 1 << 16
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
@@ -34,6 +40,16 @@ class Relay:
         self.poll.register(self.wake_r, select.POLLIN)
         self.pipes: dict[int, tuple[int, int]] = {}  # read end -> (log fd, 1 or 2)
         self.forward_ok = {1: True, 2: True}
+        self.watched: dict[int, Callable[[int], None]] = {}  # other fds of the loop (tty, notify)
+
+    def watch(self, fd: int, events: int, callback: Callable[[int], None]) -> None:
+        """Call *callback(revents)* whenever *fd* has one of *events* (re-watching changes them)."""
+        self.poll.register(fd, events)
+        self.watched[fd] = callback
+
+    def unwatch(self, fd: int) -> None:
+        if self.watched.pop(fd, None) is not None:
+            self.poll.unregister(fd)
 
     def add_app(self, log_path: str) -> tuple[int, int]:
         """Pipes for one app; returns the write ends (its stdout and stderr)."""
@@ -57,7 +73,7 @@ class Relay:
             events = self.poll.poll(None if timeout is None else timeout * 1000)
         except InterruptedError:
             return
-        for fd, _ in events:
+        for fd, revents in events:
             if fd == self.wake_r:
                 try:
                     while os.read(self.wake_r, 512):
@@ -67,6 +83,8 @@ class Relay:
                 continue
             if fd in self.pipes:
                 self._copy(fd, *self.pipes[fd])
+            elif fd in self.watched:
+                self.watched[fd](revents)
 
     def _copy(self, fd: int, log_fd: int, target: int) -> None:
         try:

@@ -225,8 +225,9 @@ def test_prepare_and_run_prepared_once(pods: Pods) -> None:
 def test_supervisor_kill9_kills_apps(pods: Pods, tmp_path: Path) -> None:
     proc, _, pod = pods.start("demo", "--exec", "/bin/sleep", "--", "300")
     init_pid = int((pod / "pid").read_text())
-    children = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
-    assert children, "the app should be running"
+    # the apps are the supervisor's children, beside the pod's pid 1
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert str(init_pid) in children and len(children) == 2, children
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     deadline = time.monotonic() + 10

@@ -1,0 +1,360 @@
+"""The default flavor's supervisor at work, once the pod is set up (podrun.stage1.default).
+
+It forks the pod's pid 1 first (podrun.stage1.init: a reaper in an empty root), then every app
+into the pod's namespaces (stage2: podrun.stage1.app), so the apps are the supervisor's own
+children and the only podrun process a pod can see is that empty pid 1.  Then, in one poll
+loop (podrun.stage1.logrelay), it relays the apps' output, an interactive app's pty
+(podrun.stage1.tty) and ``--notify=app`` messages, forwards signals, reaps, records each app's
+exit status and applies rkt's exit rule: the first app that fails stops the others.  When the
+last app has ended it kills pid 1, which takes every leftover process of the pod with it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+
+from podrun import faults, fsutil
+from podrun.isolation import syscalls as sc
+from podrun.lean import json_dumps, signal
+from podrun.stage1 import app as stage2
+from podrun.stage1 import confine
+from podrun.stage1.init import become_init
+from podrun.stage1.logrelay import Relay
+from podrun.stage1.mountplan import app_plan
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from podrun.isolation import cgroups
+    from podrun.pod.manifest import AppSpec, PodManifest
+    from podrun.stage1.mountplan import Op
+    from podrun.stage1.sdglue import Systemd
+    from podrun.stage1.tty import PtyRelay
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL when the pod stops other apps
+EXIT_STAGE1_FAILED = 254
+
+
+class Started:
+    """One forked app until it runs: the write end of its cgroup gate and, for an app with a
+    terminal, the read end of the pipe on which it reports its pty master's fd number."""
+
+    __slots__ = ("gate", "name", "pid", "report")
+
+    def __init__(self, pid: int, name: str, gate: int, report: int) -> None:
+        self.pid, self.name, self.gate, self.report = pid, name, gate, report
+
+
+class Supervisor:
+    def __init__(self, pod_dir: str, manifest: PodManifest, roots: dict[str, str], files: dict[str, str],
+                 init_cgroup: cgroups.CgroupTree, app_cgroups: dict[str, cgroups.CgroupTree], sd: Systemd,
+                 netns_fd: int) -> None:
+        self.pod_dir = pod_dir
+        self.manifest = manifest
+        self.roots = roots
+        self.files = files
+        self.init_cgroup = init_cgroup
+        self.app_cgroups = app_cgroups
+        self.sd = sd
+        self.netns_fd = netns_fd
+        self.running: dict[int, str] = {}
+        self.first_failure: int | None = None
+        self.init_pid = -1
+        self.init_status: int | None = None
+        self.tty: PtyRelay | None = None
+        # A terminal on stdin: the (single) interactive app gets a pty of its own.
+        self.use_tty = manifest.interactive and os.isatty(0)
+        if self.use_tty:
+            from podrun.stage1 import tty  # noqa: F401  (the app imports it after pivot_root)
+
+    # signals -------------------------------------------------------------------------------
+
+    def _stop_apps(self, sig: int) -> None:
+        for pid in self.running:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stop_apps(signum)
+
+    def _signals_from_init(self, relay: Relay, fd: int) -> None:
+        """Signals sent to the pod's pid 1 (``podrun stop``), passed on by it (podrun.stage1.init)."""
+        try:
+            data = os.read(fd, 64)
+        except OSError:
+            data = b""
+        if not data:
+            relay.unwatch(fd)
+            os.close(fd)
+        for sig in data:
+            self._on_signal(sig, None)
+
+    def _on_alarm(self, _signum: int, _frame: object) -> None:
+        self._stop_apps(signal.SIGKILL)
+
+    def _on_winch(self, _signum: int, _frame: object) -> None:
+        if self.tty is not None:
+            self.tty.resize()
+
+    # start ---------------------------------------------------------------------------------
+
+    def _plan_for(self, app: AppSpec) -> list[Op]:
+        vols = {v.name: v for v in self.manifest.volumes}
+        binds = []
+        for m in app.mounts:
+            vol = vols[m.volume]
+            source = vol.source if vol.kind == "host" else os.path.join(self.pod_dir, "volumes", vol.name)
+            assert source is not None
+            binds.append((source, m.target, vol.read_only, not os.path.isdir(source)))
+        files = dict(self.files)
+        if self.sd.app_socket:
+            from podrun.systemd.notify import APP_SOCKET
+
+            files[APP_SOCKET] = self.sd.app_socket  # NOTIFY_SOCKET of the app (--notify=app)
+        return app_plan(files, binds)
+
+    def _fork_init(self, relay: Relay) -> None:
+        supervisor = os.pidfd_open(os.getpid())
+        signals_r, signals_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            # getppid() is 0 across the PID namespace boundary, so ask the pidfd whether the
+            # supervisor died before PDEATHSIG was armed.
+            if select.select([supervisor], [], [], 0)[0]:
+                os._exit(EXIT_STAGE1_FAILED)
+            _default_signals()
+            become_init(signals_w, self.netns_fd, self.pod_dir)
+        os.close(supervisor)
+        os.close(signals_w)
+        relay.watch(signals_r, select.POLLIN, lambda _events: self._signals_from_init(relay, signals_r))
+        self.init_pid = pid
+        _write_text(os.path.join(self.pod_dir, "pid"), f"{pid}\n")
+
+    def _fail(self, message: str) -> NoReturn:
+        sys.stderr.write(f"podrun: {message}\n")
+        self._stop_apps(signal.SIGKILL)
+        if self.init_pid > 0:
+            os.kill(self.init_pid, signal.SIGKILL)
+        if self.tty is not None:
+            self.tty.finish()
+        os._exit(EXIT_STAGE1_FAILED)
+
+    def _fork_app(self, app: AppSpec, relay: Relay, started: list[Started]) -> None:
+        try:
+            plan = self._plan_for(app)
+            conf = confine.prepare(app, self.pod_dir)
+        except Exception as exc:
+            self._fail(f"app {app.name}: {exc}")
+        out = None
+        if not self.use_tty:
+            out = relay.add_app(os.path.join(self.pod_dir, "apps", app.name, "log"))
+        gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC) if self.use_tty else (-1, -1)
+        try:
+            pid = os.fork()
+        except OSError as exc:  # ENOMEM: the pod's PID namespace has no pid 1 any more
+            self._fail(f"app {app.name}: cannot start it in the pod ({exc.strerror}; did the pod's pid 1 fail?)")
+        if pid == 0:
+            _default_signals()
+            os.close(gate_w)
+            for s in started:
+                os.close(s.gate)
+            if report_r >= 0:
+                os.close(report_r)
+            if self.netns_fd >= 0:
+                sc.setns(self.netns_fd, sc.CLONE_NEWNET)
+            if out is not None:
+                os.dup2(out[0], 1)
+                os.dup2(out[1], 2)
+            first = app is self.manifest.apps[0]
+            stage2.launch(app, self.roots[app.name], plan, conf, self.manifest.interactive, frozenset(),
+                          cgroup_gate=gate_r, listen=self.sd.listen if first else ([], ""),
+                          extra_env=self.sd.app_env(), tty_report=report_w if report_w >= 0 else None)
+        os.close(gate_r)
+        if report_w >= 0:
+            os.close(report_w)
+        started.append(Started(pid, app.name, gate_w, report_r))
+        self.running[pid] = app.name
+        if out is not None:
+            os.close(out[0])
+            os.close(out[1])
+
+    def _take_tty(self, s: Started, relay: Relay) -> None:
+        """Take the pty master the app allocated in its devpts (it reports the fd number)."""
+        from podrun.stage1.tty import PtyRelay  # already loaded (__init__)
+
+        try:
+            number = os.read(s.report, 16)
+        finally:
+            os.close(s.report)
+        if not number:
+            return  # the app failed before (and said why on its stderr, the caller's terminal)
+        pidfd = os.pidfd_open(s.pid)
+        try:
+            master = sc.pidfd_getfd(pidfd, int(number))
+        finally:
+            os.close(pidfd)
+        self.tty = PtyRelay(relay, master)
+
+    def _place(self, started: list[Started], relay: Relay) -> None:
+        """Move pid 1 and each forked app into its cgroup, then open the app's gate.  Done here,
+        after every fork, rather than by the app itself: the first cgroup migration of a burst
+        waits for an RCU grace period (~10 ms here), which thus overlaps the apps' own mount
+        work instead of delaying each of them in turn.  An app never runs its image's code
+        before its gate opens."""
+        try:
+            self.init_cgroup.add_process(self.init_pid)
+        except ProcessLookupError:
+            pass  # pid 1 has already ended: the loop sees it
+        except OSError as exc:
+            sys.stderr.write(f"podrun: warning: moving the pod's pid 1 into the pod's cgroup: {exc}\n")
+        for s in started:
+            try:
+                if s.report >= 0:
+                    self._take_tty(s, relay)
+                self.app_cgroups[s.name].add_process(s.pid)
+                os.write(s.gate, b"1")
+            except (ProcessLookupError, BrokenPipeError):
+                pass  # the app failed before its gate (and said why): reaped and recorded as usual
+            except OSError as exc:
+                if not _ended(s.pid):
+                    self._fail(f"app {s.name}: joining its cgroup: {exc}")
+            finally:
+                os.close(s.gate)
+
+    # run -----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start pid 1 and the apps, supervise them until the last one ends; the pod's exit code."""
+        relay = Relay(self.manifest.uuid if self.sd.journal else None)  # wakeup fd before any child
+        for sig in FORWARDED:
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.signal(signal.SIGWINCH, self._on_winch)
+        self._fork_init(relay)
+        status_dir = os.path.join(self.pod_dir, "status")
+        os.makedirs(status_dir, mode=0o755, exist_ok=True)
+        started: list[Started] = []
+        for app in self.manifest.apps:
+            self._fork_app(app, relay, started)
+        self._place(started, relay)
+        _write_text(os.path.join(self.pod_dir, "ready"), f"{time.time():.6f}\n")
+        self.sd.apps_started()
+        if self.sd.notify_fd() >= 0:
+            relay.watch(self.sd.notify_fd(), select.POLLIN, lambda _events: self.sd.forward())
+        faults.checkpoint("stage1:apps-started")
+        faults.checkpoint("stage1:supervising")
+        codes: dict[str, int] = {}
+        while self.running:
+            relay.wait(None)  # output, input, or a signal (SIGCHLD included) through the wakeup fd
+            for pid, status in _reap():
+                self._reaped(pid, status, status_dir, codes)
+        relay.drain(0.5)
+        if self.tty is not None:
+            self.tty.finish()
+        if self.sd.notify_fd() >= 0:
+            self.sd.forward(drain=True)
+        self._end_init()
+        result = 0 if self.first_failure is None else self.first_failure
+        if len(self.manifest.apps) == 1:
+            result = codes.get(self.manifest.apps[0].name, result)
+        return result
+
+    def _reaped(self, pid: int, status: int, status_dir: str, codes: dict[str, int]) -> None:
+        if pid == self.init_pid:
+            self.init_status = status
+            if self.running:  # the kernel kills every app now
+                sys.stderr.write(f"podrun: the pod's pid 1 ended ({describe(status)}): the pod stops\n")
+            return
+        name = self.running.pop(pid, None)
+        if name is None:
+            return
+        code = exit_code(status)
+        _record(status_dir, name, code, status)
+        codes[name] = code
+        if code != 0 and self.first_failure is None:
+            self.first_failure = code
+            if self.running:  # rkt: one failing app stops the pod
+                self._stop_apps(signal.SIGTERM)
+                signal.alarm(int(STOP_TIMEOUT))
+
+    def _end_init(self) -> None:
+        """Kill pid 1 (and so every process left in the pod) and reap it."""
+        if self.init_status is not None:
+            return
+        try:
+            os.kill(self.init_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(self.init_pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _default_signals() -> None:
+    """In a forked child: the supervisor's handlers and wakeup fd are not the child's."""
+    for sig in (*FORWARDED, signal.SIGALRM, signal.SIGCHLD, signal.SIGWINCH):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+
+
+def exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _ended(pid: int) -> bool:
+    """Whether child *pid* has exited (a zombie not yet reaped counts)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+def _reap() -> list[tuple[int, int]]:
+    """Every child that has ended."""
+    out: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return out
+        if pid == 0:
+            return out
+        out.append((pid, status))
+
+
+def _write_text(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _record(status_dir: str, name: str, code: int, status: int) -> None:
+    doc = {
+        "exit_code": code,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "finished": time.time(),
+    }
+    # Atomic but not fsynced (podrun-state(5)): an exit record lost to a power cut reads as
+    # "exited, code unknown", and two fsyncs would sit on every pod's exit path.
+    fsutil.atomic_write(os.path.join(status_dir, name), json_dumps(doc).encode(), 0o644, durable=False)
