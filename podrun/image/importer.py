@@ -162,7 +162,7 @@ def export_oci_archive(store: Store, image_id: Digest, dest: str, ref: str | Non
             raise NotFoundError(f"blob {dig} of image {image_id.short} is missing from the store")
     with storage_errors(f"exporting to {dest}"), fsutil.user_output(dest) as out:
         if out.in_place and os.isatty(out.fd):
-            raise UsageError(f"refusing to write an image archive to the terminal {dest}", hint="redirect it")
+            raise UsageError(f"refusing to write an image archive to a terminal ({dest}): redirect it or name a file")
         # stream mode ("w|"): no seek or tell, so pipes and devices work as files do
         with open(out.fd, "wb", closefd=False) as f, \
                 tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tf:
@@ -176,7 +176,7 @@ def export_oci_archive(store: Store, image_id: Digest, dest: str, ref: str | Non
                 info.mode = 0o644
                 with open(path, "rb") as blob:
                     tf.addfile(info, blob)
-                faults.checkpoint("export:midway")
+            faults.checkpoint("export:midway")  # every blob written, the archive not yet ended
         faults.checkpoint("export:before-commit")
 
 
