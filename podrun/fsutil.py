@@ -241,7 +241,7 @@ def remove_stale_temps(dir_fd: int, name: str) -> list[str]:
     Returns the names removed; an unreadable directory is skipped (best effort)."""
     removed: list[str] = []
     try:
-        entries = [e for e in os.listdir(dir_fd) if _is_temp_of(e, name)]
+        entries = sorted(e for e in os.listdir(dir_fd) if _is_temp_of(e, name))
     except OSError:
         return removed
     for entry in entries:
@@ -291,7 +291,7 @@ class user_output:  # lower-case: used like open(), ``with user_output(path) as 
             self.in_place = True
             return self
         head, self._name = os.path.split(self.path)
-        if self._name in ("", ".", ".."):
+        if not self._name:  # "DIR/"; "." and ".." are refused below as directories
             _refuse(self.path, "it is a directory")
         try:
             self._dir_fd = os.open(head or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -125,7 +125,8 @@ def test_open_flags_are_exact() -> None:
 def test_new_file_goes_through_a_locked_random_temporary(out_dir: Path) -> None:
     dest = out_dir / "dest"
     with fsutil.user_output(str(dest)) as out:
-        assert not out.in_place
+        assert out.in_place is False
+        assert fd_flags(out._dir_fd) & (os.O_DIRECTORY | os.O_CLOEXEC) == os.O_DIRECTORY | os.O_CLOEXEC
         [temp] = entries(out_dir)
         assert fsutil._is_temp_of(temp, "dest") and temp != FIXED_TEMP
         assert os.path.samestat(os.fstat(out.fd), (out_dir / temp).lstat())
@@ -229,8 +230,8 @@ def test_symlink_dest_is_refused(out_dir: Path, victim: Path) -> None:
     dest.symlink_to(victim)
     with pytest.raises(UsageError) as caught:
         fsutil.user_output(str(dest)).open()
-    assert str(caught.value).startswith(refusal(dest, "it is a symbolic link, which podrun does not follow"))
-    assert "\n" not in str(caught.value)
+    assert str(caught.value) == refusal(dest, "it is a symbolic link, which podrun does not follow (whoever can "
+                                              "write its directory may have planted it); name the file it points to")
     assert victim.read_text() == "precious\n" and os.readlink(dest) == str(victim) and entries(out_dir) == ["dest"]
 
 
@@ -275,8 +276,11 @@ def test_block_device_dest_is_refused(out_dir: Path) -> None:
 
 
 def test_missing_directory_is_an_os_error(tmp_path: Path) -> None:
+    out = fsutil.user_output(str(tmp_path / "nope" / "dest"))
     with pytest.raises(FileNotFoundError):
-        fsutil.user_output(str(tmp_path / "nope" / "dest")).open()
+        out.open()
+    assert out.fd == -1
+    os.fstat(1)  # closing after the failure closed only what it had opened
 
 
 @pytest.mark.parametrize(("make", "kind"), [
@@ -358,6 +362,7 @@ def test_open_descriptor_name_writes_to_that_descriptor(out_dir: Path) -> None:
             fsutil.write_all(out.fd, b"piped")
         os.write(w, b"!")  # ours was a duplicate: the caller's descriptor stays open
         assert os.read(r, 100) == b"piped!"
+        os.fstat(1)  # closing closed only the duplicate
     finally:
         os.close(r)
         os.close(w)
@@ -371,6 +376,7 @@ def test_dash_is_standard_output(capfd: pytest.CaptureFixture[str], out_dir: Pat
         assert out.in_place
         fsutil.write_all(out.fd, b"to stdout")
     assert capfd.readouterr().out == "to stdout" and entries(out_dir) == []
+    os.fstat(1)  # still open: we wrote to and closed a duplicate
 
 
 def test_closed_descriptor_name_fails(out_dir: Path) -> None:
@@ -391,6 +397,7 @@ def test_closed_descriptor_name_fails(out_dir: Path) -> None:
     (".dest.0123456789abc.tmp", False),
     (".dest.0123456789AB.tmp", False),
     (".dest.0123456789ag.tmp", False),
+    (".dest.0123456789aX.tmp", False),
     ("dest.0123456789ab.tmp", False),
     (".dest.0123456789ab.tm", False),
     (".dest.0123456789ab.tmpx", False),
@@ -416,21 +423,23 @@ def test_stale_temporary_is_removed_by_the_next_open(out_dir: Path) -> None:
 
 def test_only_stale_temporaries_of_this_dest_are_removed(out_dir: Path, victim: Path) -> None:
     d = out_dir
-    (d / ".dest.00000000000a.tmp").write_text("stale")
-    (d / ".dest.00000000000b.tmp").symlink_to(victim)  # planted: not ours
-    os.mkfifo(d / ".dest.00000000000c.tmp")  # planted: must not block either
-    (d / ".dest.00000000000d.tmp").write_text("live")
+    # in the sorted order the sweep takes, what it must skip comes before what it must remove
+    (d / ".dest.00000000000a.tmp").symlink_to(victim)  # planted: not ours
+    os.mkfifo(d / ".dest.00000000000b.tmp")  # planted: must not block either
+    (d / ".dest.00000000000c.tmp").write_text("live")
+    (d / ".dest.00000000000d.tmp").write_text("stale")
+    (d / ".dest.00000000000f.tmp").write_text("stale too")
     (d / ".other.00000000000e.tmp").write_text("another dest's")
     (d / ".dest.tmp").write_text("not our pattern")
-    live = os.open(d / ".dest.00000000000d.tmp", os.O_RDONLY)
+    live = os.open(d / ".dest.00000000000c.tmp", os.O_RDONLY)
     fcntl.flock(live, fcntl.LOCK_EX)  # a writer still at work
     dir_fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        assert fsutil.remove_stale_temps(dir_fd, "dest") == [".dest.00000000000a.tmp"]
+        assert fsutil.remove_stale_temps(dir_fd, "dest") == [".dest.00000000000d.tmp", ".dest.00000000000f.tmp"]
     finally:
         os.close(dir_fd)
         os.close(live)
-    assert entries(d) == [".dest.00000000000b.tmp", ".dest.00000000000c.tmp", ".dest.00000000000d.tmp",
+    assert entries(d) == [".dest.00000000000a.tmp", ".dest.00000000000b.tmp", ".dest.00000000000c.tmp",
                           ".dest.tmp", ".other.00000000000e.tmp"]
     assert victim.read_text() == "precious\n"
 
@@ -479,4 +488,5 @@ def test_temporary_taken_by_a_concurrent_sweep_is_reported(out_dir: Path, monkey
     with pytest.raises(OSError) as caught:
         fsutil.user_output(str(out_dir / "dest")).open()
     assert caught.value.errno == errno.EAGAIN and caught.value.filename == str(out_dir / "dest")
+    assert caught.value.strerror == "temporary file removed by a concurrent podrun, try again"
     assert entries(out_dir) == []
