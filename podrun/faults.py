@@ -46,6 +46,10 @@ NET_CHECKPOINTS = (
     "net:after-ports",
 )
 
+# image export (SECURITY-TESTS case 26): with the archive's blobs written but not its end, and
+# with the archive complete but not yet renamed over DEST
+EXPORT_CHECKPOINTS = ("export:midway", "export:before-commit")
+
 _ACTIVE = os.environ.get("PODRUN_FAULT") or None
 
 

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
-    from typing import Any
+    from typing import Any, NoReturn
 
 # Only os, fcntl and stat at import time: stage1 writes its records through this module, and
 # pathlib, contextlib, shutil or ctypes would each add milliseconds to every pod start.
@@ -51,6 +51,14 @@ def temp_name(final: str | os.PathLike[str], suffix: str = ".tmp") -> str:
     return os.path.join(head, f".{tail}.{os.urandom(6).hex()}{suffix}")
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of *data* to *fd* (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     """Replace *path* with *data* atomically and (unless ``durable=False``) durably.
 
@@ -61,10 +69,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            write_all(fd, data)
             os.fchmod(fd, mode)
             if durable:
                 os.fsync(fd)
@@ -164,3 +169,198 @@ def remove_path(path: Path) -> None:
             path.unlink()
         except FileNotFoundError:
             pass
+
+
+# -- files written for the user (SECURITY-TESTS case 26) ---------------------------------------
+#
+# ``image export`` and ``--uuid-file-save`` write, as root, a path the user named, often in a
+# directory other users can write (/tmp).  Whoever can write that directory may plant a symlink
+# at DEST or at the temporary name, or swap DEST while we write.  So: the directory is opened
+# once and every step is relative to that fd; the temporary is created with O_EXCL|O_NOFOLLOW on
+# a random name (a link planted there is never followed); DEST is replaced by rename(2) only
+# when it is absent or a regular file, checked again just before the rename; a symlink at DEST
+# is refused (skopeo follows it: containers/image opens oci-archive: destinations with
+# os.Create); a FIFO or character device is written in place, as a shell redirection would; the
+# names of already-open descriptors (``-``, /dev/stdout, /dev/fd/N, /proc/self/fd/N) write to
+# that descriptor, so ``podrun image export IMG oci-archive:- | tar t`` works.
+
+USER_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NOCTTY: opening a terminal must not make it our controlling terminal.  No O_CREAT or O_TRUNC.
+IN_PLACE_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+_STALE_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_STD_NAMES = {"-": 1, "/dev/stdout": 1, "/dev/stderr": 2}
+_FD_DIRS = ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/")
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def fd_alias(path: str) -> int | None:
+    """The open descriptor *path* names: 1 for ``-`` and /dev/stdout, 2 for /dev/stderr, N for
+    /dev/fd/N, /proc/self/fd/N and /proc/thread-self/fd/N; None for any other path."""
+    if path in _STD_NAMES:
+        return _STD_NAMES[path]
+    for prefix in _FD_DIRS:
+        number = path[len(prefix):]
+        if path.startswith(prefix) and number.isascii() and number.isdigit():
+            return int(number)
+    return None
+
+
+def _refuse(path: str, why: str) -> NoReturn:
+    from podrun.errors import UsageError
+
+    raise UsageError(f"refusing to write {path}: {why}")
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _same_file(a: os.stat_result | None, b: os.stat_result) -> bool:
+    return a is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _is_temp_of(entry: str, name: str) -> bool:
+    """Whether *entry* is a name ``temp_name(name)`` makes: ``.NAME.`` + 12 hex digits + ``.tmp``."""
+    middle = entry[len(name) + 2:-4]
+    return (entry.startswith(f".{name}.") and entry.endswith(".tmp") and len(middle) == 12
+            and all(c in "0123456789abcdef" for c in middle))
+
+
+def remove_stale_temps(dir_fd: int, name: str) -> list[str]:
+    """Delete temporaries of *name* in *dir_fd* that a killed writer left (``kill -9`` while
+    writing): regular files we own, named by ``temp_name``, whose ``flock`` no live writer holds.
+    Anything else (a planted link or FIFO, another user's file, a live writer's) is left alone.
+    Returns the names removed; an unreadable directory is skipped (best effort)."""
+    removed: list[str] = []
+    try:
+        entries = sorted(e for e in os.listdir(dir_fd) if _is_temp_of(e, name))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            fd = os.open(entry, _STALE_OPEN_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue  # a symlink (ELOOP), or gone
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its writer lives
+            if _same_file(_lstat(entry, dir_fd), st):
+                os.unlink(entry, dir_fd=dir_fd)
+                removed.append(entry)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
+class user_output:  # lower-case: used like open(), ``with user_output(path) as out``
+    """Write a file the user named (``path``) without trusting its directory.
+
+    ``open()`` (or ``with``) decides how: a name of an open descriptor (see ``fd_alias``) or an
+    existing FIFO or character device is written in place (``in_place``); an absent or regular
+    DEST gets a new temporary (``USER_TEMP_FLAGS``, random name, flock held while writing) that
+    ``commit()`` renames over it; anything else (a symlink, directory, block device, socket) is
+    refused with a UsageError.  Write to ``fd``.  ``close()`` without ``commit()`` removes the
+    temporary, so DEST is never partial; a temporary left by ``kill -9`` is removed by the next
+    ``open()`` of the same DEST (``remove_stale_temps``).  The ``with`` form commits on success.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        self.in_place = False
+        self._dir_fd = -1
+        self._name = ""
+        self._temp = ""  # our temporary's name while it exists
+
+    def open(self) -> user_output:
+        alias = fd_alias(self.path)
+        if alias is not None:
+            self.fd = os.dup(alias)  # EBADF: the descriptor is not open
+            self.in_place = True
+            return self
+        head, self._name = os.path.split(self.path)
+        if not self._name:  # "DIR/"; "." and ".." are refused below as directories
+            _refuse(self.path, "it is a directory")
+        try:
+            self._dir_fd = os.open(head or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            st = _lstat(self._name, self._dir_fd)
+            if st is None or stat.S_ISREG(st.st_mode):
+                self._create_temp()
+            elif stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+                self._open_in_place(st)
+            elif stat.S_ISLNK(st.st_mode):
+                _refuse(self.path, "it is a symbolic link, which podrun does not follow (whoever can write "
+                                   "its directory may have planted it); name the file it points to")
+            else:
+                _refuse(self.path, f"it is {_kind(st.st_mode)}")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _create_temp(self) -> None:
+        remove_stale_temps(self._dir_fd, self._name)
+        temp = temp_name(self._name)
+        self.fd = os.open(temp, USER_TEMP_FLAGS, 0o666, dir_fd=self._dir_fd)
+        self._temp = temp
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        # A concurrent podrun's remove_stale_temps may have taken our file between open and flock.
+        if not _same_file(_lstat(temp, self._dir_fd), os.fstat(self.fd)):
+            self._temp = ""
+            raise OSError(errno.EAGAIN, "temporary file removed by a concurrent podrun, try again", self.path)
+
+    def _open_in_place(self, st: os.stat_result) -> None:
+        # blocks on a FIFO until it has a reader, as a shell redirection does
+        self.fd = os.open(self._name, IN_PLACE_FLAGS, dir_fd=self._dir_fd)
+        self.in_place = True
+        if not _same_file(os.fstat(self.fd), st):
+            _refuse(self.path, "it was replaced while podrun opened it")
+
+    def commit(self) -> None:
+        """Make what was written DEST's content: fsync the temporary, check that DEST is still
+        absent or a regular file, rename over it and fsync the directory (nothing in place)."""
+        if not self._temp:
+            return
+        os.fsync(self.fd)
+        st = _lstat(self._name, self._dir_fd)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            _refuse(self.path, f"it became {_kind(st.st_mode)} while podrun wrote it")
+        os.rename(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        self._temp = ""
+        os.fsync(self._dir_fd)
+
+    def close(self) -> None:
+        """Release everything; an uncommitted temporary is removed (DEST stays as it was)."""
+        if self._temp:
+            try:
+                os.unlink(self._temp, dir_fd=self._dir_fd)
+            except FileNotFoundError:
+                pass
+            self._temp = ""
+        for fd in (self.fd, self._dir_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._dir_fd = -1
+
+    def __enter__(self) -> user_output:
+        return self.open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+        finally:
+            self.close()
+

@@ -124,7 +124,8 @@ def import_cmd(g: Globals, source: str, name: str, cmd: tuple[str, ...]) -> None
 @click.argument("destination", metavar="oci-archive:FILE[:REF]")
 @click.pass_obj
 def export_cmd(g: Globals, image: str, destination: str) -> None:
-    """Write IMAGE as an OCI archive (loadable by skopeo, podman and podrun)."""
+    """Write IMAGE as an OCI archive (loadable by skopeo, podman and podrun).  FILE may be a
+    FIFO, a character device or - (stdout); a symbolic link is refused (see podrun-image(1))."""
     from podrun.image.importer import export_oci_archive
 
     ref = parse_reference(destination)

@@ -39,12 +39,21 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
         ports=list(kw["ports"]), dns_search=list(kw["dns_search"]), dns_opts=list(kw["dns_opts"]),
         notify=kw["notify"], register=kw["register"],
     )
-    manifest = build_manifest(req, resolve)
-    pod_dir, lock_fd = create_pod(PodDirs(g.data_dir), manifest, phase)
+    uuid_file = None
     if kw["uuid_file_save"]:
         from podrun import fsutil
 
-        fsutil.atomic_write(kw["uuid_file_save"], f"{manifest.uuid}\n".encode(), 0o644)
+        # Opened (and a refused FILE reported) before any pod exists; fsutil.user_output says how.
+        uuid_file = fsutil.user_output(kw["uuid_file_save"]).open()
+    try:
+        manifest = build_manifest(req, resolve)
+        pod_dir, lock_fd = create_pod(PodDirs(g.data_dir), manifest, phase)
+        if uuid_file is not None:
+            fsutil.write_all(uuid_file.fd, f"{manifest.uuid}\n".encode())
+            uuid_file.commit()
+    finally:
+        if uuid_file is not None:
+            uuid_file.close()
     return manifest, pod_dir, lock_fd
 
 

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from isal import igzip
 
+from podrun import faults, fsutil
 from podrun.errors import NotFoundError, UsageError
 from podrun.image import mediatypes as mt
 from podrun.image.decompress import open_decompressed
@@ -135,13 +136,14 @@ def import_rootfs(store: Store, src: str, name: str, cmd: list[str] | None = Non
 
 
 def export_oci_archive(store: Store, image_id: Digest, dest: str, ref: str | None) -> None:
-    """Write the image as an OCI image layout in a tar archive at *dest* (atomically)."""
+    """Write the image as an OCI image layout in a tar archive at *dest*: a new file that
+    replaces DEST only once complete, or a stream into a FIFO, a character device or an open
+    descriptor (``-``, /dev/stdout, /dev/fd/N); a symlink or other DEST is refused
+    (``fsutil.user_output``, SECURITY-TESTS case 26)."""
     rec = store.image(image_id)
     if ref is None:
         names = store.names_of(image_id)
         ref = names[0].rsplit(":", 1)[1] if names else "latest"
-    target = Path(dest)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     index = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_INDEX,
@@ -155,24 +157,27 @@ def export_oci_archive(store: Store, image_id: Digest, dest: str, ref: str | Non
         ],
     }
     blobs = [rec.id, rec.config, *dict.fromkeys(layer.digest for layer in rec.layers)]
-    try:
-        with storage_errors(f"exporting to {dest}"), tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+    for dig in blobs:  # before DEST is touched: a reader of a FIFO gets no half archive
+        if not store.blob_path(dig).is_file():
+            raise NotFoundError(f"blob {dig} of image {image_id.short} is missing from the store")
+    with storage_errors(f"exporting to {dest}"), fsutil.user_output(dest) as out:
+        if out.in_place and os.isatty(out.fd):
+            raise UsageError(f"refusing to write an image archive to a terminal ({dest}): redirect it or name a file")
+        # stream mode ("w|"): no seek or tell, so pipes and devices work as files do
+        with open(out.fd, "wb", closefd=False) as f, \
+                tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tf:
             _add_bytes(tf, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
             _add_bytes(tf, "index.json", json.dumps(index).encode())
             for dig in blobs:
                 path = store.blob_path(dig)
-                if not path.is_file():
-                    raise NotFoundError(f"blob {dig} of image {image_id.short} is missing from the store")
                 info = tf.gettarinfo(str(path), arcname=f"blobs/{dig.algorithm}/{dig.hex}")
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 info.mode = 0o644
-                with open(path, "rb") as f:
-                    tf.addfile(info, f)
-        os.rename(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+                with open(path, "rb") as blob:
+                    tf.addfile(info, blob)
+            faults.checkpoint("export:midway")  # every blob written, the archive not yet ended
+        faults.checkpoint("export:before-commit")
 
 
 def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
