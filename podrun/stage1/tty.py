@@ -194,9 +194,13 @@ class PtyRelay:
         if self.master >= 0:
             copy_winsize(self.caller_in, self.master)
 
-    def finish(self) -> None:
-        """After the pod process ended: pass on what it wrote last, restore the terminal."""
-        while self.master >= 0:
+    def finish(self, seconds: float = 1.0) -> None:
+        """After the pod process ended: pass on what it wrote last (until the pty is quiet for
+        0.2 s, at most *seconds*: a leftover process may go on writing), restore the terminal."""
+        import time
+
+        deadline = time.monotonic() + seconds
+        while self.master >= 0 and time.monotonic() < deadline:
             try:
                 ready = select.select([self.master], [], [], 0.2)[0]
             except InterruptedError:
