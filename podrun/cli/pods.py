@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -245,6 +247,70 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
     os.execve(sys.executable, argv, stage1_env())
 
 
+class AppLog:
+    """One app's output as ``podrun.stage1.logrelay`` keeps it: ``log.1`` (older, once the log
+    was rotated) then ``log``.  ``read`` returns what is new since the last call, across
+    rotations: once ``log`` names another file, the old one (now ``log.1``) is read to its end
+    first; a whole file rotated away between two calls is lost with it."""
+
+    LOG, OLDER = "log", "log.1"
+
+    def __init__(self, app_dir: Path) -> None:
+        self.dir = app_dir
+        self.cur = self._open(self.LOG)  # first log, then log.1: a rotation in between shows as the same file
+        older = self._open(self.OLDER)
+        self.pending = [older] if older is not None and _ino(older) != _ino(self.cur) else []
+        if older is not None and not self.pending:
+            older.close()
+
+    def _open(self, name: str) -> BinaryIO | None:
+        try:
+            return open(self.dir / name, "rb")
+        except FileNotFoundError:
+            return None
+
+    def read(self) -> bytes:
+        out = b"".join(f.read() for f in self.pending)
+        self.close_pending()
+        if self.cur is None:
+            self.cur = self._open(self.LOG)
+            if self.cur is None:
+                return out
+        if os.fstat(self.cur.fileno()).st_size < self.cur.tell():  # started over (logrelay's fallback)
+            self.cur.seek(0)
+        out += self.cur.read()
+        try:
+            now = os.stat(self.dir / self.LOG).st_ino
+        except FileNotFoundError:  # between the rename and the new log: look again next time
+            return out
+        old = _ino(self.cur)
+        if now == old:
+            return out
+        out += self.cur.read()  # rotated: its last bytes were written before the rename
+        self.cur.close()
+        self.cur = self._open(self.LOG)
+        middle = self._open(self.OLDER)
+        if middle is not None:
+            if _ino(middle) not in (old, _ino(self.cur)):  # a whole rotation since the last look
+                out += middle.read()
+            middle.close()
+        return out + (self.cur.read() if self.cur is not None else b"")
+
+    def close_pending(self) -> None:
+        for f in self.pending:
+            f.close()
+        self.pending = []
+
+    def close(self) -> None:
+        self.close_pending()
+        if self.cur is not None:
+            self.cur.close()
+
+
+def _ino(f: BinaryIO | None) -> int | None:
+    return None if f is None else os.fstat(f.fileno()).st_ino
+
+
 @click.command("logs")
 @click.option("--app", "app", help="Only this app's output.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the pod ends.")
@@ -268,22 +334,20 @@ def logs_cmd(g: Globals, app: str | None, follow: bool, uuid_file: str | None, u
         raise UsageError(f"pod {full} has no app {app!r} (apps: {', '.join(names)})")
     wanted = [app] if app else names
     prefix = len(wanted) > 1
-    offsets = dict.fromkeys(wanted, 0)
+    logs = {name: AppLog(path / "apps" / name) for name in wanted}
     out = sys.stdout.buffer
-    while True:
-        alive = follow and lock_held(path)
-        for name in wanted:
-            try:
-                with open(path / "apps" / name / "log", "rb") as f:
-                    f.seek(offsets[name])
-                    data = f.read()
-            except FileNotFoundError:
-                continue
-            offsets[name] += len(data)
-            if prefix:
-                data = b"".join(name.encode() + b" | " + line for line in data.splitlines(keepends=True))
-            out.write(data)
-        out.flush()
-        if not alive:
-            return
-        time.sleep(0.2)
+    try:
+        while True:
+            alive = follow and lock_held(path)
+            for name, log in logs.items():
+                data = log.read()
+                if prefix:
+                    data = b"".join(name.encode() + b" | " + line for line in data.splitlines(keepends=True))
+                out.write(data)
+            out.flush()
+            if not alive:
+                return
+            time.sleep(0.2)
+    finally:
+        for log in logs.values():
+            log.close()

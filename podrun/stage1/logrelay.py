@@ -6,6 +6,11 @@ The same poll loop wakes on signals (``signal.set_wakeup_fd``; SIGCHLD included)
 supervisor reaps and relays in one thread without polling, and it carries the other fds the
 supervisor watches (``watch``): an interactive app's pty (podrun.stage1.tty) and the socket of
 ``--notify=app``.  An interactive app with a terminal writes to its pty, not through here.
+
+Log files are bounded (``--log-max-size``, podman's ``log_size_max`` keeping the newest data):
+a log is filled up to the limit, then renamed to ``log.1`` (replacing the older one) and a new
+``log`` started, so each app keeps between one and two limits of its newest output, in order
+across ``log.1`` then ``log``.  The journal gets everything.
 """
 
 from __future__ import annotations
@@ -25,12 +30,50 @@ CHUNK = 1 << 16
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
+class LogFile:
+    """One app's log file, rotated once past *limit* bytes (-1: never)."""
+
+    __slots__ = ("fd", "limit", "path", "size")
+
+    def __init__(self, path: str, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.fd = self._open()
+        self.size = os.fstat(self.fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+
+    def write(self, data: bytes) -> None:
+        while data:
+            room = len(data) if self.limit < 0 else self.limit - self.size
+            if room <= 0:
+                self._rotate()
+                continue
+            piece, data = data[:room], data[room:]
+            _write_all(self.fd, piece)
+            self.size += len(piece)
+
+    def _rotate(self) -> None:
+        try:
+            os.rename(self.path, self.path + ".1")  # replaces the older log.1
+            fd = self._open()
+        except OSError:  # the bound holds even so: this file starts over
+            os.ftruncate(self.fd, 0)
+        else:
+            os.close(self.fd)
+            self.fd = fd
+        self.size = 0
+
+
 class Relay:
     """With *journal_uuid* (podrun's own output is the journal), each app's lines go to the
-    journal tagged with the app and the pod (podrun.systemd.journal) instead of to our stdout."""
+    journal tagged with the app and the pod (podrun.systemd.journal) instead of to our stdout.
+    Each app's log file is rotated past *log_max_size* bytes (-1: never)."""
 
-    def __init__(self, journal_uuid: str | None = None) -> None:
+    def __init__(self, journal_uuid: str | None = None, log_max_size: int = -1) -> None:
         self.journal_uuid = journal_uuid
+        self.log_max_size = log_max_size
         self.senders: dict[int, object] = {}
         self.poll = select.poll()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -38,7 +81,7 @@ class Relay:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # a handler, so the wakeup fd fires
         self.poll.register(self.wake_r, select.POLLIN)
-        self.pipes: dict[int, tuple[int, int]] = {}  # read end -> (log fd, 1 or 2)
+        self.pipes: dict[int, tuple[LogFile, int]] = {}  # read end -> (the app's log, 1 or 2)
         self.forward_ok = {1: True, 2: True}
         self.watched: dict[int, Callable[[int], None]] = {}  # other fds of the loop (tty, notify)
 
@@ -53,12 +96,12 @@ class Relay:
 
     def add_app(self, log_path: str) -> tuple[int, int]:
         """Pipes for one app; returns the write ends (its stdout and stderr)."""
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        log = LogFile(log_path, self.log_max_size)
         ends = []
         for target in (1, 2):
             r, w = os.pipe2(os.O_CLOEXEC)
             self.poll.register(r, _READABLE)
-            self.pipes[r] = (log_fd, target)
+            self.pipes[r] = (log, target)
             if self.journal_uuid is not None:
                 from podrun.systemd.journal import Sender
 
@@ -86,7 +129,7 @@ class Relay:
             elif fd in self.watched:
                 self.watched[fd](revents)
 
-    def _copy(self, fd: int, log_fd: int, target: int) -> None:
+    def _copy(self, fd: int, log: LogFile, target: int) -> None:
         try:
             data = os.read(fd, CHUNK)
         except OSError:
@@ -99,7 +142,7 @@ class Relay:
             if sender is not None:
                 sender.flush()  # type: ignore[attr-defined]
             return
-        _write_all(log_fd, data)
+        log.write(data)
         if sender is not None:
             sender.feed(data)  # type: ignore[attr-defined]
         elif self.forward_ok[target]:
