@@ -60,6 +60,8 @@ RUN_FLAGS = (
             choices=("ready", "app")),
     RunFlag("--register", "register", FLAG, False, "On a systemd host: run the pod in its own transient "
             "scope podrun-UUID.scope (systemctl status/stop)."),
+    RunFlag("--log-max-size", "log_max_size", VALUE, "8M", "Rotate each app's log file in the pod dir past "
+            "SIZE (kept: the newest SIZE to 2xSIZE bytes); -1: no limit.", "SIZE", show_default=True),
     RunFlag("--uuid-file-save", "uuid_file_save", VALUE, None, "Write the pod UUID to this file.", file=True),
 )
 _BY_NAME = {f.name: f for f in RUN_FLAGS}

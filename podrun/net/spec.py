@@ -116,6 +116,23 @@ def check_dns(values: tuple[str, ...] | list[str]) -> None:
             check_ipv4("--dns", v)
 
 
+# Values written into /etc/hosts, /etc/resolv.conf and /etc/hostname are single words of
+# printable ASCII: no newline or other control character can add a line, no space a field
+# (SECURITY-TESTS 30).  253 is the longest DNS name.
+def check_word(what: str, text: str, max_len: int = 253) -> str:
+    if not text or len(text) > max_len or not all("!" <= c <= "~" for c in text):
+        raise UsageError(f"invalid {what} {text!r}: expected one word of printable ASCII, at most {max_len} "
+                         "characters")
+    return text
+
+
+def check_resolv_words(search: tuple[str, ...] | list[str], opts: tuple[str, ...] | list[str]) -> None:
+    for v in search:
+        check_word("--dns-search", v)
+    for v in opts:
+        check_word("--dns-opt", v)
+
+
 def check_hosts_entry(text: str) -> None:
     if text == "host":
         return
@@ -123,3 +140,21 @@ def check_hosts_entry(text: str) -> None:
     if not eq or not name:
         raise UsageError(f"invalid --hosts-entry {text!r}: expected IP=NAME or host")
     check_ipv4("--hosts-entry address", ip)
+    if "#" in check_word("--hosts-entry", text):  # the rest of a hosts line after '#' is a comment
+        raise UsageError(f"invalid --hosts-entry {text!r}: '#' starts a comment in /etc/hosts")
+
+
+HOST_NAME_MAX = 64  # the kernel's (sethostname(2) refuses longer names)
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def check_hostname(text: str) -> str:
+    """``--hostname``: dot-separated labels of 1-63 letters, digits and '-' (RFC 1123), not
+    starting or ending with '-', at most HOST_NAME_MAX characters in all."""
+    labels = text.split(".")
+    if len(text) > HOST_NAME_MAX or not all(
+            0 < len(label) < 64 and set(label) <= _LABEL_CHARS and "-" not in (label[0], label[-1])
+            for label in labels):
+        raise UsageError(f"invalid --hostname {text!r}: expected letters, digits, '-' and '.' (RFC 1123), "
+                         f"at most {HOST_NAME_MAX} characters")
+    return text

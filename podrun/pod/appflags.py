@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from podrun.errors import UsageError
+from podrun.errors import PodrunError, UsageError
 from podrun.lean import dataclass, field
 
 VALUE_FLAGS = (
@@ -101,12 +101,35 @@ def parse_kv_list(flag: str, text: str) -> tuple[str, dict[str, str]]:
     return first, out
 
 
-_SIZE_RE = re.compile(r"^(\d+)([KMGT]i?)?[B]?$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^([0-9]+)([KMGT]i?)?B?$", re.IGNORECASE)  # ASCII digits only: "٣M" is no size
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+KIB, MIB = 1 << 10, 1 << 20
+# The kernel reads memory.max/memory.limit_in_bytes as a u64 that silently wraps past 2^64
+# (16777216T became a 0-byte limit); podman's sizes are int64.
+SIZE_MAX = (1 << 63) - 1
+MEMORY_MIN = 6 * MIB  # Docker's minimum: below it an app does not even start
+# cpu.max / cpu.cfs_quota_us: the kernel refuses a quota under 1 ms, i.e. 10m with podrun's 100 ms
+# period (Docker's 0.01 CPU minimum too); the top is far beyond any machine and within the kernel's.
+CPU_MIN_MILLIS, CPU_MAX_MILLIS = 10, 1_000_000 * 1000
+PIDS_MAX = 1 << 22  # PID_MAX_LIMIT: pids.max refuses more (EINVAL)
+# runc's maxID: setresuid/setgroups read -1 (4294967295) as "unchanged", and ids past 2^31-1
+# are refused by runc and unmapped by user namespaces.
+ID_MAX = (1 << 31) - 1
+NGROUPS_MAX = 65536  # setgroups(2) refuses longer lists
+LOG_MAX_SIZE_MIN = 8 * KIB  # conmon's read buffer: podman refuses smaller positive log_size_max
+_CPU_RE = re.compile(r"^(?:([0-9]+)m|([0-9]*)(?:\.([0-9]{1,3}))?)$")
 
 
-def parse_size(flag: str, text: str) -> int:
-    """``128M``, ``1G``, ``512Ki``, ``1048576`` -> bytes (binary units, as rkt and podman)."""
+def _size_text(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return str(n)
+
+
+def parse_size(flag: str, text: str, minimum: int = 1, maximum: int = SIZE_MAX) -> int:
+    """``128M``, ``1G``, ``512Ki``, ``1048576`` -> bytes (binary units, as rkt and podman), in
+    [*minimum*, *maximum*]."""
     m = _SIZE_RE.match(text.strip())
     if not m:
         raise UsageError(f"invalid {flag} value {text!r}: expected a size such as 128M")
@@ -114,25 +137,73 @@ def parse_size(flag: str, text: str) -> int:
     value = int(m.group(1)) * _UNITS[unit]
     if value <= 0:
         raise UsageError(f"invalid {flag} value {text!r}: must be positive")
+    if value < minimum:
+        raise UsageError(f"invalid {flag} value {text!r}: must be at least {_size_text(minimum)}")
+    if value > maximum:
+        raise UsageError(f"invalid {flag} value {text!r}: must be at most {maximum} bytes")
     return value
+
+
+def parse_memory(flag: str, text: str) -> int:
+    return parse_size(flag, text, MEMORY_MIN)
+
+
+def parse_log_max_size(flag: str, text: str) -> int:
+    """``--log-max-size``: a size of at least 8K, or ``-1`` (any negative number, as podman's
+    ``log_size_max``) for no limit, returned as -1."""
+    t = text.strip()
+    if t.startswith("-") and t[1:].isascii() and t[1:].isdigit() and int(t[1:]) > 0:
+        return -1
+    if t == "0":
+        raise UsageError(f"invalid {flag} value {text!r}: must be at least {_size_text(LOG_MAX_SIZE_MIN)}",
+                         hint="-1 means no limit")
+    return parse_size(flag, t, LOG_MAX_SIZE_MIN)
 
 
 def parse_cpu(flag: str, text: str) -> int:
-    """``500m`` (millicores) or ``1.5`` (cores) -> millicores."""
-    t = text.strip()
-    try:
-        value = int(t[:-1]) if t.endswith("m") else round(float(t) * 1000)
-    except ValueError:
-        raise UsageError(f"invalid {flag} value {text!r}: expected e.g. 500m or 1.5") from None
-    if value <= 0:
-        raise UsageError(f"invalid {flag} value {text!r}: must be positive")
+    """``500m`` (millicores) or ``1.5`` (cores, at most 3 decimals) -> millicores."""
+    m = _CPU_RE.match(text.strip())
+    millis, cores, fraction = m.groups() if m else (None, None, None)
+    if not (millis or cores or fraction):
+        raise UsageError(f"invalid {flag} value {text!r}: expected e.g. 500m or 1.5")
+    value = int(millis) if millis else int(cores or "0") * 1000 + int((fraction or "").ljust(3, "0"))
+    if not CPU_MIN_MILLIS <= value <= CPU_MAX_MILLIS:
+        raise UsageError(f"invalid {flag} value {text!r}: must be from {CPU_MIN_MILLIS}m (0.01 CPU) to "
+                         f"{CPU_MAX_MILLIS // 1000} CPUs")
     return value
 
 
-def parse_positive_int(flag: str, text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise UsageError(f"invalid {flag} value {text!r}: expected a positive integer")
+def parse_int(flag: str, text: str, minimum: int, maximum: int) -> int:
+    """A decimal integer (ASCII digits) in [*minimum*, *maximum*]."""
+    if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
+        raise UsageError(f"invalid {flag} value {text!r}: expected an integer from {minimum} to {maximum}")
     return int(text)
+
+
+def parse_pids_limit(flag: str, text: str) -> int:
+    return parse_int(flag, text, 1, PIDS_MAX)
+
+
+def parse_gids(flag: str, text: str) -> tuple[int, ...]:
+    """``5,7`` -> (5, 7): group ids from 0 to ID_MAX, at most NGROUPS_MAX."""
+    gids = tuple(parse_int(flag, g, 0, ID_MAX) for g in text.split(",") if g)
+    if len(gids) > NGROUPS_MAX:
+        raise UsageError(f"invalid {flag}: {len(gids)} groups, at most {NGROUPS_MAX}")
+    return gids
+
+
+def check_identity(what: str, text: str, error: type[PodrunError] = UsageError) -> str:
+    """A user or group: a number from 0 to ID_MAX, or a name to look up in the image's
+    /etc/passwd or /etc/group (stage1).  Refused: -1 and other negative numbers, ids past ID_MAX
+    (4294967295 is -1 to setresuid), digits that are not ASCII (stage1's ``isdigit`` would take
+    them for a number), names that no passwd line can hold (empty, ':', control characters)."""
+    body = text[1:] if text.startswith("-") else text
+    if body.isdigit():
+        if not body.isascii() or text.startswith("-") or int(body) > ID_MAX:
+            raise error(f"invalid {what} {text!r}: expected a name or an id from 0 to {ID_MAX}")
+    elif not text or ":" in text or not text.isprintable():
+        raise error(f"invalid {what} {text!r}: not a user or group name")
+    return text
 
 
 def check_app_name(name: str) -> str:

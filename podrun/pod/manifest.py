@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 MANIFEST_VERSION = 1
 MANIFEST = "pod.json"  # the pod manifest's file name in the pod directory
+# Each app's log file is rotated once past this many bytes (--log-max-size; -1: no limit).
+LOG_MAX_SIZE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class PodManifest:
     dns_opts: tuple[str, ...] = ()
     notify: str = "ready"  # "ready": READY=1 once the apps run; "app": the app notifies (--notify)
     register: bool = False  # run in a transient systemd scope podrun-UUID.scope (--register)
+    log_max_size: int = LOG_MAX_SIZE  # bytes per app log file before rotation; -1: no limit
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> bytes:
@@ -101,6 +104,7 @@ class PodManifest:
             ports=tuple(PortSpec(**p) for p in doc.get("ports", ())),
             dns_search=tuple(doc.get("dns_search", ())), dns_opts=tuple(doc.get("dns_opts", ())),
             notify=str(doc.get("notify", "ready")), register=bool(doc.get("register", False)),
+            log_max_size=int(doc.get("log_max_size", LOG_MAX_SIZE)),
         )
 
 

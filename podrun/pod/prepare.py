@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from podrun import faults
-from podrun.errors import NotFoundError, UsageError
+from podrun.errors import NotFoundError, UsageError, VerificationError
 from podrun.lean import dataclass, field
 from podrun.pod import appflags as af
 from podrun.pod.layout import PodDirs
-from podrun.pod.manifest import AppSpec, MountSpec, PodManifest, Resources, Volume
+from podrun.pod.manifest import LOG_MAX_SIZE, AppSpec, MountSpec, PodManifest, Resources, Volume
 
 TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
@@ -54,13 +55,73 @@ class RunRequest:
     dns_opts: list[str] = field(default_factory=list)
     notify: str | None = None
     register: bool = False
+    log_max_size: str | None = None  # the flag's text; None: the manifest's default
 
 
-def _env_file(path: str) -> list[str]:
+ENV_FILE_MAX = 1 << 20  # --set-env-file: at most 1 MiB
+ENV_FILE_TIMEOUT = 30.0  # seconds a pipe (``<(cmd)``, a FIFO) may take to reach its end
+
+
+def _read_env_file(path: str, timeout: float) -> bytes:
+    """The bytes of a regular file or a pipe, never of a device (``/dev/zero`` reads forever,
+    a tty or tape may act on open): the path is opened O_PATH, checked, then the same inode
+    reopened through /proc.  At most ENV_FILE_MAX bytes; a pipe must end within *timeout*."""
+    import stat
+
     try:
-        lines = Path(path).read_text().splitlines()
+        path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as exc:
         raise UsageError(f"cannot read --set-env-file {path!r}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(path_fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise UsageError(f"invalid --set-env-file {path!r}: not a regular file or a pipe")
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot read --set-env-file {path!r}: {exc.strerror}") from None
+    finally:
+        os.close(path_fd)
+    try:
+        return _read_bounded(fd, path, None if stat.S_ISREG(mode) else timeout)
+    finally:
+        os.close(fd)
+
+
+def _read_bounded(fd: int, path: str, timeout: float | None) -> bytes:
+    """Read *fd* to its end; with a *timeout*, *fd* is a non-blocking pipe waited on with poll
+    (a FIFO's poll waits for a writer, where its read would say end-of-file at once)."""
+    import select
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = bytearray()
+    while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                raise UsageError(f"invalid --set-env-file {path!r}: the pipe did not end within {timeout:g} seconds")
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"cannot read --set-env-file {path!r}: {exc.strerror}") from None
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > ENV_FILE_MAX:
+            raise UsageError(f"invalid --set-env-file {path!r}: larger than {ENV_FILE_MAX >> 20} MiB")
+
+
+def _env_file(path: str, timeout: float = ENV_FILE_TIMEOUT) -> list[str]:
+    data = _read_env_file(path, timeout)
+    if b"\0" in data:
+        raise UsageError(f"invalid --set-env-file {path!r}: contains a NUL byte")
+    try:
+        lines = data.decode().split("\n")  # not splitlines: \x1c, \x85, \u2028... belong to values
+    except UnicodeDecodeError:
+        raise UsageError(f"invalid --set-env-file {path!r}: not UTF-8 text") from None
     out = []
     for n, line in enumerate(lines, 1):
         line = line.strip()
@@ -113,13 +174,59 @@ def _volumes(specs: list[str]) -> dict[str, Volume]:
     return out
 
 
-def _user_group(cfg_user: str) -> tuple[str, str | None]:
-    user, _, group = (cfg_user or "0").partition(":")
-    return user or "0", group or None
+@dataclass(frozen=True)
+class AppFlags:
+    """One app's flags, parsed and checked before any image is fetched: bad input changes
+    neither the store nor the pods."""
+
+    user: str | None
+    group: str | None
+    supplementary_gids: tuple[int, ...]
+    working_dir: str | None
+    mounts: tuple[MountSpec, ...]
+    resources: Resources
+    capabilities: tuple[str, ...]
+
+
+def parse_app_flags(args: af.AppArgs, vols: dict[str, Volume]) -> AppFlags:
+    flags = args.flags
+    if "--name" in flags:
+        af.check_app_name(flags["--name"][:63].lower())
+    mounts = []
+    for m in args.mounts:
+        _, kv = af.parse_kv_list("--mount", m)
+        vol, target = kv.pop("volume", ""), kv.pop("target", "")
+        if vol not in vols:
+            raise UsageError(f"--mount {m!r}: no volume named {vol!r}", hint="declare it with --volume")
+        if kv:
+            raise UsageError(f"invalid --mount {m!r}: unknown key(s) {', '.join(sorted(kv))}")
+        mounts.append(MountSpec(vol, af.check_abs_path("--mount target", target)))
+    res = Resources(
+        memory_max=af.parse_memory("--memory", flags["--memory"]) if "--memory" in flags else None,
+        cpu_millis=af.parse_cpu("--cpu", flags["--cpu"]) if "--cpu" in flags else None,
+        pids_max=af.parse_pids_limit("--pids-limit", flags["--pids-limit"]) if "--pids-limit" in flags else None,
+    )
+    from podrun.pod import caps_policy
+
+    caps = caps_policy.resolve_caps(flags.get("--caps-retain"), flags.get("--caps-remove"))
+    if "--seccomp" in flags:
+        from podrun.pod import seccomp_policy
+
+        seccomp_policy.parse_seccomp_flag(flags["--seccomp"], caps)
+    workdir = flags.get("--working-dir")
+    return AppFlags(
+        user=af.check_identity("--user", flags["--user"]) if "--user" in flags else None,
+        group=af.check_identity("--group", flags["--group"]) if "--group" in flags else None,
+        supplementary_gids=af.parse_gids("--supplementary-gids", flags.get("--supplementary-gids", "")),
+        working_dir=None if workdir is None else af.check_abs_path("--working-dir", workdir),
+        mounts=tuple(mounts),
+        resources=res,
+        capabilities=tuple(sorted(caps)),
+    )
 
 
 def build_app(
-    args: af.AppArgs, image: ImageInfo, req: RunRequest, base_env: list[str], vols: dict[str, Volume], used: set[str]
+    args: af.AppArgs, parsed: AppFlags, image: ImageInfo, req: RunRequest, base_env: list[str], used: set[str]
 ) -> AppSpec:
     cfg = image.config.get("config") or {}
     flags = args.flags
@@ -141,34 +248,11 @@ def build_app(
         argv = entrypoint + (args.args if args.args is not None else cmd)
     if not argv:
         raise UsageError(f"image {args.image!r} has no command", hint="use --exec PATH")
-    user, group = _user_group(cfg.get("User") or "")
-    user = flags.get("--user", user)
-    group = flags.get("--group", group)
-    mounts = []
-    for m in args.mounts:
-        _, kv = af.parse_kv_list("--mount", m)
-        vol, target = kv.pop("volume", ""), kv.pop("target", "")
-        if vol not in vols:
-            raise UsageError(f"--mount {m!r}: no volume named {vol!r}", hint="declare it with --volume")
-        if kv:
-            raise UsageError(f"invalid --mount {m!r}: unknown key(s) {', '.join(sorted(kv))}")
-        mounts.append(MountSpec(vol, af.check_abs_path("--mount target", target)))
-    res = Resources(
-        memory_max=af.parse_size("--memory", flags["--memory"]) if "--memory" in flags else None,
-        cpu_millis=af.parse_cpu("--cpu", flags["--cpu"]) if "--cpu" in flags else None,
-        pids_max=af.parse_positive_int("--pids-limit", flags["--pids-limit"]) if "--pids-limit" in flags else None,
-    )
-    from podrun.pod import caps_policy
-
-    caps = caps_policy.resolve_caps(flags.get("--caps-retain"), flags.get("--caps-remove"))
-    if "--seccomp" in flags:
-        from podrun.pod import seccomp_policy
-
-        seccomp_policy.parse_seccomp_flag(flags["--seccomp"], caps)  # refuse bad input before the pod exists
-    supp = tuple(
-        af.parse_positive_int("--supplementary-gids", g) for g in flags.get("--supplementary-gids", "").split(",") if g
-    )
-    workdir = flags.get("--working-dir") or cfg.get("WorkingDir") or "/"
+    # the image's User (user[:group]) is checked as the flags are (hostile images: SECURITY-TESTS 28)
+    cfg_user, _, cfg_group = (cfg.get("User") or "").partition(":")
+    what = f"User of image {args.image!r}:"
+    user = parsed.user or af.check_identity(f"{what} user", cfg_user or "0", VerificationError)
+    group = parsed.group or (af.check_identity(f"{what} group", cfg_group, VerificationError) if cfg_group else None)
     return AppSpec(
         name=name,
         image_id=image.id,
@@ -178,19 +262,19 @@ def build_app(
         env=_merge_env(list(cfg.get("Env") or []), base_env, req.set_env, args.environment),
         user=user,
         group=group,
-        supplementary_gids=supp,
-        working_dir=af.check_abs_path("--working-dir" if flags.get("--working-dir") else "the image's WorkingDir",
-                                      workdir),
-        mounts=tuple(mounts),
+        supplementary_gids=parsed.supplementary_gids,
+        working_dir=parsed.working_dir or af.check_abs_path("the image's WorkingDir", cfg.get("WorkingDir") or "/"),
+        mounts=parsed.mounts,
         read_only_rootfs=flags.get("--readonly-rootfs") == "True",
-        resources=res,
-        capabilities=tuple(sorted(caps)),
+        resources=parsed.resources,
+        capabilities=parsed.capabilities,
         seccomp=flags.get("--seccomp"),
         no_new_privileges=flags.get("--no-new-privileges", "True") == "True",
     )
 
 
 def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodManifest:
+    """Every flag is parsed and checked first, then the images are resolved (fetched)."""
     if req.stage1 not in STAGE1_FLAVORS:
         raise UsageError(f"unknown --stage1 {req.stage1!r} (choose from {', '.join(STAGE1_FLAVORS)})")
     from podrun.net import spec
@@ -206,8 +290,11 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
 
         config.default_net()  # a bad default.json fails here, before the pod exists
     spec.check_dns(req.dns)
+    spec.check_resolv_words(req.dns_search, req.dns_opts)
     for entry in req.hosts_entries:
         spec.check_hosts_entry(entry)
+    if req.hostname:
+        spec.check_hostname(req.hostname)
     if req.ports and not any(n.name == "default" for n in networks):
         raise UsageError("--port needs the default network (--net=default, possibly among others)")
     if req.register:
@@ -221,11 +308,15 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
         raise UsageError("--interactive needs exactly one app")
     if req.stage1 == "fly" and len(req.apps) != 1:
         raise UsageError("--stage1 fly runs exactly one app")
+    log_max_size = LOG_MAX_SIZE if req.log_max_size is None else af.parse_log_max_size("--log-max-size",
+                                                                                         req.log_max_size)
     base_env = _env_file(req.set_env_file) if req.set_env_file else []
     vols = _volumes(req.volumes)
+    parsed = [parse_app_flags(a, vols) for a in req.apps]
     used: set[str] = set()
     images = [resolve(a.image) for a in req.apps]
-    apps = tuple(build_app(a, image, req, base_env, vols, used) for a, image in zip(req.apps, images, strict=True))
+    apps = tuple(build_app(a, p, image, req, base_env, used) for a, p, image in zip(req.apps, parsed, images,
+                                                                                   strict=True))
     exposed: dict[str, tuple[str, int]] = {}
     for image in images:
         exposed.update(spec.exposed_port_names(image.config))
@@ -236,13 +327,11 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
         if key in seen:
             raise UsageError(f"--port: host port {p.host_port}/{p.proto} given twice")
         seen.add(key)
-    if req.hostname and not af.APP_NAME_RE.match(req.hostname.split(".")[0]):
-        raise UsageError(f"invalid --hostname {req.hostname!r}")
     return PodManifest(
         uuid=new_uuid(), apps=apps, volumes=tuple(vols.values()), hostname=req.hostname, net=net,
         stage1=req.stage1, interactive=req.interactive, dns=tuple(req.dns), hosts_entries=tuple(req.hosts_entries),
         networks=networks, ports=ports, dns_search=tuple(req.dns_search), dns_opts=tuple(req.dns_opts),
-        notify=req.notify or _notify_label(images), register=req.register,
+        notify=req.notify or _notify_label(images), register=req.register, log_max_size=log_max_size,
     )
 
 

@@ -234,7 +234,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Start pid 1 and the apps, supervise them until the last one ends; the pod's exit code."""
-        relay = Relay(self.manifest.uuid if self.sd.journal else None)  # wakeup fd before any child
+        relay = Relay(self.manifest.uuid if self.sd.journal else None, self.manifest.log_max_size)  # wakeup fd first
         for sig in FORWARDED:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGALRM, self._on_alarm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -34,6 +35,15 @@ def test_every_command_has_a_page() -> None:
     names = {p.name for p in ALL_PAGES}
     for command in COMMANDS:
         assert f"podrun-{command}.1" in names, command
+
+
+def test_every_run_and_app_flag_is_documented() -> None:
+    from podrun.cli.runflags import RUN_FLAGS
+    from podrun.pod.appflags import BOOL_FLAGS, VALUE_FLAGS
+
+    text = (ROOT / "man" / "podrun-run.1").read_text().replace("\\-", "-")
+    for name in [f.name for f in RUN_FLAGS] + list(VALUE_FLAGS + BOOL_FLAGS):
+        assert re.search(re.escape(name) + "(?![a-z-])", text), name
 
 
 def test_every_command_is_documented() -> None:

@@ -20,6 +20,7 @@ ACCEPTED = [
     ["--dir", "/tmp/d", "--debug", "run", "img"],
     ["--dir=/tmp/d", "--insecure-options=http", "run", "img"],
     ["run", "--hostname", "-x", "img"],  # a value that looks like a flag is still the value
+    ["run", "--log-max-size", "-1", "img"], ["run", "--log-max-size=16M", "img"],
 ]
 DECLINED = [
     [], ["--help"], ["--version"], ["run"], ["run", "--help"], ["run", "-h", "img"], ["run", "--", "img"],
