@@ -2,8 +2,9 @@
 
     IMAGE [app flags] [-- ARGS…] [--- IMAGE [app flags] [-- ARGS…]]…
 
-and of the value syntaxes of run flags (``--volume``, ``--mount``, sizes, CPU).  Pure policy:
-no I/O, every error a UsageError naming the flag and value.
+and of the value syntaxes of run flags (``--volume``, ``--mount``, sizes, CPU, ids), bounded by
+what the kernel takes.  Pure policy: no I/O, every error a UsageError naming the flag and value
+(``check_identity`` raises the caller's error type for values from an image).
 """
 
 from __future__ import annotations

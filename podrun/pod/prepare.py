@@ -213,7 +213,7 @@ def parse_app_flags(args: af.AppArgs, vols: dict[str, Volume]) -> AppFlags:
         from podrun.pod import seccomp_policy
 
         seccomp_policy.parse_seccomp_flag(flags["--seccomp"], caps)
-    workdir = flags.get("--working-dir")
+    workdir = flags.get("--working-dir") or None  # empty: the image's, as before
     return AppFlags(
         user=af.check_identity("--user", flags["--user"]) if "--user" in flags else None,
         group=af.check_identity("--group", flags["--group"]) if "--group" in flags else None,
