@@ -195,13 +195,15 @@ def parse_gids(flag: str, text: str) -> tuple[int, ...]:
 
 def check_identity(what: str, text: str, error: type[PodrunError] = UsageError) -> str:
     """A user or group: a number from 0 to ID_MAX, or a name to look up in the image's
-    /etc/passwd or /etc/group (stage1).  Refused: -1 and other negative numbers, ids past ID_MAX
-    (4294967295 is -1 to setresuid), digits that are not ASCII (stage1's ``isdigit`` would take
-    them for a number), names that no passwd line can hold (empty, ':', control characters)."""
-    body = text[1:] if text.startswith("-") else text
-    if body.isdigit():
-        if not body.isascii() or text.startswith("-") or int(body) > ID_MAX:
-            raise error(f"invalid {what} {text!r}: expected a name or an id from 0 to {ID_MAX}")
+    /etc/passwd or /etc/group (stage1).  What stage1 takes for a number (signs and digits,
+    podrun.stage1.app) must be one sign at most, ASCII digits and in range: -1 and 4294967295
+    (-1 to setresuid: "unchanged") are refused, as is any id past ID_MAX.  Names that no passwd
+    line can hold (empty, ':', control characters) are refused too."""
+    if text.lstrip("+-").isdigit():
+        digits = text[1:] if text[:1] in "+-" else text
+        if not (digits.isascii() and digits.isdigit()) or not 0 <= int(text) <= ID_MAX:
+            raise error(f"invalid {what} {text!r}: an id must be in the range 0-{ID_MAX} (-1 would mean "
+                        "\"unchanged\")")
     elif not text or ":" in text or not text.isprintable():
         raise error(f"invalid {what} {text!r}: not a user or group name")
     return text

@@ -80,13 +80,15 @@ def test_supplementary_gids_bounds() -> None:
         refused(af.parse_gids, "--supplementary-gids", text, words=("--supplementary-gids",))
 
 
-@pytest.mark.parametrize("text", ["0", "2147483647", "nobody", "www-data", "user name", "\u00e9mile", "+5"])
+@pytest.mark.parametrize("text", ["0", "2147483647", "+2147483647", "nobody", "www-data", "user name", "\u00e9mile",
+                                  "a-1", "1a"])
 def test_identities_accepted(text: str) -> None:
     assert af.check_identity("--user", text) == text
 
 
 @pytest.mark.parametrize("text", [
-    "-1", "-5", "4294967295", "4294967294", "2147483648", "99999999999999999999", "\u0663", "\u00b2", "1\u0663",
+    "-1", "-5", "4294967295", "4294967294", "2147483648", "+2147483648", "99999999999999999999", "--5", "+-5",
+    "\u0663", "\u00b2", "1\u0663", "+\u0663",
     "", "a:b", "a\nb", "a\x00b", "a\x7fb",
 ])
 def test_identities_refused(text: str) -> None:
