@@ -44,7 +44,8 @@ RUN_FLAGS = (
             show_default=True),
     RunFlag("--port", "ports", MULTIPLE, (), "Forward a host port (default network).",
             "PODPORT|NAME:[HOSTIP:]HOSTPORT[/tcp|udp]"),
-    RunFlag("--interactive", "interactive", FLAG, False, "Pass stdin and the terminal to the (single) app."),
+    RunFlag("--interactive", "interactive", FLAG, False, "Pass stdin to the (single) app; a terminal on stdin "
+            "becomes a new pty of the pod's own, relayed (the caller's terminal never enters the pod)."),
     RunFlag("--volume", "volumes", MULTIPLE, (), metavar="NAME,kind=host|empty[,source=P][,readOnly=B]"),
     RunFlag("--set-env", "set_env", MULTIPLE, (), "Environment for all apps.", "K=V"),
     RunFlag("--set-env-file", "set_env_file", VALUE, None, "File of K=V lines for all apps.", file=True),
