@@ -394,13 +394,17 @@ class Store:
 
     # -- maintenance ----------------------------------------------------------------------------
 
-    def gc(self, in_use: Callable[[], set[Digest]] | None = None) -> list[str]:
+    def gc(self, in_use: Callable[[], set[Digest] | None] | None = None) -> list[str]:
         """Remove blobs and layer trees no image record references, temp leftovers and idle
-        lock files.  Takes the store lock exclusively; returns what it removed."""
+        lock files.  Takes the store lock exclusively; returns what it removed.
+
+        *in_use* (called under the lock) names the layers pods use; ``None`` from it means they
+        could not all be read, and then every layer tree is kept (never delete on doubt)."""
         removed: list[str] = []
         with self.exclusive():
             keep_blobs: set[Digest] = set()
-            keep_layers: set[Digest] = set(in_use() if in_use else ())
+            used = in_use() if in_use else set()
+            keep_layers: set[Digest] = set(used or ())
             for image_id in self.image_ids():
                 try:
                     rec = self.image(image_id)
@@ -408,7 +412,8 @@ class Store:
                     continue  # a corrupted record keeps nothing alive; fsck names it
                 keep_blobs |= {rec.id, rec.config} | {layer.digest for layer in rec.layers}
                 keep_layers |= {layer.diff_id for layer in rec.layers}
-            for kind, keep in (("blobs", keep_blobs), ("layers", keep_layers)):
+            kinds = [("blobs", keep_blobs)] + ([("layers", keep_layers)] if used is not None else [])
+            for kind, keep in kinds:
                 base = self.root / kind
                 for alg_dir in sorted(base.iterdir()):
                     for entry in sorted(alg_dir.iterdir()):
