@@ -8,7 +8,8 @@ Layout under the data dir (``--dir``, default /var/lib/podrun); see docs/store.m
     store/images/<alg>/<hex>.json    image records, keyed by manifest digest (the image ID)
     store/refs/<quoted NAME:TAG>     name -> image ID, one small file per name
     store/tmp/                       work in progress, never visible as complete
-    locks/store.lock                 shared by writers (fetch, import), exclusive for gc
+    locks/store.lock                 shared by writers (fetch, import) and by run/prepare until
+                                     the pod's manifest is written; exclusive for rm and gc
     locks/blob-<hex>, layer-<hex>    per-digest locks: concurrent fetches do the work once
 
 Layers are keyed by diff_id (not chain id): each tree holds exactly one layer, with whiteouts
@@ -173,6 +174,23 @@ class Store:
         self.ensure()
         with storage_errors("locking the store"), fsutil.flocked(self.locks / "store.lock", shared=True):
             yield
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        """Shared store lock for ``run`` and ``prepare``, held from resolving their images until
+        the pod's layer references are on disk (its manifest written): ``image rm`` and
+        ``image gc`` (exclusive) then run either before the image is resolved or after gc can
+        see the pod, so no pod starts with a layer gc deleted.  Lean: no ``ensure`` once the
+        store exists (it is on the ``podrun run`` path)."""
+        if not self.locks.is_dir():
+            self.ensure()
+        lock = fsutil.flocked(self.locks / "store.lock", shared=True)
+        with storage_errors("locking the store"):
+            lock.__enter__()
+        try:
+            yield
+        finally:
+            lock.__exit__()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
