@@ -94,13 +94,18 @@ def rm_cmd(g: Globals, images: tuple[str, ...]) -> None:
 def gc_cmd(g: Globals) -> None:
     """Delete blobs and layer trees no image or pod uses, and interrupted downloads."""
     from podrun.image.digest import Digest
-    from podrun.pod.layout import PodDirs, layers_in_use
+    from podrun.pod.layout import PodDirs, pod_references
 
     store = Store(g.data_dir)
 
-    def in_use() -> set[Digest]:
+    def in_use() -> set[Digest] | None:
+        refs = pod_references(PodDirs(g.data_dir))
+        for problem in refs.unreadable:  # never delete on doubt: such a pod keeps every layer
+            click.echo(f"podrun: warning: {problem}; keeping every layer tree", err=True)
+        if refs.unreadable:
+            return None
         # lower dirs look like .../layers/<alg>/<hex>/rootfs
-        return {Digest(Path(d).parent.parent.name, Path(d).parent.name) for d in layers_in_use(PodDirs(g.data_dir))}
+        return {Digest(Path(d).parent.parent.name, Path(d).parent.name) for d in refs.lower_dirs}
 
     for line in store.gc(in_use):
         click.echo(f"removed {line}")

@@ -46,8 +46,11 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
         # Opened (and a refused FILE reported) before any pod exists; fsutil.user_output says how.
         uuid_file = fsutil.user_output(kw["uuid_file_save"]).open()
     try:
-        manifest = build_manifest(req, resolve)
-        pod_dir, lock_fd = create_pod(PodDirs(g.data_dir), manifest, phase)
+        # From resolving the images until the manifest naming their layers is on disk, `image gc`
+        # must not run: it would not see this pod and delete what it is about to use.
+        with store.using():
+            manifest = build_manifest(req, resolve)
+            pod_dir, lock_fd = create_pod(PodDirs(g.data_dir), manifest, phase)
         if uuid_file is not None:
             fsutil.write_all(uuid_file.fd, f"{manifest.uuid}\n".encode())
             uuid_file.commit()

@@ -8,7 +8,8 @@ Layout under the data dir (``--dir``, default /var/lib/podrun); see docs/store.m
     store/images/<alg>/<hex>.json    image records, keyed by manifest digest (the image ID)
     store/refs/<quoted NAME:TAG>     name -> image ID, one small file per name
     store/tmp/                       work in progress, never visible as complete
-    locks/store.lock                 shared by writers (fetch, import), exclusive for gc
+    locks/store.lock                 shared by writers (fetch, import) and by run/prepare until
+                                     the pod's manifest is written; exclusive for rm and gc
     locks/blob-<hex>, layer-<hex>    per-digest locks: concurrent fetches do the work once
 
 Layers are keyed by diff_id (not chain id): each tree holds exactly one layer, with whiteouts
@@ -173,6 +174,23 @@ class Store:
         self.ensure()
         with storage_errors("locking the store"), fsutil.flocked(self.locks / "store.lock", shared=True):
             yield
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        """Shared store lock for ``run`` and ``prepare``, held from resolving their images until
+        the pod's layer references are on disk (its manifest written): ``image rm`` and
+        ``image gc`` (exclusive) then run either before the image is resolved or after gc can
+        see the pod, so no pod starts with a layer gc deleted.  Lean: no ``ensure`` once the
+        store exists (it is on the ``podrun run`` path)."""
+        if not self.locks.is_dir():
+            self.ensure()
+        lock = fsutil.flocked(self.locks / "store.lock", shared=True)
+        with storage_errors("locking the store"):
+            lock.__enter__()
+        try:
+            yield
+        finally:
+            lock.__exit__()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -394,13 +412,17 @@ class Store:
 
     # -- maintenance ----------------------------------------------------------------------------
 
-    def gc(self, in_use: Callable[[], set[Digest]] | None = None) -> list[str]:
+    def gc(self, in_use: Callable[[], set[Digest] | None] | None = None) -> list[str]:
         """Remove blobs and layer trees no image record references, temp leftovers and idle
-        lock files.  Takes the store lock exclusively; returns what it removed."""
+        lock files.  Takes the store lock exclusively; returns what it removed.
+
+        *in_use* (called under the lock) names the layers pods use; ``None`` from it means they
+        could not all be read, and then every layer tree is kept (never delete on doubt)."""
         removed: list[str] = []
         with self.exclusive():
             keep_blobs: set[Digest] = set()
-            keep_layers: set[Digest] = set(in_use() if in_use else ())
+            used = in_use() if in_use else set()
+            keep_layers: set[Digest] = set(used or ())
             for image_id in self.image_ids():
                 try:
                     rec = self.image(image_id)
@@ -408,7 +430,8 @@ class Store:
                     continue  # a corrupted record keeps nothing alive; fsck names it
                 keep_blobs |= {rec.id, rec.config} | {layer.digest for layer in rec.layers}
                 keep_layers |= {layer.diff_id for layer in rec.layers}
-            for kind, keep in (("blobs", keep_blobs), ("layers", keep_layers)):
+            kinds = [("blobs", keep_blobs)] + ([("layers", keep_layers)] if used is not None else [])
+            for kind, keep in kinds:
                 base = self.root / kind
                 for alg_dir in sorted(base.iterdir()):
                     for entry in sorted(alg_dir.iterdir()):

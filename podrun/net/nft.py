@@ -6,8 +6,10 @@ nftables package, fed with ``nft -f -``).
     fwd_ip       map  host ip . proto . host port -> pod ip . pod port   (--port with HOSTIP)
 
 Port forwards are map *elements*: adding one that exists fails atomically (a host port is
-forwarded to one pod at most), and removing a pod's forwards touches nothing else.  The table
-is created once (under the network's lock) and left in place, like the bridge.
+forwarded to one pod at most).  Each element names its pod in its comment, and a pod's
+teardown removes only elements that name it and point at its address (key *and* value), so a
+failed or dead pod never removes another pod's forward.  The table is created once (under the
+network's lock) and left in place, like the bridge.
 """
 
 from __future__ import annotations
@@ -63,17 +65,20 @@ def ensure_table(table: str, subnet: str, probe: subprocess.Popen[bytes] | None)
         raise PodrunError(f"nft: creating table ip {table}: {res.stderr.strip()}")
 
 
-def _element(p: PortSpec, pod_ip: str | None) -> tuple[str, str]:
-    key = f"{p.host_ip} . {p.proto} . {p.host_port}" if p.host_ip else f"{p.proto} . {p.host_port}"
-    mapname = "fwd_ip" if p.host_ip else "fwd_any"
-    return mapname, key if pod_ip is None else f"{key} : {pod_ip} . {p.pod_port}"
+def _key(p: PortSpec) -> tuple[str, str]:
+    """(map, key) of a forward in nft syntax."""
+    if p.host_ip:
+        return "fwd_ip", f"{p.host_ip} . {p.proto} . {p.host_port}"
+    return "fwd_any", f"{p.proto} . {p.host_port}"
 
 
-def add_ports(table: str, ports: list[PortSpec], pod_ip: str) -> None:
-    """Forward every port to *pod_ip*, all or none (one nft transaction)."""
+def add_ports(table: str, ports: list[PortSpec], pod_ip: str, owner: str) -> None:
+    """Forward every port to *pod_ip*, all or none (one nft transaction); each element carries
+    the pod's UUID *owner* as its comment, so that only that pod's teardown removes it."""
     if not ports:
         return
-    script = "".join(f"add element ip {table} {m} {{ {e} }}\n" for m, e in (_element(p, pod_ip) for p in ports))
+    script = "".join(f'add element ip {table} {m} {{ {k} comment "{owner}" : {pod_ip} . {p.pod_port} }}\n'
+                     for p in ports for m, k in [_key(p)])
     res = _nft(script, "forwarding ports")
     if res.returncode != 0:
         if "File exists" in res.stderr:
@@ -82,8 +87,48 @@ def add_ports(table: str, ports: list[PortSpec], pod_ip: str) -> None:
         raise PodrunError(f"nft: adding port forwards: {res.stderr.strip()}")
 
 
-def remove_ports(table: str, ports: list[PortSpec]) -> None:
-    """Remove the forwards (each on its own: one already gone does not keep the others)."""
+def _elements(table: str) -> dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], str | None]]:
+    """{(map, key): (value, comment)} of the table's port maps ({} when the table is gone)."""
+    res = subprocess.run([NFT, "-j", "list", "table", "ip", table], capture_output=True, text=True, timeout=30)
+    if res.returncode != 0:
+        if "No such file or directory" in res.stderr:
+            return {}
+        raise PodrunError(f"nft: listing table ip {table}: {res.stderr.strip()}")
+    from podrun.lean import json_loads
+
+    out: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], str | None]] = {}
+    for obj in json_loads(res.stdout).get("nftables", []):
+        m = obj.get("map") if isinstance(obj, dict) else None
+        if not isinstance(m, dict) or m.get("name") not in ("fwd_any", "fwd_ip"):
+            continue
+        for key, value in m.get("elem", []):
+            comment = None
+            if "elem" in key:  # an element with a comment: {"elem": {"val": KEY, "comment": …}}
+                key, comment = key["elem"]["val"], key["elem"].get("comment")
+            out[(m["name"], _words(key))] = (_words(value), comment)
+    return out
+
+
+def _words(expr: object) -> tuple[str, ...]:
+    parts = expr.get("concat", [expr]) if isinstance(expr, dict) else [expr]
+    return tuple(str(x) for x in parts)
+
+
+def remove_ports(table: str, ports: list[PortSpec], pod_ip: str, owner: str) -> None:
+    """Remove those of *ports* that are this pod's: the element under the port's key must map
+    to *pod_ip* . pod port and carry *owner* as its comment (or none, as podrun before owners
+    wrote them).  Another pod's forward of the same host port — one that this pod failed to
+    add, or one a later pod made after this pod's death — is left alone.  Callers hold the
+    network's lock, which anything that replaces an element must hold too."""
+    current = _elements(table)
+    mine = []
     for p in ports:
-        m, e = _element(p, None)
-        _nft(f"delete element ip {table} {m} {{ {e} }}\n", "removing a port forward")
+        m, key = _key(p)
+        value, comment = current.get((m, tuple(key.split(" . "))), ((), None))
+        if value == (pod_ip, str(p.pod_port)) and comment in (owner, None):
+            mine.append(p)
+    if mine:
+        script = "".join(f"delete element ip {table} {m} {{ {k} }}\n" for m, k in map(_key, mine))
+        res = _nft(script, "removing port forwards")
+        if res.returncode != 0:
+            raise PodrunError(f"nft: removing port forwards: {res.stderr.strip()}")

@@ -5,7 +5,9 @@ Every host side effect is recorded in ``POD/net/state.json`` *before* it is made
 
     netns    /run/podrun/netns/UUID, a bind mount of the pod's network namespace
     default  lease of an address (DIR/net/BRIDGE/leases), veth pair on the bridge
-    ports    elements of the nftables maps (podrun.net.nft)
+    ports    elements of the nftables maps, named by the pod's UUID (podrun.net.nft); teardown
+             removes only the elements that are still this pod's, never another pod's forward
+             of the same host port (a failed ``run`` asks for a port a running pod holds)
     cni      per network: ADD (DEL on detach) with the network list copied into POD/net/
 
 Attaching runs in a *helper process* forked by the stage1 supervisor (``run_helper``): the
@@ -123,7 +125,7 @@ def attach(pod_dir: str, data_dir: str, manifest: PodManifest, boot_id: str) -> 
         st.save()
         from podrun.net import nft
 
-        nft.add_ports(default["table"], list(manifest.ports), default["ip"])
+        nft.add_ports(default["table"], list(manifest.ports), default["ip"], manifest.uuid)
         st.doc["ports"]["added"] = True
         st.save()
         faults.checkpoint("net:after-ports", with_parent=True)
@@ -186,15 +188,10 @@ def detach(pod_dir: str, delete_links: bool = True) -> list[str]:
     if not st.doc or st.doc.get("detached"):
         return []
     problems: list[str] = []
-    ports = st.doc.get("ports")
-    if ports:
-        from podrun.net import nft
-        from podrun.net.spec import PortSpec
-
+    if st.doc.get("ports"):
         try:
-            forwards = [PortSpec(p, int(pp), int(hp), hip) for p, pp, hp, hip in ports["forwards"]]
-            nft.remove_ports(ports["table"], forwards)
-        except (OSError, PodrunError, ValueError) as exc:
+            _remove_ports(st.doc)
+        except (OSError, PodrunError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"port forwards: {exc}")
     netns = str(st.doc.get("netns", ""))
     for entry in reversed(st.doc.get("networks", [])):
@@ -220,6 +217,23 @@ def detach(pod_dir: str, delete_links: bool = True) -> list[str]:
         st.doc["detached"] = True
         st.save()
     return problems
+
+
+def _remove_ports(doc: dict[str, Any]) -> None:
+    """Remove the forwards the record lists that are still this pod's (nft.remove_ports: by
+    owner, key and value), under the default network's lock."""
+    from podrun.net import nft
+    from podrun.net.spec import PortSpec
+
+    ports = doc["ports"]
+    forwards = [PortSpec(str(p), int(pp), int(hp), str(hip)) for p, pp, hp, hip in ports["forwards"]]
+    bridge = next((str(n["bridge"]) for n in doc["networks"] if n.get("kind") == "default"), None)
+    if bridge is None:
+        raise ValueError("the record lists forwards but no default network")
+    lock_dir = os.path.join(str(doc["data_dir"]), "net", bridge)
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    with fsutil.flocked(os.path.join(lock_dir, "lock")):
+        nft.remove_ports(str(ports["table"]), forwards, str(ports["ip"]), str(doc["uuid"]))
 
 
 def _detach_cni(entry: dict[str, Any], uuid: str, netns: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import time
 from pathlib import Path
 
@@ -44,22 +45,38 @@ def _undo_host_effects(path: Path) -> list[str]:
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot unmount {point}: {exc.strerror}") from None
     done += _detach_network(path)
-    record = path / "cgroups"
-    try:
-        paths = json.loads(record.read_bytes())
-    except (OSError, ValueError):
-        paths = []
+    paths, foreign = _own_cgroups(path)
+    done += [f"warning: pod {path.name}: its cgroup record names {p}, not its own cgroup: left alone"
+             for p in foreign]
     if paths:
         from podrun.isolation import cgroups
 
-        tree = cgroups.open_existing([p for p in paths if isinstance(p, str)])
+        tree = cgroups.open_existing(paths)
         try:
             tree.kill_all()
             tree.remove()
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot remove cgroup: {exc}") from None
-        done += [f"removed cgroup {p}" for p in paths if isinstance(p, str)]
+        done += [f"removed cgroup {p}" for p in paths]
     return done
+
+
+def _own_cgroups(path: Path) -> tuple[list[str], list[str]]:
+    """The cgroup directories the pod's record lists that are the pod's own (named
+    ``pod-UUID``, as stage1 makes them), and the others: gc kills every process in a cgroup it
+    removes, so a damaged record must never lead it to another pod's cgroup or the host's."""
+    try:
+        paths = json.loads((path / "cgroups").read_bytes())
+    except (OSError, ValueError):
+        return [], []
+    if not isinstance(paths, list):
+        return [], [json.dumps(paths)[:200]]
+    own: list[str] = []
+    foreign: list[str] = []
+    for p in paths:
+        ok = isinstance(p, str) and posixpath.basename(posixpath.normpath(p)) == f"pod-{path.name}"
+        (own if ok else foreign).append(str(p))
+    return own, foreign
 
 
 def _detach_network(path: Path) -> list[str]:

@@ -8,13 +8,15 @@ directory across renames, and the stage1 supervisor holds it for the pod's whole
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from podrun import fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
-from podrun.pod.manifest import MANIFEST
+from podrun.pod.manifest import MANIFEST, MANIFEST_VERSION
 
 PHASES = ("embryo", "prepare", "prepared", "run", "exited-garbage", "garbage")
 
@@ -80,6 +82,17 @@ class PodDirs:
         return hits[0]
 
 
+def lock_held_fd(fd: int) -> bool:
+    """True when another open file holds the lock of the pod directory *fd* (a shared try-lock,
+    released at once)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
 def lock_pod(path: Path, blocking: bool) -> int:
     """flock the pod directory itself; returns the fd (close it to release)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -91,16 +104,99 @@ def lock_pod(path: Path, blocking: bool) -> int:
     return fd
 
 
-def layers_in_use(dirs: PodDirs) -> set[str]:
-    """Layer directories referenced by any pod that still exists (image gc must keep them)."""
-    import json
+# A pod manifest is a few KiB; anything past this is damage, not something to read into memory.
+MANIFEST_LIMIT = 16 << 20
 
-    used: set[str] = set()
-    for manifest in dirs.root.glob(f"*/*/{MANIFEST}"):
+
+class PodReferences:
+    """What ``image gc`` must keep for the pods: the layer directories their manifests name, and
+    one line per pod whose references could not be read.  While ``unreadable`` is not empty
+    every layer must be kept: collection never deletes on doubt (docs/store.md)."""
+
+    __slots__ = ("lower_dirs", "unreadable")
+
+    def __init__(self) -> None:
+        self.lower_dirs: set[str] = set()
+        self.unreadable: list[str] = []
+
+
+def pod_references(dirs: PodDirs) -> PodReferences:
+    """The layer references of every pod in every phase, hidden embryos (``.UUID.tmp``) included.
+
+    Call it under the exclusive store lock: ``run`` holds the lock shared from resolving its
+    images until its manifest is on disk, so no pod is then between the two.  Phases are read in
+    the order pods move through them and each pod is read through its directory fd, so a pod
+    that moves while this runs is read in one phase or the next, never missed.
+    """
+    refs = PodReferences()
+    for phase in PHASES:
         try:
-            doc = json.loads(manifest.read_bytes())
-            for app in doc.get("apps", ()):
-                used.update(str(d) for d in app.get("lower_dirs", ()))
-        except (OSError, ValueError, AttributeError):
-            continue  # a corrupted pod keeps nothing alive; pod gc reports it
-    return used
+            phase_fd = os.open(dirs.root / phase, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            refs.unreadable.append(f"pods/{phase}: cannot be read ({exc.strerror})")
+            continue
+        try:
+            for name in sorted(os.listdir(phase_fd)):
+                _read_references(phase_fd, phase, name, refs)
+        except OSError as exc:
+            refs.unreadable.append(f"pods/{phase}: cannot be read ({exc.strerror})")
+        finally:
+            os.close(phase_fd)
+    return refs
+
+
+def _read_references(phase_fd: int, phase: str, name: str, refs: PodReferences) -> None:
+    what = f"pod {name} ({phase})"
+    try:
+        st = os.stat(name, dir_fd=phase_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            refs.unreadable.append(f"{what}: the pod directory is a symlink")
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return  # a stray file is no pod: nothing can run it
+        pod_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=phase_fd)
+    except FileNotFoundError:
+        return  # moved on (read again in a later phase) or deleted
+    except OSError as exc:
+        refs.unreadable.append(f"{what}: {exc.strerror}")
+        return
+    try:
+        refs.lower_dirs.update(_manifest_lower_dirs(pod_fd))
+    except FileNotFoundError:
+        if phase == "embryo" and not lock_held_fd(pod_fd):
+            return  # creation aborted before the manifest was written: it names nothing, never runs
+        refs.unreadable.append(f"{what}: {MANIFEST} is missing")
+    except OSError as exc:
+        reason = {errno.ELOOP: "is a symlink", errno.EINVAL: "is not a regular file"}.get(exc.errno or 0)
+        refs.unreadable.append(f"{what}: {MANIFEST} {reason or f'cannot be read ({exc.strerror})'}")
+    except (ValueError, RecursionError) as exc:
+        refs.unreadable.append(f"{what}: {MANIFEST} is damaged ({exc})")
+    finally:
+        os.close(pod_fd)
+
+
+def _manifest_lower_dirs(pod_fd: int) -> list[str]:
+    """The layer directories a pod's manifest names; raises OSError or ValueError if it cannot
+    be read or is not a pod manifest podrun wrote (regular file, bounded, never blocking)."""
+    import json  # not podrun.lean's: image gc is off the hot path, and this input may be damaged
+
+    fd = fsutil.open_regular(MANIFEST, dir_fd=pod_fd)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MANIFEST_LIMIT + 1)
+    if len(data) > MANIFEST_LIMIT:
+        raise ValueError(f"larger than {MANIFEST_LIMIT} bytes")
+    doc = json.loads(data.decode())
+    if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"not a version {MANIFEST_VERSION} pod manifest")
+    apps = doc.get("apps")
+    if not isinstance(apps, list) or not apps:
+        raise ValueError("no list of apps")
+    out: list[str] = []
+    for app in apps:
+        lower = app.get("lower_dirs") if isinstance(app, dict) else None
+        if not isinstance(lower, list) or not all(isinstance(d, str) and d.startswith("/") for d in lower):
+            raise ValueError("an app without a list of layer paths")
+        out += lower
+    return out

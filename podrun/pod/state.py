@@ -14,14 +14,13 @@ cgroup directories, recorded before they are created).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podrun.pod.layout import PHASES, PodDirs
+from podrun.pod.layout import PHASES, PodDirs, lock_held_fd
 from podrun.pod.manifest import MANIFEST
 
 _LOCKED_STATE = {"embryo": "embryo", "prepare": "preparing", "run": "running", "garbage": "deleting"}
@@ -68,18 +67,9 @@ def lock_held(path: Path) -> bool:
     except OSError:
         return False
     try:
-        return _held(fd)
+        return lock_held_fd(fd)
     finally:
         os.close(fd)
-
-
-def _held(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return False
 
 
 class _PodFiles:
@@ -143,7 +133,7 @@ def read_status(dirs: PodDirs, phase: str, uuid: str) -> PodStatus:
 
 
 def _status(fd: int, path: Path, phase: str, uuid: str) -> PodStatus:
-    held = _held(fd)
+    held = lock_held_fd(fd)
     state = (_LOCKED_STATE if held else _UNLOCKED_STATE).get(phase, phase)
     files = _PodFiles(fd)
     manifest = files.json(MANIFEST)
