@@ -194,6 +194,10 @@ def json_loads(data: str | bytes) -> Any:
         value, stop = make_scanner(_ScanContext)(text, start)  # type: ignore[arg-type]  # duck-typed context
     except StopIteration as exc:
         raise ValueError(f"invalid JSON at offset {exc.value}") from None
+    except SystemError:
+        # The C scanner reports some errors (an unterminated string or object) through
+        # json.decoder, which is not loaded here: the document is invalid all the same.
+        raise ValueError("invalid JSON (truncated)") from None
     if stop != end:
         raise ValueError(f"invalid JSON: extra data at offset {stop}")
     return value

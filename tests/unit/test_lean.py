@@ -105,3 +105,24 @@ def test_order_and_sha256() -> None:
         assert sorted([v(1, 2), v(0, 9), v(1, 0)]) == [v(0, 9), v(1, 0), v(1, 2)]
         assert v(1, 0) <= v(1, 0) < v(1, 1)
     assert lean.sha256(b"podrun").hexdigest() == hashlib.sha256(b"podrun").hexdigest()
+
+
+def test_json_loads_refuses_truncated_documents_without_the_json_package() -> None:
+    """As stage1 runs it: the standard json package not loaded (its C scanner then reports some
+    errors as SystemError), every truncated manifest is a ValueError."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from podrun.lean import json_loads\n"
+        "for doc in (b'{\"a\": 1', b'\"abc', b'[1, \"x', b'{\"a\":', b'', b'{\"apps\": [{\"name\": \"x\"'):\n"
+        "    try:\n"
+        "        json_loads(doc)\n"
+        "    except ValueError:\n"
+        "        print('refused')\n"
+        "print('json' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["refused"] * 6 + ["False"], out.stdout + out.stderr
