@@ -13,14 +13,17 @@ import pytest
 
 from podrun.errors import UsageError
 from podrun.isolation.seccomp import ArgCond, Filter, Rule, native_arch
+from podrun.pod import seccomp_policy
 from podrun.pod.seccomp_policy import (
     CAP_GATED,
     DENIED,
     GROUP_ALLOWLIST,
     GROUP_DENYLIST,
+    MAX_FLAG_CHARS,
     MAX_PROFILE_BYTES,
     NAMESPACE_CLONE_MASK,
     RETAIN_ALWAYS,
+    _guard_socketcall,
     allowed_names,
     default_architectures,
     default_filter,
@@ -132,6 +135,100 @@ def test_every_cap_gated_name_is_denied_without_caps() -> None:
             assert unconditional_action(f, name) == ("ERRNO", EPERM), name
 
 
+# Every namespace flag of clone(2), as <linux/sched.h> numbers them.
+CLONE_NS_BITS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+
+
+def conditional_rules(f: Filter, name: str) -> list[Rule]:
+    return [r for r in rules_for(f, name) if r.args]
+
+
+@pytest.mark.parametrize(("arch", "flags_arg"), [("x86_64", 0), ("aarch64", 0), ("s390x", 1), ("s390", 1)])
+def test_clone_rules_test_the_flags_argument_of_the_machine(monkeypatch: pytest.MonkeyPatch, arch: str,
+                                                            flags_arg: int) -> None:
+    # s390 passes clone's flags second; a filter on the wrong argument would test the stack pointer.
+    monkeypatch.setattr(seccomp_policy, "native_arch", lambda: arch)
+    assert conditional_rules(default_filter(), "clone") == [
+        Rule(("clone",), "ALLOW", EPERM, (ArgCond(flags_arg, "MASKED_EQ", 0x7E020000, 0),)),
+        *(Rule(("clone",), "ERRNO", EPERM, (ArgCond(flags_arg, "MASKED_EQ", bit, bit),)) for bit in CLONE_NS_BITS),
+    ]
+
+
+def test_socket_and_personality_rules_exactly() -> None:
+    f = default_filter()
+    assert conditional_rules(f, "socket") == [
+        Rule(("socket",), "ALLOW", EPERM, (ArgCond(0, "LT", 38),)),
+        Rule(("socket",), "ALLOW", EPERM, (ArgCond(0, "EQ", 39),)),
+        Rule(("socket",), "ALLOW", EPERM, (ArgCond(0, "GT", 40),)),
+    ]
+    assert conditional_rules(f, "personality") == [
+        Rule(("personality",), "ALLOW", EPERM, (ArgCond(0, "EQ", value),))
+        for value in (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+    ]
+    assert unconditional_action(f, "socket") is None and unconditional_action(f, "personality") is None
+
+
+@pytest.mark.parametrize(("arch", "expected"), [
+    ("x86_64", ("x86_64", "x86", "x32")),
+    ("aarch64", ("aarch64", "arm")),
+    ("riscv64", ("riscv64",)),  # no compat ABI listed: the native one alone
+])
+def test_default_architectures_per_machine(monkeypatch: pytest.MonkeyPatch, arch: str,
+                                           expected: tuple[str, ...]) -> None:
+    monkeypatch.setattr(seccomp_policy, "native_arch", lambda: arch)
+    assert default_architectures() == expected
+    assert default_filter().architectures == expected
+
+
+def test_denied_names_are_the_unconditional_denials_only() -> None:
+    f = Filter("ERRNO", ENOSYS, ("x86_64",), (
+        Rule(("read", "write"), "ALLOW"),
+        Rule(("mount",), "ERRNO", EPERM),
+        Rule(("reboot",), "KILL_PROCESS"),
+        Rule(("clone",), "ERRNO", EPERM, (ArgCond(0, "MASKED_EQ", 1, 1),)),
+        Rule(("socket",), "ALLOW", args=(ArgCond(0, "LT", 38),)),
+    ))
+    assert denied_names(f) == {"mount", "reboot"}
+    assert allowed_names(f) == {"read", "write", "socket"}
+
+
+# ---- i386 socketcall ------------------------------------------------------------------------
+
+ARCHES = ("x86_64", "x86", "x32")
+
+
+def test_socketcall_guard_replaces_socketcall_in_other_rules() -> None:
+    kill_one = (ArgCond(0, "EQ", 1),)
+    f = Filter("ERRNO", ENOSYS, ARCHES, (
+        Rule(("socket",), "ALLOW", args=(ArgCond(0, "LT", 38),)),
+        Rule(("socketcall", "kill"), "ERRNO", errno.EACCES, kill_one),
+        Rule(("socketcall",), "ERRNO", errno.EACCES),
+    ))
+    assert _guard_socketcall(f) == Filter("ERRNO", ENOSYS, ARCHES, (
+        Rule(("socket",), "ALLOW", args=(ArgCond(0, "LT", 38),)),
+        Rule(("kill",), "ERRNO", errno.EACCES, kill_one),
+        Rule(("socketcall",), "ERRNO", EPERM),
+    ))
+
+
+@pytest.mark.parametrize("rules", [
+    (Rule(("socket", "socketcall"), "ALLOW"),),                                     # socketcall allowed on purpose
+    (Rule(("socket",), "ALLOW"), Rule(("socketcall",), "ALLOW", args=(ArgCond(0, "EQ", 1),))),
+    (Rule(("read",), "ALLOW"), Rule(("socketcall",), "ERRNO", errno.EACCES)),      # socket not allowed
+    (Rule(("socket",), "ERRNO", errno.EACCES),),
+])
+def test_socketcall_guard_leaves_filters_alone(rules: tuple[Rule, ...]) -> None:
+    f = Filter("ERRNO", ENOSYS, ARCHES, rules)
+    assert _guard_socketcall(f) == f
+
+
+def test_socketcall_follows_the_retained_names() -> None:
+    assert "socketcall" not in {n for r in parse_seccomp_flag("mode=retain,read", NO_CAPS).rules for n in r.names}
+    if native_arch() == "x86_64":
+        f = parse_seccomp_flag("mode=retain,socket,socketcall", NO_CAPS)
+        assert "socketcall" in allowed_names(f) and "socketcall" not in denied_names(f)
+
+
 # ---- --seccomp ------------------------------------------------------------------------------
 
 def test_retain_allows_exactly_the_named_syscalls() -> None:
@@ -224,6 +321,47 @@ def test_compat_only_syscall_names_are_accepted() -> None:
     assert {"socketcall", "stat64"} <= allowed_names(f)
 
 
+def test_retain_clone3_allows_it() -> None:
+    f = parse_seccomp_flag("mode=retain,clone3,read", NO_CAPS)
+    assert f == Filter("ERRNO", EPERM, default_architectures(),
+                       (Rule(("execve", "exit", "exit_group", "clone3", "read"), "ALLOW"),))
+
+
+def test_retain_and_remove_keep_the_architectures() -> None:
+    assert parse_seccomp_flag("mode=retain,read", NO_CAPS).architectures == default_architectures()
+    assert parse_seccomp_flag("mode=remove,read", NO_CAPS).architectures == default_architectures()
+
+
+@pytest.mark.parametrize(("text", "message", "hint"), [
+    ("mode=retain,read,,write", "--seccomp 'mode=retain,read,,write': empty item",
+     "separate items with single commas"),
+    ("mode=retain,errno=EPERM,errno=EPERM,read", "--seccomp 'mode=retain,errno=EPERM,errno=EPERM,read': "
+     "unknown or repeated option 'errno'", "options are mode=retain|remove and errno=ENAME, once each"),
+    ("mode=retain=x,read", "--seccomp 'mode=retain=x,read': mode must be retain or remove, not 'retain=x'", None),
+    ("mode=retain,errno=EPERM=1,read", "--seccomp 'mode=retain,errno=EPERM=1,read': unknown errno name 'EPERM=1'",
+     "use a name such as EPERM or ENOSYS"),
+    ("mode=retain,nosuch", "--seccomp 'mode=retain,nosuch': unknown syscall 'nosuch'",
+     "names as in syscalls(2), or a group: @podrun/default-allowlist, @podrun/default-denylist"),
+    ("mode=remove,@x", "--seccomp 'mode=remove,@x': unknown group '@x'",
+     "groups: @podrun/default-allowlist, @podrun/default-denylist"),
+    ("mode=remove", "--seccomp 'mode=remove': no syscalls named", None),
+    ("read", "--seccomp 'read': missing mode=retain or mode=remove", None),
+])
+def test_flag_error_messages_and_hints(text: str, message: str, hint: str | None) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_seccomp_flag(text, NO_CAPS)
+    assert (str(info.value), info.value.hint) == (message, hint)
+
+
+def test_flag_length_limit_is_inclusive() -> None:
+    at_limit = "mode=retain" + ",read" * ((MAX_FLAG_CHARS - 11) // 5)
+    assert len(at_limit) == MAX_FLAG_CHARS
+    assert "read" in allowed_names(parse_seccomp_flag(at_limit, NO_CAPS))
+    with pytest.raises(UsageError) as info:
+        parse_seccomp_flag(at_limit + " ", NO_CAPS)
+    assert str(info.value) == "--seccomp value is 65537 characters long, limit is 65536"
+
+
 # ---- OCI profiles ---------------------------------------------------------------------------
 
 def oci(doc: object) -> bytes:
@@ -307,3 +445,59 @@ def test_oci_profile_size_limit() -> None:
     data = b" " * MAX_PROFILE_BYTES + b'{"defaultAction": "SCMP_ACT_ALLOW"}'
     with pytest.raises(UsageError, match="limit"):
         load_oci_profile(data)
+
+
+def test_oci_profile_size_limit_is_inclusive() -> None:
+    doc = b'{"defaultAction": "SCMP_ACT_ALLOW"}'
+    assert load_oci_profile(doc + b" " * (MAX_PROFILE_BYTES - len(doc))).default_action == "ALLOW"
+    with pytest.raises(UsageError) as info:
+        load_oci_profile(doc + b" " * (MAX_PROFILE_BYTES + 1 - len(doc)))
+    assert str(info.value) == "seccomp profile is 1048577 bytes, limit is 1048576"
+
+
+def one_rule(**entry: object) -> bytes:
+    return oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["ioctl"], **entry}]})
+
+
+def test_oci_limits_are_inclusive() -> None:
+    six = [{"index": i, "value": 2**64 - 1, "valueTwo": 2**64 - 1 - i, "op": "SCMP_CMP_MASKED_EQ"} for i in range(6)]
+    f = load_oci_profile(one_rule(action="SCMP_ACT_ERRNO", errnoRet=4095, args=six))
+    assert f.rules == (Rule(("ioctl",), "ERRNO", 4095,
+                            tuple(ArgCond(i, "MASKED_EQ", 2**64 - 1, 2**64 - 1 - i) for i in range(6))),)
+    f = load_oci_profile(oci({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 0}))
+    assert (f.default_action, f.default_errno) == ("ERRNO", 0)
+
+
+def test_oci_comparison_values_default_to_zero() -> None:
+    f = load_oci_profile(one_rule(action="SCMP_ACT_ALLOW", args=[{"index": 1, "op": "SCMP_CMP_EQ"}]))
+    assert f.rules[0].args == (ArgCond(1, "EQ", 0, 0),)
+
+
+OCI_HINT = "see the OCI runtime-spec, linux.seccomp"
+OPS = "SCMP_CMP_NE, SCMP_CMP_LT, SCMP_CMP_LE, SCMP_CMP_EQ, SCMP_CMP_GE, SCMP_CMP_GT, SCMP_CMP_MASKED_EQ"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"[1]", "top level must be a JSON object"),
+    (oci({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": "1"}),
+     "defaultErrnoRet must be an integer from 0 to 4095, not '1'"),
+    (oci({"defaultAction": "SCMP_ACT_ALLOW", "architectures": [1]}), "architectures must be a list of SCMP_ARCH_* names"),
+    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": "read"}), "syscalls must be a list"),
+    (one_rule(action="SCMP_ACT_ERRNO", errnoRet=4096), "syscalls[0].errnoRet must be an integer from 0 to 4095, not 4096"),
+    (one_rule(action="SCMP_ACT_KILL", includes={"arches": ["amd64"]}),
+     "syscalls[0] uses includes/excludes, which are Docker's profile format, not OCI's"),
+    (one_rule(action="SCMP_ACT_ALLOW", args={}), "syscalls[0].args must be a list of at most 6 comparisons"),
+    (one_rule(action="SCMP_ACT_ALLOW", args="EQ"), "syscalls[0].args must be a list of at most 6 comparisons"),
+    (one_rule(action="SCMP_ACT_ALLOW", args=[{"index": i, "op": "SCMP_CMP_EQ"} for i in range(7)]),
+     "syscalls[0].args must be a list of at most 6 comparisons"),
+    (one_rule(action="SCMP_ACT_ALLOW", args=[{"index": 0, "op": "SCMP_CMP_EQ"}, {"index": 1}]),
+     f"syscalls[0].args[1] needs an op, one of {OPS}"),
+    (one_rule(action="SCMP_ACT_ALLOW", args=[{"index": 0, "op": "SCMP_CMP_MASKED_EQ", "value": 1, "valueTwo": -1}]),
+     "syscalls[0].args[0].valueTwo must be an integer from 0 to 18446744073709551615, not -1"),
+    (one_rule(action="SCMP_ACT_ALLOW", args=[{"index": 0, "op": "SCMP_CMP_EQ", "value": 2**64}]),
+     "syscalls[0].args[0].value must be an integer from 0 to 18446744073709551615, not 18446744073709551616"),
+])
+def test_oci_error_messages_and_hint(data: bytes, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        load_oci_profile(data)
+    assert (str(info.value), info.value.hint) == (f"seccomp profile: {message}", OCI_HINT)

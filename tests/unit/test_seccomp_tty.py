@@ -128,10 +128,32 @@ def test_guard_keeps_a_rule_that_excludes_the_injecting_requests() -> None:
 
 
 @pytest.mark.parametrize("cond", [ArgCond(1, "EQ", TIOCSTI), ArgCond(1, "GE", 0x5400), ArgCond(1, "NE", 0x5401),
-                                  ArgCond(1, "MASKED_EQ", 0xFFFF, TIOCLINUX), ArgCond(1, "GT", 0xFFFFFFFF)])
+                                  ArgCond(1, "MASKED_EQ", 0xFFFF, TIOCLINUX), ArgCond(1, "GT", 0xFFFFFFFF),
+                                  # only with bit 32 set, which the kernel drops (cmd is an unsigned int)
+                                  ArgCond(1, "MASKED_EQ", 1 << 32 | LOW32, 1 << 32 | TIOCSTI),
+                                  ArgCond(1, "EQ", 1 << 32 | TIOCLINUX)])
 def test_guard_refuses_a_rule_that_allows_injection(cond: ArgCond) -> None:
-    with pytest.raises(UsageError, match="TIOCSTI or TIOCLINUX"):
+    with pytest.raises(UsageError) as info:
         guard_tty_ioctls(Filter("ERRNO", errno.EPERM, ("x86_64",), (Rule(("ioctl",), "ALLOW", args=(cond,)),)))
+    assert str(info.value) == "seccomp profile allows ioctl TIOCSTI or TIOCLINUX, which podrun always refuses"
+    assert info.value.hint == "exclude those requests (0x5412, 0x541c) from the ioctl rule"
+
+
+def test_guard_keeps_the_conditions_of_names_split_off() -> None:
+    fd_cond = ArgCond(0, "LT", 100)
+    f = guard_tty_ioctls(Filter("ERRNO", errno.ENOSYS, ("x86_64",), (Rule(("write", "ioctl"), "ALLOW", args=(fd_cond,)),)))
+    assert f.rules[0] == Rule(("write",), "ALLOW", errno.EPERM, (fd_cond,))
+    assert [r.args for r in f.rules[1:36]] == [(fd_cond, c) for c in ioctl_request_conditions()]
+    assert len(injection_denials(f)) == 2 and len(f.rules) == 38
+
+
+def test_guard_goes_on_after_a_rule_on_the_request() -> None:
+    only_tcgets = Rule(("ioctl",), "ALLOW", args=(ArgCond(1, "EQ", 0x5401),))
+    after = (Rule(("read",), "ALLOW"), Rule(("ioctl", "write"), "ALLOW"))
+    f = guard_tty_ioctls(Filter("ERRNO", errno.EPERM, ("x86_64",), (only_tcgets, *after)))
+    assert f.rules[:3] == (only_tcgets, after[0], Rule(("write",), "ALLOW"))
+    assert [r.args for r in f.rules[3:38]] == [(c,) for c in ioctl_request_conditions()]
+    assert len(f.rules) == 40
 
 
 def test_guard_leaves_other_rules_alone() -> None:

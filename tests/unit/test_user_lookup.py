@@ -4,13 +4,14 @@ directory).  tests/integration/test_escapes.py runs the same rules in real pods.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from podrun.stage1.app import MAX_DB_BYTES, MAX_ID, SetupError, lookup_user, parse_id, read_db
+from podrun.stage1.app import MAX_DB_BYTES, MAX_ID, SetupError, _path_error, lookup_user, parse_id, read_db
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "# a comment:x:5:5::/c:\n"
@@ -19,6 +20,8 @@ PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "app:x:1000:1001:App:/home/app:/bin/sh\n"
           "nohome:x:1002:1002\n"
           "emptyhome:x:1003:1003:::/bin/sh\n"
+          "five:x:1004:1004:gecos\n"
+          "six:x:1005:1005::/six\n"
           "app:x:2000:2000:second app entry:/other:/bin/sh\n"
           "nobody:x:65534:65534::/nonexistent:/bin/false\n")
 GROUP = ("root:x:0:\n"
@@ -26,6 +29,7 @@ GROUP = ("root:x:0:\n"
          "audio:x:29:app,nobody\n"
          "staff:x:50:appx,xapp\n"
          "users:x:100\n"
+         "two:x\n"
          "appgrp:x:1001:\n"
          "nogroup:x:65534:\n")
 
@@ -54,6 +58,8 @@ def lookup(root: tuple[Path, int], user: str, group: str | None = None) -> tuple
     ("daemon", None, (1, 1, [1], "/usr/sbin")),                      # no memberships: its own group only
     ("nohome", None, (1002, 1002, [1002], "/")),                     # fields missing: home /
     ("emptyhome", None, (1003, 1003, [1003], "/")),
+    ("five", None, (1004, 1004, [1004], "/")),                       # five fields: no home field
+    ("six", None, (1005, 1005, [1005], "/six")),                     # six fields: no shell field
     ("4321", None, (4321, 0, [0], "/")),                             # no entry: gid 0 (runc)
     ("4321", "77", (4321, 77, [77], "/")),
     ("app", "audio", (1000, 29, [29], "/home/app")),                 # explicit group: no memberships
@@ -80,6 +86,8 @@ def test_runc_rules(root: tuple[Path, int], user: str, group: str | None,
     ("a comment", None, "user 'a comment' not found"),  # comment lines are not entries
     ("short", None, "user 'short' not found"),          # nor lines with too few fields
     ("users", None, "user 'users' not found"),
+    ("X1", None, "user 'X1' not found in the image's /etc/passwd"),       # a name, not a number
+    ("app", "two", "group 'two' not found in the image's /etc/group"),  # a line without a gid
 ])
 def test_refusals(root: tuple[Path, int], user: str, group: str | None, fragment: str) -> None:
     with pytest.raises(SetupError) as info:
@@ -90,7 +98,8 @@ def test_refusals(root: tuple[Path, int], user: str, group: str | None, fragment
 @pytest.mark.parametrize(("passwd", "fragment"), [
     ("evil:x:-1:0::/:\n", "user 'evil' has uid '-1' is out of range"),
     ("evil:x:4294967295:0::/:\n", "has uid '4294967295' is out of range"),
-    ("evil:x:0:-1::/:\n", "has gid '-1' is out of range"),
+    ("evil:x:0:-1::/:\n", "the image's /etc/passwd: user 'evil' has gid '-1' is out of range (0-2147483647; "
+                           "-1 would mean \"unchanged\")"),
     ("evil:x:0:4294967296::/:\n", "has gid '4294967296'"),
     ("evil:x:zero:0::/:\n", "has uid 'zero' is not a number"),
     ("evil:x:٣:0::/:\n", "is not a number"),
@@ -107,6 +116,14 @@ def test_hostile_group_gid_of_a_membership(root: tuple[Path, int]) -> None:
     with pytest.raises(SetupError, match="group 'evil' has gid '-1' is out of range"):
         lookup(root, "app")
     assert lookup(root, "app", "0") == (1000, 0, [0], "/home/app")  # an explicit group reads no memberships
+
+
+def test_hostile_gid_of_a_named_group(root: tuple[Path, int]) -> None:
+    (root[0] / "etc" / "group").write_text("bad:x:-5:\n")
+    with pytest.raises(SetupError) as info:
+        lookup(root, "app", "bad")
+    assert str(info.value) == ("the image's /etc/group: group 'bad' has gid '-5' is out of range (0-2147483647; "
+                               "-1 would mean \"unchanged\")")
 
 
 def test_numeric_user_skips_entries_with_bad_uids(root: tuple[Path, int]) -> None:
@@ -190,9 +207,62 @@ def test_parse_id_accepts(text: str, value: int) -> None:
 @pytest.mark.parametrize(("text", "fragment"), [
     ("-1", "out of range"), ("2147483648", "out of range"), ("4294967295", "out of range"),
     ("", "not a number"), ("-", "not a number"), ("1.0", "not a number"), ("0x10", "not a number"),
-    ("١", "not a number"), ("1 2", "not a number"), ("--1", "not a number"),
+    ("١", "not a number"), ("1 2", "not a number"), ("--1", "not a number"), ("X1", "not a number"),
+    ("+-1", "not a number"),
 ])
 def test_parse_id_refuses(text: str, fragment: str) -> None:
     with pytest.raises(SetupError) as info:
         parse_id(text, "gid")
     assert fragment in str(info.value) and f"gid {text!r}" in str(info.value)
+
+
+def test_open_errors_name_the_file(root: tuple[Path, int]) -> None:
+    long_name = "/etc/" + "p" * 300
+    with pytest.raises(SetupError) as info:
+        read_db(root[1], long_name)
+    assert str(info.value) == f"the image's {long_name!r}: File name too long"
+
+
+@pytest.mark.parametrize(("exc", "message"), [
+    (OSError(errno.ELOOP, "openat2: Too many levels of symbolic links"),
+     "working directory '/w' leads through a /proc magic link or too many symbolic links (refused)"),
+    (OSError(errno.EACCES, "openat2: Permission denied", "w"), "working directory '/w': Permission denied"),
+    (OSError(errno.EACCES, "Permission denied"), "working directory '/w': Permission denied"),
+    (OSError("mount: refused: by policy"), "working directory '/w': by policy"),
+])
+def test_path_errors_drop_the_call_name(exc: OSError, message: str) -> None:
+    assert str(_path_error("working directory", "/w", exc)) == message
+
+
+class ShortReads:
+    """os.read that returns at most 1 MiB per call (as a kernel may), counting what it returned."""
+
+    def __init__(self) -> None:
+        self.real = os.read
+        self.total = 0
+
+    def __call__(self, fd: int, size: int) -> bytes:
+        chunk = self.real(fd, min(size, 1 << 20))
+        self.total += len(chunk)
+        return chunk
+
+
+def test_short_reads_are_joined_and_bounded(root: tuple[Path, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    passwd = root[0] / "etc" / "passwd"
+    line = "u:x:1:1::/:\n"
+    middle = (MAX_DB_BYTES - 32) // len(line)
+    passwd.write_text("root:x:0:0::/r:\n" + line * middle + "last:x:2:2::/l:\n")
+    assert MAX_DB_BYTES - len(line) < os.path.getsize(passwd) <= MAX_DB_BYTES
+    reads = ShortReads()
+    monkeypatch.setattr(os, "read", reads)
+    records = read_db(root[1], "/etc/passwd")
+    assert (records[0], records[-1], len(records)) == (["root", "x", "0", "0", "", "/r", ""],
+                                                       ["last", "x", "2", "2", "", "/l", ""], middle + 2)
+    passwd.write_text("x" * (MAX_DB_BYTES + 1))
+    with pytest.raises(SetupError, match="larger than 4 MiB"):
+        read_db(root[1], "/etc/passwd")
+    passwd.write_text("x" * (3 * MAX_DB_BYTES))
+    reads.total = 0
+    with pytest.raises(SetupError, match="larger than 4 MiB"):
+        read_db(root[1], "/etc/passwd")
+    assert reads.total == MAX_DB_BYTES + 1  # one byte past the limit tells; no more is read
