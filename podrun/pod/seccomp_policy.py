@@ -327,28 +327,46 @@ def _admits(cond: ArgCond, value: int) -> bool:
     return ops[cond.op]
 
 
+_HIGH = _LOW32 << 32  # the bits of ioctl's request that the kernel ignores (it reads an int)
+_PASSING = ("ALLOW", "LOG")  # actions that let the syscall run
+
+
+def _may_admit(cond: ArgCond, low: int) -> bool:
+    """Whether some request whose low 32 bits are *low*, whatever its high bits, satisfies *cond*."""
+    if cond.op == "MASKED_EQ":
+        return cond.value_two & ~cond.value == 0 and low & cond.value & _LOW32 == cond.value_two & _LOW32
+    if cond.op == "EQ":
+        return cond.value & _LOW32 == low
+    if cond.op == "NE":
+        return True  # a request with other high bits differs from any single value
+    if cond.op in ("LT", "LE"):
+        return _admits(cond, low)  # the smallest such request: high bits 0
+    return _admits(cond, low | _HIGH)  # GT, GE: the largest, all high bits set
+
+
 def guard_tty_ioctls(f: Filter) -> Filter:
     """*f* with ``ioctl`` TIOCSTI and TIOCLINUX refused (EPERM) whatever it allowed: an
-    unconditional ALLOW of ioctl becomes ALLOW for every other request, a conditional one gets
-    those request conditions added; a rule that already tests the request and admits one of
-    them (with any high bits) is refused as a UsageError."""
+    unconditional ALLOW (or LOG) of ioctl becomes one for every other request, a conditional one
+    gets those request conditions added; a rule that already tests the request keeps its
+    conditions if one of them excludes both requests whatever the high bits, and is refused as a
+    UsageError otherwise (podrun cannot add a second condition on the same argument)."""
     allow_requests = ioctl_request_conditions()
     rules: list[Rule] = []
     for r in f.rules:
-        if "ioctl" not in r.names or r.action != "ALLOW":
+        if "ioctl" not in r.names or r.action not in _PASSING:
             rules.append(r)
             continue
         others = tuple(n for n in r.names if n != "ioctl")
         if others:
             rules.append(Rule(others, r.action, r.errno, r.args))
-        if any(c.index == 1 for c in r.args):
-            on_request = [c for c in r.args if c.index == 1]
-            if any(all(_admits(c, v | high) for c in on_request) for v in TTY_INJECTION for high in (0, 1 << 32)):
+        on_request = [c for c in r.args if c.index == 1]
+        if on_request:
+            if not any(all(not _may_admit(c, v) for v in TTY_INJECTION) for c in on_request):
                 raise UsageError("seccomp profile allows ioctl TIOCSTI or TIOCLINUX, which podrun always refuses",
                                  hint="exclude those requests (0x5412, 0x541c) from the ioctl rule")
             rules.append(Rule(("ioctl",), r.action, r.errno, r.args))
             continue
-        rules.extend(Rule(("ioctl",), "ALLOW", args=(*r.args, c)) for c in allow_requests)
+        rules.extend(Rule(("ioctl",), r.action, r.errno, (*r.args, c)) for c in allow_requests)
     rules.extend(Rule(("ioctl",), "ERRNO", EPERM, (ArgCond(1, "MASKED_EQ", _LOW32, request),))
                  for request in TTY_INJECTION)
     return Filter(f.default_action, f.default_errno, f.architectures, tuple(rules))

@@ -131,10 +131,16 @@ def test_guard_keeps_a_rule_that_excludes_the_injecting_requests() -> None:
                                   ArgCond(1, "MASKED_EQ", 0xFFFF, TIOCLINUX), ArgCond(1, "GT", 0xFFFFFFFF),
                                   # only with bit 32 set, which the kernel drops (cmd is an unsigned int)
                                   ArgCond(1, "MASKED_EQ", 1 << 32 | LOW32, 1 << 32 | TIOCSTI),
-                                  ArgCond(1, "EQ", 1 << 32 | TIOCLINUX)])
-def test_guard_refuses_a_rule_that_allows_injection(cond: ArgCond) -> None:
+                                  ArgCond(1, "EQ", 1 << 32 | TIOCLINUX),
+                                  # any high bit, not only bit 32
+                                  ArgCond(1, "MASKED_EQ", 1 << 40 | LOW32, 1 << 40 | TIOCSTI),
+                                  ArgCond(1, "EQ", 0xDEAD << 44 | TIOCSTI),
+                                  ArgCond(1, "GT", 0x6000), ArgCond(1, "GE", 1 << 63),
+                                  ArgCond(1, "LE", TIOCSTI), ArgCond(1, "LT", TIOCSTI + 1)])
+@pytest.mark.parametrize("action", ["ALLOW", "LOG"])
+def test_guard_refuses_a_rule_that_allows_injection(cond: ArgCond, action: str) -> None:
     with pytest.raises(UsageError) as info:
-        guard_tty_ioctls(Filter("ERRNO", errno.EPERM, ("x86_64",), (Rule(("ioctl",), "ALLOW", args=(cond,)),)))
+        guard_tty_ioctls(Filter("ERRNO", errno.EPERM, ("x86_64",), (Rule(("ioctl",), action, args=(cond,)),)))
     assert str(info.value) == "seccomp profile allows ioctl TIOCSTI or TIOCLINUX, which podrun always refuses"
     assert info.value.hint == "exclude those requests (0x5412, 0x541c) from the ioctl rule"
 
@@ -162,3 +168,29 @@ def test_guard_leaves_other_rules_alone() -> None:
     f = guard_tty_ioctls(Filter("ERRNO", errno.ENOSYS, ("x86_64",), rules))
     assert f.rules[:3] == rules and len(f.rules) == 5
     assert (f.default_action, f.default_errno, f.architectures) == ("ERRNO", errno.ENOSYS, ("x86_64",))
+
+
+@pytest.mark.parametrize("conds", [
+    (ArgCond(1, "LT", TIOCSTI),), (ArgCond(1, "LE", TIOCSTI - 1),), (ArgCond(1, "EQ", 0x5401),),
+    (ArgCond(1, "MASKED_EQ", 0xFF00, 0x8900),), (ArgCond(1, "MASKED_EQ", 1 << 40, 0x5412),),  # never satisfiable
+    (ArgCond(1, "NE", 7), ArgCond(1, "LT", 0x5000)),  # one excluding condition is enough
+])
+def test_guard_keeps_rules_whose_conditions_exclude_injection(conds: tuple[ArgCond, ...]) -> None:
+    rule = Rule(("ioctl",), "ALLOW", args=conds)
+    f = guard_tty_ioctls(Filter("ERRNO", errno.EPERM, ("x86_64",), (rule,)))
+    assert f.rules[0] == rule and len(injection_denials(f)) == 2
+
+
+def test_guard_rewrites_an_unconditional_log_rule() -> None:
+    """LOG lets the syscall run: an unconditional LOG of ioctl would win over the EPERM rules."""
+    f = guard_tty_ioctls(Filter("ERRNO", errno.EPERM, ("x86_64",), (Rule(("ioctl", "read"), "LOG"),)))
+    assert f.rules[0] == Rule(("read",), "LOG")
+    logged = [r for r in f.rules if r.names == ("ioctl",) and r.action == "LOG"]
+    assert [r.args for r in logged] == [(c,) for c in ioctl_request_conditions()]
+    assert not [r for r in f.rules if "ioctl" in r.names and not r.args]
+
+
+def test_guard_leaves_refusing_actions_alone() -> None:
+    rules = (Rule(("ioctl",), "KILL_PROCESS"), Rule(("ioctl",), "TRAP", args=(ArgCond(0, "EQ", 3),)))
+    f = guard_tty_ioctls(Filter("ALLOW", 0, ("x86_64",), rules))
+    assert f.rules[:2] == rules and len(f.rules) == 4
