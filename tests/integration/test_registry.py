@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -291,21 +290,6 @@ def test_blob_redirect_same_origin_keeps_authorization(busybox: img.BuiltImage,
         assert fake.authorizations("/direct/") == [BASIC, BASIC]
 
 
-def test_https_to_http_redirect_refused(busybox: img.BuiltImage, tmp_path: Path,
-                                        fake_env: AuthEnv) -> None:
-    cert = fr.self_signed_cert(tmp_path, "127.0.0.1")
-    with fr.serve("127.0.0.2", layout=busybox.layout) as plain, \
-            fr.serve("127.0.0.1", fr.Behaviour(basic=CREDS), busybox.layout, tls=cert) as secure:
-        fake_env.allow(secure.host)
-        src = _fake_source(secure, fake_env, insecure=frozenset({"tls"}))
-        top = src.top_manifest(LIMIT)  # HTTPS with an unverified certificate works
-        assert top.media_type == mt.OCI_MANIFEST
-        secure.behaviour.blob_redirect = plain.url
-        with pytest.raises(FetchError, match="refusing redirect from HTTPS to plain HTTP"):
-            src.open_blob(Digest.parse(busybox.config_digest), 1)
-        assert plain.seen == []
-
-
 def test_self_signed_certificate_needs_tls_option(busybox: img.BuiltImage, tmp_path: Path) -> None:
     cert = fr.self_signed_cert(tmp_path, "127.0.0.1")
     # Loopback: HTTPS fails verification, plain HTTP is tried, and that fails too.
@@ -359,18 +343,8 @@ def test_manifest_over_limit_refused(busybox: img.BuiltImage, omit_length: bool)
         assert len(_fake_source(fake, {}).top_manifest(4000).data) < 4000
 
 
-def _non_loopback_address() -> str | None:
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
-                         capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        fields = line.split()
-        if "inet" in fields:
-            return fields[fields.index("inet") + 1].split("/")[0]
-    return None
-
-
 def test_plain_http_to_non_loopback_needs_insecure_option(busybox: img.BuiltImage) -> None:
-    address = _non_loopback_address()
+    address = fr.non_loopback_address()
     if address is None:
         pytest.skip("no non-loopback IPv4 address on this host")
     with fr.serve(address, layout=busybox.layout) as fake:
@@ -383,7 +357,7 @@ def test_plain_http_to_non_loopback_needs_insecure_option(busybox: img.BuiltImag
 
 
 def test_unreachable_registry_is_clean_fetch_error() -> None:
-    src = _source("example.invalid/test/busybox:latest", retries=0, timeout=5.0)
+    src = _source("example.invalid/test/busybox:latest", retries=0, stall_timeout=5.0)
     with pytest.raises(FetchError, match="example.invalid") as info:
         src.top_manifest(LIMIT)
     assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
