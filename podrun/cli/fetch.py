@@ -25,6 +25,8 @@ def fetch_cmd(g: Globals, images: tuple[str, ...], pull_policy: str, platform: s
 
     IMAGE is docker://HOST[:PORT]/REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF],
     docker-archive:FILE[:REF], or a bare NAME[:TAG] (the store, then docker://).
+    Credentials go only to the registry's own origin; PODRUN_REGISTRY_STALL_TIMEOUT and
+    PODRUN_REGISTRY_DEADLINE bound slow registries (see podrun-fetch(1)).
     """
     store = Store(g.data_dir)
     progress = Progress()
