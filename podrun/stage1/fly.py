@@ -46,10 +46,12 @@ def main(argv: list[str]) -> NoReturn:
             uid, gid, groups, home = lookup_user(app.user, app.group, root_fd)  # before /proc is bound in
         finally:
             os.close(root_fd)
-        for sub in ("dev", "proc", "sys"):
-            target = os.path.join(root, sub)
-            os.makedirs(target, exist_ok=True)
-            sc.mount(f"/{sub}", target, None, sc.MS_BIND | sc.MS_REC)
+        for sub in ("dev", "proc", "sys"):  # resolved inside the root: an image's "proc -> /" stays in
+            fd = _ensure_in_root(root, f"/{sub}", False)
+            try:
+                sc.mount(f"/{sub}", sc.fd_path(fd), None, sc.MS_BIND | sc.MS_REC)
+            finally:
+                os.close(fd)
         vols = {v.name: v for v in manifest.volumes}
         for m in app.mounts:
             vol = vols[m.volume]

@@ -297,3 +297,13 @@ def test_fly_flavor_refuses_magic_working_dir(pods: Pods) -> None:
                    "/bin/sh", "--", "-c", f"touch {mark.name}")
     assert res.returncode == 254 and "working directory" in res.stderr, res.stderr
     assert mark.found() == []
+
+
+def test_fly_flavor_binds_dev_proc_sys_inside_the_root(pods: Pods, tmp_path: Path) -> None:
+    """An image whose /dev is a link out of its tree: fly binds the host's /dev inside the root."""
+    mark = Marker(pods)
+    digest = hostile_image(pods, tmp_path, [img.symlink("dev", f"/tmp/{mark.name}")],
+                           {"Cmd": ["/bin/sh", "-c", f"test -c /tmp/{mark.name}/null && echo INSIDE"]})
+    res = pods.run("run", "--stage1", "fly", "--net", "host", digest)
+    assert res.returncode == 0 and res.stdout.split() == ["INSIDE"], res.stderr
+    assert not Path("/tmp", mark.name).exists() and mark.found() == []
