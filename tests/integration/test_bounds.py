@@ -16,15 +16,12 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.fixtures import images as img
-from tests.integration.test_run import PODRUN, Pods, demo_pods
+from tests.integration.test_run import PODRUN, Pods, module_pods
 
 
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
-    p = demo_pods(tmp_path_factory.mktemp("bounds"))
-    yield p
-    p.cleanup()
-    assert p.run("list", "--format", "json").stdout.strip() == "[]"
+    yield from module_pods(tmp_path_factory, "bounds")
 
 
 def snapshot(data: Path) -> dict[str, tuple[int, int, int]]:

@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.fixtures import images as img
 from tests.fixtures.probe import parse_probe, probe_layer_entries
-from tests.integration.test_run import Pods, demo_pods
+from tests.integration.test_run import Pods, module_pods
 
 APPLETS = ("pwd", "ln", "mkfifo", "readlink", "od", "tr", "wc", "head", "stat", "grep", "ls", "rmdir", "cut")
 MAGIC_WORKDIRS = ("/proc/1/cwd", "/proc/1/root", "/proc/self/root", "/proc/self/cwd", "/proc/thread-self/root",
@@ -32,10 +32,7 @@ MAGIC_WORKDIRS = ("/proc/1/cwd", "/proc/1/root", "/proc/self/root", "/proc/self/
 
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
-    p = demo_pods(tmp_path_factory.mktemp("escapes"))
-    yield p
-    p.cleanup()
-    assert p.run("list", "--format", "json").stdout.strip() == "[]"
+    yield from module_pods(tmp_path_factory, "escapes")
 
 
 class Marker:
@@ -64,6 +61,14 @@ def hostile_image(pods: Pods, tmp_path: Path, entries: Sequence[img.Entry] = (),
                                  config={"config": cfg})
     pods.run("fetch", f"oci:{built.layout}", check=True)
     return built.manifest_digest
+
+
+def wait_for_file(path: Path) -> None:
+    """Until the app has created *path* (seen through its overlay's upper dir)."""
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the app did not create {path.name}"
+        time.sleep(0.05)
 
 
 def refused(res: subprocess.CompletedProcess[str], *words: str, code: int = 254) -> None:
@@ -144,11 +149,7 @@ def test_enter_refuses_a_working_dir_swapped_for_a_magic_link(pods: Pods) -> Non
                                  "cd /; rmdir /w; ln -s /proc/1/root /w; touch /swapped; exec sleep 600",
                                  stdout=subprocess.PIPE)
     try:
-        upper = pod / "apps" / "demo" / "upper"
-        deadline = time.monotonic() + 20
-        while not (upper / "swapped").exists():
-            assert time.monotonic() < deadline, "the app did not swap its working dir"
-            time.sleep(0.05)
+        wait_for_file(pod / "apps" / "demo" / "upper" / "swapped")
         res = pods.run("enter", uuid, "/bin/sh", "-c", f"touch {mark.name}; pwd")
         refused(res, "working directory", "/w", "refused")
         assert mark.found() == []
@@ -224,11 +225,7 @@ def test_enter_refuses_a_passwd_the_app_replaced(pods: Pods, swap: str) -> None:
     proc, uuid, pod = pods.start("--net", "none", "demo", "--exec", "/bin/sh", "--", "-c",
                                  f"rm /etc/passwd; {swap}; touch /swapped; exec sleep 600", stdout=subprocess.PIPE)
     try:
-        upper = pod / "apps" / "demo" / "upper"
-        deadline = time.monotonic() + 20
-        while not (upper / "swapped").exists():
-            assert time.monotonic() < deadline, "the app did not replace /etc/passwd"
-            time.sleep(0.05)
+        wait_for_file(pod / "apps" / "demo" / "upper" / "swapped")
         started = time.monotonic()
         res = pods.run("enter", uuid, "/bin/id", timeout=60)
         assert time.monotonic() - started < 30

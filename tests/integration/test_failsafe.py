@@ -25,17 +25,15 @@ import pytest
 from tests.conftest import ROOT, TEST_TABLE
 from tests.fixtures.fanotify import HoldOpens
 from tests.integration.test_net import _forwards, _free_port, _ip_of, _leases
-from tests.integration.test_run import PODRUN, Pods, demo_pods
+from tests.integration.test_run import PODRUN, Pods, module_pods
 
 ROOT_CHECK = "test -x /bin/busybox && echo ROOT-OK"  # the demo image's root is there
 
 
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
-    p = demo_pods(tmp_path_factory.mktemp("failsafe"))
-    yield p
-    p.cleanup()
-    assert p.run("list", "--format", "json").stdout.strip() == "[]"
+    for p in module_pods(tmp_path_factory, "failsafe"):
+        yield p
     assert _forwards() == "" and _leases(p) == {}
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from podrun.faults import NET_CHECKPOINTS
 from tests.conftest import ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE, leftover_pod_interfaces
-from tests.integration.test_run import PODRUN, Pods, demo_pods
+from tests.integration.test_run import PODRUN, Pods, module_pods
 
 GATEWAY = TEST_SUBNET.rsplit(".", 1)[0] + ".1"
 CNI_BRIDGE = "cnitest0"
@@ -25,10 +25,8 @@ CNI_SUBNET = "172.16.30.0/24"
 
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
-    p = demo_pods(tmp_path_factory.mktemp("net"))
-    yield p
-    p.cleanup()
-    assert p.run("list", "--format", "json").stdout.strip() == "[]"
+    for p in module_pods(tmp_path_factory, "net"):
+        yield p
     assert _leases(p) == {}
     assert _forwards() == ""
     _wait_no_interfaces()

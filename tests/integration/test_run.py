@@ -72,6 +72,15 @@ def demo_pods(base: Path) -> Pods:
     return p
 
 
+def module_pods(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Pods]:
+    """The body of a module's ``pods`` fixture: demo pods in a fresh data dir; at the end every
+    pod is stopped and collected, and none may be listed any more."""
+    p = demo_pods(tmp_path_factory.mktemp(name))
+    yield p
+    p.cleanup()
+    assert p.run("list", "--format", "json").stdout.strip() == "[]"
+
+
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
     base = tmp_path_factory.mktemp("run")

@@ -131,6 +131,22 @@ def terminal() -> Iterator[Terminal]:
     t.close()
 
 
+def pipe_holding(data: bytes) -> int:
+    """The read end of a pipe that holds *data* and then ends."""
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    return r
+
+
+def assert_piped_report(terminal: Terminal, expected_stdin: str) -> None:
+    assert terminal.wait() == 0, terminal.screen[-2000:]
+    report = parse_probe(terminal.screen.decode(errors="replace"))
+    assert report["stdin"] == expected_stdin
+    assert report["isatty"] == {"0": False, "1": False, "2": False} and report["tty"]["tty_nr"] == 0
+    assert_terminal_intact(terminal)
+
+
 def tty_nr_device(tty_nr: int) -> str:
     return f"{(tty_nr >> 8) & 0xFFF}:{(tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)}"
 
@@ -187,17 +203,11 @@ def test_piped_stdin_keeps_terminal_output_outside(pods: tuple[Pods, str], termi
     """``echo … | podrun run --interactive``: stdin is the pipe, and the terminal on stdout and
     stderr is not handed over either (the output is relayed)."""
     p, probe = pods
-    r, w = os.pipe()
-    os.write(w, b"piped input\n")
-    os.close(w)
+    r = pipe_holding(b"piped input\n")
     terminal.spawn("--dir", str(p.data), "run", "--net", "none", "--interactive", probe, "--exec", "/probe", "--",
                    "--print-stdin", *PROBE_CHECKS, stdin=r)
     os.close(r)
-    assert terminal.wait() == 0, terminal.screen[-2000:]
-    report = parse_probe(terminal.screen.decode(errors="replace"))
-    assert report["stdin"] == "piped input\n"
-    assert report["isatty"] == {"0": False, "1": False, "2": False} and report["tty"]["tty_nr"] == 0
-    assert_terminal_intact(terminal)
+    assert_piped_report(terminal, "piped input\n")
 
 
 @pytest.fixture
@@ -222,16 +232,10 @@ def test_enter_gets_a_pty_of_the_apps_devpts(pods: tuple[Pods, str], terminal: T
 def test_enter_with_piped_stdin_keeps_the_terminal_outside(pods: tuple[Pods, str], terminal: Terminal,
                                                            running_probe: str) -> None:
     p, _ = pods
-    r, w = os.pipe()
-    os.write(w, b"to enter\n")
-    os.close(w)
+    r = pipe_holding(b"to enter\n")
     terminal.spawn("--dir", str(p.data), "enter", running_probe, "/probe", "--print-stdin", *PROBE_CHECKS, stdin=r)
     os.close(r)
-    assert terminal.wait() == 0, terminal.screen[-2000:]
-    report = parse_probe(terminal.screen.decode(errors="replace"))
-    assert report["stdin"] == "to enter\n"
-    assert report["isatty"] == {"0": False, "1": False, "2": False} and report["tty"]["tty_nr"] == 0
-    assert_terminal_intact(terminal)
+    assert_piped_report(terminal, "to enter\n")
 
 
 def test_typing_window_size_and_ctrl_c(pods: tuple[Pods, str], terminal: Terminal) -> None:
