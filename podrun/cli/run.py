@@ -28,6 +28,7 @@ App flags (after an IMAGE, for that app):
   --caps-retain CAP,… | --caps-remove CAP,…
   --seccomp mode=retain|remove,SYSCALL,…[,errno=ENAME]
   --no-new-privileges=false opt out of no_new_privs
+  --stop-signal SIGNAL      what a stop request sends it (default: the image's StopSignal, else TERM)
   -- ARGS…                  replace the image's Cmd
   --- IMAGE …               next app of the pod
 """

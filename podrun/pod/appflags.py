@@ -16,7 +16,7 @@ from podrun.lean import dataclass, field
 
 VALUE_FLAGS = (
     "--exec", "--name", "--user", "--group", "--working-dir", "--environment", "--mount", "--memory", "--cpu",
-    "--pids-limit", "--caps-retain", "--caps-remove", "--seccomp", "--supplementary-gids",
+    "--pids-limit", "--caps-retain", "--caps-remove", "--seccomp", "--supplementary-gids", "--stop-signal",
 )
 BOOL_FLAGS = ("--readonly-rootfs", "--no-new-privileges")
 REPEATED = ("--environment", "--mount")
@@ -219,3 +219,39 @@ def check_abs_path(flag: str, path: str) -> str:
     if not path.startswith("/") or "\0" in path or ".." in path.split("/"):
         raise UsageError(f"invalid {flag} path {path!r}: must be absolute, without '..'")
     return path
+
+
+# Linux signal numbers (the same on x86 and the generic ABI of arm64 and others), for StopSignal
+# and --stop-signal, as Docker and podman name them; SIGRTMIN is glibc's (34), as in moby.
+SIGNALS = {
+    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
+    "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17,
+    "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25,
+    "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31,
+}
+SIGRTMIN, SIGRTMAX = 34, 64
+
+
+def parse_signal(what: str, text: str) -> int:
+    """A signal from a name (``SIGQUIT``, ``quit``, ``SIGRTMIN+3``) or a number, as the image's
+    StopSignal or ``--stop-signal`` give it; UsageError naming *what* otherwise."""
+    value = text.strip()
+    if value.isascii() and value.isdigit():
+        number = int(value)
+    else:
+        name = value.upper().removeprefix("SIG")
+        base, plus, offset = name.partition("+")
+        base_m, minus, offset_m = name.partition("-")
+        if name in SIGNALS:
+            number = SIGNALS[name]
+        elif plus and base == "RTMIN" and offset.isascii() and offset.isdigit():
+            number = SIGRTMIN + int(offset)
+        elif minus and base_m == "RTMAX" and offset_m.isascii() and offset_m.isdigit():
+            number = SIGRTMAX - int(offset_m)
+        elif name in ("RTMIN", "RTMAX"):
+            number = SIGRTMIN if name == "RTMIN" else SIGRTMAX
+        else:
+            raise UsageError(f"{what} {text!r} is not a signal name or number")
+    if not 1 <= number <= SIGRTMAX:
+        raise UsageError(f"{what} {text!r} is out of range (signals are 1-{SIGRTMAX})")
+    return number

@@ -60,6 +60,7 @@ class AppSpec:
     capabilities: tuple[str, ...] = ()
     seccomp: str | None = None  # the --seccomp flag text, or None for the default filter
     no_new_privileges: bool = True
+    stop_signal: int = 15  # what a stop request (SIGTERM to the pod) sends this app: image StopSignal, --stop-signal
 
 
 @dataclass(frozen=True)
@@ -120,4 +121,5 @@ def _app(a: dict[str, Any]) -> AppSpec:
         resources=Resources(**a.get("resources", {})),
         capabilities=tuple(a.get("capabilities", ())), seccomp=a.get("seccomp"),
         no_new_privileges=bool(a.get("no_new_privileges", True)),
+        stop_signal=int(a.get("stop_signal", 15)),
     )

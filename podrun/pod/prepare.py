@@ -143,6 +143,8 @@ def _merge_env(*layers: list[str]) -> tuple[str, ...]:
             env[k] = v
     if "PATH" not in env:
         env["PATH"] = DEFAULT_PATH.split("=", 1)[1]
+    # systemd-detect-virt and others read it; podman sets container=podman the same way
+    env.setdefault("container", "podrun")
     return tuple(f"{k}={v}" for k, v in env.items())
 
 
@@ -270,7 +272,23 @@ def build_app(
         capabilities=parsed.capabilities,
         seccomp=flags.get("--seccomp"),
         no_new_privileges=flags.get("--no-new-privileges", "True") == "True",
+        stop_signal=_stop_signal(flags, cfg),
     )
+
+
+def _stop_signal(flags: dict[str, str], cfg: dict[str, Any]) -> int:
+    """``--stop-signal``, else the image's StopSignal, else SIGTERM (Docker's and podman's rule)."""
+    if "--stop-signal" in flags:
+        return af.parse_signal("--stop-signal", flags["--stop-signal"])
+    image_signal = cfg.get("StopSignal")
+    if image_signal in (None, ""):
+        return 15
+    if not isinstance(image_signal, str):
+        raise VerificationError(f"the image's StopSignal {image_signal!r} is not a string")
+    try:
+        return af.parse_signal("the image's StopSignal", image_signal)
+    except UsageError as exc:
+        raise VerificationError(str(exc)) from None
 
 
 def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodManifest:

@@ -2,7 +2,7 @@
 ``podrun.stage1.app``).
 
 Defaults follow runc/podman: /proc with masked and read-only paths, /sys read-only, /dev a
-small tmpfs with only the standard nodes, devpts, shm and mqueue; the pod's hostname, hosts
+small noexec tmpfs with only the standard nodes, devpts, shm and mqueue; the pod's hostname, hosts
 and resolv.conf files bound in; then volumes.  Every target is resolved *inside* the app's
 root (openat2 RESOLVE_IN_ROOT) and mounted through the opened fd, so an image (or a racing
 app, runc CVE-2021-30465) cannot redirect a mount outside its tree.
@@ -32,8 +32,8 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
 DEV_SYMLINKS = (
     ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
-    ("/proc/self/fd/2", "stderr"), ("/proc/kcore", "core"), ("pts/ptmx", "ptmx"),
-)
+    ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx"),
+)  # no "core" -> /proc/kcore: masked anyway, and podman dropped it too
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def app_plan(
     *volumes* are (host source, in-pod target, read_only, source is a file)."""
     plan: list[Op] = [
         Mount("/proc", "proc", "proc", PROC_FLAGS),
-        Mount("/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"),
+        Mount("/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_STRICTATIME, "mode=755,size=65536k"),
         DevNodes(),
         Mount("/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
         Mount("/dev/shm", "tmpfs", "shm", PROC_FLAGS, "mode=1777,size=65536k"),

@@ -63,6 +63,7 @@ class Supervisor:
         self.sd = sd
         self.netns_fd = netns_fd
         self.running: dict[int, str] = {}
+        self.stop_signals = {app.name: app.stop_signal for app in manifest.apps}
         self.first_failure: int | None = None
         self.init_pid = -1
         self.init_status: int | None = None
@@ -75,9 +76,11 @@ class Supervisor:
     # signals -------------------------------------------------------------------------------
 
     def _stop_apps(self, sig: int) -> None:
-        for pid in self.running:
+        """Send *sig* to every running app; SIGTERM means "stop": each app gets its own stop
+        signal instead (the image's StopSignal or --stop-signal, as Docker and podman do)."""
+        for pid, name in self.running.items():
             try:
-                os.kill(pid, sig)
+                os.kill(pid, self.stop_signals[name] if sig == signal.SIGTERM else sig)
             except ProcessLookupError:
                 pass
 

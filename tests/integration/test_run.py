@@ -140,7 +140,7 @@ def test_dev_proc_sys(pods: Pods) -> None:
                   "echo ---; echo x > /proc/sys/kernel/hostname && echo W1; echo 1 > /proc/sysrq-trigger && echo W2; "
                   "touch /sys/kernel/x && echo W3; mknod /tmp/n c 1 3 && cat /tmp/n && echo W4; echo done")
     dev, masked, writes = res.stdout.split("---")
-    assert sorted(dev.split()) == sorted(["core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm",
+    assert sorted(dev.split()) == sorted(["fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm",
                                           "stderr", "stdin", "stdout", "tty", "urandom", "zero"])
     assert masked.split() == ["0", "0", "0"]
     assert writes.split() == ["done"], writes  # no write succeeded, no device usable

@@ -70,7 +70,7 @@ def test_mounts_dev_and_masks(probe_pod: Any) -> None:
     assert r["checks"]["write:/sys/kernel/uevent_helper"]["errno"] == errno.EROFS
     assert r["checks"]["mknod:/tmp/dev-null"]["ok"] is False
     names = sorted(d["name"] if isinstance(d, dict) else d for d in r["dev"])
-    assert names == sorted(["core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
+    assert names == sorted(["fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
                             "stdin", "stdout", "tty", "urandom", "zero"])
 
 
