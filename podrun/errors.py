@@ -58,3 +58,21 @@ class ConflictError(PodrunError):
     """The operation conflicts with the current state (in use, locked, already exists)."""
 
     exit_code = 247
+
+
+class step:  # lower-case: used like a function, ``with step(...)``
+    """``with step("writing the pod directory", path):`` turns an OSError raised inside into a
+    StoreError naming the step, the path and the reason, so that a full disk or a read-only
+    store says what podrun was doing and where (rather than a bare "No space left on device")."""
+
+    def __init__(self, what: str, path: object) -> None:
+        self.what = what
+        self.path = path
+
+    def __enter__(self) -> step:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, _tb: object) -> None:
+        if isinstance(exc, OSError):
+            where = exc.filename or self.path
+            raise StoreError(f"{self.what} ({where}): {exc.strerror or exc}") from None

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from podrun.errors import PodrunError
+from podrun.errors import PodrunError, step
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,10 +50,13 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
         # must not run: it would not see this pod and delete what it is about to use.
         with store.using():
             manifest = build_manifest(req, resolve)
-            pod_dir, lock_fd = create_pod(PodDirs(g.data_dir), manifest, phase)
+            dirs = PodDirs(g.data_dir)
+            with step("writing the pod directory", dirs.data_dir / "pods"):
+                pod_dir, lock_fd = create_pod(dirs, manifest, phase)
         if uuid_file is not None:
-            fsutil.write_all(uuid_file.fd, f"{manifest.uuid}\n".encode())
-            uuid_file.commit()
+            with step("writing the pod's UUID", kw["uuid_file_save"]):
+                fsutil.write_all(uuid_file.fd, f"{manifest.uuid}\n".encode())
+                uuid_file.commit()
     finally:
         if uuid_file is not None:
             uuid_file.close()

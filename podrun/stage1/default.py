@@ -95,11 +95,13 @@ def main(argv: list[str]) -> NoReturn:
     host_pidns = -1
     pod_cgroup = None
     sd: Systemd | None = None
+    doing = "reading the pod manifest"  # named in the error message (a full disk says where)
     try:
         with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
             manifest = PodManifest.from_json(f.read())
         sd = Systemd(manifest)
         if manifest.register:
+            doing = "registering the pod's systemd scope"
             from podrun.systemd import scope
 
             scope.register(manifest.uuid, os.getpid())  # before any cgroup of the pod exists
@@ -108,7 +110,9 @@ def main(argv: list[str]) -> NoReturn:
         net_helper = None
         netns_fd = -1
         if networked:
+            doing = "creating the pod's network namespace"
             host_pidns, netns_fd, net_helper = _start_network(pod_dir, manifest, lock_fd)
+        doing = "creating the pod's namespaces"
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
         if manifest.net == "none":
             flags |= sc.CLONE_NEWNET  # networked pods: pid 1 joins the helper's netns instead
@@ -117,32 +121,45 @@ def main(argv: list[str]) -> NoReturn:
         sc.sethostname(default_hostname(manifest))
         if manifest.net == "none":
             _bring_up_loopback()
+        doing = "mounting the apps' root filesystems"
         for vol in manifest.volumes:
             if vol.kind == "empty":
                 _mkdirs(os.path.join(pod_dir, "volumes", vol.name))
         roots = {app.name: mount_app_root(pod_dir, app) for app in manifest.apps}
         faults.checkpoint("stage1:after-mounts")
+        doing = "creating the pod's cgroups"
         pod_cgroup, init_cgroup, app_cgroups = _make_cgroups(pod_dir, manifest)
         faults.checkpoint("stage1:after-cgroups")
         if net_helper is not None:
+            doing = "attaching the pod's networks"
             from podrun.net import helper
 
             helper.wait(net_helper)
+        doing = "writing the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf"
         files = write_pod_files(pod_dir, manifest)
     except Exception as exc:
         if "--debug" in argv:
             import traceback
 
             traceback.print_exc()
-        sys.stderr.write(f"podrun: stage1: {exc}\n")
+        if isinstance(exc, OSError):
+            where = f" ({exc.filename})" if exc.filename else f" (pod {pod_dir})"
+            message = f"{doing}{where}: {(exc.strerror or str(exc)).rpartition(': ')[2]}"
+        else:
+            message = f"{doing}: {exc}"
+        sys.stderr.write(f"podrun: stage1: {message}\n")
         _undo_setup(pod_dir, networked, host_pidns, pod_cgroup)
         if sd is not None:
             sd.close()
         sys.exit(EXIT_STAGE1_FAILED)
     code = Supervisor(pod_dir, manifest, roots, files, init_cgroup, app_cgroups, sd, netns_fd).run()
     sd.close()
-    fsutil.atomic_write(os.path.join(pod_dir, "finished"),
-                        json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644, durable=False)
+    finished = os.path.join(pod_dir, "finished")
+    try:
+        fsutil.atomic_write(finished, json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644,
+                            durable=False)
+    except OSError as exc:  # a full disk: the pod still ends with its code; status reads "unknown"
+        sys.stderr.write(f"podrun: warning: writing {finished}: {exc.strerror} (the exit code is not recorded)\n")
     if networked:
         os.close(netns_fd)
         _detach_network(pod_dir, host_pidns)

@@ -106,8 +106,8 @@ def _run(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
     pipes = None if pty is not None else tty.PipeOut(loop)
     child = os.fork()
     if child == 0:
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE and SIGXFSZ; the command must not
         signal.set_wakeup_fd(-1)
         os.setsid()
         if pty is not None:

@@ -14,6 +14,7 @@ import os
 import sys
 
 from podrun.isolation import syscalls as sc
+from podrun.lean import signal
 from podrun.pod.manifest import MANIFEST, PodManifest
 from podrun.stage1.app import (
     EXIT_NOT_EXECUTABLE,
@@ -74,6 +75,8 @@ def main(argv: list[str]) -> NoReturn:
         sys.stderr.write(f"podrun: stage1 fly: {exc}\n")
         sys.exit(EXIT_SETUP_FAILED)
     argv_app = list(app.exec_argv)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python, and ignoring survives execve
+        signal.signal(sig, signal.SIG_DFL)
     try:
         exec_in_path(argv_app, env)
     except OSError as exc:

@@ -31,28 +31,43 @@ _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
 class LogFile:
-    """One app's log file, rotated once past *limit* bytes (-1: never)."""
+    """One app's log file, rotated once past *limit* bytes (-1: never).  A write that fails (a
+    full disk) drops that output with one warning per failing streak: the app keeps running and
+    its output still reaches the caller or the journal (issue 12)."""
 
-    __slots__ = ("fd", "limit", "path", "size")
+    __slots__ = ("failing", "fd", "limit", "path", "size")
 
     def __init__(self, path: str, limit: int) -> None:
         self.path = path
         self.limit = limit
         self.fd = self._open()
         self.size = os.fstat(self.fd).st_size
+        self.failing = False
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
 
     def write(self, data: bytes) -> None:
-        while data:
-            room = len(data) if self.limit < 0 else self.limit - self.size
-            if room <= 0:
-                self._rotate()
-                continue
-            piece, data = data[:room], data[room:]
-            _write_all(self.fd, piece)
-            self.size += len(piece)
+        try:
+            while data:
+                room = len(data) if self.limit < 0 else self.limit - self.size
+                if room <= 0:
+                    self._rotate()
+                    continue
+                piece, data = data[:room], data[room:]
+                view = memoryview(piece)
+                while view:
+                    written = os.write(self.fd, view)
+                    self.size += written
+                    view = view[written:]
+        except OSError as exc:
+            if not self.failing:
+                self.failing = True
+                app = os.path.basename(os.path.dirname(self.path))
+                _warn(f"app {app}: writing its log {self.path}: {exc.strerror}; its output is not logged "
+                      "while this lasts (it still reaches podrun's output)")
+        else:
+            self.failing = False
 
     def _rotate(self) -> None:
         try:
@@ -64,6 +79,13 @@ class LogFile:
             os.close(self.fd)
             self.fd = fd
         self.size = 0
+
+
+def _warn(message: str) -> None:
+    try:
+        os.write(2, f"podrun: warning: {message}\n".encode())
+    except OSError:
+        pass
 
 
 class Relay:

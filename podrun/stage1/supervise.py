@@ -64,6 +64,7 @@ class Supervisor:
         self.netns_fd = netns_fd
         self.running: dict[int, str] = {}
         self.stop_signals = {app.name: app.stop_signal for app in manifest.apps}
+        self.pending: dict[str, tuple[str, bytes]] = {}  # exit records not written yet (full disk)
         self.first_failure: int | None = None
         self.init_pid = -1
         self.init_status: int | None = None
@@ -139,7 +140,12 @@ class Supervisor:
         os.close(signals_w)
         relay.watch(signals_r, select.POLLIN, lambda _events: self._signals_from_init(relay, signals_r))
         self.init_pid = pid
-        _write_text(os.path.join(self.pod_dir, "pid"), f"{pid}\n")
+        path = os.path.join(self.pod_dir, "pid")
+        try:
+            _write_text(path, f"{pid}\n")
+        except OSError as exc:  # a full disk: the pod runs all the same, podrun stop cannot find it
+            _warn(f"writing {path}: {exc.strerror} (podrun stop will not find the pod: signal PID "
+                  f"{os.getpid()} instead)")
 
     def _fail(self, message: str) -> NoReturn:
         sys.stderr.write(f"podrun: {message}\n")
@@ -244,12 +250,19 @@ class Supervisor:
         signal.signal(signal.SIGWINCH, self._on_winch)
         self._fork_init(relay)
         status_dir = os.path.join(self.pod_dir, "status")
-        os.makedirs(status_dir, mode=0o755, exist_ok=True)
+        try:
+            os.makedirs(status_dir, mode=0o755, exist_ok=True)
+        except OSError:
+            pass  # a full disk: each exit record says so when it cannot be written
         started: list[Started] = []
         for app in self.manifest.apps:
             self._fork_app(app, relay, started)
         self._place(started, relay)
-        _write_text(os.path.join(self.pod_dir, "ready"), f"{time.time():.6f}\n")
+        path = os.path.join(self.pod_dir, "ready")
+        try:
+            _write_text(path, f"{time.time():.6f}\n")
+        except OSError as exc:
+            _warn(f"writing {path}: {exc.strerror} (status --wait-ready will not see the pod ready)")
         self.sd.apps_started()
         if self.sd.notify_fd() >= 0:
             relay.watch(self.sd.notify_fd(), select.POLLIN, lambda _events: self.sd.forward())
@@ -261,6 +274,7 @@ class Supervisor:
             for pid, status in _reap():
                 self._reaped(pid, status, status_dir, codes)
         relay.drain(0.5)
+        self._write_pending_records()
         if self.tty is not None:
             self.tty.finish()
         if self.sd.notify_fd() >= 0:
@@ -281,13 +295,28 @@ class Supervisor:
         if name is None:
             return
         code = exit_code(status)
-        _record(status_dir, name, code, status)
+        record = _record_bytes(code, status)
+        try:
+            _record(status_dir, name, record)
+        except OSError as exc:  # a full disk: kept, written at the end if there is room by then
+            self.pending[name] = (status_dir, record)
+            _warn(f"app {name}: recording its exit status in {os.path.join(status_dir, name)}: {exc.strerror} "
+                  "(retried when the pod ends)")
         codes[name] = code
         if code != 0 and self.first_failure is None:
             self.first_failure = code
             if self.running:  # rkt: one failing app stops the pod
                 self._stop_apps(signal.SIGTERM)
                 signal.alarm(int(STOP_TIMEOUT))
+
+    def _write_pending_records(self) -> None:
+        for name, (status_dir, record) in list(self.pending.items()):
+            try:
+                _record(status_dir, name, record)
+            except OSError as exc:
+                _warn(f"app {name}: its exit status is not recorded ({exc.strerror}); the pod's exit code is "
+                      "still the app's")
+            del self.pending[name]
 
     def _end_init(self) -> None:
         """Kill pid 1 (and so every process left in the pod) and reap it."""
@@ -303,9 +332,14 @@ class Supervisor:
             pass
 
 
+# Python ignores SIGPIPE and SIGXFSZ in itself; an ignored signal stays ignored across execve,
+# so an app would never die of a closed pipe (``yes | head`` would spin forever).
+CHILD_DEFAULTS = (*FORWARDED, signal.SIGALRM, signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE, signal.SIGXFSZ)
+
+
 def _default_signals() -> None:
-    """In a forked child: the supervisor's handlers and wakeup fd are not the child's."""
-    for sig in (*FORWARDED, signal.SIGALRM, signal.SIGCHLD, signal.SIGWINCH):
+    """In a forked child: the supervisor's handlers, ignored signals and wakeup fd are not the child's."""
+    for sig in CHILD_DEFAULTS:
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
 
@@ -352,12 +386,24 @@ def _write_text(path: str, text: str) -> None:
         os.close(fd)
 
 
-def _record(status_dir: str, name: str, code: int, status: int) -> None:
+def _record_bytes(code: int, status: int) -> bytes:
     doc = {
         "exit_code": code,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "finished": time.time(),
     }
+    return json_dumps(doc).encode()
+
+
+def _record(status_dir: str, name: str, record: bytes) -> None:
     # Atomic but not fsynced (podrun-state(5)): an exit record lost to a power cut reads as
     # "exited, code unknown", and two fsyncs would sit on every pod's exit path.
-    fsutil.atomic_write(os.path.join(status_dir, name), json_dumps(doc).encode(), 0o644, durable=False)
+    fsutil.atomic_write(os.path.join(status_dir, name), record, 0o644, durable=False)
+
+
+def _warn(message: str) -> None:
+    try:
+        sys.stderr.write(f"podrun: warning: {message}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
