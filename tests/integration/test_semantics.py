@@ -123,3 +123,13 @@ def test_environment_of_an_app(pods: Pods, tmp_path: Path) -> None:
     own = pods.run("run", "--net", "none", "demo", "--environment", "container=other", "--exec", "/bin/sh", "--",
                    "-c", "echo $container")
     assert own.stdout.strip() == "other"
+
+
+def test_apps_die_of_a_closed_pipe(pods: Pods) -> None:
+    """Python ignores SIGPIPE; the apps must not inherit that (``yes | head`` would never end)."""
+    res = pods.run("run", "--net", "none", "demo", "--exec", "/bin/sh", "--", "-c",
+                   "yes | head -c 3 >/dev/null; echo $?; grep -E '^Sig(Ign|Cgt)' /proc/self/status", timeout=60)
+    lines = res.stdout.split()
+    assert res.returncode == 0 and lines[0] == "0", res.stderr
+    ignored = int(dict(zip(lines[1::2], lines[2::2], strict=True))["SigIgn:"], 16)
+    assert ignored & (1 << (13 - 1)) == 0 and ignored & (1 << (25 - 1)) == 0  # SIGPIPE, SIGXFSZ
