@@ -9,6 +9,7 @@ An image is visible only once its record exists, and the record is written last.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,7 +157,8 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
         try:
             _run_parallel(fetch_layer, layers)
         except BaseException:
-            store.cleanup_own_temp()
+            with contextlib.suppress(OSError):
+                store.clean_temp()  # what a failed removal left (EMFILE, EIO); live writers' stay
             raise
         store.put_blob_bytes(top.data, f"{what} manifest", image_id)
         unpacked = sum(_layer_size(store, layer.diff_id) for layer in layers)
