@@ -65,6 +65,8 @@ def inspect_cmd(g: Globals, image: str) -> None:
     store = Store(g.data_dir)
     rec = store.image(store.resolve(image))
     doc = _summary(store, rec)
+    skipped = (store.layer_metadata(layer.diff_id).get("devices_skipped", 0) for layer in rec.layers)
+    doc["devices_skipped"] = sum(n for n in skipped if isinstance(n, int))
     doc["manifest"] = json.loads(store.read_blob(rec.id))
     doc["config"] = json.loads(store.read_blob(rec.config))
     print_json(doc)

@@ -103,10 +103,18 @@ def unpack_from_blob(store: Store, blob: Path, layer: LayerRecord, limits: Limit
             result = unpack_layer(stream, rootfs, limits, what)
         if result.diff_id != layer.diff_id:
             raise VerificationError(f"{what}: diff_id {result.diff_id} does not match the config's {layer.diff_id}")
+        if result.devices_skipped:
+            from podrun import log as podrun_log
+
+            more = ", …" if result.devices_skipped > len(result.device_examples) else ""
+            podrun_log.get(__name__).warning(
+                "%s: skipped %d device node(s) (%s%s): devices are never usable in a pod", what,
+                result.devices_skipped, ", ".join(result.device_examples), more)
         return {
             "diff_id": str(layer.diff_id),
             "size": result.size,
             "entries": result.entries,
+            "devices_skipped": result.devices_skipped,
             "blob": str(layer.digest),
         }
 
