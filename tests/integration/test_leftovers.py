@@ -108,8 +108,8 @@ def test_the_next_fetch_removes_what_a_killed_fetch_left_in_store_tmp(tmp_path: 
     assert podrun("image", "fsck", check=False).returncode == 0
 
 
-def test_a_live_fetchs_files_survive_other_fetches_fsck_and_image_gc_waits(tmp_path: Path, podrun: PodrunRunner,
-                                                                             data_dir: Path) -> None:
+def test_a_live_fetchs_files_survive_other_fetches_and_fsck(tmp_path: Path, podrun: PodrunRunner,
+                                                            data_dir: Path) -> None:
     """A fetch is held in the middle of a blob (the registry drips it); meanwhile another fetch
     cleans store/tmp and fsck checks the store: the held fetch's file stays and is no problem."""
     require_root()
