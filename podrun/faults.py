@@ -24,6 +24,7 @@ CHECKPOINTS = (
 
 # prepare/run/stop/gc checkpoints (issue 4); the stage1 ones fire in the exec'd supervisor
 POD_CHECKPOINTS = (
+    "prepare:embryo-hidden",
     "prepare:embryo-created",
     "run:before-exec",
     "stage1:after-cgroups",

@@ -216,7 +216,7 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+def _lstat(name: str, dir_fd: int | None) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -262,6 +262,88 @@ def remove_stale_temps(dir_fd: int, name: str) -> list[str]:
         finally:
             os.close(fd)
     return removed
+
+
+# -- entries whose liveness is their writer's lock (store/tmp, hidden embryos) ----------------
+#
+# A writer creates the entry and holds an exclusive flock on it while it works; a cleaner removes
+# an entry only after taking that lock itself, so only what a dead writer (``kill -9``) left.
+
+
+def create_locked(path: str | os.PathLike[str], directory: bool = False, attempts: int = 5) -> int:
+    """Create *path* (a new file, or a directory with *directory*) and return an fd holding its
+    exclusive flock.  A cleaner may take and delete the entry between its creation and our
+    flock: lock blocking (such a cleaner lets go once it has deleted it), then check that *path*
+    still names the locked inode, and create it again if not."""
+    for _ in range(attempts):
+        try:
+            if directory:
+                os.mkdir(path, 0o700)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            pass  # left over and being removed by a cleaner: wait for it below
+        try:
+            fd = os.open(path, (os.O_RDONLY | os.O_DIRECTORY if directory else os.O_RDWR) | os.O_NOFOLLOW
+                         | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        st = os.fstat(fd)
+        if st.st_nlink > 0 and _same_file(_lstat(os.fspath(path), None), st):
+            return fd
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "removed by a concurrent podrun each time, try again", os.fspath(path))
+
+
+def _open_entry(path: str | os.PathLike[str]) -> int | None:
+    """An fd of *path* for its lock, or None when it is gone or cannot carry one (a symlink,
+    a socket: nothing a writer makes)."""
+    try:
+        return os.open(path, _STALE_OPEN_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            return None
+        raise
+
+
+def writer_alive(path: str | os.PathLike[str]) -> bool:
+    """Whether a live process holds the lock of entry *path* (a shared try-lock, let go at once)."""
+    fd = _open_entry(path)
+    if fd is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_if_abandoned(path: Path, remove: Callable[[Path], object] | None = None) -> bool:
+    """Remove *path* (with *remove*, default ``remove_path``) if no live writer holds its lock;
+    returns whether it was removed.  A symlink or socket in place of an entry is removed
+    unlocked: no writer makes one."""
+    fd = _open_entry(path)
+    if fd is None:
+        if os.path.lexists(path):
+            os.unlink(path)
+            return True
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer lives
+        if not _same_file(_lstat(os.fspath(path), None), os.fstat(fd)):
+            return False  # renamed away (complete) or replaced meanwhile: not ours to judge
+        (remove or remove_path)(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 class user_output:  # lower-case: used like open(), ``with user_output(path) as out``

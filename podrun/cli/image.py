@@ -9,7 +9,7 @@ import click
 
 from podrun.cli import Globals
 from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_size, human_time, print_json, print_table
-from podrun.errors import StoreError, UsageError
+from podrun.errors import NotFoundError, StoreError, UsageError
 from podrun.image.reference import parse_reference
 from podrun.image.store import ImageRecord, Store, candidate_names
 
@@ -65,6 +65,8 @@ def inspect_cmd(g: Globals, image: str) -> None:
     store = Store(g.data_dir)
     rec = store.image(store.resolve(image))
     doc = _summary(store, rec)
+    skipped = (store.layer_metadata(layer.diff_id).get("devices_skipped", 0) for layer in rec.layers)
+    doc["devices_skipped"] = sum(n for n in skipped if isinstance(n, int))
     doc["manifest"] = json.loads(store.read_blob(rec.id))
     doc["config"] = json.loads(store.read_blob(rec.config))
     print_json(doc)
@@ -75,10 +77,18 @@ def inspect_cmd(g: Globals, image: str) -> None:
 @click.pass_obj
 def rm_cmd(g: Globals, images: tuple[str, ...]) -> None:
     """Remove images (by name, ID or unique ID prefix).  A name removes only that name unless it
-    was the image's last; an ID removes the image and all its names.  `image gc` frees space."""
+    was the image's last; an ID removes the image and all its names; a name whose image is
+    missing is removed.  `image gc` frees space."""
     store = Store(g.data_dir)
     for text in images:
-        image_id = store.resolve(text)
+        try:
+            image_id = store.resolve(text)
+        except NotFoundError:
+            dangling = store.remove_dangling_name(text)  # what fsck reports: the image is gone
+            if dangling is None:
+                raise
+            click.echo(f"untagged {dangling} (its image was missing)")
+            continue
         names = store.names_of(image_id)
         given = [n for n in names if n in candidate_names(text)]
         if given and len(names) > 1:
@@ -92,7 +102,8 @@ def rm_cmd(g: Globals, images: tuple[str, ...]) -> None:
 @image_group.command("gc")
 @click.pass_obj
 def gc_cmd(g: Globals) -> None:
-    """Delete blobs and layer trees no image or pod uses, and interrupted downloads."""
+    """Delete blobs and layer trees no image or pod uses, names of missing images and
+    interrupted downloads."""
     from podrun.image.digest import Digest
     from podrun.pod.layout import PodDirs, pod_references
 

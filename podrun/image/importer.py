@@ -3,7 +3,6 @@ and ``podrun image export``: an image from the store as an OCI archive (oci-arch
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -72,28 +71,23 @@ def import_rootfs(store: Store, src: str, name: str, cmd: list[str] | None = Non
         raise UsageError(f"import source {src!r} is neither a directory nor a tar file")
     with store.writing():
         store.ensure()
-        tmp = store.tmp / f"import-{os.getpid()}.tar.gz"
-        try:
-            with storage_errors(f"importing {src}"):
-                with open(tmp, "wb") as f:
-                    compressed = _HashingWriter(f)
-                    with igzip.IGzipFile(fileobj=compressed, mode="wb", compresslevel=1, mtime=0) as gz:  # type: ignore[no-untyped-call]
-                        plain = _HashingWriter(gz)  # type: ignore[arg-type]
-                        if stat.S_ISDIR(st.st_mode):
-                            _tar_directory(path, plain)  # type: ignore[arg-type]
-                        else:
-                            with open(path, "rb") as raw:
-                                stream = open_decompressed(raw, None, f"import source {src}")
-                                while chunk := stream.read(CHUNK):
-                                    plain.write(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
-                diff_id = Digest("sha256", plain.hash.hexdigest())
-                digest = Digest("sha256", compressed.hash.hexdigest())
-                blob = store.put_blob_stream(digest, compressed.size, lambda: open(tmp, "rb"), f"import {src}")
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        with storage_errors(f"importing {src}"), store.temp_entry("import") as (tmp, fd):
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                compressed = _HashingWriter(f)
+                with igzip.IGzipFile(fileobj=compressed, mode="wb", compresslevel=1, mtime=0) as gz:  # type: ignore[no-untyped-call]
+                    plain = _HashingWriter(gz)  # type: ignore[arg-type]
+                    if stat.S_ISDIR(st.st_mode):
+                        _tar_directory(path, plain)  # type: ignore[arg-type]
+                    else:
+                        with open(path, "rb") as raw:
+                            stream = open_decompressed(raw, None, f"import source {src}")
+                            while chunk := stream.read(CHUNK):
+                                plain.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            diff_id = Digest("sha256", plain.hash.hexdigest())
+            digest = Digest("sha256", compressed.hash.hexdigest())
+            blob = store.put_blob_stream(digest, compressed.size, lambda: open(tmp, "rb"), f"import {src}")
         layer = LayerRecord(digest, diff_id, mt.OCI_LAYER_GZIP, compressed.size)
         unpack_from_blob(store, blob, layer, DEFAULT_LIMITS, f"import {src}")
         host = Platform.host()

@@ -9,6 +9,7 @@ An image is visible only once its record exists, and the record is written last.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,10 +103,18 @@ def unpack_from_blob(store: Store, blob: Path, layer: LayerRecord, limits: Limit
             result = unpack_layer(stream, rootfs, limits, what)
         if result.diff_id != layer.diff_id:
             raise VerificationError(f"{what}: diff_id {result.diff_id} does not match the config's {layer.diff_id}")
+        if result.devices_skipped:
+            from podrun import log as podrun_log
+
+            more = ", …" if result.devices_skipped > len(result.device_examples) else ""
+            podrun_log.get(__name__).warning(
+                "%s: skipped %d device node(s) (%s%s): devices are never usable in a pod", what,
+                result.devices_skipped, ", ".join(result.device_examples), more)
         return {
             "diff_id": str(layer.diff_id),
             "size": result.size,
             "entries": result.entries,
+            "devices_skipped": result.devices_skipped,
             "blob": str(layer.digest),
         }
 
@@ -156,7 +165,8 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
         try:
             _run_parallel(fetch_layer, layers)
         except BaseException:
-            store.cleanup_own_temp()
+            with contextlib.suppress(OSError):
+                store.clean_temp()  # what a failed removal left (EMFILE, EIO); live writers' stay
             raise
         store.put_blob_bytes(top.data, f"{what} manifest", image_id)
         unpacked = sum(_layer_size(store, layer.diff_id) for layer in layers)

@@ -7,7 +7,8 @@ Layout under the data dir (``--dir``, default /var/lib/podrun); see docs/store.m
                                      lowerdir) and layer.json; present == complete
     store/images/<alg>/<hex>.json    image records, keyed by manifest digest (the image ID)
     store/refs/<quoted NAME:TAG>     name -> image ID, one small file per name
-    store/tmp/                       work in progress, never visible as complete
+    store/tmp/                       work in progress, never visible as complete; each entry
+                                     locked by its writer (cleaners remove only dead writers')
     locks/store.lock                 shared by writers (fetch, import) and by run/prepare until
                                      the pod's manifest is written; exclusive for rm and gc
     locks/blob-<hex>, layer-<hex>    per-digest locks: concurrent fetches do the work once
@@ -173,6 +174,8 @@ class Store:
         """Shared store lock for commands that add content (gc takes it exclusively)."""
         self.ensure()
         with storage_errors("locking the store"), fsutil.flocked(self.locks / "store.lock", shared=True):
+            with contextlib.suppress(OSError):  # best effort: image gc finishes the job
+                self.clean_temp()
             yield
 
     @contextlib.contextmanager
@@ -227,28 +230,23 @@ class Store:
         with fsutil.flocked(self.locks / f"blob-{digest.hex}.lock"):
             if final.is_file():
                 return final
-            tmp = self.tmp / f"blob-{digest.hex}.{os.getpid()}"
-            try:
-                with storage_errors(f"storing {what}"):
-                    src = opener()
-                    try:
-                        with open(tmp, "wb") as out:
-                            if faults.armed("store:blob-midway"):
-                                out.write(src.read(max(1, size // 2)))
-                                out.flush()
-                                faults.checkpoint("store:blob-midway")
-                            copy_verified(src, out, digest, size, what)
+            with storage_errors(f"storing {what}"), self.temp_entry(f"blob-{digest.hex}") as (tmp, fd):
+                src = opener()
+                try:
+                    with os.fdopen(fd, "wb", closefd=False) as out:
+                        if faults.armed("store:blob-midway"):
+                            out.write(src.read(max(1, size // 2)))
                             out.flush()
-                            os.fsync(out.fileno())
-                    finally:
-                        src.close()
-                    os.chmod(tmp, 0o444)
-                    faults.checkpoint("store:blob-before-rename")
-                    os.rename(tmp, final)
-                    fsutil.fsync_dir(final.parent)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                            faults.checkpoint("store:blob-midway")
+                        copy_verified(src, out, digest, size, what)
+                        out.flush()
+                        os.fsync(fd)
+                finally:
+                    src.close()
+                os.fchmod(fd, 0o444)
+                faults.checkpoint("store:blob-before-rename")
+                os.rename(tmp, final)
+                fsutil.fsync_dir(final.parent)
         return final
 
     def put_blob_bytes(self, data: bytes, what: str, digest: Digest | None = None) -> Digest:
@@ -259,14 +257,33 @@ class Store:
         self.put_blob_stream(digest, len(data), lambda: io.BytesIO(data), what)
         return digest
 
-    def cleanup_own_temp(self) -> None:
-        """Remove this process's leftovers in ``store/tmp`` (named ``*.<pid>``) after a failure."""
-        suffix = f".{os.getpid()}"
-        with contextlib.suppress(OSError):
-            for entry in self.tmp.iterdir():
-                if entry.name.endswith(suffix):
-                    with contextlib.suppress(OSError):
-                        remove_path(entry)
+    @contextlib.contextmanager
+    def temp_entry(self, prefix: str, directory: bool = False) -> Iterator[tuple[Path, int]]:
+        """A new file (or directory) in ``store/tmp`` under a unique name, with an fd holding
+        its lock for the whole block: the lock is what tells cleaners (``clean_temp``) that its
+        writer lives.  Removed at the end of the block unless renamed away."""
+        path = self.tmp / f"{prefix}.{os.urandom(6).hex()}.{os.getpid()}"
+        fd = fsutil.create_locked(path, directory)
+        try:
+            yield path, fd
+        finally:
+            try:
+                # Best effort: when this fails too (EMFILE, EIO), the next fetch or
+                # `image gc` finishes the job, the lock being free once we close.
+                with contextlib.suppress(OSError):
+                    remove_path(path)
+            finally:
+                os.close(fd)
+
+    def clean_temp(self) -> list[str]:
+        """Remove what killed writers left in ``store/tmp`` (entries whose lock is free) and
+        return their names.  A live writer's entry is locked and kept, so this is safe beside
+        concurrent fetches (under the shared store lock)."""
+        try:
+            names = sorted(os.listdir(self.tmp))
+        except FileNotFoundError:
+            return []
+        return [name for name in names if fsutil.remove_if_abandoned(self.tmp / name)]
 
     # -- layers -------------------------------------------------------------------------------
 
@@ -280,6 +297,14 @@ class Store:
     def has_layer(self, diff_id: Digest) -> bool:
         return (self.layer_dir(diff_id) / "layer.json").is_file()
 
+    def layer_metadata(self, diff_id: Digest) -> dict[str, Any]:
+        """The layer.json of an unpacked layer ({} when it is missing or damaged: fsck's job)."""
+        try:
+            doc = json.loads((self.layer_dir(diff_id) / "layer.json").read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
     def ensure_layer(self, diff_id: Digest, build: Callable[[Path], dict[str, Any]]) -> None:
         """Make the unpacked tree for *diff_id* exist, building it at most once across processes.
 
@@ -292,31 +317,21 @@ class Store:
         with fsutil.flocked(self.locks / f"layer-{diff_id.hex}.lock"):
             if self.has_layer(diff_id):
                 return
-            work = self.tmp / f"layer-{diff_id.hex}.{os.getpid()}"
-            if work.exists():
-                remove_tree(work)
-            try:
-                with storage_errors(f"unpacking layer {diff_id}"):
-                    work.mkdir(mode=0o700)
-                    rootfs = work / "rootfs"
-                    rootfs.mkdir(mode=0o755)
-                    meta = build(rootfs)
-                    (work / "layer.json").write_text(json.dumps(meta, sort_keys=True))
-                    fsutil.syncfs(work)
-                    faults.checkpoint("store:layer-before-rename")
-                    final = self.layer_dir(diff_id)
-                    final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    if final.exists():  # an incomplete leftover without layer.json
-                        remove_tree(final)
-                    os.rename(work, final)
-                    fsutil.fsync_dir(final.parent)
-                    podrun_log.get(__name__).info("unpacked layer %s", diff_id)
-            finally:
-                if work.exists():
-                    # Best effort: when this fails too (EMFILE, EIO), the caller's
-                    # cleanup_own_temp() or `image gc` finishes the job.
-                    with contextlib.suppress(OSError):
-                        remove_tree(work)
+            with storage_errors(f"unpacking layer {diff_id}"), \
+                    self.temp_entry(f"layer-{diff_id.hex}", directory=True) as (work, _):
+                rootfs = work / "rootfs"
+                rootfs.mkdir(mode=0o755)
+                meta = build(rootfs)
+                (work / "layer.json").write_text(json.dumps(meta, sort_keys=True))
+                fsutil.syncfs(work)
+                faults.checkpoint("store:layer-before-rename")
+                final = self.layer_dir(diff_id)
+                final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if final.exists():  # an incomplete leftover without layer.json
+                    remove_tree(final)
+                os.rename(work, final)
+                fsutil.fsync_dir(final.parent)
+                podrun_log.get(__name__).info("unpacked layer %s", diff_id)
 
     # -- images and names ---------------------------------------------------------------------
 
@@ -381,6 +396,21 @@ class Store:
                 out[unquote(f.name)] = Digest.parse(f.read_text().strip())
         return out
 
+    def dangling_names(self) -> list[str]:
+        """Names pointing at an image whose record is missing (fsck reports them)."""
+        return [name for name, dig in self.names().items() if not self.has_image(dig)]
+
+    def remove_dangling_name(self, text: str) -> str | None:
+        """Remove the name *text* means if it points at a missing image; returns it, or None
+        when *text* names no such name.  Under the exclusive store lock, so a fetch that is
+        naming an image meanwhile (record first, then name) is never undone."""
+        with self.exclusive():
+            dangling = set(self.dangling_names())
+            name = next((n for n in candidate_names(text) if n in dangling), None)
+            if name is not None:
+                self.remove_name(name)
+            return name
+
     def names_of(self, image_id: Digest) -> list[str]:
         return sorted(n for n, d in self.names().items() if d == image_id)
 
@@ -439,9 +469,10 @@ class Store:
                             continue
                         remove_path(entry)
                         removed.append(f"{kind[:-1]} {alg_dir.name}:{entry.name}")
-            for entry in sorted(self.tmp.iterdir()):
-                remove_path(entry)
-                removed.append(f"temporary {entry.name}")
+            for name in self.dangling_names():
+                self.remove_name(name)
+                removed.append(f"name {name} (its image is missing)")
+            removed += [f"temporary {name}" for name in self.clean_temp()]
             # Lock files are only unlinked under the exclusive store lock: no writer can be
             # holding or about to take one, so no two processes can lock different inodes.
             for lock in sorted(self.locks.glob("blob-*.lock")) + sorted(self.locks.glob("layer-*.lock")):
@@ -463,13 +494,13 @@ class Store:
             for layer in rec.layers:
                 if not self.has_layer(layer.diff_id):
                     problems.append(f"image {image_id.short}: layer {layer.diff_id} is not unpacked")
-        for name, dig in self.names().items():
-            if not self.has_image(dig):
-                problems.append(f"name {name} points to missing image {dig}")
+        names = self.names()
+        problems += [f"name {name} points to missing image {names[name]}" for name in self.dangling_names()]
         if verify_content:
             problems += self._verify_blobs()
-        if self.tmp.is_dir():
-            problems += [f"temporary leftover {p.name} (podrun image gc removes it)" for p in self.tmp.iterdir()]
+        if self.tmp.is_dir():  # a live fetch's work in progress is no problem
+            problems += [f"temporary leftover {p.name} (the next fetch or podrun image gc removes it)"
+                         for p in sorted(self.tmp.iterdir()) if not fsutil.writer_alive(p)]
         return problems
 
     def _verify_blobs(self) -> list[str]:

@@ -21,6 +21,10 @@ Choices, matching Docker/containerd's merged view where they are defined:
   layer gives a plain (non-opaque) directory, as Docker's and containerd's overlay appliers do.
 * hardlinks must name a regular file already unpacked in this layer; their own header metadata
   is not applied (it would rewrite the shared inode, as GNU tar also declines to do).
+* device nodes are skipped and counted (a debootstrapped ``/dev`` is common): they are never
+  usable in a pod, whose root is ``nodev`` and whose ``/dev`` is podrun's own, as rootless
+  podman skips them.  Their path is still checked like any other entry, so one placed through
+  a symlink is refused, and a hardlink to one finds no file and is refused.
 * GNU/PAX sparse files are refused: their holes would let a small stream expand past
   ``layer_bytes`` on disk, and no image builder emits them.
 * the bytes after the end-of-archive marker must be zeros: tarfile silently treats a corrupt
@@ -50,6 +54,8 @@ CHUNK = 1 << 20
 MAX_HEADER_BYTES = 4 << 20
 _MAX_ID = 0xFFFF_FFFE  # (uid_t)-1 means "unchanged" to chown(2)
 _DIR_CACHE_SIZE = 256  # open directory fds kept for consecutive entries in the same directory
+_DEVICE_PATHS = 4096  # skipped device paths remembered (for messages); memory stays bounded
+_DEVICE_EXAMPLES = 5  # of them named in the warning
 _STREAM_BUFSIZE = 64 << 10  # tarfile copies its whole buffer on every small read: keep it small
 
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -64,11 +70,14 @@ _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 
 @dataclass(frozen=True)
 class UnpackResult:
-    """What was unpacked: the layer's diff_id and size (of the uncompressed tar) and entry count."""
+    """What was unpacked: the layer's diff_id and size (of the uncompressed tar), entry count,
+    and the device nodes skipped (how many, and the first few paths)."""
 
     diff_id: Digest
     size: int
     entries: int
+    devices_skipped: int = 0
+    device_examples: tuple[str, ...] = ()
 
 
 class _TarStream(Protocol):
@@ -204,7 +213,8 @@ def unpack_layer(
     finally:
         unpacker.close()
         os.close(root_fd)
-    return UnpackResult(reader.digest(), reader.total, entries)
+    return UnpackResult(reader.digest(), reader.total, entries, unpacker.devices_skipped,
+                        tuple(sorted(unpacker.devices)[:_DEVICE_EXAMPLES]))
 
 
 class _Unpacker:
@@ -217,6 +227,8 @@ class _Unpacker:
         self.what = what
         self.dirs: dict[tuple[str, ...], int] = {}
         self.dir_mtimes: dict[tuple[str, ...], int] = {}
+        self.devices_skipped = 0
+        self.devices: set[str] = set()  # their paths (up to _DEVICE_PATHS), for messages
 
     def close(self) -> None:
         for fd in self.dirs.values():
@@ -298,7 +310,8 @@ class _Unpacker:
             return
         kind = member.type
         if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-            raise self._refuse(member, "is a device node (refused)")
+            self._skip_device(member, parts)
+            return
         if member.issparse():
             raise self._refuse(member, "is a sparse file (not supported)")
         if not (0 <= member.uid <= _MAX_ID and 0 <= member.gid <= _MAX_ID):
@@ -396,6 +409,8 @@ class _Unpacker:
         try:
             st = os.stat(target[-1], dir_fd=tdir, follow_symlinks=False)
         except FileNotFoundError:
+            if "/".join(target) in self.devices:
+                raise self._refuse(member, f"is a hardlink to {member.linkname!r}, a device node (refused)") from None
             raise missing from None
         if not stat.S_ISREG(st.st_mode):
             raise self._refuse(member, f"is a hardlink to {member.linkname!r}, which is not a regular file")
@@ -410,6 +425,14 @@ class _Unpacker:
         finally:
             os.close(tfd)
         self.dir_mtimes.pop(parts, None)
+
+    def _skip_device(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        """Skip a device node, after walking to its directory as if to create it: a symlink or
+        a non-directory on the way is refused as for any entry.  Nothing is created."""
+        self._dir(parts[:-1], member, create=False)
+        self.devices_skipped += 1
+        if len(self.devices) < _DEVICE_PATHS:
+            self.devices.add("/".join(parts))
 
     def _whiteout(self, member: tarfile.TarInfo, parents: tuple[str, ...], base: str) -> None:
         if base == OPAQUE_MARKER:

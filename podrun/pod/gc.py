@@ -9,6 +9,7 @@ Every step is idempotent: a gc killed midway is finished by the next one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -18,6 +19,9 @@ from pathlib import Path
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, StoreError
 from podrun.pod.layout import PHASES, PodDirs, lock_pod
+from podrun.pod.manifest import MANIFEST
+
+NET_RECORD = "net"  # the pod's network record (state.json, CNI configs): read by the teardown
 
 GARBAGE_MARK = "exited-garbage-since"
 
@@ -35,6 +39,10 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def _undo_host_effects(path: Path) -> list[str]:
+    """Undo what the pod's records list, in an order that needs no free space: unmount, kill
+    and remove its cgroups, delete its files but the network record and the manifest (the
+    space they held is then free), and only then tear the network down, which rewrites its
+    record.  So ``rm`` and ``gc`` work on a full disk."""
     from podrun.isolation import syscalls as sc
 
     done = []
@@ -44,7 +52,6 @@ def _undo_host_effects(path: Path) -> list[str]:
             done.append(f"unmounted {point}")
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot unmount {point}: {exc.strerror}") from None
-    done += _detach_network(path)
     paths, foreign = _own_cgroups(path)
     done += [f"warning: pod {path.name}: its cgroup record names {p}, not its own cgroup: left alone"
              for p in foreign]
@@ -58,7 +65,8 @@ def _undo_host_effects(path: Path) -> list[str]:
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot remove cgroup: {exc}") from None
         done += [f"removed cgroup {p}" for p in paths]
-    return done
+    _delete(path, keep=(NET_RECORD, MANIFEST))
+    return done + _detach_network(path)
 
 
 def _own_cgroups(path: Path) -> tuple[list[str], list[str]]:
@@ -81,21 +89,35 @@ def _own_cgroups(path: Path) -> tuple[list[str], list[str]]:
 
 def _detach_network(path: Path) -> list[str]:
     """Release what the pod's network record lists (netns, lease, veth, port forwards, CNI)."""
-    if not (path / "net" / "state.json").is_file():
+    if not (path / NET_RECORD / "state.json").is_file():
         return []
     from podrun.net import setup
 
-    problems = setup.detach(str(path))
+    try:
+        problems = setup.detach(str(path))
+    except OSError as exc:  # rewriting the record failed (EIO, ENOSPC): retried next time
+        problems = [f"{exc.strerror or exc} ({exc.filename or 'network record'})"]
     if problems:
         raise StoreError(f"pod {path.name}: network teardown: {'; '.join(problems)}")
     return [f"released the networks of pod {path.name}"]
 
 
-def _delete(path: Path) -> None:
+def _delete(path: Path, keep: tuple[str, ...] = ()) -> None:
+    """Delete the pod directory (or, with *keep*, every entry but those), never while a mount
+    remains beneath it (so never through a host volume)."""
     left = mounts_under(path)
     if left:
         raise StoreError(f"pod {path.name}: {left[0]} is still mounted; not deleting through it")
-    fsutil.remove_tree(path)
+    if not keep:
+        fsutil.remove_tree(path)
+        return
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name not in keep:
+            fsutil.remove_path(path / name)
 
 
 def collect(dirs: PodDirs, phase: str, uuid: str, lock_fd: int) -> list[str]:
@@ -131,8 +153,8 @@ def gc(dirs: PodDirs, grace_period: float, expire_prepared: float, mark_only: bo
     for phase in PHASES:
         for entry in sorted((dirs.root / phase).iterdir()):
             if entry.name.startswith("."):
-                if phase == "embryo" and now - entry.stat().st_mtime > 3600:
-                    _collect_unlocked(dirs, phase, entry.name, out, hidden=True)
+                if phase == "embryo":
+                    _remove_aborted_embryo(entry, out)
                 continue
             expired = phase == "prepared" and now - _mtime(entry / "pod.json", now) > expire_prepared
             if phase in ("embryo", "prepare") or expired:
@@ -161,6 +183,19 @@ def _since(path: Path, now: float) -> float:
         return _mtime(path, now)
 
 
+def _write_mark(path: Path, now: float) -> None:
+    """Record when the pod became garbage.  On a full disk the mark file cannot be written:
+    the pod directory's own mtime (set without allocating a block) is the mark instead, so gc
+    frees space without needing any first."""
+    mark = path / GARBAGE_MARK
+    try:
+        mark.write_text(f"{now}\n")
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            mark.unlink()
+        os.utime(path, (now, now))
+
+
 def _mark(dirs: PodDirs, uuid: str, now: float, out: list[str]) -> None:
     path = dirs.path("run", uuid)
     try:
@@ -168,7 +203,7 @@ def _mark(dirs: PodDirs, uuid: str, now: float, out: list[str]) -> None:
     except (ConflictError, FileNotFoundError):
         return  # running (or just moved by another gc)
     try:
-        (path / GARBAGE_MARK).write_text(f"{now}\n")
+        _write_mark(path, now)
         try:
             out += _detach_network(path)  # addresses and ports are free again at once
         except StoreError as exc:
@@ -182,23 +217,32 @@ def _mark(dirs: PodDirs, uuid: str, now: float, out: list[str]) -> None:
         os.close(fd)
 
 
-def _collect_unlocked(dirs: PodDirs, phase: str, name: str, out: list[str], hidden: bool = False) -> None:
+def _collect_unlocked(dirs: PodDirs, phase: str, name: str, out: list[str]) -> None:
     path = dirs.root / phase / name
     try:
         fd = lock_pod(path, blocking=False)
     except (ConflictError, FileNotFoundError):
         return  # in use, or another gc got there first
-    if hidden:
-        try:
-            _undo_host_effects(path)
-            _delete(path)
-            out.append(f"removed aborted embryo {name}")
-        finally:
-            os.close(fd)
-        return
     try:
         out += collect(dirs, phase, name, fd)
     except ConflictError:
         pass  # moved away under us: nothing to do
     except StoreError as exc:
         out.append(f"failed: {exc}")
+
+
+def _remove_aborted_embryo(path: Path, out: list[str]) -> None:
+    """Remove a hidden embryo (``.UUID.tmp``) whose creator's lock is free, whatever its age:
+    its creator died before renaming it, so it never ran and nothing can run it."""
+
+    def remove(p: Path) -> None:
+        _undo_host_effects(p)
+        _delete(p)
+
+    try:
+        if fsutil.remove_if_abandoned(path, remove):
+            out.append(f"removed aborted embryo {path.name}")
+    except StoreError as exc:
+        out.append(f"failed: {exc}")
+    except OSError as exc:
+        out.append(f"failed: aborted embryo {path.name}: {exc.strerror or exc}")

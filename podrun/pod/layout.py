@@ -8,13 +8,14 @@ directory across renames, and the stage1 supervisor holds it for the pod's whole
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import stat
 from pathlib import Path
 
-from podrun import fsutil
+from podrun import faults, fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
 from podrun.pod.manifest import MANIFEST, MANIFEST_VERSION
 
@@ -39,20 +40,29 @@ class PodDirs:
 
     def create_embryo(self, uuid: str, manifest: bytes, files: dict[str, bytes] | None = None) -> tuple[Path, int]:
         """Create ``embryo/<uuid>`` holding the manifest (and *files*, relative path → bytes,
-        e.g. compiled seccomp programs); returns it with its lock fd held."""
+        e.g. compiled seccomp programs); returns it with its lock fd held.  On failure nothing
+        is left behind; after a ``kill -9`` the hidden directory is left unlocked, and gc
+        removes it at once."""
         self.ensure()
         # Built under a hidden name and renamed once locked, so no reader can ever see (and
         # briefly lock) an unlocked embryo that is still being created.
+        # gc judges it by its lock alone (creation is fast; after a kill -9 it goes at once).
         tmp = self.root / "embryo" / f".{uuid}.tmp"
-        tmp.mkdir(mode=0o700)
-        fd = lock_pod(tmp, blocking=False)
-        for rel, data in (files or {}).items():
-            # No fsync of their own: readers rebuild a file a power cut left empty or short.
-            (tmp / rel).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            (tmp / rel).write_bytes(data)
-        fsutil.atomic_write(tmp / MANIFEST, manifest, 0o600)
-        path = self.path("embryo", uuid)
-        os.rename(tmp, path)
+        fd = fsutil.create_locked(tmp, directory=True)
+        try:
+            for rel, data in (files or {}).items():
+                # No fsync of their own: readers rebuild a file a power cut left empty or short.
+                (tmp / rel).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                (tmp / rel).write_bytes(data)
+            faults.checkpoint("prepare:embryo-hidden")
+            fsutil.atomic_write(tmp / MANIFEST, manifest, 0o600)
+            path = self.path("embryo", uuid)
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fsutil.remove_tree(tmp)  # ours: we hold its lock
+            os.close(fd)
+            raise
         return path, fd
 
     def move(self, uuid: str, src: str, dst: str) -> Path:

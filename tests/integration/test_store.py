@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -211,15 +212,21 @@ def test_fsck_names_corruption_and_rm_gc_recover(tmp_path: Path, podrun: PodrunR
     assert podrun("image", "fsck").returncode == 0
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of *size* mounted at *mnt* (made here) for the block, lazily unmounted after."""
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
     try:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    with mounted_tmpfs(tmp_path / "small", "8m") as mnt:
+        yield mnt
 
 
 def test_disk_full_and_readonly_store(tmp_path: Path, small_fs: Path) -> None:

@@ -266,7 +266,7 @@ def test_hardlink_refused(sandbox: Sandbox, entries: list[Entry], entry: str, wh
 
 def test_hardlink_to_device_refused(sandbox: Sandbox) -> None:
     entries = [Entry("null", tarfile.CHRTYPE, devmajor=1, devminor=3), hardlink("h", "null")]
-    assert_refused(sandbox, tar_bytes(entries), "null", also="device node")
+    assert_refused(sandbox, tar_bytes(entries), "h", also="'null', a device node (refused)")
 
 
 # -- case 4: whiteouts (real overlayfs) --------------------------------------------------------------
@@ -371,10 +371,34 @@ def test_whiteout_below_a_regular_file_refused(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE])
-def test_device_nodes_refused(sandbox: Sandbox, kind: bytes) -> None:
-    raw = tar_bytes([directory("dev"), Entry("dev/sda", kind, devmajor=8, devminor=0)])
-    assert_refused(sandbox, raw, "dev/sda", also="device node")
-    assert not (sandbox.dest / "dev/sda").exists()
+def test_device_nodes_are_skipped_and_counted(sandbox: Sandbox, kind: bytes) -> None:
+    """A debootstrapped /dev: skipped (never usable in a pod), counted; the rest is unpacked."""
+    raw = tar_bytes([directory("dev"), Entry("dev/sda", kind, devmajor=8, devminor=0), file("dev/keep", b"k"),
+                     Entry("dev/sda", kind, devmajor=8, devminor=0), Entry("gone/null", kind, devmajor=1, devminor=3)])
+    before = sandbox.outside()
+    result = unpack(raw, sandbox.dest)
+    assert (result.devices_skipped, result.device_examples, result.entries) == (3, ("dev/sda", "gone/null"), 5)
+    assert sorted(p.name for p in (sandbox.dest / "dev").iterdir()) == ["keep"]
+    assert not (sandbox.dest / "gone").exists()  # nothing is created for a skipped node
+    assert sandbox.outside() == before
+
+
+@pytest.mark.parametrize(
+    ("entries", "entry", "why"),
+    [
+        ([symlink("dev", "../sentinel"), Entry("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3)],
+         "dev/null", "writes through a symlink"),
+        ([symlink("d", "/dev"), Entry("d/sda", tarfile.BLKTYPE, devmajor=8, devminor=0)], "d/sda",
+         "writes through a symlink"),
+        ([file("f"), Entry("f/null", tarfile.CHRTYPE, devmajor=1, devminor=3)], "f/null", "to be a directory"),
+        ([directory("dev"), Entry("dev/sda", tarfile.BLKTYPE, devmajor=8, devminor=0), hardlink("disk", "dev/sda")],
+         "disk", "a device node (refused)"),
+    ],
+    ids=["through-symlink-out", "through-symlink-absolute", "below-a-file", "hardlink-to-device"],
+)
+def test_device_nodes_placed_through_tricks_refused(sandbox: Sandbox, entries: list[Entry], entry: str,
+                                                    why: str) -> None:
+    assert_refused(sandbox, tar_bytes(entries), entry, also=why)
 
 
 def test_fifo_setuid_ownership_and_mtimes(sandbox: Sandbox) -> None:
