@@ -163,3 +163,30 @@ def test_network_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                                                           "plugins": [{"type": "../../bin/sh"}]}))
     with pytest.raises(UsageError, match="plugin"):
         config.load_cni("bad")
+
+
+@pytest.mark.parametrize(("report", "status", "code"), [
+    (b"247 address 10.0.0.2 of the default network is already leased to running pod P", 1, 247),
+    (b"254 nft: something", 1, 254),
+    (b"", 1, None),  # died without a word: OSError, as before
+])
+def test_the_network_helpers_report_carries_the_exit_status(report: bytes, status: int, code: int | None) -> None:
+    import os
+
+    from podrun.errors import PodrunError
+    from podrun.net import helper
+
+    res_r, res_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(res_r)
+        os.write(res_w, report)
+        os._exit(status)
+    os.close(res_w)
+    with pytest.raises((PodrunError, OSError)) as caught:
+        helper.wait((pid, -1, res_r))
+    if code is None:
+        assert isinstance(caught.value, OSError) and "the network helper died" in str(caught.value)
+    else:
+        assert isinstance(caught.value, PodrunError) and caught.value.exit_code == code
+        assert str(caught.value) == "network: " + report.decode().split(" ", 1)[1]
