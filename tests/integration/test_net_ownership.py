@@ -4,7 +4,8 @@ ownership"; SECURITY-TESTS 29 and 30), on the real kernel with real pods, nft an
 - After ``kill -9`` of a pod's supervisor, the next ``run`` takes over its port and address at
   once (no gc in between), removing the dead pod's forward, veth and netns first; the dead
   pod's later gc leaves what the new pod holds.  A running pod's port or address is never
-  taken: the new pod fails with 247 and the running pod keeps both.
+  taken: the new pod fails with 247 and the running pod keeps both.  A storm of kill -9s on
+  one port, then runs racing for it, then gc: one winner, nothing left.
 - A pod that gets the address of a pod that is gone answers at once, from the host and from
   pods that talked to the old one (its MAC is derived from the address); the bridge's MAC does
   not change with its ports.
@@ -25,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_BRIDGE, TEST_SUBNET, TEST_TABLE
+from tests.conftest import ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE
 from tests.integration.test_failsafe import _reachable, _web
 from tests.integration.test_net import GATEWAY, _forwards, _free_port, _ip_of, _leases
-from tests.integration.test_run import Pods, module_pods
+from tests.integration.test_run import PODRUN, Pods, module_pods
 
 PREFIX = TEST_SUBNET.rsplit(".", 1)[0]
 
@@ -129,6 +130,28 @@ def test_a_running_pods_port_and_address_are_refused_with_247(pods: Pods, tmp_pa
             assert _has_link(_host_if(uuid)) and _netns(uuid).exists()
     finally:
         _stop(pods, uuid, proc)
+
+
+def test_a_kill9_storm_on_one_port_then_racing_runs_then_gc_leave_nothing(pods: Pods) -> None:
+    """Each pod takes over the port of the one killed before it; three runs racing for the last
+    dead pod's port: exactly one gets it, the others exit 247 naming it; gc leaves nothing."""
+    port = _free_port()
+    killed = []
+    for _ in range(8):
+        proc, uuid, _ = pods.start("--port", f"80:{port}", "demo", "--exec", "/bin/sleep", "--", "600")
+        assert f'comment "{uuid}"' in _forwards() and list(_leases(pods).values()) == [uuid]
+        _kill9(proc)
+        killed.append(uuid)
+    racers = [subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", "--port", f"80:{port}", "demo", "--exec",
+                                "/bin/sh", "--", "-c", "sleep 5"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+              for _ in range(3)]
+    results = [(r.wait(timeout=120), r.stderr.read() if r.stderr else "") for r in racers]
+    assert sorted(code for code, _ in results) == [0, 247, 247], results
+    assert all("already forwarded to running pod" in err for code, err in results if code), results
+    assert not [u for u in killed if _has_link(_host_if(u)) or _netns(u).exists()]
+    out = pods.run("gc", "--grace-period", "0s", check=True).stdout
+    assert all(f"removed pod {u}" in out for u in killed), out
+    assert _forwards() == "" and _leases(pods) == {} and "elements" not in _filter_elements()
 
 
 # -- a reused address answers at once ----------------------------------------------------------
