@@ -52,6 +52,7 @@ def _bench_network() -> Iterator[str]:
         finally:
             subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
             subprocess.run(["nft", "delete", "table", "ip", f"podrun-{BRIDGE}"], capture_output=True)
+            subprocess.run(["nft", "delete", "table", "bridge", f"podrun-{BRIDGE}"], capture_output=True)
             if not podman_bridge_before:
                 subprocess.run(["ip", "link", "del", PODMAN_BRIDGE], capture_output=True)
 

@@ -125,4 +125,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = 1
     subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True)
     subprocess.run(["nft", "delete", "table", "ip", TEST_TABLE], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "bridge", TEST_TABLE], capture_output=True)
     shutil.rmtree(_NET_DIR, ignore_errors=True)

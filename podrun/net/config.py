@@ -43,6 +43,21 @@ class DefaultNet:
         net, _ = self.network()
         return int_to_ip(net + 1)
 
+    def bridge_mac(self) -> str:
+        """The bridge's MAC, fixed (derived from the gateway address): a bridge without one of
+        its own takes the lowest MAC of its ports, so the gateway's MAC that pods have cached
+        would change whenever a pod leaves."""
+        return pod_mac(self.gateway())
+
+
+def pod_mac(ip: str) -> str:
+    """The MAC of the interface holding *ip*: ``02:42`` (locally administered, unicast) and the
+    address's four bytes, as Docker derives it.  A pod that gets an address a dead pod had
+    thus gets its MAC too: the neighbour entries the host and other pods hold for the address
+    stay right, so the new pod answers at once (with a random MAC it was unreachable until
+    they expired, 15-45 s)."""
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
 
 def int_to_ip(value: int) -> str:
     return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))

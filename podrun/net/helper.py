@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from podrun.errors import PodrunError
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps, load_site_packages
 
@@ -74,7 +75,9 @@ def request(handle: Handle, pod_dir: str, data_dir: str, boot_id: str) -> None:
 
 
 def wait(handle: Handle) -> None:
-    """The helper's answer; raises OSError with its error line if it failed."""
+    """The helper's answer.  If it failed: a PodrunError carrying the exit status the helper
+    reported (247 when an address or port is held by a running pod), or OSError (254) when it
+    died without a word."""
     pid, _, res_r = handle
     chunks = []
     while chunk := os.read(res_r, 4096):
@@ -82,8 +85,14 @@ def wait(handle: Handle) -> None:
     os.close(res_r)
     _, status = os.waitpid(pid, 0)
     report = b"".join(chunks).decode(errors="replace")
-    if status != 0 or report != "ok":
+    if status == 0 and report == "ok":
+        return
+    code, _, message = report.partition(" ")
+    if not (code.isdigit() and message):
         raise OSError(f"network: {report or 'the network helper died'}")
+    error = PodrunError(f"network: {message}")
+    error.exit_code = int(code)  # stage1 exits with it
+    raise error
 
 
 def _serve(req_r: int, res_w: int) -> None:

@@ -54,12 +54,14 @@ def ensure_bridge(ipr: IPRoute, net: DefaultNet) -> int:
     found = ipr.link_lookup(ifname=net.bridge)
     if not found:
         try:
-            ipr.link("add", ifname=net.bridge, kind="bridge")
+            ipr.link("add", ifname=net.bridge, kind="bridge", address=net.bridge_mac())
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:  # another pod made it meanwhile
                 raise
         found = ipr.link_lookup(ifname=net.bridge)
     index = int(found[0])
+    if not _own_mac(net.bridge, net.bridge_mac()):  # a bridge an older podrun made
+        ipr.link("set", index=index, address=net.bridge_mac())
     _, prefix = net.network()
     addrs = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)}
     if net.gateway() not in addrs:
@@ -74,14 +76,29 @@ def ensure_bridge(ipr: IPRoute, net: DefaultNet) -> int:
     return index
 
 
+def _own_mac(ifname: str, mac: str) -> bool:
+    """True when *ifname* has *mac*, set explicitly (``addr_assign_type`` 3, NET_ADDR_SET: a
+    bridge keeps it whatever ports come and go)."""
+    try:
+        with open(f"/sys/class/net/{ifname}/address") as f:
+            address = f.read().strip()
+        with open(f"/sys/class/net/{ifname}/addr_assign_type") as f:
+            kind = f.read().strip()
+    except OSError:
+        return False
+    return address == mac and kind == "3"
+
+
 def open_host() -> IPRoute:
     """A netlink socket in this process's network namespace."""
     return IPRoute()
 
 
-def add_veth(ipr: IPRoute, host_if: str, pod_if: str, netns_path: str, bridge_index: int) -> None:
-    """A veth pair: *host_if* on the bridge, *pod_if* inside the pod's network namespace."""
-    ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": pod_if, "net_ns_fd": netns_path})
+def add_veth(ipr: IPRoute, host_if: str, pod_if: str, pod_mac: str, netns_path: str, bridge_index: int) -> None:
+    """A veth pair: *host_if* on the bridge, *pod_if* (with *pod_mac*, see config.pod_mac)
+    inside the pod's network namespace."""
+    ipr.link("add", ifname=host_if, kind="veth",
+             peer={"ifname": pod_if, "net_ns_fd": netns_path, "address": pod_mac})
     index = int(ipr.link_lookup(ifname=host_if)[0])
     ipr.link("set", index=index, master=bridge_index, state="up")
 

@@ -4,11 +4,16 @@ Every host side effect is recorded in ``POD/net/state.json`` *before* it is made
 ``detach`` — idempotent, driven only by that record — undoes it after any crash:
 
     netns    /run/podrun/netns/UUID, a bind mount of the pod's network namespace
-    default  lease of an address (DIR/net/BRIDGE/leases), veth pair on the bridge
+    default  lease of an address (DIR/net/BRIDGE/leases), filter elements (podrun.net.nft:
+             what the pod may send), veth pair on the bridge, the pod's MAC derived from its
+             address (config.pod_mac)
     ports    elements of the nftables maps, named by the pod's UUID (podrun.net.nft); teardown
              removes only the elements that are still this pod's, never another pod's forward
              of the same host port (a failed ``run`` asks for a port a running pod holds)
     cni      per network: ADD (DEL on detach) with the network list copied into POD/net/
+
+A lease or forward in the way of a new pod is taken over at once when the pod holding it is
+provably dead, and refused (ConflictError, exit status 247) while it runs: podrun.net.owners.
 
 Attaching runs in a *helper process* forked by the stage1 supervisor (``run_helper``): the
 helper alone imports pyroute2 (~0.25 s, ~20 MB) and exits when done, and its work overlaps the
@@ -83,7 +88,7 @@ def _make_netns(path: str) -> None:
         os.close(own)
 
 
-def _remove_netns(path: str) -> None:
+def remove_netns(path: str) -> None:
     try:
         sc.umount(path, sc.MNT_DETACH)
     except OSError:
@@ -112,7 +117,7 @@ def attach(pod_dir: str, data_dir: str, manifest: PodManifest, boot_id: str) -> 
     for index, net in enumerate(manifest.networks):
         ifname = f"{POD_IF}{index}"
         if net.name == "default":
-            _attach_default(st, pod_dir, data_dir, manifest, netns, ifname, boot_id, net.arg("IP"))
+            _attach_default(st, data_dir, manifest, netns, ifname, boot_id, net.arg("IP"))
         else:
             _attach_cni(st, pod_dir, manifest, netns, ifname, net.name, list(net.args))
     ip = next((n["ip"] for n in st.doc["networks"] if n.get("ip")), None)
@@ -123,36 +128,44 @@ def attach(pod_dir: str, data_dir: str, manifest: PodManifest, boot_id: str) -> 
         st.doc["ports"] = {"table": default["table"], "ip": default["ip"],
                            "forwards": [[p.proto, p.pod_port, p.host_port, p.host_ip] for p in manifest.ports]}
         st.save()
-        from podrun.net import nft
+        from podrun.net import config, ipam, nft, owners
 
-        nft.add_ports(default["table"], list(manifest.ports), default["ip"], manifest.uuid)
+        default_net = config.DefaultNet(default["bridge"], default["subnet"])
+        with fsutil.flocked(ipam.lock_path(data_dir, default_net.bridge)):
+            nft.add_ports(default_net.table, list(manifest.ports), default["ip"], manifest.uuid,
+                          owners.Owners(data_dir, default_net).running)
         st.doc["ports"]["added"] = True
         st.save()
         faults.checkpoint("net:after-ports", with_parent=True)
     return st.doc
 
 
-def _attach_default(st: State, pod_dir: str, data_dir: str, manifest: PodManifest, netns: str, ifname: str,
-                    boot_id: str, wanted: str | None) -> None:
-    from podrun.net import config, ipam, nft
+def _attach_default(st: State, data_dir: str, manifest: PodManifest, netns: str, ifname: str, boot_id: str,
+                    wanted: str | None) -> None:
+    from podrun.net import config, ipam, nft, owners
 
     net = config.default_net()
     entry: dict[str, Any] = {"kind": "default", "name": "default", "ifname": ifname, "bridge": net.bridge,
                              "table": net.table, "subnet": net.subnet, "host_if": host_ifname(manifest.uuid)}
     st.doc["networks"].append(entry)
     st.save()
-    entry["ip"] = ipam.allocate(data_dir, net, manifest.uuid, boot_id, wanted)
+    lock = ipam.lock_path(data_dir, net.bridge)
+    with fsutil.flocked(lock):
+        entry["ip"] = ipam.allocate(data_dir, net, manifest.uuid, boot_id, wanted,
+                                    owners.Owners(data_dir, net).running)
     entry["gateway"] = net.gateway()
+    entry["mac"] = config.pod_mac(entry["ip"])
+    entry["filter"] = True
     st.save()
     faults.checkpoint("net:after-lease", with_parent=True)
-    probe = nft.probe_table(net.table)  # runs while pyroute2 loads
+    adding = nft.start_filter(net.table, entry["host_if"], entry["mac"], entry["ip"])  # runs while pyroute2 loads
     from podrun.net import link  # pyroute2: only pods on the default network pay for it
 
-    with fsutil.flocked(os.path.join(data_dir, "net", net.bridge, "lock")):
-        nft.ensure_table(net.table, net.subnet, probe)
+    with fsutil.flocked(lock):
+        nft.finish_filter(adding, net.table, net.subnet, entry["host_if"], entry["mac"], entry["ip"])
     with link.open_host() as ipr:
         bridge = link.ensure_bridge(ipr, net)
-        link.add_veth(ipr, entry["host_if"], ifname, netns, bridge)
+        link.add_veth(ipr, entry["host_if"], ifname, entry["mac"], netns, bridge)
     faults.checkpoint("net:after-veth", with_parent=True)
     _, prefix = net.network()
     link.configure_pod_side(netns, ifname, entry["ip"], prefix, net.gateway())
@@ -181,30 +194,67 @@ def _attach_cni(st: State, pod_dir: str, manifest: PodManifest, netns: str, ifna
 def detach(pod_dir: str, delete_links: bool = True) -> list[str]:
     """Undo everything the record lists (idempotent); returns what could not be undone.
 
-    Order: port forwards, CNI DEL (while the netns still exists), leases, the netns mount; then,
-    with *delete_links* (gc), host interfaces that outlived their netns.  A pod's own exit path
-    skips that: its veth dies with the netns, and pyroute2 is not loaded there."""
+    Order: port forwards, CNI DEL (while the netns still exists), the netns mount, with
+    *delete_links* (gc) host interfaces that outlived it, then leases — an address is free
+    only once the interface holding it is gone or going (recorded as ``detached``).  Then, with
+    *delete_links*, the filter elements naming the pod's interfaces (recorded as ``cleaned``).
+    A pod's own exit path skips both: its veth dies with the netns, pyroute2 is not loaded
+    there, and an nft run would lengthen every pod's exit for elements that let nothing
+    through once the interface is gone."""
     st = State(pod_dir).load()
-    if not st.doc or st.doc.get("detached"):
+    if not st.doc or st.doc.get("cleaned") or (st.doc.get("detached") and not delete_links):
         return []
+    if not st.doc.get("detached"):
+        problems = _release(st.doc, delete_links)
+        if problems:
+            return problems
+        st.doc["detached"] = True
+        st.save()
+    if not delete_links:
+        return []
+    problems = _clean(st.doc)
+    if not problems:
+        st.doc["cleaned"] = True
+        st.save()
+    return problems
+
+
+def _release(doc: dict[str, Any], delete_links: bool) -> list[str]:
     problems: list[str] = []
-    if st.doc.get("ports"):
+    if doc.get("ports"):
         try:
-            _remove_ports(st.doc)
+            _remove_ports(doc)
         except (OSError, PodrunError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"port forwards: {exc}")
-    netns = str(st.doc.get("netns", ""))
-    for entry in reversed(st.doc.get("networks", [])):
+    netns = str(doc.get("netns", ""))
+    networks = list(reversed(doc.get("networks", [])))
+    for entry in networks:
         try:
             if entry.get("kind") == "cni":
-                _detach_cni(entry, str(st.doc.get("uuid", "")), netns)
-            elif entry.get("kind") == "default":
-                _detach_default(entry, str(st.doc.get("data_dir", "")), str(st.doc.get("uuid", "")))
+                _detach_cni(entry, str(doc.get("uuid", "")), netns)
         except (OSError, PodrunError, ValueError, KeyError) as exc:
             problems.append(f"network {entry.get('name')}: {exc}")
     if netns:
-        _remove_netns(netns)
-    for entry in st.doc.get("networks", []) if delete_links else ():
+        remove_netns(netns)
+    if delete_links:
+        problems += _delete_links(doc)
+    if problems:
+        return problems  # keep the leases while an interface may still hold their addresses
+    for entry in networks:
+        if entry.get("kind") == "default" and doc.get("data_dir") and doc.get("uuid"):
+            from podrun.net import ipam
+
+            try:
+                ipam.release(str(doc["data_dir"]), str(entry["bridge"]), str(doc["uuid"]))
+            except (OSError, KeyError) as exc:
+                problems.append(f"network {entry.get('name')}: {exc}")
+    return problems
+
+
+def _delete_links(doc: dict[str, Any]) -> list[str]:
+    """Remove the host interfaces the record lists that are still there."""
+    problems = []
+    for entry in doc.get("networks", []):
         host_if = entry.get("host_if")
         if host_if and os.path.exists(f"/sys/class/net/{host_if}"):
             try:
@@ -213,16 +263,28 @@ def detach(pod_dir: str, delete_links: bool = True) -> list[str]:
                 link.delete_link(host_if)
             except Exception as exc:
                 problems.append(f"interface {host_if}: {exc}")
-    if not problems:
-        st.doc["detached"] = True
-        st.save()
+    return problems
+
+
+def _clean(doc: dict[str, Any]) -> list[str]:
+    """What a pod left that lets nothing through: host interfaces that outlived a pod's own
+    teardown, and the filter elements naming them."""
+    problems = _delete_links(doc)
+    for entry in doc.get("networks", []):
+        if entry.get("filter") and not problems:
+            from podrun.net import nft
+
+            try:
+                nft.remove_filter(str(entry["table"]), str(entry["host_if"]), str(entry["mac"]), str(entry["ip"]))
+            except (PodrunError, KeyError) as exc:
+                problems.append(f"filter elements of {entry.get('host_if')}: {exc}")
     return problems
 
 
 def _remove_ports(doc: dict[str, Any]) -> None:
     """Remove the forwards the record lists that are still this pod's (nft.remove_ports: by
     owner, key and value), under the default network's lock."""
-    from podrun.net import nft
+    from podrun.net import ipam, nft
     from podrun.net.spec import PortSpec
 
     ports = doc["ports"]
@@ -230,9 +292,7 @@ def _remove_ports(doc: dict[str, Any]) -> None:
     bridge = next((str(n["bridge"]) for n in doc["networks"] if n.get("kind") == "default"), None)
     if bridge is None:
         raise ValueError("the record lists forwards but no default network")
-    lock_dir = os.path.join(str(doc["data_dir"]), "net", bridge)
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    with fsutil.flocked(os.path.join(lock_dir, "lock")):
+    with fsutil.flocked(ipam.lock_path(str(doc["data_dir"]), bridge)):
         nft.remove_ports(str(ports["table"]), forwards, str(ports["ip"]), str(doc["uuid"]))
 
 
@@ -246,23 +306,18 @@ def _detach_cni(entry: dict[str, Any], uuid: str, netns: str) -> None:
                config.cni_path(), entry.get("result"))
 
 
-def _detach_default(entry: dict[str, Any], data_dir: str, uuid: str) -> None:
-    from podrun.net import ipam
-
-    if data_dir and uuid:
-        ipam.release(data_dir, entry["bridge"], uuid)
-
-
 def run_helper(pod_dir: str, data_dir: str, manifest: PodManifest, boot_id: str, done_w: int) -> None:
-    """Body of stage1's network helper process: attach, then report on *done_w* (b"ok" or an
-    error line) and exit."""
+    """Body of stage1's network helper process: attach, then report on *done_w* (``ok``, or
+    ``CODE MESSAGE``: the exit status the failure calls for and one line, see helper.wait) and
+    exit."""
     try:
         attach(pod_dir, data_dir, manifest, boot_id)
         os.write(done_w, b"ok")
         os._exit(0)
     except BaseException as exc:  # the supervisor prints it and cleans up
+        code = exc.exit_code if isinstance(exc, PodrunError) else PodrunError.exit_code
         try:
-            os.write(done_w, f"{exc}".encode()[:4000] or b"failed")
+            os.write(done_w, f"{code} {exc or 'failed'}".encode()[:4000])
         finally:
             os._exit(1)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from podrun.errors import ConflictError, UsageError
+from podrun.errors import ConflictError, LimitExceededError, UsageError
 from podrun.net import ipam
-from podrun.net.config import DefaultNet
+from podrun.net.config import DefaultNet, pod_mac
 from podrun.net.spec import NetSpec, PortSpec, check_dns, check_hosts_entry, exposed_port_names, parse_net, parse_port
 from podrun.pod.manifest import AppSpec, PodManifest
 from podrun.stage1.pod import hosts_file, resolv_conf
@@ -90,35 +90,48 @@ def test_hosts_file() -> None:
 
 
 def test_leases(tmp_path: Path) -> None:
+    """Lowest never-leased address first, then the lowest whose pod the judge finds dead (it is
+    asked only about the lease that would be taken); a running pod's address is refused."""
     net = DefaultNet("prunit0", "10.77.0.0/29")  # .1 bridge, .2-.6 pods
     data = str(tmp_path)
-    first = ipam.allocate(data, net, "pod-a", "boot1")
-    assert first == "10.77.0.2"
-    assert ipam.allocate(data, net, "pod-b", "boot1") == "10.77.0.3"
-    # pod-a is not running (no locked pod dir): its address is free for a static request
-    assert ipam.allocate(data, net, "pod-c", "boot1", "10.77.0.2") == "10.77.0.2"
-    held = tmp_path / "pods" / "run" / "pod-d"
-    held.mkdir(parents=True)
-    import fcntl
-    import os
+    live = {"pod-b", "pod-d"}
+    asked: list[str] = []
 
-    fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        assert ipam.allocate(data, net, "pod-d", "boot1", "10.77.0.6") == "10.77.0.6"
-        with pytest.raises(ConflictError, match="already leased to running pod pod-d"):
-            ipam.allocate(data, net, "pod-e", "boot1", "10.77.0.6")
-        with pytest.raises(ConflictError):
-            ipam.allocate(data, net, "pod-e", "boot1", "10.77.0.1")  # the bridge's
-        # after a reboot every old lease is stale, even a running-looking one
-        assert ipam.allocate(data, net, "pod-e", "boot2", "10.77.0.6") == "10.77.0.6"
-    finally:
-        os.close(fd)
-    assert ipam.release(data, "prunit0", "pod-e") == ["10.77.0.6"]
-    assert ipam.release(data, "prunit0", "pod-e") == []
+    def running(pod: str) -> bool:
+        asked.append(pod)
+        return pod in live
+
+    def allocate(uuid: str, wanted: str | None = None, boot: str = "boot1") -> str:
+        return ipam.allocate(data, net, uuid, boot, wanted, running)
+
+    assert [allocate("pod-a"), allocate("pod-b")] == ["10.77.0.2", "10.77.0.3"] and asked == []
+    assert allocate("pod-c", "10.77.0.2") == "10.77.0.2" and asked == ["pod-a"]  # pod-a is dead
+    assert allocate("pod-d", "10.77.0.6") == "10.77.0.6"
+    with pytest.raises(ConflictError, match="already leased to running pod pod-d"):
+        allocate("pod-e", "10.77.0.6")
+    with pytest.raises(UsageError, match="not a pod address"):
+        allocate("pod-e", "10.77.0.1")  # the bridge's
+    asked.clear()
+    assert [allocate("pod-f"), allocate("pod-g")] == ["10.77.0.4", "10.77.0.5"] and asked == []
+    live.discard("pod-b")  # pod-c runs, pod-b died: the lowest lease of a dead pod
+    live.add("pod-c")
+    assert allocate("pod-h") == "10.77.0.3" and asked == ["pod-c", "pod-b"]
+    live.update({"pod-f", "pod-g", "pod-h"})
+    with pytest.raises(LimitExceededError, match="no free address"):
+        allocate("pod-i")
+    asked.clear()
+    assert allocate("pod-j", "10.77.0.6", boot="boot2") == "10.77.0.6" and asked == []  # after a reboot
+    assert ipam.release(data, "prunit0", "pod-j") == ["10.77.0.6"]
+    assert ipam.release(data, "prunit0", "pod-j") == []
     leases = ipam.leases(data, net)
-    assert {ip: doc["pod"] for ip, doc in leases.items()} == {"10.77.0.2": "pod-c", "10.77.0.3": "pod-b"}
-    assert json.loads((tmp_path / "net" / "prunit0" / "leases" / "10.77.0.3").read_text())["boot_id"] == "boot1"
+    assert {ip: doc["pod"] for ip, doc in leases.items()} == {
+        "10.77.0.2": "pod-c", "10.77.0.3": "pod-h", "10.77.0.4": "pod-f", "10.77.0.5": "pod-g"}
+    assert json.loads((tmp_path / "net" / "prunit0" / "leases" / "10.77.0.4").read_text())["boot_id"] == "boot1"
+
+
+def test_pod_mac_is_derived_from_the_address() -> None:
+    assert pod_mac("172.16.28.2") == "02:42:ac:10:1c:02"
+    assert DefaultNet("prunit0", "10.77.0.0/29").bridge_mac() == "02:42:0a:4d:00:01"
 
 
 def test_network_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,3 +163,30 @@ def test_network_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                                                           "plugins": [{"type": "../../bin/sh"}]}))
     with pytest.raises(UsageError, match="plugin"):
         config.load_cni("bad")
+
+
+@pytest.mark.parametrize(("report", "status", "code"), [
+    (b"247 address 10.0.0.2 of the default network is already leased to running pod P", 1, 247),
+    (b"254 nft: something", 1, 254),
+    (b"", 1, None),  # died without a word: OSError, as before
+])
+def test_the_network_helpers_report_carries_the_exit_status(report: bytes, status: int, code: int | None) -> None:
+    import os
+
+    from podrun.errors import PodrunError
+    from podrun.net import helper
+
+    res_r, res_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(res_r)
+        os.write(res_w, report)
+        os._exit(status)
+    os.close(res_w)
+    with pytest.raises((PodrunError, OSError)) as caught:
+        helper.wait((pid, -1, res_r))
+    if code is None:
+        assert isinstance(caught.value, OSError) and "the network helper died" in str(caught.value)
+    else:
+        assert isinstance(caught.value, PodrunError) and caught.value.exit_code == code
+        assert str(caught.value) == "network: " + report.decode().split(" ", 1)[1]
