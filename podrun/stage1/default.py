@@ -23,6 +23,7 @@ import sys
 import time
 
 from podrun import faults, fsutil
+from podrun.errors import PodrunError
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps
@@ -151,7 +152,8 @@ def main(argv: list[str]) -> NoReturn:
         _undo_setup(pod_dir, networked, host_pidns, pod_cgroup)
         if sd is not None:
             sd.close()
-        sys.exit(EXIT_STAGE1_FAILED)
+        # a PodrunError keeps its code (247: a running pod holds the address or port asked for)
+        sys.exit(exc.exit_code if isinstance(exc, PodrunError) else EXIT_STAGE1_FAILED)
     code = Supervisor(pod_dir, manifest, roots, files, init_cgroup, app_cgroups, sd, netns_fd).run()
     sd.close()
     finished = os.path.join(pod_dir, "finished")
