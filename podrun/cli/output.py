@@ -31,6 +31,12 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], legend: b
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def warn_damage(uuid: str, errors: Sequence[str]) -> None:
+    """One warning line on stderr naming what is damaged in a pod (podrun-state(5))."""
+    if errors:
+        click.echo(f"podrun: warning: pod {uuid}: {'; '.join(errors)}", err=True)
+
+
 def human_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):

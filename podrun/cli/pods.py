@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
 from podrun.cli import Globals
-from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_time, print_json, print_table
+from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_time, print_json, print_table, warn_damage
 from podrun.errors import PodrunError, StoreError, UsageError
+from podrun.pod.state import PodFileDamage
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from podrun.pod.layout import PodDirs
 
 
 def parse_duration(text: str, flag: str) -> float:
@@ -57,8 +64,7 @@ def list_cmd(g: Globals, fmt: str, no_legend: bool, full: bool) -> None:
     reconcile(dirs)
     pods = list_pods(dirs)
     for p in pods:
-        for err in p.errors:
-            click.echo(f"podrun: warning: pod {p.uuid}: {err}", err=True)
+        warn_damage(p.uuid, p.errors)
     if fmt == "json":
         print_json([p.to_json() for p in pods])
         return
@@ -90,37 +96,48 @@ def status_cmd(g: Globals, uuid: str | None, uuid_file: str | None, wait: str | 
 
     dirs = PodDirs(g.data_dir)
     phase, full = dirs.find(_uuids((uuid,) if uuid else (), uuid_file)[0])
-    path = dirs.path(phase, full)
     if wait_ready is not None:
         limit = None if wait_ready == "forever" else parse_duration(wait_ready, "--wait-ready")
-        deadline = None if limit is None else time.monotonic() + limit
-        while not (path / "ready").exists():
-            if deadline is not None and time.monotonic() > deadline:
-                raise PodrunError(f"pod {full} not ready after {wait_ready}")
-            if phase == "run" and (path / "finished").exists():
-                break
-            time.sleep(0.02)
-    if wait is not None:
+        phase = _wait_ready(dirs, phase, full, None if limit is None else time.monotonic() + limit, wait_ready)
+    if wait is not None and phase == "run":
         limit = None if wait == "forever" else parse_duration(wait, "--wait")
-        if phase == "run" and not wait_unlocked(path, limit):
-            raise PodrunError(f"pod {full} still running after {wait}")
+        with _pod_files(dirs.path(phase, full)) as fd:
+            if not wait_unlocked(fd, limit):
+                raise PodrunError(f"pod {full} still running after {wait}")
     st = read_status(dirs, *dirs.find(full))
     if fmt == "json":
         print_json(st.to_json())
-        return
-    click.echo(f"state={st.state}")
-    click.echo(f"created={human_time(st.created)}")
-    click.echo(f"started={human_time(st.started)}")
-    if st.pid:
-        click.echo(f"pid={st.pid}")
-    if st.finished is not None or st.state in ("exited", "exited-garbage"):
-        click.echo("exited=true")
-        click.echo(f"exit-code={st.exit_code if st.exit_code is not None else 'unknown'}")
-    for app in st.apps:
-        code = "" if app.exit_code is None else str(app.exit_code)
-        click.echo(f"app-{app.name}={code or ('running' if st.state == 'running' else 'unknown')}")
-    for err in st.errors:
-        click.echo(f"podrun: warning: {err}", err=True)
+    else:
+        click.echo(f"state={st.state}")
+        click.echo(f"created={human_time(st.created)}")
+        click.echo(f"started={human_time(st.started)}")
+        if st.pid:
+            click.echo(f"pid={st.pid}")
+        if st.finished is not None or st.state in ("exited", "exited-garbage"):
+            click.echo("exited=true")
+            click.echo(f"exit-code={st.exit_code if st.exit_code is not None else 'unknown'}")
+        for app in st.apps:
+            code = "" if app.exit_code is None else str(app.exit_code)
+            click.echo(f"app-{app.name}={code or ('running' if st.state == 'running' else 'unknown')}")
+    warn_damage(full, st.errors)
+
+
+def _wait_ready(dirs: PodDirs, phase: str, uuid: str, deadline: float | None, text: str) -> str:
+    """Wait until the pod's apps have all started, or it ended without that; returns its phase.
+    A pod still prepared is waited for through ``run-prepared`` (it moves to run/)."""
+    from podrun.pod.layout import lock_held_fd
+    from podrun.pod.state import pod_file_present
+
+    while True:
+        if not os.path.lexists(dirs.path(phase, uuid)):
+            phase, _ = dirs.find(uuid)
+        with _pod_files(dirs.path(phase, uuid)) as fd:
+            if pod_file_present(fd, "ready") or phase in ("exited-garbage", "garbage") or (
+                    phase != "prepared" and not lock_held_fd(fd)):  # exited or aborted: never ready
+                return phase
+        if deadline is not None and time.monotonic() > deadline:
+            raise PodrunError(f"pod {uuid} not ready after {text}")
+        time.sleep(0.02)
 
 
 @click.command("stop")
@@ -141,7 +158,8 @@ def stop_cmd(g: Globals, uuids: tuple[str, ...], uuid_file: str | None, force: b
         if phase != "run":
             click.echo(f"{full} was not running")
             continue
-        click.echo(stop_pod(dirs.path(phase, full), full, force, limit))
+        with _pod_files(dirs.path(phase, full)) as fd:
+            click.echo(stop_pod(fd, full, force, limit))
 
 
 @click.command("rm")
@@ -196,14 +214,32 @@ def gc_cmd(g: Globals, grace_period: str, expire_prepared: str, mark_only: bool)
 def cat_manifest_cmd(g: Globals, uuid: str | None, uuid_file: str | None) -> None:
     """Print a pod's manifest."""
     from podrun.pod.layout import PodDirs
-    from podrun.pod.manifest import MANIFEST
+    from podrun.pod.state import load_manifest
 
     dirs = PodDirs(g.data_dir)
     phase, full = dirs.find(_uuids((uuid,) if uuid else (), uuid_file)[0])
+    with _pod_files(dirs.path(phase, full)) as fd:
+        _, data = load_manifest(fd)
+    sys.stdout.buffer.write(data)
+
+
+@contextlib.contextmanager
+def _pod_files(path: Path) -> Iterator[int]:
+    """The pod directory's fd, for reading its files; damage to them becomes a StoreError (248)."""
+    from podrun.pod.state import open_pod_dir
+
+    fd = open_pod_dir(path)
     try:
-        click.echo((dirs.path(phase, full) / MANIFEST).read_text(), nl=False)
-    except OSError as exc:
-        raise StoreError(f"pod {full}: cannot read its manifest ({exc.strerror})") from None
+        yield fd
+    except PodFileDamage as exc:
+        raise StoreError(f"pod {path.name}: {exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _check_app(uuid: str, app: str, names: list[str]) -> None:
+    if app not in names:
+        raise UsageError(f"pod {uuid} has no app {app!r} (apps: {', '.join(names)})")
 
 
 @click.command("enter", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -214,12 +250,9 @@ def cat_manifest_cmd(g: Globals, uuid: str | None, uuid_file: str | None) -> Non
 def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[str, ...]) -> None:
     """Run CMD (default /bin/sh) in a running app with the app's namespaces, root, cgroup,
     user, capabilities and seccomp filter:  podrun enter [--app NAME] UUID [CMD...]"""
-    import os
-
-    from podrun.pod.layout import PodDirs
-    from podrun.pod.manifest import MANIFEST, PodManifest
+    from podrun.pod.layout import PodDirs, lock_held_fd
     from podrun.pod.prepare import entrypoint, stage1_env
-    from podrun.pod.state import lock_held
+    from podrun.pod.state import load_manifest, read_cgroups, read_pid
 
     rest = list(args)
     if not uuid_file:
@@ -231,16 +264,18 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
     dirs = PodDirs(g.data_dir)
     phase, full = dirs.find(text)
     path = dirs.path(phase, full)
-    if phase != "run" or not lock_held(path):
-        raise PodrunError(f"pod {full} is not running")
-    manifest = PodManifest.from_json((path / MANIFEST).read_bytes())
+    with _pod_files(path) as fd:
+        if phase != "run" or not lock_held_fd(fd):
+            raise PodrunError(f"pod {full} is not running")
+        manifest, _ = load_manifest(fd)
+        read_pid(fd)  # what stage1's enter reads: damage is named here, before the exec
+        read_cgroups(fd)
     names = [a.name for a in manifest.apps]
     if app is None:
         if len(names) != 1:
             raise UsageError(f"pod {full} has several apps ({', '.join(names)}): choose one with --app")
         app = names[0]
-    elif app not in names:
-        raise UsageError(f"pod {full} has no app {app!r} (apps: {', '.join(names)})")
+    _check_app(full, app, names)
     entry = entrypoint(manifest.stage1, "enter")
     argv = [sys.executable, "-I", "-S", str(entry), "--pod-dir", str(path), "--app", app, "--", *rest]
     sys.stdout.flush()
@@ -249,14 +284,19 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
 
 class AppLog:
     """One app's output as ``podrun.stage1.logrelay`` keeps it: ``log.1`` (older, once the log
-    was rotated) then ``log``.  ``read`` returns what is new since the last call, across
-    rotations: once ``log`` names another file, the old one (now ``log.1``) is read to its end
-    first; a whole file rotated away between two calls is lost with it."""
+    was rotated) then ``log``, read beneath the directory *base_fd* as ``PREFIX + log`` with the
+    pod files' rules (no symbolic link followed, regular files only; PodFileDamage otherwise).
+    ``chunks`` yields what is new since the last call, across rotations, in pieces of at most
+    CHUNK bytes (a log may be large): once ``log`` names another file, the old one (now
+    ``log.1``) is read to its end first; a whole file rotated away between two calls is lost
+    with it."""
 
     LOG, OLDER = "log", "log.1"
+    CHUNK = 1 << 20
 
-    def __init__(self, app_dir: Path) -> None:
-        self.dir = app_dir
+    def __init__(self, base_fd: int, prefix: str) -> None:
+        self.base_fd = base_fd
+        self.prefix = prefix
         self.cur = self._open(self.LOG)  # first log, then log.1: a rotation in between shows as the same file
         older = self._open(self.OLDER)
         self.pending = [older] if older is not None and _ino(older) != _ino(self.cur) else []
@@ -264,37 +304,44 @@ class AppLog:
             older.close()
 
     def _open(self, name: str) -> BinaryIO | None:
-        try:
-            return open(self.dir / name, "rb")
-        except FileNotFoundError:
-            return None
+        from podrun.pod.state import open_pod_file
 
-    def read(self) -> bytes:
-        out = b"".join(f.read() for f in self.pending)
+        fd = open_pod_file(self.base_fd, self.prefix + name)
+        return None if fd is None else os.fdopen(fd, "rb")
+
+    def _drain(self, f: BinaryIO) -> Iterator[bytes]:
+        while chunk := f.read(self.CHUNK):
+            yield chunk
+
+    def chunks(self) -> Iterator[bytes]:
+        from podrun.pod.state import pod_file_stat
+
+        for f in self.pending:
+            yield from self._drain(f)
         self.close_pending()
         if self.cur is None:
             self.cur = self._open(self.LOG)
             if self.cur is None:
-                return out
+                return
         if os.fstat(self.cur.fileno()).st_size < self.cur.tell():  # started over (logrelay's fallback)
             self.cur.seek(0)
-        out += self.cur.read()
-        try:
-            now = os.stat(self.dir / self.LOG).st_ino
-        except FileNotFoundError:  # between the rename and the new log: look again next time
-            return out
+        yield from self._drain(self.cur)
+        now = pod_file_stat(self.base_fd, self.prefix + self.LOG)
+        if now is None:  # between the rename and the new log: look again next time
+            return
         old = _ino(self.cur)
-        if now == old:
-            return out
-        out += self.cur.read()  # rotated: its last bytes were written before the rename
+        if now.st_ino == old:
+            return
+        yield from self._drain(self.cur)  # rotated: its last bytes were written before the rename
         self.cur.close()
         self.cur = self._open(self.LOG)
         middle = self._open(self.OLDER)
         if middle is not None:
             if _ino(middle) not in (old, _ino(self.cur)):  # a whole rotation since the last look
-                out += middle.read()
+                yield from self._drain(middle)
             middle.close()
-        return out + (self.cur.read() if self.cur is not None else b"")
+        if self.cur is not None:
+            yield from self._drain(self.cur)
 
     def close_pending(self) -> None:
         for f in self.pending:
@@ -311,6 +358,21 @@ def _ino(f: BinaryIO | None) -> int | None:
     return None if f is None else os.fstat(f.fileno()).st_ino
 
 
+class _LinePrefix:
+    """Prefixes every line of one app's output with ``NAME | ``, across chunk boundaries."""
+
+    def __init__(self, name: str) -> None:
+        self.prefix = name.encode() + b" | "
+        self.at_line_start = True
+
+    def __call__(self, data: bytes) -> bytes:
+        lines = data.splitlines(keepends=True)
+        out = b"".join((self.prefix if i or self.at_line_start else b"") + line for i, line in enumerate(lines))
+        if lines:
+            self.at_line_start = lines[-1].endswith((b"\n", b"\r"))
+        return out
+
+
 @click.command("logs")
 @click.option("--app", "app", help="Only this app's output.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the pod ends.")
@@ -319,35 +381,30 @@ def _ino(f: BinaryIO | None) -> int | None:
 @click.pass_obj
 def logs_cmd(g: Globals, app: str | None, follow: bool, uuid_file: str | None, uuid: str | None) -> None:
     """Print the apps' output (stdout and stderr), kept in the pod dir until gc."""
-    from podrun.pod.layout import PodDirs
-    from podrun.pod.manifest import MANIFEST, PodManifest
-    from podrun.pod.state import lock_held
+    from podrun.pod.layout import PodDirs, lock_held_fd
+    from podrun.pod.state import load_manifest
 
     dirs = PodDirs(g.data_dir)
     phase, full = dirs.find(_uuids((uuid,) if uuid else (), uuid_file)[0])
-    path = dirs.path(phase, full)
-    try:
-        names = [a.name for a in PodManifest.from_json((path / MANIFEST).read_bytes()).apps]
-    except (OSError, ValueError, KeyError) as exc:
-        raise StoreError(f"pod {full}: unreadable manifest ({exc})") from None
-    if app is not None and app not in names:
-        raise UsageError(f"pod {full} has no app {app!r} (apps: {', '.join(names)})")
-    wanted = [app] if app else names
-    prefix = len(wanted) > 1
-    logs = {name: AppLog(path / "apps" / name) for name in wanted}
     out = sys.stdout.buffer
-    try:
-        while True:
-            alive = follow and lock_held(path)
-            for name, log in logs.items():
-                data = log.read()
-                if prefix:
-                    data = b"".join(name.encode() + b" | " + line for line in data.splitlines(keepends=True))
-                out.write(data)
-            out.flush()
-            if not alive:
-                return
-            time.sleep(0.2)
-    finally:
-        for log in logs.values():
-            log.close()
+    with _pod_files(dirs.path(phase, full)) as fd:
+        names = [a.name for a in load_manifest(fd)[0].apps]
+        if app is not None:
+            _check_app(full, app, names)
+        wanted = [app] if app else names
+        logs = {name: AppLog(fd, f"apps/{name}/") for name in wanted}
+        prefixes = {name: _LinePrefix(name) for name in wanted} if len(wanted) > 1 else {}
+        try:
+            while True:
+                alive = follow and lock_held_fd(fd)
+                for name, log in logs.items():
+                    prefix = prefixes.get(name)
+                    for chunk in log.chunks():
+                        out.write(prefix(chunk) if prefix else chunk)
+                out.flush()
+                if not alive:
+                    return
+                time.sleep(0.2)
+        finally:
+            for log in logs.values():
+                log.close()

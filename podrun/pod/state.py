@@ -8,23 +8,54 @@ A pod's state is its phase directory plus whether its lock is held (rkt's model)
 
 Files read (see man/podrun-state.5): pod.json (manifest), pid and ready (stage1), status/APP
 (exit of each app, written by the pod's pid 1), finished (the supervisor's exit), cgroups (the
-cgroup directories, recorded before they are created).
+cgroup directories, recorded before they are created), net/state.json (the network record).
+
+One damaged pod must never break the others (issue 12).  Every pod file is read relative to
+the pod directory's fd, one path component at a time and never through a symbolic link, so no
+pod file makes podrun read outside its pod directory; only regular files are opened (a FIFO
+would block the reader, a device such as /dev/zero never end), each within a size bound; and
+every record is type-checked (``{"exit_code": "zero"}`` is damage, not an exit code).  What is
+wrong is named as "FILE: what" in the pod's ``errors``, and the rest of the pod is still read.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
+import math
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from podrun.pod.layout import PHASES, PodDirs, lock_held_fd
+from podrun.errors import StoreError
+from podrun.pod.appflags import APP_NAME_RE
+from podrun.pod.layout import MANIFEST_LIMIT, PHASES, PodDirs, lock_held_fd
 from podrun.pod.manifest import MANIFEST
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from podrun.pod.manifest import PodManifest
 
 _LOCKED_STATE = {"embryo": "embryo", "prepare": "preparing", "run": "running", "garbage": "deleting"}
 _UNLOCKED_STATE = {"embryo": "aborted", "prepare": "aborted", "run": "exited"}
+
+# What podrun writes is far smaller; a larger file is damage and is never read into memory.
+RECORD_LIMIT = 64 << 10  # pid, ready, finished, status/APP, cgroups
+NET_STATE_LIMIT = 1 << 20  # net/state.json
+PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT
+SIGNAL_MAX = 64  # SIGRTMAX
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO put in place between the check and the open must not block the reader.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFLNK: "a symbolic link",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+class PodFileDamage(Exception):
+    """A pod file that is not what podrun writes there; ``str()`` is one line, ``FILE: what``."""
 
 
 @dataclass(frozen=True)
@@ -60,72 +91,281 @@ class PodStatus:
         return doc
 
 
-def lock_held(path: Path) -> bool:
-    """True when another process holds the pod's lock (a shared try-lock, released at once)."""
+# -- reading pod files ------------------------------------------------------------------------
+
+def _open_dir(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return os.open(path, _DIR_FLAGS)
+    except OSError as exc:
+        raise PodFileDamage(f"the pod directory {_what_is(None, str(path), exc)}") from None
+
+
+def open_pod_dir(path: Path) -> int:
+    """The pod directory's fd, never opened through a symbolic link (StoreError otherwise)."""
+    try:
+        return _open_dir(path)
+    except PodFileDamage as exc:
+        raise StoreError(f"pod {path.name}: {exc}") from None
+
+
+def _what_is(dir_fd: int | None, name: str, exc: OSError) -> str:
+    """Why *name* could not be opened, in words: its kind when it is not what was expected."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except OSError:
-        return False
+        mode = 0
+    if exc.errno in (errno.ENOTDIR, errno.ELOOP) and stat.S_IFMT(mode) in _KINDS:
+        return f"is {_KINDS[stat.S_IFMT(mode)]}"
+    if exc.errno == errno.ENOTDIR:
+        return "is not a directory"
+    return f"cannot be read ({exc.strerror})"
+
+
+def _parent_fd(pod_fd: int, rel: str) -> tuple[int | None, str]:
+    """(fd of the directory holding *rel*, its last component); None when a directory on the
+    way does not exist.  Components are opened one by one without following links."""
+    *parents, name = rel.split("/")
+    fd = pod_fd
     try:
-        return lock_held_fd(fd)
+        for i, part in enumerate(parents):
+            try:
+                sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                return None, name
+            except OSError as exc:
+                raise PodFileDamage(f"{'/'.join(parents[:i + 1])}: {_what_is(fd, part, exc)}") from None
+            if fd != pod_fd:
+                os.close(fd)
+            fd = sub
+    except BaseException:
+        if fd != pod_fd:
+            os.close(fd)
+        raise
+    return fd, name
+
+
+def pod_file_stat(pod_fd: int, rel: str) -> os.stat_result | None:
+    """lstat of *rel* beneath the pod directory (None when absent)."""
+    fd, name = _parent_fd(pod_fd, rel)
+    if fd is None:
+        return None
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PodFileDamage(f"{rel}: cannot be read ({exc.strerror})") from None
+    finally:
+        if fd != pod_fd:
+            os.close(fd)
+
+
+def _check_regular(rel: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise PodFileDamage(f"{rel}: is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')}")
+
+
+def pod_file_present(pod_fd: int, rel: str) -> bool:
+    """Whether the regular file *rel* exists (a marker such as ``ready``); damage if it is
+    anything else."""
+    st = pod_file_stat(pod_fd, rel)
+    if st is not None:
+        _check_regular(rel, st)
+    return st is not None
+
+
+def open_pod_file(pod_fd: int, rel: str) -> int | None:
+    """A read-only fd of the regular file *rel* beneath the pod directory (None when absent).
+
+    Nothing but a regular file is ever opened: its kind is checked before the open (opening a
+    FIFO or a device is itself an action) and again on the open file."""
+    fd, name = _parent_fd(pod_fd, rel)
+    if fd is None:
+        return None
+    try:
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            _check_regular(rel, st)
+            f = os.open(name, _FILE_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise PodFileDamage(f"{rel}: {_what_is(fd, name, exc)}") from None
+    finally:
+        if fd != pod_fd:
+            os.close(fd)
+    try:
+        _check_regular(rel, os.fstat(f))
+        os.set_blocking(f, True)
+    except BaseException:
+        os.close(f)
+        raise
+    return f
+
+
+def read_pod_file(pod_fd: int, rel: str, limit: int) -> bytes | None:
+    """The bytes of the regular file *rel* (None when absent), at most *limit* of them."""
+    fd = open_pod_file(pod_fd, rel)
+    if fd is None:
+        return None
+    try:
+        size = os.fstat(fd).st_size  # a huge file is refused before any of it is read
+        data = b"" if size > limit else _read_at_most(fd, limit + 1)
+    except OSError as exc:
+        raise PodFileDamage(f"{rel}: cannot be read ({exc.strerror})") from None
     finally:
         os.close(fd)
+    if max(size, len(data)) > limit:
+        raise PodFileDamage(f"{rel}: larger than {limit} bytes")
+    return data
 
 
-class _PodFiles:
-    """Reads a pod's small files relative to its directory fd (fast: `list` reads thousands)."""
+def _read_at_most(fd: int, count: int) -> bytes:
+    chunks: list[bytes] = []
+    while count > 0 and (chunk := os.read(fd, count)):
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_pod_json(pod_fd: int, rel: str, limit: int = RECORD_LIMIT) -> Any:
+    """The JSON document *rel* (None when absent); damage if it cannot be parsed."""
+    data = read_pod_file(pod_fd, rel, limit)
+    if data is None:
+        return None
+    if not data.strip():
+        raise PodFileDamage(f"{rel}: empty")
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the parser's depth
+        raise PodFileDamage(f"{rel}: truncated or not JSON") from None
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_time(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= 0)
+
+
+def read_exit_record(pod_fd: int, rel: str) -> dict[str, Any] | None:
+    """``status/APP`` or ``finished``: ``{"exit_code": 0-255, "signal": 1-64|null, "finished": T}``
+    (``finished`` has no signal); None when absent."""
+    doc = read_pod_json(pod_fd, rel)
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise PodFileDamage(f"{rel}: not a JSON object")
+    if not _is_int(doc.get("exit_code"), 0, 255):
+        raise PodFileDamage(f"{rel}: exit_code is not an exit code (0-255)")
+    if doc.get("signal") is not None and not _is_int(doc["signal"], 1, SIGNAL_MAX):
+        raise PodFileDamage(f"{rel}: signal is not a signal number")
+    if not _is_time(doc.get("finished")):
+        raise PodFileDamage(f"{rel}: finished is not a time")
+    return doc
+
+
+def read_pid(pod_fd: int) -> int | None:
+    """The host PID in ``pid`` (None when absent, or empty: stage1 is writing it)."""
+    data = read_pod_file(pod_fd, "pid", RECORD_LIMIT)
+    text = (data or b"").strip()
+    if not text:
+        return None
+    if not (text.isdigit() and 1 <= int(text) <= PID_MAX):
+        raise PodFileDamage("pid: not a process ID")
+    return int(text)
+
+
+def read_cgroups(pod_fd: int) -> list[str] | None:
+    """The cgroup directories ``cgroups`` lists (None when absent)."""
+    doc = read_pod_json(pod_fd, "cgroups")
+    if doc is not None and not (isinstance(doc, list) and all(isinstance(p, str) for p in doc)):
+        raise PodFileDamage("cgroups: not a list of cgroup paths")
+    return doc
+
+
+def _net_addresses(pod_fd: int) -> dict[str, str]:
+    """Network name → address from ``net/state.json`` (empty once the networks were released)."""
+    doc = read_pod_json(pod_fd, "net/state.json", NET_STATE_LIMIT)
+    if doc is None:
+        return {}
+    entries = doc.get("networks", []) if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("ip"), (str, type(None)))
+            for e in entries):
+        raise PodFileDamage("net/state.json: not a network record")
+    return {} if doc.get("detached") else {e["name"]: e["ip"] for e in entries if e.get("ip")}
+
+
+def _manifest_apps(doc: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """The app entries of a manifest document that name a valid app, and what was wrong."""
+    if not isinstance(doc, dict):
+        return [], f"{MANIFEST}: not a JSON object"
+    apps = doc.get("apps")
+    if not isinstance(apps, list):
+        return [], f"{MANIFEST}: apps is not a list"
+    good = [a for a in apps if isinstance(a, dict) and isinstance(a.get("name"), str)
+            and APP_NAME_RE.match(a["name"]) and all(isinstance(a.get(k), (str, type(None)))
+                                                     for k in ("image_id", "image_name"))]
+    return good, None if len(good) == len(apps) else f"{MANIFEST}: malformed app entry"
+
+
+def load_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
+    """The pod's manifest and its bytes, for the verbs that act on it (enter, logs,
+    cat-manifest); PodFileDamage when it is missing or not a manifest podrun wrote."""
+    from podrun.pod.manifest import PodManifest
+    from podrun.pod.prepare import STAGE1_FLAVORS
+
+    data = read_pod_file(pod_fd, MANIFEST, MANIFEST_LIMIT)
+    if data is None:
+        raise PodFileDamage(f"{MANIFEST}: missing")
+    try:
+        manifest = PodManifest.from_json(data)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise PodFileDamage(f"{MANIFEST}: not a pod manifest ({why})") from None
+    if not manifest.apps or not all(isinstance(a.name, str) and APP_NAME_RE.match(a.name) for a in manifest.apps):
+        raise PodFileDamage(f"{MANIFEST}: no apps, or an app without a valid name")
+    if manifest.stage1 not in STAGE1_FLAVORS:  # a name such as "../../tmp/x" must not pick what runs
+        raise PodFileDamage(f"{MANIFEST}: stage1 is not a stage1 flavor")
+    return manifest, data
+
+
+# -- a pod's status ---------------------------------------------------------------------------
+
+class _Reader:
+    """Reads one pod's files, collecting damage instead of raising."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.errors: list[str] = []
 
-    def read(self, name: str) -> bytes | None:
+    def get(self, read: Callable[..., Any], *args: Any) -> Any:
         try:
-            f = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self.fd)
-        except FileNotFoundError:
+            return read(self.fd, *args)
+        except PodFileDamage as exc:
+            if str(exc) not in self.errors:
+                self.errors.append(str(exc))
             return None
-        except OSError as exc:
-            self.errors.append(f"{name}: unreadable ({exc.strerror})")
-            return None
-        try:
-            chunks = []
-            while chunk := os.read(f, 1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(f)
-
-    def json(self, name: str) -> Any:
-        data = self.read(name)
-        if data is None:
-            return None
-        try:
-            return json.loads(data)
-        except ValueError:
-            self.errors.append(f"{name}: unreadable (truncated or not JSON)")
-            return None
-
-    def obj(self, name: str) -> dict[str, Any]:
-        doc = self.json(name)
-        if doc is not None and not isinstance(doc, dict):
-            self.errors.append(f"{name}: not a JSON object")
-        return doc if isinstance(doc, dict) else {}
 
     def mtime(self, name: str) -> float | None:
-        try:
-            return os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mtime
-        except OSError:
-            return None
+        st = self.get(pod_file_stat, name)
+        return None if st is None else float(st.st_mtime)
 
 
 def read_status(dirs: PodDirs, phase: str, uuid: str) -> PodStatus:
     """Everything known about one pod; never raises for a damaged pod (errors are listed)."""
     path = dirs.path(phase, uuid)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        return PodStatus(uuid, "deleting" if phase == "garbage" else phase, phase, str(path),
-                         errors=(f"pod directory unreadable ({exc.strerror})",))
+        fd = _open_dir(path)
+    except PodFileDamage as exc:
+        return PodStatus(uuid, "unknown", phase, str(path), errors=(str(exc),))
     try:
         return _status(fd, path, phase, uuid)
     finally:
@@ -135,63 +375,72 @@ def read_status(dirs: PodDirs, phase: str, uuid: str) -> PodStatus:
 def _status(fd: int, path: Path, phase: str, uuid: str) -> PodStatus:
     held = lock_held_fd(fd)
     state = (_LOCKED_STATE if held else _UNLOCKED_STATE).get(phase, phase)
-    files = _PodFiles(fd)
-    manifest = files.json(MANIFEST)
+    files = _Reader(fd)
+    manifest = files.get(read_pod_json, MANIFEST, MANIFEST_LIMIT)
     if manifest is None and not files.errors:
         files.errors.append(f"{MANIFEST}: missing")
-    if manifest is not None and not isinstance(manifest, dict):
-        files.errors.append(f"{MANIFEST}: not a JSON object")
-        manifest = None
+    raw_apps, problem = _manifest_apps(manifest) if manifest is not None else ([], None)
+    if problem:
+        files.errors.append(problem)
     apps = []
-    raw_apps = (manifest or {}).get("apps", ())
-    for app in raw_apps if isinstance(raw_apps, list) else ():
-        if not isinstance(app, dict) or not isinstance(app.get("name"), str):
-            files.errors.append(f"{MANIFEST}: malformed app entry")
-            continue
-        st = files.obj(f"status/{app['name']}")
+    for app in raw_apps:
+        st = files.get(read_exit_record, f"status/{app['name']}") or {}
         apps.append(AppStatus(app["name"], app.get("image_id"), app.get("image_name"), st.get("exit_code"),
                               st.get("signal"), st.get("finished")))
-    pid = None
-    with contextlib.suppress(ValueError, TypeError):
-        pid = int((files.read("pid") or b"").strip())
-    finished = files.obj("finished")
-    networks = _networks(manifest, files.json("net/state.json") if manifest and manifest.get("networks") else None)
-    cgroup_doc = files.json("cgroups")
-    cgroup_paths = [str(p) for p in cgroup_doc] if isinstance(cgroup_doc, list) else []
+    pid = files.get(read_pid)
+    finished = files.get(read_exit_record, "finished") or {}
+    cgroups = files.get(read_cgroups) or []
+    ready = bool(files.get(pod_file_present, "ready"))
+    networks = _networks(manifest, files)
     return PodStatus(
         uuid=uuid, state=state, phase=phase, path=str(path), created=files.mtime(MANIFEST),
         started=files.mtime("pid"), finished=finished.get("finished"), pid=pid if held else None,
-        exit_code=finished.get("exit_code"), ready=files.mtime("ready") is not None, apps=tuple(apps),
-        networks=networks, cgroups=tuple(cgroup_paths),
-        errors=tuple(files.errors),
+        exit_code=finished.get("exit_code"), ready=ready, apps=tuple(apps),
+        networks=networks, cgroups=tuple(cgroups), errors=tuple(files.errors),
     )
 
 
-def _networks(manifest: dict[str, Any] | None, net_state: Any) -> tuple[str, ...]:
+def _networks(manifest: Any, files: _Reader) -> tuple[str, ...]:
     """``none``, ``host`` or NAME[:IP] per network (addresses from the pod's network record;
     a pod whose networks were released shows the names only)."""
-    if not manifest:
+    if not isinstance(manifest, dict):
         return ()
     nets = manifest.get("networks")
-    if not nets or not isinstance(nets, list):
-        return (str(manifest.get("net", "")),)
-    ips: dict[str, str] = {}
-    if isinstance(net_state, dict) and not net_state.get("detached"):
-        for entry in net_state.get("networks", []):
-            if isinstance(entry, dict) and entry.get("ip"):
-                ips[str(entry.get("name"))] = str(entry["ip"])
-    names = [str(n.get("name")) for n in nets if isinstance(n, dict)]
-    return tuple(f"{n}:{ips[n]}" if n in ips else n for n in names)
+    if not nets:
+        net = manifest.get("net", "")
+        return (net,) if isinstance(net, str) else ()
+    if not isinstance(nets, list) or not all(isinstance(n, dict) and isinstance(n.get("name"), str) for n in nets):
+        files.errors.append(f"{MANIFEST}: networks is not a list of networks")
+        return ()
+    ips = files.get(_net_addresses) or {}
+    return tuple(f"{n['name']}:{ips[n['name']]}" if n["name"] in ips else n["name"] for n in nets)
 
 
 def list_pods(dirs: PodDirs) -> list[PodStatus]:
+    """Every pod in every phase; a pod directory that is a symbolic link is listed as damaged
+    (state ``unknown``), never followed."""
     out = []
     for phase in PHASES:
         base = dirs.root / phase
         if not base.is_dir():
             continue
-        for entry in sorted(base.iterdir()):
-            if entry.name.startswith(".") or not entry.is_dir():
+        with os.scandir(base) as entries:
+            found = sorted(entries, key=lambda e: e.name)
+        for entry in found:
+            if entry.name.startswith(".") or not (entry.is_dir(follow_symlinks=False) or entry.is_symlink()):
                 continue
             out.append(read_status(dirs, phase, entry.name))
     return out
+
+
+def lock_held(path: Path) -> bool:
+    """True when another process holds the pod's lock (a shared try-lock, released at once);
+    False when *path* is not a pod directory (a symbolic link is never followed)."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return False
+    try:
+        return lock_held_fd(fd)
+    finally:
+        os.close(fd)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,39 +85,50 @@ def test_log_is_not_opened_through_a_symlink(tmp_path: Path) -> None:
 
 # -- podrun logs ------------------------------------------------------------------------------
 
-def test_reads_log_1_then_log(tmp_path: Path) -> None:
-    assert AppLog(tmp_path).read() == b""  # the app has not started: no file yet
+@pytest.fixture
+def base_fd(tmp_path: Path) -> Iterator[int]:
+    """The directory the logs are read beneath (a pod directory in ``podrun logs``)."""
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+def _read(reader: AppLog) -> bytes:
+    return b"".join(reader.chunks())
+
+def test_reads_log_1_then_log(tmp_path: Path, base_fd: int) -> None:
+    assert _read(AppLog(base_fd, "")) == b""  # the app has not started: no file yet
     (tmp_path / "log.1").write_bytes(b"old\n")
     (tmp_path / "log").write_bytes(b"new\n")
-    reader = AppLog(tmp_path)
-    assert reader.read() == b"old\nnew\n"
-    assert reader.read() == b""
+    reader = AppLog(base_fd, "")
+    assert _read(reader) == b"old\nnew\n"
+    assert _read(reader) == b""
     reader.close()
 
 
-def test_follows_across_rotations(tmp_path: Path) -> None:
+def test_follows_across_rotations(tmp_path: Path, base_fd: int) -> None:
     """Whatever is written between two reads is read in order, with up to two rotations
     in between (the reader ends the file it had open, then takes what was rotated since)."""
     rnd = random.Random(7)
     log = LogFile(str(tmp_path / "log"), 100)
-    reader = AppLog(tmp_path)
+    reader = AppLog(base_fd, "")
     stream = got = b""
     for i in range(300):
         for _ in range(rnd.randint(0, 3)):  # 0-3 writes of up to 60 bytes: at most 2 rotations
             chunk = f"{i}:".encode() + b"z" * rnd.randint(0, 56)
             log.write(chunk)
             stream += chunk
-        got += reader.read()
+        got += _read(reader)
         assert got == stream
     reader.close()
 
 
-def test_bytes_written_just_before_a_rotation_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bytes_written_just_before_a_rotation_are_read(tmp_path: Path, base_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reader read log to its end, then the writer appended and rotated before the reader
     looked at the name again: the old file's last bytes come before the new file's."""
     log = LogFile(str(tmp_path / "log"), 4)
     log.write(b"ab")
-    reader = AppLog(tmp_path)
+    reader = AppLog(base_fd, "")
     real_stat = os.stat
 
     def stat_after_a_write(*args: Any, **kw: Any) -> os.stat_result:
@@ -125,11 +137,11 @@ def test_bytes_written_just_before_a_rotation_are_read(tmp_path: Path, monkeypat
         return real_stat(*args, **kw)
 
     monkeypatch.setattr(os, "stat", stat_after_a_write)
-    assert reader.read() == b"abcdef"
+    assert _read(reader) == b"abcdef"
     reader.close()
 
 
-def test_a_rotation_between_opening_log_and_log_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rotation_between_opening_log_and_log_1(tmp_path: Path, base_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reader opens log first: if it is rotated before log.1 is opened, log.1 is that same
     file and is read once."""
     (tmp_path / "log").write_bytes(b"A")
@@ -143,15 +155,15 @@ def test_a_rotation_between_opening_log_and_log_1(tmp_path: Path, monkeypatch: p
 
     with monkeypatch.context() as mp:
         mp.setattr(AppLog, "_open", rotating_open)
-        reader = AppLog(tmp_path)
-    assert reader.read() == b"AB"
+        reader = AppLog(base_fd, "")
+    assert _read(reader) == b"AB"
     reader.close()
 
 
-def test_a_log_started_over_is_read_from_its_start(tmp_path: Path) -> None:
+def test_a_log_started_over_is_read_from_its_start(tmp_path: Path, base_fd: int) -> None:
     (tmp_path / "log").write_bytes(b"abcdef")
-    reader = AppLog(tmp_path)
-    assert reader.read() == b"abcdef"
+    reader = AppLog(base_fd, "")
+    assert _read(reader) == b"abcdef"
     (tmp_path / "log").write_bytes(b"xy")  # the same file, truncated and written again
-    assert reader.read() == b"xy"
+    assert _read(reader) == b"xy"
     reader.close()
