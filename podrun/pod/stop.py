@@ -9,8 +9,9 @@ import time
 
 from podrun import faults
 from podrun.errors import ConflictError
-from podrun.pod.layout import lock_held_fd
-from podrun.pod.state import PodFileDamage, read_pid
+from podrun.pod.layout import MANIFEST_LIMIT, lock_held_fd
+from podrun.pod.manifest import MANIFEST
+from podrun.pod.state import PodFileDamage, read_pid, read_pod_json
 
 POLL = 0.02
 # After SIGKILL of the lock holder found in /proc/locks, how long its lock may take to go: a
@@ -33,18 +34,43 @@ def wait_unlocked(fd: int, timeout: float | None) -> bool:
     return True
 
 
-def _pod_pid(fd: int, uuid: str) -> int | None:
-    """The pod's pid 1 (host PID) from its ``pid`` file, only if it still is that pod's process
-    (a recycled PID in another cgroup is never signalled).  Raises PodFileDamage."""
-    pid = read_pid(fd)
-    if pid is None:
-        return None
+def _in_pod(pid: int, uuid: str) -> bool:
+    """Whether *pid* still is that pod's process (a recycled PID in another cgroup is never
+    signalled)."""
     try:
         with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
-            cgroup = f.read()
+            return f"pod-{uuid}" in f.read()
     except OSError:
-        return None
-    return pid if f"pod-{uuid}" in cgroup else None
+        return False
+
+
+def _is_fly(fd: int) -> bool:
+    try:
+        doc = read_pod_json(fd, MANIFEST, MANIFEST_LIMIT)
+    except PodFileDamage:
+        return False
+    return isinstance(doc, dict) and doc.get("stage1") == "fly"
+
+
+def _target(fd: int, uuid: str, timeout: float) -> tuple[int | None, bool]:
+    """What to signal: ``(pid 1, False)`` from the pod's ``pid`` file, or ``(lock holder, True)``
+    when that file is damaged, names a process that is not the pod's, or is still absent after
+    *timeout* (a starting pod writes it within moments; a fly pod never: no wait for one).
+    ``(None, True)`` when the lock went meanwhile or no holder can be signalled."""
+    deadline = time.monotonic() + (0 if _is_fly(fd) else timeout)
+    while True:
+        try:
+            pid = read_pid(fd)
+        except PodFileDamage:
+            break
+        if pid is not None:
+            if _in_pod(pid, uuid):
+                return pid, False
+            break  # its pid 1 is gone: the supervisor is ending, or stuck
+        if not lock_held_fd(fd) or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL)
+    return (lock_holder(fd) if lock_held_fd(fd) else None), True
 
 
 def lock_holder(fd: int) -> int | None:
@@ -63,7 +89,7 @@ def lock_holder(fd: int) -> int | None:
         fields = line.split()
         if fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and fields[5:6] == [key] and fields[4].isdigit():
             pid = int(fields[4])
-            if _has_open(pid, st):
+            if _has_open(pid, st) and not _is_podrun_command(pid):
                 return pid
     return None
 
@@ -83,6 +109,18 @@ def _has_open(pid: int, st: os.stat_result) -> bool:
     return False
 
 
+def _is_podrun_command(pid: int) -> bool:
+    """Whether *pid* runs podrun's own command line (``python -m podrun …``, the ``podrun``
+    script): gc and rm hold the lock of a pod that is not running while they move it, and
+    stage0 before it execs the stage1 flavor; none of them is ever signalled.  Unknown: yes."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return True
+    return argv[1:3] == [b"-m", b"podrun"] or b"podrun" in (os.path.basename(a) for a in argv[:2])
+
+
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -93,22 +131,16 @@ def _kill(pid: int, sig: int) -> None:
 def stop_pod(fd: int, uuid: str, force: bool, timeout: float) -> str:
     """SIGTERM (or SIGKILL with *force*) to the pod; SIGKILL after *timeout*; wait for its end.
 
-    The signal goes to the pod's pid 1 named by its ``pid`` file; when that file is absent
-    (``fly`` pods, a pod still starting) or damaged, to the holder of the pod's lock, which is
-    the pod's supervisor (or a fly pod's app) by construction."""
+    The signal goes to the pod's pid 1 named by its ``pid`` file (a starting pod's is waited
+    for); when that file is damaged or never comes (``fly`` pods), to the holder of the pod's
+    lock, which is the pod's supervisor (or a fly pod's app) by construction."""
     if not lock_held_fd(fd):
         return f"{uuid} was not running"
-    try:
-        pid = _pod_pid(fd, uuid)
-    except PodFileDamage:
-        pid = None
-    holder = pid is None
-    if holder:
-        pid = lock_holder(fd)
+    pid, holder = _target(fd, uuid, timeout)
     if pid is None:
         if wait_unlocked(fd, timeout):  # released meanwhile: the pod ended
             return f"{uuid} stopped"
-        raise ConflictError(f"pod {uuid}: still running, and no process holding its lock was found")
+        raise ConflictError(f"pod {uuid}: still running, and no process of it to signal was found")
     _kill(pid, signal.SIGKILL if force else signal.SIGTERM)
     faults.checkpoint("stop:after-signal")
     if not wait_unlocked(fd, timeout):

@@ -420,7 +420,7 @@ def test_stop_with_a_damaged_pid_file(pods: Pods, running: tuple[subprocess.Pope
         (path / "pid").unlink()
     else:
         damage(path, "pid", kind, tmp_path)
-    (run,) = run_all(pods, ("stop", uuid))
+    (run,) = run_all(pods, ("stop", "--timeout", "2s", uuid))  # a missing pid is waited for that long
     assert_clean(run)
     assert run.returncode == 0 and run.stdout == f"{uuid} stopped\n", run
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
@@ -447,6 +447,26 @@ def test_stop_a_fly_pod(pods: Pods) -> None:
             proc.kill()
             proc.wait()
         pods.run("rm", uuid)
+
+
+def test_stop_never_signals_a_podrun_command_holding_the_lock(pods: Pods, copy_pod: Callable[[], tuple[str, Path]],
+                                                              tmp_path: Path) -> None:
+    """gc and rm lock an exited pod while they move it: a stop at that moment finds a lock
+    holder and no pid 1, and must not signal them."""
+    uuid, pod = copy_pod()
+    script = tmp_path / "podrun"  # what ``python /usr/bin/podrun gc`` looks like in /proc
+    script.write_text("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                      "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(600)\n")
+    holder = subprocess.Popen(["python3", str(script), str(pod)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        (run,) = run_all(pods, ("stop", "--timeout", "1s", uuid))
+        assert_clean(run)
+        assert run.returncode == 247 and "no process of it to signal" in run.stderr, run
+        assert holder.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _evil_flavor(tmp_path: Path) -> str:
