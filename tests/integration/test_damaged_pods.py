@@ -528,6 +528,38 @@ def test_status_waits_on_a_damaged_running_pod(pods: Pods, running: tuple[subpro
     assert err == f"podrun: warning: pod {uuid}: pid: is a FIFO; ready: is a directory\n"
 
 
+def test_wait_ready_ends_with_a_pod_that_ended_unready(pods: Pods, copy_pod: Callable[[], tuple[str, Path]]) -> None:
+    """A pod whose supervisor was killed before its apps all started has neither ready nor
+    finished: waiting for it to become ready must end (it never will)."""
+    uuid, pod = copy_pod()
+    (pod / "ready").unlink()
+    (pod / "finished").unlink()
+    (run,) = run_all(pods, ("status", uuid, "--wait-ready"))
+    assert_clean(run)
+    assert run.returncode == 0 and run.stdout.startswith("state=exited\n"), run
+
+
+def test_wait_ready_follows_a_prepared_pod_into_run(pods: Pods) -> None:
+    uuid = pods.run("prepare", "demo", "--exec", "/bin/sleep", "--", "600", check=True).stdout.strip()
+    waiting = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "status", uuid, "--wait-ready=60s"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT  # run it once status polls the prepared pod (sleeps between looks)
+    while Path(f"/proc/{waiting.pid}/wchan").read_text() != "hrtimer_nanosleep":
+        assert time.monotonic() < deadline and waiting.poll() is None, "status --wait-ready did not wait"
+        time.sleep(0.01)
+    proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run-prepared", uuid], cwd=ROOT)
+    try:
+        out, err = waiting.communicate(timeout=TIMEOUT)
+        assert waiting.returncode == 0 and out.startswith("state=running\n"), err
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+        pods.run("stop", uuid)
+        proc.wait(timeout=TIMEOUT)
+        pods.run("rm", uuid)
+
+
 @pytest.mark.parametrize("kind", ["fifo", "symlink-out", "symlink-zero"])
 def test_logs_follow_a_damaged_log(pods: Pods, running: tuple[subprocess.Popen[str], str, Path], tmp_path: Path,
                                    kind: str) -> None:
