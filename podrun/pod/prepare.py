@@ -387,14 +387,25 @@ def entrypoint(flavor: str, name: str) -> Path:
     """The flavor's executable for entrypoint *name* (``run``, ``enter``…)."""
     import json
 
+    # A flavor and its entrypoints are plain names inside the stages dir: a pod.json (or a
+    # flavor manifest) naming "../x" must never make podrun exec something else as root.
+    if not _plain_name(flavor):
+        raise UsageError(f"invalid stage1 flavor {flavor!r}")
     flavor_dir = stages_dir() / flavor
     try:
         entries = json.loads((flavor_dir / "manifest.json").read_text())["entrypoints"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NotFoundError(f"stage1 flavor {flavor!r} is not installed in {flavor_dir} ({exc})") from None
-    if name not in entries:
+    if not isinstance(entries, dict) or name not in entries:
         raise UsageError(f"stage1 flavor {flavor!r} has no {name!r} entrypoint")
-    return flavor_dir / str(entries[name])
+    file = entries[name]
+    if not isinstance(file, str) or not _plain_name(file):
+        raise UsageError(f"stage1 flavor {flavor!r}: entrypoint {name!r} is not a file name in {flavor_dir}")
+    return flavor_dir / file
+
+
+def _plain_name(text: str) -> bool:
+    return bool(text) and text not in (".", "..") and "/" not in text and "\0" not in text and text.isprintable()
 
 
 def stage1_env() -> dict[str, str]:
