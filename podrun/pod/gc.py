@@ -10,7 +10,6 @@ Every step is idempotent: a gc killed midway is finished by the next one.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import posixpath
 import time
@@ -52,9 +51,8 @@ def _undo_host_effects(path: Path) -> list[str]:
             done.append(f"unmounted {point}")
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot unmount {point}: {exc.strerror}") from None
-    paths, foreign = _own_cgroups(path)
-    done += [f"warning: pod {path.name}: its cgroup record names {p}, not its own cgroup: left alone"
-             for p in foreign]
+    paths, warnings = _own_cgroups(path)
+    done += warnings
     if paths:
         from podrun.isolation import cgroups
 
@@ -71,25 +69,52 @@ def _undo_host_effects(path: Path) -> list[str]:
 
 def _own_cgroups(path: Path) -> tuple[list[str], list[str]]:
     """The cgroup directories the pod's record lists that are the pod's own (named
-    ``pod-UUID``, as stage1 makes them), and the others: gc kills every process in a cgroup it
-    removes, so a damaged record must never lead it to another pod's cgroup or the host's."""
+    ``pod-UUID``, as stage1 makes them), and warnings about the rest: gc kills every process in
+    a cgroup it removes, so a damaged record must never lead it to another pod's cgroup or the
+    host's.  The record is read as every pod file is (podrun.pod.state: no link followed, never
+    a FIFO or device, bounded); a damaged one is replaced by the paths stage1 would have made."""
+    from podrun.pod.state import PodFileDamage, open_pod_dir, read_cgroups
+
     try:
-        paths = json.loads((path / "cgroups").read_bytes())
-    except (OSError, ValueError):
+        fd = open_pod_dir(path)
+    except StoreError:
         return [], []
-    if not isinstance(paths, list):
-        return [], [json.dumps(paths)[:200]]
+    try:
+        paths = read_cgroups(fd)
+    except PodFileDamage as exc:
+        return _expected_cgroups(path.name), [f"warning: pod {path.name}: {exc}: removing its cgroups by name"]
+    finally:
+        os.close(fd)
     own: list[str] = []
-    foreign: list[str] = []
-    for p in paths:
-        ok = isinstance(p, str) and posixpath.basename(posixpath.normpath(p)) == f"pod-{path.name}"
-        (own if ok else foreign).append(str(p))
-    return own, foreign
+    warnings: list[str] = []
+    for p in paths or []:
+        if posixpath.basename(posixpath.normpath(p)) == f"pod-{path.name}":
+            own.append(p)
+        else:
+            warnings.append(f"warning: pod {path.name}: its cgroup record names {p}, not its own cgroup: left alone")
+    return own, warnings
+
+
+def _expected_cgroups(uuid: str) -> list[str]:
+    """The pod's cgroup directories that exist, as stage1 names them (for a damaged record)."""
+    from podrun.isolation import cgroups
+
+    try:
+        return [p for p in cgroups.pod_cgroup_paths(f"pod-{uuid}") if os.path.isdir(p)]
+    except (OSError, ValueError):
+        return []
 
 
 def _detach_network(path: Path) -> list[str]:
-    """Release what the pod's network record lists (netns, lease, veth, port forwards, CNI)."""
-    if not (path / NET_RECORD / "state.json").is_file():
+    """Release what the pod's network record lists (netns, lease, veth, port forwards, CNI).
+    A record reached through a symbolic link is never followed (it would name and rewrite
+    things outside the pod): left alone with a warning, as allocation takes a dead pod's
+    addresses and ports back anyway (podrun.net.owners)."""
+    net = path / NET_RECORD
+    record = net / "state.json"
+    if net.is_symlink() or record.is_symlink():
+        return [f"warning: pod {path.name}: its network record is a symbolic link: not followed"]
+    if not record.is_file():
         return []
     from podrun.net import setup
 
@@ -134,9 +159,22 @@ def collect(dirs: PodDirs, phase: str, uuid: str, lock_fd: int) -> list[str]:
     return [*done, f"removed pod {uuid}"]
 
 
+def _linked_pod(path: Path) -> list[str] | None:
+    """A pod "directory" that is a symbolic link is damage, never followed: the link is removed
+    and what it names left alone.  None when *path* is no link."""
+    if not path.is_symlink():
+        return None
+    path.unlink()
+    return [f"warning: pod {path.name}: its directory is a symbolic link: removed the link, not what it names",
+            f"removed pod {path.name}"]
+
+
 def remove_pod(dirs: PodDirs, phase: str, uuid: str) -> list[str]:
     """``podrun rm``: any pod that is not running or being created."""
     path = dirs.path(phase, uuid)
+    linked = _linked_pod(path)
+    if linked is not None:
+        return linked
     try:
         fd = lock_pod(path, blocking=False)
     except ConflictError:
@@ -219,6 +257,10 @@ def _mark(dirs: PodDirs, uuid: str, now: float, out: list[str]) -> None:
 
 def _collect_unlocked(dirs: PodDirs, phase: str, name: str, out: list[str]) -> None:
     path = dirs.root / phase / name
+    linked = _linked_pod(path)
+    if linked is not None:
+        out += linked
+        return
     try:
         fd = lock_pod(path, blocking=False)
     except (ConflictError, FileNotFoundError):

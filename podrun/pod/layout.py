@@ -104,8 +104,9 @@ def lock_held_fd(fd: int) -> bool:
 
 
 def lock_pod(path: Path, blocking: bool) -> int:
-    """flock the pod directory itself; returns the fd (close it to release)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """flock the pod directory itself (never through a symbolic link); returns the fd (close it
+    to release)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
     except BlockingIOError:

@@ -10,7 +10,6 @@ before it touches the pod, so nothing in the pod can ptrace it or read its memor
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -19,7 +18,7 @@ from typing import NoReturn
 
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
-from podrun.pod.manifest import MANIFEST, AppSpec, PodManifest
+from podrun.pod.manifest import AppSpec, PodManifest
 from podrun.stage1 import confine, tty
 from podrun.stage1.app import (
     EXIT_NOT_EXECUTABLE,
@@ -43,16 +42,39 @@ def _ppid(pid: int) -> int:
     return -1
 
 
-def app_cgroup_dirs(pod_dir: Path, app: str) -> list[str]:
-    return [str(Path(base) / f"app-{app}") for base in json.loads((pod_dir / "cgroups").read_text())]
+def _pod_records(pod_dir: Path) -> tuple[PodManifest, int, list[str]]:
+    """The manifest, pid 1's PID and the cgroup list, read as every pod file is
+    (podrun.pod.state: no link followed, never a FIFO or device, bounded, type-checked)."""
+    from podrun.pod.state import PodFileDamage, load_manifest, open_pod_dir, read_cgroups, read_pid
+
+    fd = open_pod_dir(pod_dir)
+    try:
+        manifest, _ = load_manifest(fd)
+        pid, cgroup_list = read_pid(fd), read_cgroups(fd)
+    except PodFileDamage as exc:
+        raise LookupError(f"pod {pod_dir.name}: {exc}") from None
+    finally:
+        os.close(fd)
+    if pid is None or not cgroup_list:
+        raise LookupError(f"pod {pod_dir.name} has not started yet")
+    return manifest, pid, cgroup_list
+
+
+def app_cgroup_dirs(cgroup_list: list[str], app: str) -> list[str]:
+    return [str(Path(base) / f"app-{app}") for base in cgroup_list]
 
 
 def app_main_pid(pod_dir: Path, app: str) -> int:
     """Host PID of the app's main process: the member of its cgroup whose parent is the pod's
     supervisor, the parent of the pod's pid 1 (cgroupfs lists PIDs as the reader sees them,
     i.e. host PIDs)."""
-    supervisor = _ppid(int((pod_dir / "pid").read_text()))
-    for base in app_cgroup_dirs(pod_dir, app):
+    _, init_pid, cgroup_list = _pod_records(pod_dir)
+    return _main_pid(init_pid, cgroup_list, app)
+
+
+def _main_pid(init_pid: int, cgroup_list: list[str], app: str) -> int:
+    supervisor = _ppid(init_pid)
+    for base in app_cgroup_dirs(cgroup_list, app):
         try:
             pids = [int(p) for p in Path(base, "cgroup.procs").read_text().split()]
         except OSError:
@@ -72,14 +94,14 @@ def main(argv: list[str]) -> NoReturn:
     name = argv[argv.index("--app") + 1]
     cmd = argv[argv.index("--") + 1:] if "--" in argv else []
     try:
-        manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
+        manifest, init_pid, cgroup_list = _pod_records(pod_dir)
         app = next(a for a in manifest.apps if a.name == name)
         conf = confine.prepare(app, str(pod_dir))
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        pid = app_main_pid(pod_dir, name)
+        pid = _main_pid(init_pid, cgroup_list, name)
         ns_fds = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag) for ns, flag in NAMESPACES]
         root_fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        cgroups.open_existing(app_cgroup_dirs(pod_dir, name)).join()
+        cgroups.open_existing(app_cgroup_dirs(cgroup_list, name)).join()
         for fd, flag in ns_fds:
             sc.setns(fd, flag)
             os.close(fd)

@@ -379,7 +379,8 @@ def _reap() -> list[tuple[int, int]]:
 
 
 def _write_text(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    # never through a link, never blocked by a FIFO put in its place (ENXIO then: warned about)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, text.encode())
     finally:

@@ -572,20 +572,11 @@ def test_logs_follow_a_damaged_log(pods: Pods, running: tuple[subprocess.Popen[s
 
 # -- rm (podrun/pod/gc.py) --------------------------------------------------------------------
 
-GC_READS = pytest.mark.xfail(strict=True, reason="gc.py reads cgroups through its path, whole and blocking: a "
-                                                 "FIFO or /dev/zero hangs rm and gc, a huge one fills memory "
-                                                 "(issue 12; gc.py is another change's part)")
 RM_CASES = [
-    pytest.param("cgroups", "fifo", marks=GC_READS), pytest.param("cgroups", "symlink-zero", marks=GC_READS),
-    pytest.param("cgroups", "huge", marks=GC_READS),
+    ("cgroups", "fifo"), ("cgroups", "symlink-zero"), ("cgroups", "huge"),
     ("cgroups", "directory"), ("cgroups", "wrong-types"), ("net/state.json", "fifo"),
     ("net/state.json", "truncated"), ("pod.json", "fifo"), ("pid", "fifo"), ("status", "symlink-out"),
-    pytest.param("net", "symlink-record", marks=pytest.mark.xfail(
-        strict=True, reason="gc.py/net/setup.py read and rewrite net/state.json through a linked net/: rm acts "
-                            "on a record outside the pod (unlinks the 'netns' it names) and writes there")),
-    pytest.param("pod", "symlink-out", marks=pytest.mark.xfail(
-        strict=True, reason="rm moves a linked pod directory to garbage/, acts on its target's records, then "
-                            "fails with 'Cannot call rmtree on a symbolic link' (254)")),
+    ("net", "symlink-record"), ("pod", "symlink-out"),
 ]
 
 
