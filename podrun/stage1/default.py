@@ -63,6 +63,16 @@ def _bring_up_loopback() -> None:
         s.close()
 
 
+def _allow_ping() -> None:
+    """Root in the pod may use ICMP echo sockets in its own network namespace, as on the
+    default network (podrun.net.link) and in podman (``net.ipv4.ping_group_range=0 0``)."""
+    fd = os.open("/proc/sys/net/ipv4/ping_group_range", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0 0")
+    finally:
+        os.close(fd)
+
+
 def _mkdirs(path: str) -> None:
     os.makedirs(path, mode=0o755, exist_ok=True)
 
@@ -122,6 +132,7 @@ def main(argv: list[str]) -> NoReturn:
         sc.sethostname(default_hostname(manifest))
         if manifest.net == "none":
             _bring_up_loopback()
+            _allow_ping()
         doing = "mounting the apps' root filesystems"
         for vol in manifest.volumes:
             if vol.kind == "empty":

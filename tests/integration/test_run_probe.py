@@ -90,3 +90,11 @@ def test_seccomp_remove_and_user(probe_pod: Any) -> None:
     assert (r["uid"], r["gid"]) == (65534, 65534)
     assert int(r["caps"]["eff"], 16) == 0 and int(r["caps"]["bnd"], 16) == int(DEFAULT_CAPS, 16)
     assert r["env"]["HOME"] == "/"
+
+
+@pytest.mark.parametrize("net", ["none", "default"])
+def test_root_in_the_pod_may_ping(probe_pod: Any, net: str) -> None:
+    """ICMP echo sockets for group 0 in the pod's own network namespace, as podman sets it."""
+    assert probe_pod("--try-icmp-socket", run_flags=("--net", net))["checks"]["icmp-socket"]["ok"] is True
+    nobody = probe_pod("--try-icmp-socket", run_flags=("--net", net), app_flags=("--user", "nobody"))
+    assert nobody["checks"]["icmp-socket"]["errno"] == errno.EACCES
