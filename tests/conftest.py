@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_BRIDGE = os.environ.get("PODRUN_TEST_BRIDGE", "prtest0")
 TEST_SUBNET = os.environ.get("PODRUN_TEST_SUBNET", "172.16.29.0/24")
 TEST_TABLE = f"podrun-{TEST_BRIDGE}"
+# A session killed before its end leaves its bridge and table; two live sessions never share a
+# bridge name, so what this session's name holds at its start is stale: start from nothing.
+for _cmd in (["ip", "link", "del", TEST_BRIDGE], ["nft", "delete", "table", "ip", TEST_TABLE],
+             ["nft", "delete", "table", "bridge", TEST_TABLE]):
+    subprocess.run(_cmd, capture_output=True)
 _NET_DIR = Path(f"/tmp/podrun-test-net.{os.getpid()}")
 _NET_DIR.mkdir(exist_ok=True)
 (_NET_DIR / "default.json").write_text(f'{{"bridge": "{TEST_BRIDGE}", "subnet": "{TEST_SUBNET}"}}\n')
@@ -84,7 +89,7 @@ def podrun_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(res.stdout.strip().splitlines()[-1])
 
 
-def _leftover_mounts() -> list[str]:
+def _pod_mounts() -> list[str]:
     try:
         with open("/proc/self/mountinfo") as f:
             return [line.split()[4] for line in f if "pytest-of-" in line.split()[4] or "podrun" in line.split()[4]]
@@ -92,8 +97,7 @@ def _leftover_mounts() -> list[str]:
         return []
 
 
-def leftover_pod_interfaces() -> list[str]:
-    """Host interfaces of pods (veth ends named pr<uuid>), excluding bridges."""
+def _pod_interfaces() -> list[str]:
     try:
         names = os.listdir("/sys/class/net")
     except OSError:
@@ -101,11 +105,35 @@ def leftover_pod_interfaces() -> list[str]:
     return sorted(n for n in names if n.startswith("pr") and n != TEST_BRIDGE and not n.startswith("prtest"))
 
 
-def _leftover_netns() -> list[str]:
+def _pod_netns() -> list[str]:
     try:
         return sorted(os.listdir("/run/podrun/netns"))
     except OSError:
         return []
+
+
+# What the machine held before this session: pods of another session on the same machine (or
+# ones a killed session left) are not this session's to judge.  Every leftover check below, and
+# the tests' own machine-wide checks, count only what appeared after this point.
+_BEFORE = {"mounts": set(_pod_mounts()), "interfaces": set(_pod_interfaces()), "netns": set(_pod_netns())}
+if any(_BEFORE.values()):
+    sys.stderr.write("note: this machine already held pod state before the tests; it is left out of their checks: "
+                     + ", ".join(sorted(set().union(*_BEFORE.values()))) + "\n")
+
+
+def _leftover_mounts() -> list[str]:
+    return [m for m in _pod_mounts() if m not in _BEFORE["mounts"]]
+
+
+def leftover_pod_interfaces() -> list[str]:
+    """Host interfaces of pods (veth ends named pr<uuid>), excluding bridges and those the
+    machine had before the session."""
+    return [n for n in _pod_interfaces() if n not in _BEFORE["interfaces"]]
+
+
+def leftover_netns() -> list[str]:
+    """Files in /run/podrun/netns, except those the machine had before the session."""
+    return [n for n in _pod_netns() if n not in _BEFORE["netns"]]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -118,7 +146,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     while leftover_pod_interfaces() and time.monotonic() < deadline:
         time.sleep(0.1)
     problems = [("mounts", _leftover_mounts()), ("pod interfaces", leftover_pod_interfaces()),
-                ("netns files in /run/podrun/netns", _leftover_netns())]
+                ("netns files in /run/podrun/netns", leftover_netns())]
     for what, left in problems:
         if left:
             sys.stderr.write(f"\ntests left these {what} behind:\n  " + "\n  ".join(left) + "\n")

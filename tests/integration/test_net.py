@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from podrun.faults import NET_CHECKPOINTS
-from tests.conftest import ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE, leftover_pod_interfaces
+from tests.conftest import ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE, leftover_netns, leftover_pod_interfaces
 from tests.integration.test_run import PODRUN, Pods, module_pods
 
 GATEWAY = TEST_SUBNET.rsplit(".", 1)[0] + ".1"
@@ -51,10 +51,7 @@ def _wait_no_interfaces(before: list[str] | None = None, timeout: float = 10) ->
 
 
 def _netns_files() -> list[str]:
-    try:
-        return os.listdir("/run/podrun/netns")
-    except FileNotFoundError:
-        return []
+    return leftover_netns()
 
 
 def _free_port() -> int:

@@ -295,19 +295,21 @@ def test_mount_target_symlink_cannot_escape(pods: Pods, tmp_path: Path) -> None:
     """A volume target that is a symlink out of the root (runc CVE-2021-30465 class) lands inside."""
     from tests.fixtures import images as img
 
-    layer = img.tar_bytes([*img.busybox_entries(), img.symlink("evil", "/etc/podrun-escape"),
+    name = f"podrun-escape-{os.getpid()}-{tmp_path.name}"  # names no other run or test uses
+    layer = img.tar_bytes([*img.busybox_entries(), img.symlink("evil", f"/etc/{name}"),
                            img.symlink("up", "../../../../../tmp")])
     built = img.write_oci_layout(tmp_path / "l", [layer])
     pods.run("fetch", f"oci:{built.layout}", check=True)
     src = tmp_path / "vol"
     src.mkdir()
     (src / "marker").write_text("vol\n")
+    assert not Path(f"/etc/{name}").exists() and not Path(f"/tmp/{name}").exists()
     res = pods.run("run", "--volume", f"v,kind=host,source={src}", built.manifest_digest, "--exec", "/bin/sh",
-                   "--mount", "volume=v,target=/evil", "--mount", "volume=v,target=/up/x", "--",
-                   "-c", "cat /etc/podrun-escape/marker; cat /tmp/x/marker")
+                   "--mount", "volume=v,target=/evil", "--mount", f"volume=v,target=/up/{name}", "--",
+                   "-c", f"cat /etc/{name}/marker; cat /tmp/{name}/marker")
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["vol", "vol"]
-    assert not Path("/etc/podrun-escape").exists() and not Path("/tmp/x").exists()
+    assert not Path(f"/etc/{name}").exists() and not Path(f"/tmp/{name}").exists()
 
 
 def test_interactive_uses_the_terminal(pods: Pods) -> None:
