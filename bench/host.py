@@ -93,7 +93,16 @@ def machine_info() -> dict[str, object]:
 
 
 def tool_versions(podrun_bin: Path) -> dict[str, str]:
-    """The version line of every program the bench runs."""
+    """The version line of every program the bench runs.
+
+    Even ``crun --version`` makes crun's state root (/run/crun) on its first use, so the peers'
+    side files that were not there before are removed after, as after every scenario.
+    """
+    with restore_host_paths():
+        return _version_lines(podrun_bin)
+
+
+def _version_lines(podrun_bin: Path) -> dict[str, str]:
     return {
         "podrun": _first_line([str(podrun_bin), "--version"]),
         "podman": _first_line(["podman", "--version"]),

@@ -6,12 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  # build and run podrun
-  python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
+  # build and run podrun; gcc and libc6-dev also build the tests' static in-pod probe
+  python3 python3-venv python3-dev gcc libc6-dev pkg-config libsystemd-dev
   # the demo image and the test images are built from Debian's busybox-static
   busybox-static
   # tests: a real registry, skopeo/umoci/podman for interop, htpasswd for registry auth, zstd
   docker-registry skopeo umoci podman apache2-utils zstd ca-certificates
+  # the bench's peers (bench/host.py PEER_PACKAGES), which its smoke test runs: installed here,
+  # never by the bench in the middle of the suite
+  crun runc catatonit
   # tools the tests and bench call
   util-linux procps iproute2 git groff-base
   # networking: nft for podrun's NAT table, Debian's CNI plugins, curl for the port-forward tests

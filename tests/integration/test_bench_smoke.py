@@ -3,18 +3,22 @@
 Not a performance check (CI's numbers mean nothing): it asserts that every tool ran and was
 timed (or that the report says why not), that the reports were written where asked, and that the
 bench put the host back as it was (scratch dirs, mounts, registry, cgroup controllers, the peers'
-cgroups, /run/systemd/nspawn).
+cgroups and side files such as /run/crun, /run/systemd/nspawn) — also on a fresh machine, where
+each peer's first use makes its state dirs.  The peers are installed by scripts/install-deps.sh
+before the suite, never by the bench during it.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.host import PEER_HOST_PATHS, PEER_PACKAGES, missing_packages
 from bench.hostprep import NSPAWN_RUNTIME, UNIFIED, is_mount_point, peer_cgroup_dirs
 from bench.report import TIME, ScenarioResult, ToolResult, write_results
 from tests.conftest import ROOT, require_root
@@ -52,7 +56,7 @@ def _host_state() -> dict[str, object]:
                             if " - cgroup " in line),
         "nspawn tmpfs": is_mount_point(NSPAWN_RUNTIME),
         "nspawn dir": NSPAWN_RUNTIME.exists(),
-        "run dirs": sorted(str(p) for p in (Path("/run/crun"), Path("/run/runc")) if p.exists()),
+        "peer side files": sorted(str(p) for p in PEER_HOST_PATHS if p.exists() or p.is_symlink()),
     }
 
 
@@ -67,6 +71,8 @@ def _check_peer(scenario: dict[str, Any], md: str, name: str, key: str = "second
 
 def test_bench_smoke(tmp_path: Path) -> None:
     require_root()
+    missing = missing_packages(PEER_PACKAGES)
+    assert not missing, f"scripts/install-deps.sh did not install {missing}: the bench would run apt-get now"
     before = set(_bench_leftovers())
     host_before = _host_state()
     cgroups_before = peer_cgroup_dirs()
@@ -157,6 +163,24 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert peer_cgroup_dirs() <= cgroups_before
     # The committed results were not overwritten by the smoke run.
     assert _stamp(ROOT / "bench" / "results.json") == committed
+
+
+def test_version_lines_leave_no_first_use_state() -> None:
+    """The bench asks every tool its version before any scenario; ``crun --version`` alone makes
+    /run/crun.  Run where /run and /var/tmp are empty, as on a machine where no peer ever ran (a
+    child in its own mount namespace, tmpfs on both), nothing of the peers may be left there after."""
+    require_root()
+    versions = ("import sys; from pathlib import Path; from bench.host import tool_versions; "
+                "print(tool_versions(Path('/bin/true'))['crun'], file=sys.stderr)")
+    # mount(8) itself writes /run/mount/utab: compare with what is there before the bench's code runs.
+    script = ("set -e; for d in /var/tmp /run; do mount -t tmpfs -o mode=0755 tmpfs $d; done; "
+              f"find /run /var/tmp -mindepth 1; echo ---; {shlex.quote(sys.executable)} -c {shlex.quote(versions)}; "
+              "find /run /var/tmp -mindepth 1")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr.startswith("crun version"), proc.stderr
+    fresh, after = proc.stdout.split("---\n")
+    assert after == fresh
 
 
 def test_results_of_some_scenarios_keep_the_others(tmp_path: Path) -> None:
