@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from podrun.cli import Globals
-from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_size, human_time, print_json, print_table
+from podrun.cli.output import (
+    FORMAT_OPTION,
+    NO_LEGEND_OPTION,
+    human_size,
+    human_time,
+    print_fields,
+    print_json,
+    print_table,
+    printable,
+)
 from podrun.errors import NotFoundError, StoreError, UsageError
 from podrun.image.reference import parse_reference
 from podrun.image.store import ImageRecord, Store, candidate_names
@@ -59,17 +69,70 @@ def list_cmd(g: Globals, fmt: str, no_legend: bool, full: bool) -> None:
 
 @image_group.command("inspect")
 @click.argument("image")
+@FORMAT_OPTION
 @click.pass_obj
-def inspect_cmd(g: Globals, image: str) -> None:
-    """Print an image's record, manifest and config as JSON."""
+def inspect_cmd(g: Globals, image: str, fmt: str) -> None:
+    """Show an image: its record and the main fields of its config; with --format json, the
+    record with the whole manifest and config documents."""
     store = Store(g.data_dir)
-    rec = store.image(store.resolve(image))
-    doc = _summary(store, rec)
+    doc = _inspect_doc(store, store.image(store.resolve(image)))
+    if fmt == "json":
+        print_json(doc)
+        return
+    print_fields(_inspect_fields(doc))
+
+
+def _inspect_doc(store: Store, rec: ImageRecord) -> dict[str, Any]:
+    """``image inspect --format json`` (podrun/schemas/image-inspect.json): the summary ``image
+    list`` gives, the fields podman's inspect has at its top (architecture, os, labels,
+    manifest_type), then the manifest and config documents."""
+    config = json.loads(store.read_blob(rec.config))
+    doc: dict[str, Any] = _summary(store, rec)
+    inner = config.get("config") if isinstance(config, dict) else None
+    labels = inner.get("Labels") if isinstance(inner, dict) else None
+    doc["architecture"] = _text_or_none(config, "architecture")
+    doc["os"] = _text_or_none(config, "os")
+    doc["labels"] = {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, dict) else {}
+    doc["manifest_type"] = rec.manifest_media_type
     skipped = (store.layer_metadata(layer.diff_id).get("devices_skipped", 0) for layer in rec.layers)
     doc["devices_skipped"] = sum(n for n in skipped if isinstance(n, int))
     doc["manifest"] = json.loads(store.read_blob(rec.id))
-    doc["config"] = json.loads(store.read_blob(rec.config))
-    print_json(doc)
+    doc["config"] = config
+    return doc
+
+
+def _text_or_none(doc: Any, key: str) -> str | None:
+    value = doc.get(key) if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _inspect_fields(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The text of ``image inspect``: one line per field; what comes from the image is escaped
+    (podrun.cli.output.printable), lists and other values shown as JSON."""
+
+    def show(value: Any) -> str:
+        return printable(value if isinstance(value, str) else json.dumps(value))
+
+    inner = doc["config"].get("config") if isinstance(doc["config"], dict) else None
+    inner = inner if isinstance(inner, dict) else {}
+    fields = [("ID", doc["id"]), ("Names", show(", ".join(doc["names"]) or "<none>")), ("Source", show(doc["source"])),
+              ("Created", human_time(doc["created"])), ("Fetched", human_time(doc["fetched"])),
+              ("Size", human_size(doc["size"])), ("Layers", str(doc["layers"])),
+              ("Manifest type", show(doc["manifest_type"])),
+              ("OS/Arch", show(f"{doc['os'] or '?'}/{doc['architecture'] or '?'}"))]
+    for label, key in (("Entrypoint", "Entrypoint"), ("Cmd", "Cmd"), ("User", "User"),
+                       ("Working dir", "WorkingDir"), ("Stop signal", "StopSignal")):
+        if inner.get(key) not in (None, "", []):
+            fields.append((label, show(inner[key])))
+    env = inner.get("Env")
+    fields += [("Env", show(e)) for e in (env if isinstance(env, list) else [])]
+    ports = inner.get("ExposedPorts")
+    if isinstance(ports, dict) and ports:
+        fields.append(("Exposed ports", show(", ".join(str(p) for p in ports))))
+    fields += [("Label", show(f"{k}={v}")) for k, v in doc["labels"].items()]
+    if doc["devices_skipped"]:
+        fields.append(("Devices skipped", str(doc["devices_skipped"])))
+    return fields
 
 
 @image_group.command("rm")

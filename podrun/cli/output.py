@@ -11,9 +11,12 @@ from typing import Any
 
 import click
 
+# Every verb that prints data takes this one option: ``table`` (human-readable: a table, or
+# ``key: value`` lines for one object) by default, ``json`` for scripts (its documents are
+# described by the JSON Schemas in podrun/schemas/, which the tests check the output against).
 FORMAT_OPTION = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-    help="Output format.",
+    help="Output format: table (human-readable text) or json.",
 )
 NO_LEGEND_OPTION = click.option("--no-legend", is_flag=True, help="Omit the table header.")
 
@@ -29,6 +32,19 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], legend: b
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     for r in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def print_fields(fields: Sequence[tuple[str, str]]) -> None:
+    """One object as aligned ``Label:  value`` lines (``podman version``'s layout)."""
+    width = max((len(label) for label, _ in fields), default=0) + 2
+    for label, value in fields:
+        click.echo(f"{label + ':':<{width}}{value}".rstrip())
+
+
+def printable(text: str) -> str:
+    """*text* with every control or invisible character escaped (``\\x1b``): strings from an
+    image (labels, env, cmd) must not reach a terminal as escape sequences."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def warn_damage(uuid: str, errors: Sequence[str]) -> None:

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -15,7 +16,7 @@ import click
 from podrun.cli import Globals
 from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_time, print_json, print_table, warn_damage
 from podrun.errors import PodrunError, StoreError, UsageError
-from podrun.pod.state import PodFileDamage
+from podrun.pod.state import PodFileDamage, PodStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -73,8 +74,8 @@ def list_cmd(g: Globals, fmt: str, no_legend: bool, full: bool) -> None:
         apps = ",".join(a.name for a in p.apps) or "-"
         image = ",".join((a.image_name or a.image_id or "-") for a in p.apps) or "-"
         uuid = p.uuid if full else p.uuid[:8]
-        rows.append([uuid, apps, image, p.state, human_time(p.created), human_time(p.started),
-                     ",".join(p.networks) or "-"])
+        networks = ",".join(f"{n.name}:{n.ip}" if n.ip else n.name for n in p.networks)
+        rows.append([uuid, apps, image, p.state, human_time(p.created), human_time(p.started), networks or "-"])
     print_table(["UUID", "APP", "IMAGE", "STATE", "CREATED", "STARTED", "NETWORKS"], rows, legend=not no_legend)
 
 
@@ -89,7 +90,7 @@ def list_cmd(g: Globals, fmt: str, no_legend: bool, full: bool) -> None:
 @click.pass_obj
 def status_cmd(g: Globals, uuid: str | None, uuid_file: str | None, wait: str | None, wait_ready: str | None,
                fmt: str) -> None:
-    """Show a pod's state, pid, apps and exit codes."""
+    """Show a pod's state, pid, apps, exit codes, networks and port forwards."""
     from podrun.pod.layout import PodDirs
     from podrun.pod.state import read_status
     from podrun.pod.stop import wait_unlocked
@@ -119,7 +120,22 @@ def status_cmd(g: Globals, uuid: str | None, uuid_file: str | None, wait: str | 
         for app in st.apps:
             code = "" if app.exit_code is None else str(app.exit_code)
             click.echo(f"app-{app.name}={code or ('running' if st.state == 'running' else 'unknown')}")
+        for line in _network_lines(st):
+            click.echo(line)
     warn_damage(full, st.errors)
+
+
+def _network_lines(st: PodStatus) -> list[str]:
+    """``network-NAME=KEY=VALUE …`` (the fields known, ``-`` when none is) and
+    ``port-PROTOCOL-HOSTPORT=pod_port=N [host_ip=IP]``, as ``status`` prints them."""
+    lines = []
+    for net in st.networks:
+        known = " ".join(f"{k}={v}" for k, v in asdict(net).items() if k != "name" and v is not None)
+        lines.append(f"network-{net.name}={known or '-'}")
+    for port in st.ports:
+        where = f" host_ip={port.host_ip}" if port.host_ip else ""
+        lines.append(f"port-{port.protocol}-{port.host_port}=pod_port={port.pod_port}{where}")
+    return lines
 
 
 def _wait_ready(dirs: PodDirs, phase: str, uuid: str, deadline: float | None, text: str) -> str:

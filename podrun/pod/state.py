@@ -24,6 +24,7 @@ import errno
 import json
 import math
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,6 +70,29 @@ class AppStatus:
 
 
 @dataclass(frozen=True)
+class NetworkStatus:
+    """One network of a pod, as rkt's status gave it.  Only ``name`` is known for ``none`` and
+    ``host``, before the pod is attached (prepared) and once its networks were released."""
+
+    name: str
+    ifname: str | None = None
+    ip: str | None = None
+    mask: str | None = None  # dotted, as rkt's status: 255.255.255.0
+    gateway: str | None = None
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """A host port forwarded to the pod (``--port``); ``host_ip`` empty: every host address."""
+
+    host_ip: str
+    host_port: int
+    pod_port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
 class PodStatus:
     uuid: str
     state: str
@@ -81,14 +105,14 @@ class PodStatus:
     exit_code: int | None = None
     ready: bool = False
     apps: tuple[AppStatus, ...] = ()
-    networks: tuple[str, ...] = ()
+    networks: tuple[NetworkStatus, ...] = ()
+    ports: tuple[PortForward, ...] = ()
     cgroups: tuple[str, ...] = ()
     errors: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["apps"] = [asdict(a) for a in self.apps]
-        return doc
+        """The document ``status --format json`` prints (podrun/schemas/pod-status.json)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 # -- reading pod files ------------------------------------------------------------------------
@@ -290,17 +314,116 @@ def read_cgroups(pod_fd: int) -> list[str] | None:
     return doc
 
 
-def _net_addresses(pod_fd: int) -> dict[str, str]:
-    """Network name → address from ``net/state.json`` (empty once the networks were released)."""
+_IPV4 = re.compile(r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+_NET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")  # podrun.net.spec.NET_NAME_CHARS
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # what podrun and the CNI plugins name interfaces
+# The fields of a network entry that podrun writes itself (podrun.net.setup), and their form.
+_NET_FIELDS = {"ifname": _IFNAME, "ip": _IPV4, "gateway": _IPV4, "mac": _MAC}
+
+
+@dataclass(frozen=True)
+class NetRecord:
+    """What ``net/state.json`` says of the pod's networks while they are attached: each
+    network's details by name, and the host ports forwarded to the pod."""
+
+    networks: dict[str, NetworkStatus]
+    ports: tuple[PortForward, ...]
+
+
+def _mask(prefix: int) -> str:
+    bits = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    return ".".join(str((bits >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
+def _prefix_of(cidr: Any) -> int | None:
+    """The prefix length of an IPv4 ``ADDRESS/PREFIX``, None when it is not one."""
+    if not isinstance(cidr, str):
+        return None
+    addr, _, plen = cidr.partition("/")
+    if not (_IPV4.fullmatch(addr) and plen.isdigit() and int(plen) <= 32):
+        return None
+    return int(plen)
+
+
+def _cni_details(result: Any, ip: str, ifname: str | None) -> dict[str, str]:
+    """mask, gateway and mac of the address *ip* in a CNI result (layouts 0.3 to 1.0: ``ips``
+    entries point at ``interfaces`` by index).  The result is the plugin's, kept as it came: what
+    is missing or malformed there is left out, not counted as damage."""
+    if not isinstance(result, dict):
+        return {}
+    ips: list[Any] = result["ips"] if isinstance(result.get("ips"), list) else []
+    entry = next((i for i in ips if isinstance(i, dict) and isinstance(i.get("address"), str)
+                  and i["address"].partition("/")[0] == ip), {})
+    out: dict[str, str] = {}
+    prefix = _prefix_of(entry.get("address"))
+    if prefix is not None:
+        out["mask"] = _mask(prefix)
+    if isinstance(entry.get("gateway"), str) and _IPV4.fullmatch(entry["gateway"]):
+        out["gateway"] = entry["gateway"]
+    interfaces: list[Any] = result["interfaces"] if isinstance(result.get("interfaces"), list) else []
+    index: Any = entry.get("interface")
+    if _is_int(index, 0, len(interfaces) - 1):
+        link = interfaces[index]
+    else:  # no index: the interface of that name inside the pod
+        link = next((i for i in interfaces if isinstance(i, dict) and i.get("name") == ifname and i.get("sandbox")),
+                    None)
+    mac = link.get("mac") if isinstance(link, dict) else None
+    if isinstance(mac, str) and _MAC.fullmatch(mac):
+        out["mac"] = mac.lower()
+    return out
+
+
+def _net_entry(entry: Any) -> NetworkStatus:
+    """One entry of the record's ``networks``; PodFileDamage when a field podrun writes is not
+    of its form (a value printed by ``status`` must be what podrun wrote, nothing more)."""
+    if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)):
+        raise PodFileDamage("net/state.json: not a network record")
+    name = entry["name"]
+    for key, form in _NET_FIELDS.items():
+        value = entry.get(key)
+        if value is not None and not (isinstance(value, str) and form.fullmatch(value)):
+            raise PodFileDamage(f"net/state.json: network {name[:64]!r}: {key} is malformed")
+    fields: dict[str, str | None] = {k: entry.get(k) for k in _NET_FIELDS}
+    fields["mac"] = fields["mac"] and fields["mac"].lower()
+    if entry.get("subnet") is not None:  # the default network: its subnet gives the mask
+        prefix = _prefix_of(entry["subnet"])
+        if prefix is None:
+            raise PodFileDamage(f"net/state.json: network {name[:64]!r}: subnet is malformed")
+        fields["mask"] = _mask(prefix)
+    if entry.get("result") is not None and fields["ip"]:  # a CNI network: the plugin's result
+        details = _cni_details(entry["result"], fields["ip"], fields["ifname"])
+        fields.update({k: v for k, v in details.items() if fields.get(k) is None})
+    return NetworkStatus(name, **fields)
+
+
+def _port_forwards(ports: Any) -> tuple[PortForward, ...]:
+    """The record's ``ports``: forwards in place once ``added`` (podrun.net.setup.attach)."""
+    if ports is None:
+        return ()
+    forwards = ports.get("forwards") if isinstance(ports, dict) else None
+    if not isinstance(forwards, list) or not all(
+            isinstance(f, list) and len(f) == 4 and f[0] in ("tcp", "udp") and _is_int(f[1], 1, 65535)
+            and _is_int(f[2], 1, 65535) and isinstance(f[3], str) and (f[3] == "" or _IPV4.fullmatch(f[3]))
+            for f in forwards):
+        raise PodFileDamage("net/state.json: ports is not a list of port forwards")
+    if ports.get("added") is not True:
+        return ()
+    return tuple(PortForward(host_ip=hip, host_port=hp, pod_port=pp, protocol=proto) for proto, pp, hp, hip in forwards)
+
+
+def read_net_record(pod_fd: int) -> NetRecord | None:
+    """The pod's network record (``net/state.json``): None when absent or once the networks
+    were released (``detached``); it is checked all the same, so damage is always named."""
     doc = read_pod_json(pod_fd, "net/state.json", NET_STATE_LIMIT)
     if doc is None:
-        return {}
+        return None
     entries = doc.get("networks", []) if isinstance(doc, dict) else None
-    if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("ip"), (str, type(None)))
-            for e in entries):
+    if not isinstance(entries, list):
         raise PodFileDamage("net/state.json: not a network record")
-    return {} if doc.get("detached") else {e["name"]: e["ip"] for e in entries if e.get("ip")}
+    networks = {n.name: n for n in map(_net_entry, entries)}
+    ports = _port_forwards(doc.get("ports"))
+    return None if doc.get("detached") else NetRecord(networks, ports)
 
 
 def _manifest_apps(doc: Any) -> tuple[list[dict[str, Any]], str | None]:
@@ -391,29 +514,38 @@ def _status(fd: int, path: Path, phase: str, uuid: str) -> PodStatus:
     finished = files.get(read_exit_record, "finished") or {}
     cgroups = files.get(read_cgroups) or []
     ready = bool(files.get(pod_file_present, "ready"))
-    networks = _networks(manifest, files)
+    networks, ports = _networks(manifest, files, state == "running")
     return PodStatus(
         uuid=uuid, state=state, phase=phase, path=str(path), created=files.mtime(MANIFEST),
         started=files.mtime("pid"), finished=finished.get("finished"), pid=pid if held else None,
         exit_code=finished.get("exit_code"), ready=ready, apps=tuple(apps),
-        networks=networks, cgroups=tuple(cgroups), errors=tuple(files.errors),
+        networks=networks, ports=ports, cgroups=tuple(cgroups), errors=tuple(files.errors),
     )
 
 
-def _networks(manifest: Any, files: _Reader) -> tuple[str, ...]:
-    """``none``, ``host`` or NAME[:IP] per network (addresses from the pod's network record;
-    a pod whose networks were released shows the names only)."""
+def _networks(manifest: Any, files: _Reader, running: bool) -> tuple[tuple[NetworkStatus, ...],
+                                                                     tuple[PortForward, ...]]:
+    """The pod's networks in the order of ``--net`` (``none`` and ``host`` as one network of
+    that name) and its port forwards, the details from the pod's network record.  Those are
+    shown only while the pod runs: the address of a pod killed before it released it may be
+    another pod's already (podrun.net.owners), but the record is read, and damage named, always."""
     if not isinstance(manifest, dict):
-        return ()
+        return (), ()
     nets = manifest.get("networks")
     if not nets:
         net = manifest.get("net", "")
-        return (net,) if isinstance(net, str) else ()
-    if not isinstance(nets, list) or not all(isinstance(n, dict) and isinstance(n.get("name"), str) for n in nets):
+        if not (isinstance(net, str) and _NET_NAME.fullmatch(net)):
+            files.errors.append(f"{MANIFEST}: net is not a network name")
+            return (), ()
+        return (NetworkStatus(net),), ()
+    if not isinstance(nets, list) or not all(isinstance(n, dict) and isinstance(n.get("name"), str)
+                                             and _NET_NAME.fullmatch(n["name"]) for n in nets):
         files.errors.append(f"{MANIFEST}: networks is not a list of networks")
-        return ()
-    ips = files.get(_net_addresses) or {}
-    return tuple(f"{n['name']}:{ips[n['name']]}" if n["name"] in ips else n["name"] for n in nets)
+        return (), ()
+    record = files.get(read_net_record)
+    if record is None or not running:
+        record = NetRecord({}, ())
+    return tuple(record.networks.get(n["name"], NetworkStatus(n["name"])) for n in nets), record.ports
 
 
 def list_pods(dirs: PodDirs) -> list[PodStatus]:

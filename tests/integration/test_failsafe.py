@@ -53,7 +53,7 @@ def empty(pods: Pods) -> Iterator[None]:
 def import_image(p: Pods, source: Path, name: str) -> list[Path]:
     """Import *source* as *name*; returns the image's layer directories in the store."""
     p.run("image", "import", str(source), name, check=True)
-    doc = json.loads(p.run("image", "inspect", name, check=True).stdout)
+    doc = json.loads(p.run("image", "inspect", "--format", "json", name, check=True).stdout)
     return [p.data / "store" / "layers" / "sha256" / d.split(":", 1)[1] for d in doc["config"]["rootfs"]["diff_ids"]]
 
 

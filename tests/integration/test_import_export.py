@@ -25,7 +25,7 @@ def test_import_dir_export_and_skopeo_umoci_read_it(
     image_id = podrun("image", "import", str(demo_rootfs), "demo:latest").stdout.strip()
     listed = json.loads(podrun("image", "list", "--format", "json").stdout)
     assert listed == [dict(listed[0], id=image_id, names=["localhost/demo:latest"])]
-    inspected = json.loads(podrun("image", "inspect", "demo").stdout)
+    inspected = json.loads(podrun("image", "inspect", "--format", "json", "demo").stdout)
     diff_id = inspected["config"]["rootfs"]["diff_ids"][0].split(":")[1]
     layer = data_dir / "store" / "layers" / "sha256" / diff_id / "rootfs"
     assert (layer / "bin" / "busybox").stat().st_size > 100_000

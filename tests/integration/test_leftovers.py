@@ -198,7 +198,7 @@ def test_a_layer_with_device_nodes_is_fetched_with_one_warning_and_runs(pods: Po
     layer = built.layer_digests[1].split(":")[1][:12]
     assert res.stderr.count("\n") == 1 and "skipped 5 device node(s)" in res.stderr and layer in res.stderr, res.stderr
     assert "dev/console, dev/loop0, dev/null, dev/sda, dev/zero" in res.stderr
-    doc = json.loads(pods.run("image", "inspect", built.manifest_digest, check=True).stdout)
+    doc = json.loads(pods.run("image", "inspect", "--format", "json", built.manifest_digest, check=True).stdout)
     assert doc["devices_skipped"] == 5
     rootfs = pods.data / "store" / "layers" / "sha256" / built.diff_ids[1].split(":")[1] / "rootfs"
     assert sorted(p.name for p in (rootfs / "dev").iterdir()) == ["fd"]

@@ -62,9 +62,9 @@ def _free_port() -> int:
 
 def _ip_of(p: Pods, uuid: str) -> str:
     doc = json.loads(p.run("status", "--format", "json", uuid, check=True).stdout)
-    nets = [n for n in doc["networks"] if n.startswith("default:")]
+    nets = [n for n in doc["networks"] if n["name"] == "default" and n["ip"]]
     assert nets, doc
-    return str(nets[0].split(":", 1)[1])
+    return str(nets[0]["ip"])
 
 
 def test_default_network_pods_reach_each_other_and_the_host(pods: Pods) -> None:

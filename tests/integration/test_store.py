@@ -60,7 +60,7 @@ def test_fetch_is_idempotent_and_names_images(tmp_path: Path, podrun: PodrunRunn
     assert listed[0]["names"] == ["docker.io/library/demo:v1"]
     # Bare names resolve in the store, by name and by ID prefix.
     assert podrun("fetch", "--pull-policy", "never", "demo:v1").stdout.strip() == first
-    inspected = json.loads(podrun("image", "inspect", first.split(":")[1][:10]).stdout)
+    inspected = json.loads(podrun("image", "inspect", "--format", "json", first.split(":")[1][:10]).stdout)
     assert inspected["id"] == first and inspected["config"]["rootfs"]["type"] == "layers"
 
 

@@ -1,0 +1,246 @@
+"""Structured pod status (issue 13): the networks and port forwards ``status`` and ``list`` give,
+read from the pod's network record (``net/state.json``, as podrun.net.setup writes it) through
+podrun.pod.state's safe readers, and the JSON Schemas of every ``--format json`` output.  Real
+pods on every kind of network are in tests/integration/test_structured_output.py."""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from podrun.cli.pods import _network_lines
+from podrun.pod.layout import PodDirs
+from podrun.pod.state import NetworkStatus, PodFileDamage, read_net_record, read_status
+from tests.conftest import ROOT
+from tests.fixtures.schemas import SCHEMAS, validate
+
+UUID = "0123abcd-0000-4000-8000-000000000001"
+NETNS = f"/run/podrun/netns/{UUID}"
+DEFAULT_ENTRY = {
+    "kind": "default", "name": "default", "ifname": "eth0", "bridge": "podrun0", "table": "podrun",
+    "subnet": "172.16.28.0/24", "host_if": "pr0123abcd0000", "ip": "172.16.28.7", "gateway": "172.16.28.1",
+    "mac": "02:42:ac:10:1c:07", "filter": True,
+}
+CNI_ENTRY = {  # the bridge plugin's 0.4.0 result: ips point at interfaces by index
+    "kind": "cni", "name": "cnitest", "ifname": "eth1", "args": [], "conflist": "/x/net/cni-cnitest.json",
+    "result": {"cniVersion": "0.4.0",
+               "interfaces": [{"name": "cnitest0", "mac": "5e:00:00:00:00:01"},
+                              {"name": "veth0a1b2c3d", "mac": "5e:00:00:00:00:02"},
+                              {"name": "eth1", "mac": "5E:00:00:00:00:03", "sandbox": NETNS}],
+               "ips": [{"version": "4", "address": "172.16.30.9/25", "gateway": "172.16.30.1", "interface": 2}],
+               "dns": {}},
+    "ip": "172.16.30.9",
+}
+RECORD = {"netns": NETNS, "uuid": UUID, "data_dir": "/var/lib/podrun",
+          "networks": [DEFAULT_ENTRY, CNI_ENTRY],
+          "ports": {"table": "podrun", "ip": "172.16.28.7", "forwards": [["tcp", 80, 8080, ""],
+                                                                          ["udp", 53, 5353, "127.0.0.1"]],
+                    "added": True}}
+DEFAULT = NetworkStatus("default", "eth0", "172.16.28.7", "255.255.255.0", "172.16.28.1", "02:42:ac:10:1c:07")
+CNI = NetworkStatus("cnitest", "eth1", "172.16.30.9", "255.255.255.128", "172.16.30.1", "5e:00:00:00:00:03")
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> PodDirs:
+    return PodDirs(tmp_path / "data")
+
+
+def make_pod(dirs: PodDirs, record: Any, net: str = "default,cnitest", phase: str = "run") -> Path:
+    pod = dirs.path(phase, UUID)
+    (pod / "net").mkdir(parents=True)
+    networks = [{"name": n, "args": []} for n in net.split(",")] if net not in ("none", "host") else []
+    (pod / "pod.json").write_text(json.dumps({"version": 1, "uuid": UUID, "net": net, "networks": networks,
+                                              "apps": [{"name": "web", "image_id": None, "image_name": "demo"}]}))
+    if record is not None:
+        (pod / "net" / "state.json").write_text(json.dumps(record))
+    return pod
+
+
+@pytest.fixture
+def hold() -> Iterator[Callable[[Path], None]]:
+    """Hold a pod's lock as its supervisor does: the pod reads as running."""
+    held: list[int] = []
+
+    def lock(pod: Path) -> None:
+        held.append(os.open(pod, os.O_RDONLY | os.O_DIRECTORY))
+        fcntl.flock(held[-1], fcntl.LOCK_EX)
+
+    yield lock
+    for fd in held:
+        os.close(fd)
+
+
+def record_of(pod: Path) -> Any:
+    fd = os.open(pod, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return read_net_record(fd)
+    finally:
+        os.close(fd)
+
+
+def test_a_running_pod_shows_its_networks_and_forwards(dirs: PodDirs, hold: Callable[[Path], None]) -> None:
+    hold(make_pod(dirs, RECORD))
+    st = read_status(dirs, "run", UUID)
+    assert st.state == "running" and st.errors == ()
+    assert st.networks == (DEFAULT, CNI)
+    doc = st.to_json()
+    validate(doc, "pod-status")
+    validate([doc], "pod-list")
+    assert doc["networks"][0] == {"name": "default", "ifname": "eth0", "ip": "172.16.28.7", "mask": "255.255.255.0",
+                                  "gateway": "172.16.28.1", "mac": "02:42:ac:10:1c:07"}
+    assert doc["ports"] == [{"host_ip": "", "host_port": 8080, "pod_port": 80, "protocol": "tcp"},
+                            {"host_ip": "127.0.0.1", "host_port": 5353, "pod_port": 53, "protocol": "udp"}]
+    assert _network_lines(st) == [
+        "network-default=ifname=eth0 ip=172.16.28.7 mask=255.255.255.0 gateway=172.16.28.1 mac=02:42:ac:10:1c:07",
+        "network-cnitest=ifname=eth1 ip=172.16.30.9 mask=255.255.255.128 gateway=172.16.30.1 mac=5e:00:00:00:00:03",
+        "port-tcp-8080=pod_port=80",
+        "port-udp-5353=pod_port=53 host_ip=127.0.0.1",
+    ]
+
+
+def test_an_exited_or_prepared_pod_shows_the_names_only(dirs: PodDirs) -> None:
+    """A pod killed before it released its address: the record still names it, but the
+    address may be another pod's now."""
+    make_pod(dirs, RECORD)
+    st = read_status(dirs, "run", UUID)
+    assert st.state == "exited" and st.errors == ()
+    assert st.networks == (NetworkStatus("default"), NetworkStatus("cnitest")) and st.ports == ()
+    assert _network_lines(st) == ["network-default=-", "network-cnitest=-"]
+    validate(st.to_json(), "pod-status")
+
+
+@pytest.mark.parametrize("net", ["none", "host"])
+def test_none_and_host_are_one_network_of_that_name(dirs: PodDirs, hold: Callable[[Path], None], net: str) -> None:
+    hold(make_pod(dirs, None, net=net))
+    st = read_status(dirs, "run", UUID)
+    assert st.networks == (NetworkStatus(net),) and st.ports == () and st.errors == ()
+    validate(st.to_json(), "pod-status")
+
+
+def test_released_and_half_written_records(dirs: PodDirs, hold: Callable[[Path], None]) -> None:
+    pod = make_pod(dirs, dict(RECORD, detached=True))
+    hold(pod)
+    assert record_of(pod) is None
+    # ports not yet added; the default network before its lease; a CNI network before its result
+    half = {"networks": [{k: v for k, v in DEFAULT_ENTRY.items() if k not in ("ip", "gateway", "mac")},
+                         {k: v for k, v in CNI_ENTRY.items() if k not in ("ip", "result")}],
+            "ports": dict(RECORD["ports"], added=False)}  # type: ignore[arg-type]
+    (pod / "net" / "state.json").write_text(json.dumps(half))
+    st = read_status(dirs, "run", UUID)
+    assert st.networks == (NetworkStatus("default", "eth0", mask="255.255.255.0"), NetworkStatus("cnitest", "eth1"))
+    assert st.ports == () and st.errors == ()
+    validate(st.to_json(), "pod-status")
+
+
+def _cni(result: Any) -> dict[str, Any]:
+    return dict(RECORD, networks=[dict(CNI_ENTRY, result=result)])
+
+
+@pytest.mark.parametrize(("result", "expected"), [
+    # CNI 1.0: no "version"; no interface index: the interface of that name inside the pod
+    ({"cniVersion": "1.0.0", "interfaces": CNI_ENTRY["result"]["interfaces"],  # type: ignore[index]
+      "ips": [{"address": "172.16.30.9/24"}]},
+     NetworkStatus("cnitest", "eth1", "172.16.30.9", "255.255.255.0", None, "5e:00:00:00:00:03")),
+    # the address is found among several; an index out of range gives no MAC
+    ({"ips": [{"address": "fd00::9/64", "interface": 0}, {"address": "172.16.30.9/16", "interface": 7}]},
+     NetworkStatus("cnitest", "eth1", "172.16.30.9", "255.255.0.0")),
+    # what a plugin made up is left out, never printed
+    ({"ips": [{"address": "172.16.30.9/33", "gateway": "evil\n", "interface": 0}],
+      "interfaces": [{"mac": "\x1b[31m"}]}, NetworkStatus("cnitest", "eth1", "172.16.30.9")),
+    ({"ips": "many", "interfaces": {}}, NetworkStatus("cnitest", "eth1", "172.16.30.9")),
+    ("not an object", NetworkStatus("cnitest", "eth1", "172.16.30.9")),
+])
+def test_cni_results_of_every_layout(dirs: PodDirs, result: Any, expected: NetworkStatus) -> None:
+    record = record_of(make_pod(dirs, _cni(result), net="cnitest"))
+    assert record.networks == {"cnitest": expected}
+
+
+def _with(entry: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return dict(copy.deepcopy(RECORD), networks=[dict(entry, **changes)])
+
+
+@pytest.mark.parametrize(("record", "error"), [
+    ({"networks": {"default": {}}}, "net/state.json: not a network record"),
+    ({"networks": [{"ip": "172.16.28.7"}]}, "net/state.json: not a network record"),
+    (_with(DEFAULT_ENTRY, ip=167772161), "net/state.json: network 'default': ip is malformed"),
+    (_with(DEFAULT_ENTRY, ip="172.16.28.7\nnameserver 6.6.6.6"), "net/state.json: network 'default': ip is malformed"),
+    (_with(DEFAULT_ENTRY, ip="172.16.28.256"), "net/state.json: network 'default': ip is malformed"),
+    (_with(DEFAULT_ENTRY, mac="02:42:ac:10:1c"), "net/state.json: network 'default': mac is malformed"),
+    (_with(DEFAULT_ENTRY, gateway=["172.16.28.1"]), "net/state.json: network 'default': gateway is malformed"),
+    (_with(DEFAULT_ENTRY, ifname="eth0\x1b[2J"), "net/state.json: network 'default': ifname is malformed"),
+    (_with(DEFAULT_ENTRY, subnet="172.16.28.0/40"), "net/state.json: network 'default': subnet is malformed"),
+    (_with(CNI_ENTRY, ip="fd00::9"), "net/state.json: network 'cnitest': ip is malformed"),
+    (dict(RECORD, ports={"forwards": [["tcp", 80, 70000, ""]], "added": True}),
+     "net/state.json: ports is not a list of port forwards"),
+    (dict(RECORD, ports={"forwards": [["sctp", 80, 8080, ""]], "added": True}),
+     "net/state.json: ports is not a list of port forwards"),
+    (dict(RECORD, ports={"forwards": [["tcp", 80, 8080, "0.0.0.0\n"]], "added": True}),
+     "net/state.json: ports is not a list of port forwards"),
+    (dict(RECORD, ports=[["tcp", 80, 8080, ""]]), "net/state.json: ports is not a list of port forwards"),
+])
+def test_a_damaged_record_is_named_never_shown(dirs: PodDirs, hold: Callable[[Path], None], record: Any, error: str) -> None:
+    pod = make_pod(dirs, record)
+    with pytest.raises(PodFileDamage, match=f"^{error}$"):
+        record_of(pod)
+    hold(pod)
+    st = read_status(dirs, "run", UUID)  # reported, never raised: the pod's names only
+    assert st.errors == (error,) and st.ports == ()
+    assert st.networks == (NetworkStatus("default"), NetworkStatus("cnitest"))
+    validate(st.to_json(), "pod-status")
+    # damage is named even once the networks were released (the pod's exit path)
+    (pod / "net" / "state.json").write_text(json.dumps(dict(record, detached=True)))
+    assert read_status(dirs, "run", UUID).errors == (error,)
+
+
+@pytest.mark.parametrize("networks", [[{"name": "default\nx", "args": []}], [{"name": "", "args": []}], "default"])
+def test_a_damaged_network_list_in_the_manifest(dirs: PodDirs, networks: Any) -> None:
+    pod = make_pod(dirs, RECORD)
+    manifest = json.loads((pod / "pod.json").read_text())
+    (pod / "pod.json").write_text(json.dumps(dict(manifest, networks=networks)))
+    st = read_status(dirs, "run", UUID)
+    assert st.networks == () and st.errors == ("pod.json: networks is not a list of networks",)
+    validate(st.to_json(), "pod-status")
+
+
+def test_the_schemas_are_valid_and_not_vacuous(dirs: PodDirs) -> None:
+    for path in SCHEMAS.glob("*.json"):
+        schema = json.loads(path.read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["$id"].startswith(f"https://podrun.dev/schemas/{path.stem}")
+    make_pod(dirs, RECORD)
+    doc = read_status(dirs, "run", UUID).to_json()
+    for bad in (dict(doc, networks=["default:172.16.28.7"]),  # the strings of before
+                dict(doc, networks=[dict(asdict(DEFAULT), ip="172.16.28.7/24")]),
+                dict(doc, ports=[{"host_port": 8080, "pod_port": 80, "protocol": "tcp"}]),
+                dict(doc, extra=1)):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(bad, "pod-status")
+    with pytest.raises(jsonschema.ValidationError):
+        validate([dict(doc, state="sleeping")], "pod-list")
+
+
+def test_version(tmp_path: Path) -> None:
+    def version(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "podrun", "version", *args], capture_output=True, text=True,
+                              cwd=ROOT, check=True).stdout
+
+    doc = json.loads(version("--format", "json"))
+    validate(doc, "version")
+    from podrun import __version__
+
+    assert doc["version"] == __version__ and doc["stage1_flavors"] == ["default", "fly"]
+    assert (Path(doc["stages_dir"]) / "default" / "manifest.json").is_file()
+    lines = version().splitlines()
+    assert lines[0].split() == ["Version:", __version__]
+    assert f"Stages dir:     {doc['stages_dir']}" in lines and "Stage1 flavors: default, fly" in lines
