@@ -1,5 +1,8 @@
 """Scenario ``start``: warm start of ``/bin/true`` without network, podrun vs crun, runc, nspawn, podman.
 
+podrun runs twice over: the editable install the bench itself runs from, and a wheel install
+(``pip install .`` into a fresh virtualenv, bench/wheel.py), the way a pip user gets it.
+
 The busybox rootfs is already in each tool's store or bundle; a run is the whole command from
 exec to exit (create the container/pod, run /bin/true, tear down), timed by the harness.
 """
@@ -8,8 +11,10 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+from pathlib import Path
 
 from bench.context import BenchContext
+from bench.pull import ToolFailed
 from bench.report import TIME, ScenarioResult
 from bench.runtimes import (
     PODMAN_IMAGE,
@@ -20,6 +25,7 @@ from bench.runtimes import (
     prepared_runtimes,
     run_rounds,
 )
+from bench.wheel import WheelInstallFailed, install_wheel
 
 DEFAULT_RUNS = 20
 QUICK_RUNS = 5
@@ -42,13 +48,34 @@ def _oci_runtime(rt: Runtimes, runtime: str) -> Contender:
                      lambda run_id: [("run", [runtime, "run", "--bundle", str(bundle), run_id])], rt.env, delete)
 
 
-def contenders(rt: Runtimes) -> list[Contender]:
-    """podrun and its peers, in their order within the first round."""
+WHEEL = "podrun (wheel)"
+
+
+def _wheel_podrun(rt: Runtimes, wheel: Path | WheelInstallFailed) -> Contender:
+    """The same run by the ``podrun`` of a wheel install (bench/wheel.py), on the same store; when
+    the install failed, every run fails with its reason (the report shows it)."""
+
+    def steps(_id: str) -> list[tuple[str, list[str]]]:
+        if isinstance(wheel, WheelInstallFailed):
+            raise ToolFailed(str(wheel))
+        return [("run", [str(wheel), "--dir", str(rt.podrun_dir), "run", "--net", "none", PODRUN_IMAGE, "--exec",
+                         "/bin/true"])]
+
+    return Contender(
+        WHEEL, f"VENV/bin/podrun --dir DATA run --net none {PODRUN_IMAGE} --exec /bin/true", steps, rt.env,
+        lambda _id: rt.remove_podrun_pods(),
+        notes=["podrun installed by `pip install .` (the wheel pip builds, its dependencies, bytecode compiled "
+               "at install) into a fresh virtualenv; the same data dir as `podrun`, the editable install"])
+
+
+def contenders(rt: Runtimes, wheel: Path | WheelInstallFailed) -> list[Contender]:
+    """podrun, the wheel-installed podrun and the peers, in their order within the first round."""
     podrun = Contender(
         "podrun", f"podrun --dir DATA run --net none {PODRUN_IMAGE} --exec /bin/true",
         lambda _id: [("run", rt.podrun("run", "--net", "none", PODRUN_IMAGE, "--exec", "/bin/true"))],
         rt.env, lambda _id: rt.remove_podrun_pods(),
-        notes=["the exited pod is removed (`podrun rm`) after each run, untimed"])
+        notes=["the exited pod is removed (`podrun rm`) after each run, untimed; `podrun` is the editable "
+               "install (scripts/install-deps.sh)"])
     nspawn = Contender(
         "systemd-nspawn", "systemd-nspawn --register=no --keep-unit -q --private-network -D ROOTFS /bin/true",
         lambda _id: [("run", rt.nspawn("/bin/true"))], rt.env)
@@ -56,14 +83,20 @@ def contenders(rt: Runtimes) -> list[Contender]:
         "podman", f"podman --root R --runroot RR run --rm --network=none {PODMAN_IMAGE} /bin/true",
         lambda _id: [("run", rt.podman("run", "--rm", "--network=none", PODMAN_IMAGE, "/bin/true"))],
         rt.podman_env)
-    return [podrun, _oci_runtime(rt, "crun"), _oci_runtime(rt, "runc"), nspawn, podman]
+    return [podrun, _wheel_podrun(rt, wheel), _oci_runtime(rt, "crun"), _oci_runtime(rt, "runc"), nspawn, podman]
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
     """Run the start scenario: prepare every tool, then interleaved rounds."""
     runs = ctx.runs_for(DEFAULT_RUNS, QUICK_RUNS)
     with prepared_runtimes(ctx) as rt:
-        tools = run_rounds(ctx, "start", contenders(rt), runs)
+        ctx.log("start: installing podrun from a wheel into a fresh virtualenv (pip install .)")
+        wheel: Path | WheelInstallFailed
+        try:
+            wheel = install_wheel(rt.base)
+        except WheelInstallFailed as exc:
+            wheel = exc
+        tools = run_rounds(ctx, "start", contenders(rt, wheel), runs)
         overhead = harness_overhead()
         notes = list(rt.notes)
     notes.append(f"harness overhead included in every time: starting and reaping the host's /bin/true from the "

@@ -2,9 +2,11 @@
 # Builds the Debian package of podrun (make deb): dist/podrun_VERSION-1_ARCH.deb.
 #
 # Layout: a private virtualenv with podrun and its pinned dependencies in /opt/podrun (built at
-# that path, as virtualenvs are not relocatable, then moved into the package), /usr/bin/podrun
-# (packaging/bin/podrun), the stage1 flavors in /usr/lib/podrun/stages, systemd units, tmpfiles.d,
-# man pages and bash/zsh completion.  Run as root on Debian 12 with the packages of
+# that path, as virtualenvs are not relocatable, then moved into the package), installed from a
+# clean copy of the source (packaging/copy-source.sh) as any wheel is: the stage1 flavors inside
+# the package (podrun/_stages, see docs/packaging.md), the command in /opt/podrun/bin/podrun
+# (packaging/bin/podrun) and /usr/bin/podrun a link to it; systemd units, tmpfiles.d, man pages
+# and bash/zsh completion.  Run as root on Debian 12 with the packages of
 # scripts/install-deps.sh; /opt/podrun must not exist (an installed podrun package: remove it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,22 +19,22 @@ if [ -e "$prefix" ]; then
   exit 1
 fi
 stage=$(mktemp -d /tmp/podrun-deb.XXXXXX)
+chmod 755 "$stage"  # the package's ./ : dpkg-deb records its mode
 trap 'rm -rf "$stage" "$prefix"' EXIT
 
+bash packaging/copy-source.sh "$stage/src"
 /usr/bin/python3 -m venv "$prefix"
 "$prefix/bin/python" -m pip install -q --disable-pip-version-check "pip==24.2"
-"$prefix/bin/python" -m pip install -q --disable-pip-version-check .
+"$prefix/bin/python" -m pip install -q --disable-pip-version-check "$stage/src"
+rm -rf "$stage/src"
 "$prefix/bin/python" -m compileall -q "$prefix/lib" >/dev/null
 rm -rf "$prefix/bin/pip"* "$prefix/bin/activate"* "$prefix/bin/Activate.ps1"
 mkdir -p "$stage/opt" && cp -a "$prefix" "$stage/opt/"
 
-install -d "$stage/usr/bin" "$stage/usr/lib/podrun" "$stage/lib/systemd/system" "$stage/usr/lib/tmpfiles.d" \
+install -d "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/usr/lib/tmpfiles.d" \
   "$stage/usr/share/doc/podrun/examples" "$stage/usr/share/bash-completion/completions" \
   "$stage/usr/share/zsh/vendor-completions" "$stage/DEBIAN"
-sed "1s|.*|#!$prefix/bin/python|" packaging/bin/podrun > "$stage/usr/bin/podrun"
-chmod 755 "$stage/usr/bin/podrun"
-cp -a stages "$stage/usr/lib/podrun/"
-find "$stage/usr/lib/podrun/stages" -name __pycache__ -prune -exec rm -rf {} +
+ln -s "$prefix/bin/podrun" "$stage/usr/bin/podrun"
 install -m 644 packaging/systemd/podrun-gc.service packaging/systemd/podrun-gc.timer "$stage/lib/systemd/system/"
 install -m 644 packaging/systemd/podrun-example* "$stage/usr/share/doc/podrun/examples/"
 install -m 644 packaging/tmpfiles.d/podrun.conf "$stage/usr/lib/tmpfiles.d/"
@@ -79,7 +81,7 @@ if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
   systemctl disable --now podrun-gc.timer >/dev/null 2>&1 || true
 fi
 # bytecode the interpreter wrote at run time is not in the package's file list
-find /opt/podrun /usr/lib/podrun -name __pycache__ -path '*/stages/*' -prune -exec rm -rf {} + 2>/dev/null || true
+find /opt/podrun -name __pycache__ -path '*/_stages/*' -prune -exec rm -rf {} + 2>/dev/null || true
 PRERM
 chmod 755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm"
 mkdir -p "$out"

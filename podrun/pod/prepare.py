@@ -371,16 +371,19 @@ def new_uuid() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-INSTALLED_STAGES = "/usr/lib/podrun/stages"  # where the Debian package puts the flavors
-
-
 def stages_dir() -> Path:
-    """``$PODRUN_STAGES_DIR``, else the source tree's ``stages/`` (a checkout), else the package's."""
+    """Where the stage1 flavors are: ``$PODRUN_STAGES_DIR`` if set; else the package's own
+    ``podrun/_stages`` (an installed wheel, ``pip install .``, pipx, the .deb: setup.py maps the
+    repository's ``stages/`` there); else the source tree's ``stages/`` beside the package (a
+    checkout, an editable install).  docs/packaging.md has the table."""
     env = os.environ.get("PODRUN_STAGES_DIR")
     if env:
         return Path(env)
-    tree = Path(__file__).resolve().parents[2] / "stages"
-    return tree if tree.is_dir() else Path(INSTALLED_STAGES)
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_stages"
+    if installed.is_dir():
+        return installed
+    return package.parent / "stages"
 
 
 def entrypoint(flavor: str, name: str) -> Path:

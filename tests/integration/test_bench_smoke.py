@@ -111,9 +111,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     # start: every tool timed or explained; podrun really ran.
     start = doc["scenarios"]["start"]
-    assert set(start["tools"]) == {"podrun", "crun", "runc", "systemd-nspawn", "podman"}
-    assert start["tools"]["podrun"]["status"] == "ok", start["tools"]["podrun"]["reason"]
-    assert start["tools"]["podrun"]["seconds"]["median"] > 0
+    assert set(start["tools"]) == {"podrun", "podrun (wheel)", "crun", "runc", "systemd-nspawn", "podman"}
+    for name in ("podrun", "podrun (wheel)"):  # the editable install, and pip install . into a fresh venv
+        assert start["tools"][name]["status"] == "ok", start["tools"][name]["reason"]
+        assert start["tools"][name]["seconds"]["median"] > 0
+    assert start["ratios"]["podrun/podrun (wheel)"]["time_ratio"] > 0
     for name in ("crun", "runc", "systemd-nspawn", "podman"):
         _check_peer(start, md, name)
         if start["tools"][name]["status"] == "ok":

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
+SITE = "lib/python3.11/site-packages"
+
 
 def _installed() -> bool:
     res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "podrun"], capture_output=True, text=True)
@@ -18,7 +20,9 @@ def test_package_installs_runs_a_pod_and_purges(podrun_deb: Path, tmp_path: Path
     deb = podrun_deb
     assert not Path("/opt/podrun").exists()  # the build left nothing behind
     contents = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
-    for path in ("./usr/bin/podrun", "./usr/lib/podrun/stages/default/run", "./lib/systemd/system/podrun-gc.timer",
+    assert contents.startswith("drwxr-xr-x root/root"), contents.splitlines()[0]  # the package's ./ is the host's /
+    for path in ("./usr/bin/podrun", f"./opt/podrun/{SITE}/podrun/_stages/default/run",
+                 f"./opt/podrun/{SITE}/podrun/_stages/fly/run", "./lib/systemd/system/podrun-gc.timer",
                  "./usr/share/man/man1/podrun-run.1.gz", "./usr/share/man/man7/podrun-systemd.7.gz",
                  "./usr/lib/tmpfiles.d/podrun.conf", "./usr/share/bash-completion/completions/podrun",
                  "./usr/share/zsh/vendor-completions/_podrun"):
@@ -31,10 +35,11 @@ def test_package_installs_runs_a_pod_and_purges(podrun_deb: Path, tmp_path: Path
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # the installed podrun, not the checkout's
         subprocess.run(["podrun", "--dir", str(data), "image", "import", rootfs, "demo"], check=True, env=env,
                        capture_output=True, cwd="/")
-        res = subprocess.run(["podrun", "--dir", str(data), "run", "--net", "none", "demo", "--exec", "/bin/sh",
-                              "--", "-c", "echo hello from the package"], capture_output=True, text=True, env=env,
-                             cwd="/", timeout=120)
+        res = subprocess.run(["podrun", "--dir", str(data), "--debug", "run", "--net", "none", "demo", "--exec",
+                              "/bin/sh", "--", "-c", "echo hello from the package"], capture_output=True, text=True,
+                             env=env, cwd="/", timeout=120)
         assert res.returncode == 0 and res.stdout == "hello from the package\n", res.stderr
+        assert f" -I -S /opt/podrun/{SITE}/podrun/_stages/default/run " in res.stderr, res.stderr
         version = subprocess.run(["podrun", "--version"], capture_output=True, text=True, env=env, cwd="/")
         assert version.stdout.startswith("podrun, version ")
         subprocess.run(["podrun", "--dir", str(data), "gc", "--grace-period", "0s"], env=env, capture_output=True)
