@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -32,6 +33,13 @@ def marked_image(layout: Path, mark: str, ref: str = "latest") -> img.BuiltImage
 
 def blob(built: img.BuiltImage, digest: str) -> Path:
     return built.layout / "blobs" / "sha256" / digest.split(":")[1]
+
+
+def replace_manifest(path: Path) -> None:
+    """Other content of the same size under the manifest's name (schemaVersion 3)."""
+    doc = path.read_bytes()
+    path.write_bytes(doc.replace(b'schemaVersion": 2', b'schemaVersion": 3'))
+    assert path.stat().st_size == len(doc) and path.read_bytes() != doc
 
 
 def run_mark(podrun: PodrunRunner, image: str) -> str:
@@ -66,6 +74,26 @@ def test_unchanged_layout_runs_stored_image_without_reading_layers(
     out = podrun("fetch", ref).stdout.split()
     assert out == [built.manifest_digest]
     assert podrun("image", "fsck").returncode == 0
+
+
+def test_other_layout_naming_a_stored_image_runs_it(tmp_path: Path, podrun: PodrunRunner) -> None:
+    """A hostile layout elsewhere whose index names stored image D, with D's manifest but other
+    layer bytes, runs exactly the stored, verified D (content addressing); with another manifest
+    under D's name it is refused."""
+    built = marked_image(tmp_path / "l", "one")
+    assert run_mark(podrun, f"oci:{built.layout}:latest") == "one"
+    for changed_index in (False, True):
+        other = tmp_path / f"other-{changed_index}"
+        shutil.copytree(built.layout, other)
+        if changed_index:  # a new index.json: no earlier read of it, so the full read path
+            (other / "index.json").write_text((other / "index.json").read_text() + "\n")
+        for digest in [*built.layer_digests, built.config_digest]:
+            path = other / "blobs" / "sha256" / digest.split(":")[1]
+            path.write_bytes(os.urandom(path.stat().st_size))
+        assert run_mark(podrun, f"oci:{other}:latest") == "one"
+        replace_manifest(other / "blobs" / "sha256" / built.manifest_digest.split(":")[1])
+        res = podrun("run", "--net", "none", f"oci:{other}:latest", "--exec", "/bin/true", check=False)
+        assert res.returncode == 250 and built.manifest_digest in res.stderr, res.stderr
 
 
 def test_reuse_imports_no_puller(tmp_path: Path, podrun: PodrunRunner, data_dir: Path) -> None:
@@ -114,10 +142,7 @@ def test_replaced_manifest_refused_store_intact(tmp_path: Path, podrun: PodrunRu
     assert run_mark(podrun, ref) == "one"
     before = store_state(podrun, data_dir)
     # Same name and size, other content (a config of another image, say): refused, not run.
-    path = blob(built, built.manifest_digest)
-    doc = path.read_bytes()
-    path.write_bytes(doc.replace(b"schemaVersion\": 2", b"schemaVersion\": 3"))
-    assert path.stat().st_size == len(doc)
+    replace_manifest(blob(built, built.manifest_digest))
     for _ in range(2):
         res = podrun("run", "--net", "none", ref, "--exec", "/bin/true", check=False)
         assert res.returncode == 250, res.stderr
