@@ -8,22 +8,28 @@ every blob against it and every layer against the config's diff_ids like any oth
 
 Symlinks between members are followed *by name inside the archive* (classic ``docker save``
 links a repeated layer to its first copy); nothing is ever extracted.
+
+Hashing every layer on every read is what makes this transport slow, so its reuse key
+(podrun.image.api) digests ``manifest.json``, the REF and the selected image's *config* (hashed:
+it is small) with its layers' sizes: the config's diff_ids pin the content of every layer, so
+an unchanged config names the same root filesystem, which the store verified when it kept it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
-from typing import BinaryIO
 
-from podrun.errors import LimitExceededError, NotFoundError, UsageError, VerificationError
+from podrun.errors import LimitExceededError, NotFoundError, PodrunError, UsageError, VerificationError
 from podrun.image import mediatypes as mt
-from podrun.image.decompress import sniff
 from podrun.image.digest import CHUNK, Digest
 from podrun.image.layout import TarArchive, docker_name, load_json, ref_matches
 from podrun.image.limits import DEFAULT_LIMITS
-from podrun.image.source import ManifestBytes
+from podrun.image.source import ManifestBytes, reuse_key
+from podrun.lean import dataclass, sha256
+
+TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 _LAYER_TYPES = {"gzip": mt.DOCKER_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "none": mt.DOCKER_LAYER_TAR}
 
@@ -74,13 +80,16 @@ class DockerArchiveSource:
         self.description = f"docker-archive:{path}" + (f":{ref}" if ref else "")
         self.default_name: str | None = None
         self._archive = TarArchive(path, self.description)
+        self._ref = ref
         self._blobs: dict[Digest, str] = {}  # digest -> member, filled by top_manifest
+        self._hashed: dict[str, _HashedMember] = {}  # member -> its hash, each member read once
         self._manifest: bytes | None = None
         try:
             what = f"{self.description}: manifest.json"
             if not self._archive.has("manifest.json"):
                 raise NotFoundError(f"{self.description}: manifest.json does not exist (not a docker archive)")
-            images = _parse_manifest_json(self._archive.read("manifest.json", DEFAULT_LIMITS.manifest_bytes), what)
+            self._manifest_json = self._archive.read("manifest.json", DEFAULT_LIMITS.manifest_bytes)
+            images = _parse_manifest_json(self._manifest_json, what)
             self._image, tag = self._select(images, ref)
             self.default_name = docker_name(tag) if tag else None
         except BaseException:
@@ -113,11 +122,11 @@ class DockerArchiveSource:
                     return image, tag
         raise NotFoundError(f"{self.description}: no image tagged {ref!r} (tags: {', '.join(tags) or 'none'})")
 
-    def _hash(self, member: str, cache: dict[str, _HashedMember]) -> _HashedMember:
+    def _hash(self, member: str) -> _HashedMember:
         """Digest, size and compression of *member* as stored (each member read once)."""
-        if member in cache:
-            return cache[member]
-        h = hashlib.sha256()
+        if member in self._hashed:
+            return self._hashed[member]
+        h = sha256()
         size = 0
         head = b""
         with self._archive.open(member, follow_symlinks=True) as f:
@@ -126,8 +135,10 @@ class DockerArchiveSource:
                     head = chunk[:4]
                 h.update(chunk)
                 size += len(chunk)
+        from podrun.image.decompress import sniff
+
         hashed = _HashedMember(Digest("sha256", h.hexdigest()), size, sniff(head))
-        cache[member] = hashed
+        self._hashed[member] = hashed
         self._blobs[hashed.digest] = member
         return hashed
 
@@ -145,9 +156,8 @@ class DockerArchiveSource:
                 )
             for member, role in [(image.config, "config"), *((p, "layer") for p in image.layers)]:
                 self._missing(member, role)
-            cache: dict[str, _HashedMember] = {}
-            config = self._hash(image.config, cache)
-            layers = [self._hash(p, cache) for p in image.layers]
+            config = self._hash(image.config)
+            layers = [self._hash(p) for p in image.layers]
             doc = {
                 "schemaVersion": 2,
                 "mediaType": mt.DOCKER_MANIFEST,
@@ -175,6 +185,34 @@ class DockerArchiveSource:
         if member is None:
             raise NotFoundError(f"{self.description}: no blob {digest}")
         return self._archive.open(member, follow_symlinks=True)
+
+    def load(self) -> None:
+        """Nothing to do: the constructor parsed ``manifest.json`` and selected the image."""
+
+    def reuse_key(self, platform: str) -> str | None:
+        """A digest of ``manifest.json``, REF, the image's config (hashed here) and its layers'
+        sizes; None when a member is missing or the config is too large (the full read then
+        reports it)."""
+        image = self._image
+        try:
+            if self._archive.size(image.config, follow_symlinks=True) > DEFAULT_LIMITS.manifest_bytes:
+                return None
+            sizes = [str(self._archive.size(p, follow_symlinks=True)) for p in image.layers]
+            config = self._hash(image.config)
+        except PodrunError:
+            return None
+        return reuse_key("docker-archive", self._ref or "", platform, self._manifest_json,
+                         str(config.digest), *sizes)
+
+    def reuse_checks(self) -> tuple[tuple[Digest, int], ...]:
+        """None: the key holds the config's digest, and only the synthesized manifest (no
+        member of the archive) is read by digest."""
+        return ()
+
+    def confirm(self, digest: Digest, size: int) -> bool:
+        """False: no member is known by digest before every one is hashed (and ``reuse_checks``
+        names none, so a reuse never asks)."""
+        return False
 
     def close(self) -> None:
         """Close the archive file."""

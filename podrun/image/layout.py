@@ -7,6 +7,11 @@ at ``/etc`` or a blob that is a FIFO or a device is refused before any read coul
 An archive is never extracted: its tar headers are indexed once and each blob is read in
 place with ``pread`` (thread-safe, so the puller can fetch layers in parallel), only from
 regular members.
+
+Opening a layout reads ``oci-layout`` and ``index.json`` and nothing else; parsing them and
+selecting the image (``load``) may wait, so that a reuse of the stored image (podrun.image.api)
+costs no more than reading and hashing them and the manifest they name: the module imports
+neither ``tarfile`` nor the manifest models until they are needed (podrun.lean says why).
 """
 
 from __future__ import annotations
@@ -18,25 +23,29 @@ import json
 import os
 import posixpath
 import stat
-import tarfile
-from collections.abc import Iterator
-from typing import BinaryIO, cast
 
 from podrun import fsutil
 from podrun.errors import (
     FetchError,
     LimitExceededError,
     NotFoundError,
+    PodrunError,
     UsageError,
     VerificationError,
 )
 from podrun.image import mediatypes as mt
-from podrun.image.decompress import sniff
 from podrun.image.digest import Digest, read_bounded
 from podrun.image.limits import DEFAULT_LIMITS
-from podrun.image.manifest import Descriptor, Index, parse_manifest_or_index
 from podrun.image.reference import parse_docker_name
-from podrun.image.source import ManifestBytes
+from podrun.image.source import ManifestBytes, content_matches, reuse_key
+
+TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
+if TYPE_CHECKING:
+    import tarfile
+    from collections.abc import Iterator
+    from typing import BinaryIO
+
+    from podrun.image.manifest import Descriptor, Index
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 
@@ -141,6 +150,10 @@ class TarArchive:
             raise
 
     def _index(self) -> None:
+        import tarfile
+
+        from podrun.image.decompress import sniff
+
         head = os.pread(self._fd, 4, 0)
         if sniff(head) != "none":
             raise VerificationError(f"{self.what} is a compressed file, not a tar archive")
@@ -215,7 +228,7 @@ class TarArchive:
     def open(self, name: str, *, follow_symlinks: bool = False) -> BinaryIO:
         """A bounded stream of regular member *name*'s bytes (NotFoundError when absent)."""
         info = self._resolve(name, follow_symlinks)
-        return cast(BinaryIO, io.BufferedReader(_MemberReader(self._fd, info.offset_data, info.size)))
+        return io.BufferedReader(_MemberReader(self._fd, info.offset_data, info.size))
 
     def read(self, name: str, limit: int) -> bytes:
         """All of member *name*, refusing (LimitExceededError) more than *limit* bytes."""
@@ -250,7 +263,10 @@ def open_user_file(path: str, what: str) -> int:
 
 
 class _OCIBase:
-    """What ``oci:`` and ``oci-archive:`` share: reading an image layout through ``_open``."""
+    """What ``oci:`` and ``oci-archive:`` share: reading an image layout through ``_open``.
+
+    The subclass's constructor opens the layout and calls ``_read_documents`` (then ``load``
+    unless deferred); ``load`` parses what was read and selects the image REF names."""
 
     description: str
     default_name: str | None
@@ -259,8 +275,11 @@ class _OCIBase:
         self.description = f"{transport}:{path}" + (f":{ref}" if ref else "")
         self.default_name = None
         self._ref = ref
+        self._marker = self._index_data = b""
+        self._loaded = False
         self._selected: Descriptor | None = None
         self._platform_index: bytes | None = None  # index.json itself, when it is the image
+        self._read_by_digest: list[tuple[Digest, int]] = []
 
     # Subclasses: open a file of the layout by its relative path ("index.json", "blobs/…").
     def _open(self, relpath: str) -> BinaryIO:
@@ -270,13 +289,23 @@ class _OCIBase:
         with self._open(relpath) as f:
             return read_bounded(f, limit, f"{self.description}: {relpath}")
 
-    def _load(self) -> None:
-        """Check ``oci-layout``, read ``index.json`` and select the descriptor REF names."""
+    def _read_documents(self) -> None:
+        """Read and check ``oci-layout``, read ``index.json``: all that decides which image
+        REF names."""
         limit = DEFAULT_LIMITS.manifest_bytes
-        marker = load_json(self._read_file("oci-layout", limit), f"{self.description}: oci-layout")
+        self._marker = self._read_file("oci-layout", limit)
+        marker = load_json(self._marker, f"{self.description}: oci-layout")
         if not isinstance(marker, dict) or not isinstance(marker.get("imageLayoutVersion"), str):
             raise VerificationError(f"{self.description}: oci-layout has no imageLayoutVersion")
-        data = self._read_file("index.json", limit)
+        self._index_data = self._read_file("index.json", limit)
+
+    def load(self) -> None:
+        """Parse ``index.json`` and select the descriptor REF names."""
+        if self._loaded:
+            return
+        from podrun.image.manifest import Index, parse_manifest_or_index
+
+        data = self._index_data
         what = f"{self.description}: index.json"
         index = parse_manifest_or_index(ManifestBytes(data, ""), what)
         if not isinstance(index, Index):
@@ -287,10 +316,28 @@ class _OCIBase:
             # Tools such as crane write one multi-platform image as index.json listing its
             # per-platform manifests directly: index.json is then the image index itself.
             self._platform_index = data
-            return
-        self._selected = self._select(index)
-        name = dict(self._selected.annotations).get(REF_ANNOTATION)
-        self.default_name = docker_name(name) if name else None
+        else:
+            self._selected = self._select(index)
+            name = dict(self._selected.annotations).get(REF_ANNOTATION)
+            self.default_name = docker_name(name) if name else None
+        self._loaded = True
+
+    def reuse_key(self, platform: str) -> str | None:
+        """A digest of ``oci-layout``, ``index.json`` as read, REF and *platform*: with the
+        documents ``reuse_checks`` names, all the selection of the image depends on."""
+        return reuse_key("oci-layout", self._ref or "", platform, self._marker, self._index_data)
+
+    def reuse_checks(self) -> tuple[tuple[Digest, int], ...]:
+        """The manifests (and indexes) read by digest since the layout was opened."""
+        return tuple(self._read_by_digest)
+
+    def confirm(self, digest: Digest, size: int) -> bool:
+        """Whether blob *digest* is a regular file of *size* bytes with that content."""
+        try:
+            data = self._read_file(self._blob_path(digest), size)
+        except PodrunError:
+            return False
+        return len(data) == size and content_matches(data, digest)
 
     def _select(self, index: Index) -> Descriptor:
         def ref_of(d: Descriptor) -> str | None:
@@ -317,11 +364,26 @@ class _OCIBase:
             raise UsageError(f"{self.description}: ref {self._ref!r} names more than one image")
         return found[0]
 
+    def _read(self, deferred: bool) -> None:
+        """The constructors' last step: read the documents (and load unless *deferred*),
+        closing the source on any failure."""
+        try:
+            self._read_documents()
+            if not deferred:
+                self.load()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        raise NotImplementedError
+
     def _blob_path(self, digest: Digest) -> str:
         return f"blobs/{digest.algorithm}/{digest.hex}"
 
     def top_manifest(self, limit: int) -> ManifestBytes:
         """The manifest (or index) REF selects, with the digest its descriptor declares."""
+        self.load()
         if self._platform_index is not None:
             if len(self._platform_index) > limit:
                 raise LimitExceededError(f"{self.description}: index.json limit exceeded ({limit} bytes)")
@@ -335,6 +397,7 @@ class _OCIBase:
             raise VerificationError(
                 f"{self.description}: manifest {desc.digest} is {len(data)} bytes, index says {desc.size}"
             )
+        self._read_by_digest.append((desc.digest, desc.size))
         return ManifestBytes(data, desc.media_type, desc.digest)
 
     def manifest_by_digest(self, digest: Digest, limit: int) -> ManifestBytes:
@@ -342,6 +405,7 @@ class _OCIBase:
         data = self._read_file(self._blob_path(digest), limit)
         doc = load_json(data, f"{self.description}: manifest {digest}")
         media_type = doc.get("mediaType") if isinstance(doc, dict) else None
+        self._read_by_digest.append((digest, len(data)))
         return ManifestBytes(data, media_type if isinstance(media_type, str) else "", digest)
 
     def open_blob(self, digest: Digest, size: int) -> BinaryIO:
@@ -352,7 +416,8 @@ class _OCIBase:
 class OCILayoutSource(_OCIBase):
     """``oci:DIR[:REF]``: an OCI image layout directory, as skopeo, umoci and podman write."""
 
-    def __init__(self, path: str, ref: str | None) -> None:
+    def __init__(self, path: str, ref: str | None, *, deferred: bool = False) -> None:
+        """Open the layout; *deferred*: leave its parsing to ``load`` (or the first read)."""
         super().__init__("oci", path, ref)
         self._path = path
         try:
@@ -364,11 +429,7 @@ class OCILayoutSource(_OCIBase):
             raise VerificationError(f"{self.description}: {path} is not a directory") from None
         except OSError as exc:
             raise FetchError(f"{self.description}: cannot open {path}: {exc.strerror}") from None
-        try:
-            self._load()
-        except BaseException:
-            self.close()
-            raise
+        self._read(deferred)
 
     def _open(self, relpath: str) -> BinaryIO:
         parent, _, name = relpath.rpartition("/")
@@ -408,14 +469,11 @@ class OCILayoutSource(_OCIBase):
 class OCIArchiveSource(_OCIBase):
     """``oci-archive:FILE[:REF]``: a tar of an OCI image layout, as skopeo and podman write."""
 
-    def __init__(self, path: str, ref: str | None) -> None:
+    def __init__(self, path: str, ref: str | None, *, deferred: bool = False) -> None:
+        """Open and index the archive; *deferred*: leave its parsing to ``load``."""
         super().__init__("oci-archive", path, ref)
         self._archive = TarArchive(path, self.description)
-        try:
-            self._load()
-        except BaseException:
-            self.close()
-            raise
+        self._read(deferred)
 
     def _open(self, relpath: str) -> BinaryIO:
         if not self._archive.has(relpath):

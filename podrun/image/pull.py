@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from podrun import faults
-from podrun.errors import LimitExceededError, NotFoundError, StoreError, VerificationError
+from podrun.errors import LimitExceededError, VerificationError
 from podrun.image import mediatypes as mt
 from podrun.image.decompress import open_decompressed
 from podrun.image.digest import Digest
@@ -129,7 +129,7 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
     with store.writing():
         top, manifest, image_id = resolve_manifest(source, options.platform, limits)
         faults.checkpoint("pull:after-manifest")
-        existing = _complete_image(store, image_id)
+        existing = store.complete_image(image_id)
         if existing is not None:
             return existing
         if manifest.config.size > limits.manifest_bytes:
@@ -185,20 +185,6 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
         faults.checkpoint("pull:before-record")
         store.write_image(record)
         return record
-
-
-def _complete_image(store: Store, image_id: Digest) -> ImageRecord | None:
-    """The image's record when it and all its layers are in the store (a damaged or
-    half-removed image is fetched again)."""
-    if not store.has_image(image_id):
-        return None
-    try:
-        record = store.image(image_id)
-    except (NotFoundError, StoreError):
-        return None
-    if all(store.has_layer(layer.diff_id) for layer in record.layers) and store.has_blob(record.config):
-        return record
-    return None
 
 
 def _layer_size(store: Store, diff_id: Digest) -> int:

@@ -2,12 +2,16 @@
 ``docker-archive:``).  The puller (``podrun.image.pull``) drives a source: it reads the top
 manifest, picks a platform from an index, verifies every byte against its digest and stores it.
 Sources only *deliver* bytes; they never decide what is trusted.
+
+Local sources (``LocalSource``) also say which documents decide the image they name, so that
+``podrun.image.api`` can reuse a stored image when those documents are unchanged (docs/store.md,
+"Reuse of local sources"): content is compared by digest, never by file times.
 """
 
 from __future__ import annotations
 
 from podrun.image.digest import Digest
-from podrun.lean import dataclass
+from podrun.lean import dataclass, sha256
 
 TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
@@ -51,3 +55,46 @@ class ImageSource(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+class LocalSource(ImageSource, Protocol):
+    """A source on this machine (``oci:``, ``oci-archive:``, ``docker-archive:``), opened
+    without parsing more than it must: ``load`` checks and selects, as the full read needs."""
+
+    def load(self) -> None:
+        """Parse what the constructor read and select the image (idempotent); raises the
+        source's own errors (no image with that ref, not an index, …)."""
+        ...
+
+    def reuse_key(self, platform: str) -> str | None:
+        """A digest of everything that decides which image the source names for *platform*
+        (documents as read, the REF), or None when it cannot be made cheaply."""
+        ...
+
+    def reuse_checks(self) -> tuple[tuple[Digest, int], ...]:
+        """The documents a finished pull read by digest (``(digest, size)``), which a reuse
+        reads and verifies again (e.g. the manifest an index names)."""
+        ...
+
+    def confirm(self, digest: Digest, size: int) -> bool:
+        """Whether the source still holds exactly *size* bytes hashing to *digest*."""
+        ...
+
+
+def reuse_key(*parts: str | bytes) -> str:
+    """The sha256 hex of *parts*, each length-prefixed (no two part lists give one input)."""
+    h = sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(b"%d:" % len(data))
+        h.update(data)
+    return h.hexdigest()
+
+
+def content_matches(data: bytes, digest: Digest) -> bool:
+    """Whether *data* hashes to *digest* (sha256 without loading OpenSSL: podrun.lean)."""
+    if digest.algorithm == "sha256":
+        return sha256(data).hexdigest() == digest.hex
+    import hashlib
+
+    return hashlib.new(digest.algorithm, data).hexdigest() == digest.hex

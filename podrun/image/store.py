@@ -7,6 +7,8 @@ Layout under the data dir (``--dir``, default /var/lib/podrun); see docs/store.m
                                      lowerdir) and layer.json; present == complete
     store/images/<alg>/<hex>.json    image records, keyed by manifest digest (the image ID)
     store/refs/<quoted NAME:TAG>     name -> image ID, one small file per name
+    store/sources/<key>              what a local source named when last read in full (a
+                                     cache: podrun.image.api reuses the image it names)
     store/tmp/                       work in progress, never visible as complete; each entry
                                      locked by its writer (cleaners remove only dead writers')
     locks/store.lock                 shared by writers (fetch, import) and by run/prepare until
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from podrun import faults, fsutil
 from podrun import log as podrun_log
-from podrun.errors import NotFoundError, StoreError, UsageError
+from podrun.errors import NotFoundError, PodrunError, StoreError, UsageError
 from podrun.fsutil import remove_path, remove_tree
 from podrun.image.digest import Digest, copy_verified
 from podrun.image.reference import parse_docker_name
@@ -102,6 +104,34 @@ class ImageRecord:
             source=str(doc.get("source", "")),
             unpacked_size=int(doc.get("unpacked_size", 0)),
         )
+
+
+@dataclass(frozen=True)
+class SourceMemo:
+    """What a local source named when it was last read in full, kept under a key that digests
+    the documents deciding it (``LocalSource.reuse_key``).  A cache: a missing, damaged or
+    stale memo only means the source is read in full again."""
+
+    image: Digest
+    checks: tuple[tuple[Digest, int], ...]  # documents read again and verified on reuse
+    name: str | None  # NAME:TAG the source gives the image
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": str(self.image), "checks": [[str(d), n] for d, n in self.checks], "name": self.name}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> SourceMemo:
+        """Parse a memo; ValueError (or KeyError, TypeError) when it is not one."""
+        checks = tuple((Digest.parse(d), n) for d, n in doc["checks"])
+        if not all(type(n) is int and n >= 0 for _, n in checks):
+            raise ValueError("bad size")
+        name = doc["name"]
+        if name is not None and not isinstance(name, str):
+            raise ValueError("bad name")
+        return cls(Digest.parse(doc["image"]), checks, name)
+
+
+_MEMO_LIMIT = 1 << 16
 
 
 def normalize_name(text: str) -> str:
@@ -341,6 +371,19 @@ class Store:
     def has_image(self, image_id: Digest) -> bool:
         return self._image_path(image_id).is_file()
 
+    def complete_image(self, image_id: Digest) -> ImageRecord | None:
+        """The image's record when it, its config and all its layers are in the store (a
+        damaged or half-removed image is fetched again)."""
+        if not self.has_image(image_id):
+            return None
+        try:
+            record = self.image(image_id)
+        except (NotFoundError, StoreError):
+            return None
+        if all(self.has_layer(layer.diff_id) for layer in record.layers) and self.has_blob(record.config):
+            return record
+        return None
+
     def write_image(self, record: ImageRecord) -> None:
         with storage_errors(f"recording image {record.id}"):
             fsutil.atomic_write(
@@ -376,6 +419,13 @@ class Store:
         """Point *name* (normalized ``registry/repo:tag``) at *image_id*, atomically."""
         with storage_errors(f"naming image {name}"):
             fsutil.atomic_write(self._ref_path(name), f"{image_id}\n".encode(), 0o600)
+
+    def name_target(self, name: str) -> Digest | None:
+        """The image ID *name* (normalized) points at, None when it names none."""
+        try:
+            return Digest.parse(self._ref_path(name).read_text().strip())
+        except (OSError, ValueError, PodrunError):
+            return None
 
     def remove_name(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -440,6 +490,42 @@ class Store:
                 os.unlink(self._image_path(image_id))
             return removed
 
+    # -- what local sources named (podrun.image.api) ---------------------------------------------
+
+    def _memo_path(self, key: str) -> Path:
+        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"invalid source key {key!r}")
+        return self.root / "sources" / key
+
+    def source_memo(self, key: str) -> SourceMemo | None:
+        """The memo stored under *key*; None when there is none or it is damaged."""
+        try:
+            with open(self._memo_path(key), "rb") as f:
+                data = f.read(_MEMO_LIMIT + 1)
+            return SourceMemo.from_json(json.loads(data))
+        except (OSError, ValueError, KeyError, TypeError, PodrunError):
+            return None
+
+    def remember_source(self, key: str, memo: SourceMemo) -> None:
+        """Store *memo* under *key* (replaced atomically; not fsynced: losing it costs one full
+        read of the source, and a damaged one reads as none)."""
+        path = self._memo_path(key)
+        with storage_errors("recording a local source"):
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            fsutil.atomic_write(path, json.dumps(memo.to_json()).encode(), 0o600, durable=False)
+
+    def _stale_memos(self, images: set[Digest]) -> list[Path]:
+        """Memos that are damaged or name an image not in *images* (gc removes them)."""
+        base = self.root / "sources"
+        if not base.is_dir():
+            return []
+        stale = []
+        for path in sorted(base.iterdir()):
+            memo = self.source_memo(path.name) if not path.name.startswith(".") else None
+            if memo is None or memo.image not in images:
+                stale.append(path)
+        return stale
+
     # -- maintenance ----------------------------------------------------------------------------
 
     def gc(self, in_use: Callable[[], set[Digest] | None] | None = None) -> list[str]:
@@ -453,11 +539,13 @@ class Store:
             keep_blobs: set[Digest] = set()
             used = in_use() if in_use else set()
             keep_layers: set[Digest] = set(used or ())
+            images: set[Digest] = set()
             for image_id in self.image_ids():
                 try:
                     rec = self.image(image_id)
                 except StoreError:
                     continue  # a corrupted record keeps nothing alive; fsck names it
+                images.add(rec.id)
                 keep_blobs |= {rec.id, rec.config} | {layer.digest for layer in rec.layers}
                 keep_layers |= {layer.diff_id for layer in rec.layers}
             kinds = [("blobs", keep_blobs)] + ([("layers", keep_layers)] if used is not None else [])
@@ -472,6 +560,9 @@ class Store:
             for name in self.dangling_names():
                 self.remove_name(name)
                 removed.append(f"name {name} (its image is missing)")
+            for memo in self._stale_memos(images):
+                remove_path(memo)
+                removed.append(f"source memo {memo.name}")
             removed += [f"temporary {name}" for name in self.clean_temp()]
             # Lock files are only unlinked under the exclusive store lock: no writer can be
             # holding or about to take one, so no two processes can lock different inodes.
