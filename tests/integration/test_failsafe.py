@@ -252,6 +252,7 @@ def test_image_gc_loops_never_start_a_pod_without_its_layers(pods: Pods) -> None
     def churn() -> None:
         while not stop.is_set():
             pods.run("image", "import", str(demo_rootfs(pods)), "demo")
+            stop.wait(0.2)  # a window where runs find the image, however slow the machine is
             pods.run("image", "rm", "demo")
             pods.run("image", "gc")
 

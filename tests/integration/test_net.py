@@ -136,16 +136,18 @@ def test_static_ip_conflict_fails_cleanly(pods: Pods) -> None:
     wanted = TEST_SUBNET.rsplit(".", 1)[0] + ".77"
     interfaces = leftover_pod_interfaces()
     proc, uuid, _ = pods.start("--net", f"default:IP={wanted}", "demo", "--exec", "/bin/sleep", "--", "60")
-    assert _ip_of(pods, uuid) == wanted
-    netns_before = _netns_files()
-    res = pods.run("run", "--net", f"default:IP={wanted}", "demo", "--exec", "/bin/true")
-    assert res.returncode == 247 and f"address {wanted}" in res.stderr and uuid in res.stderr
-    assert "Traceback" not in res.stderr
-    assert _leases(pods) == {wanted: uuid}
-    assert _netns_files() == netns_before
-    assert len(leftover_pod_interfaces()) == len(interfaces) + 1
-    pods.run("stop", uuid, check=True)
-    proc.wait(timeout=20)
+    try:
+        assert _ip_of(pods, uuid) == wanted
+        netns_before = _netns_files()
+        res = pods.run("run", "--net", f"default:IP={wanted}", "demo", "--exec", "/bin/true")
+        assert res.returncode == 247 and f"address {wanted}" in res.stderr and uuid in res.stderr
+        assert "Traceback" not in res.stderr
+        assert _leases(pods) == {wanted: uuid}
+        assert _netns_files() == netns_before
+        assert len(leftover_pod_interfaces()) == len(interfaces) + 1
+    finally:  # the pod holding the address ends even when a check failed: later tests need it gone
+        pods.run("stop", uuid, check=True)
+        proc.wait(timeout=20)
     _wait_no_interfaces(interfaces)
     assert pods.run("run", "--net", "default:IP=10.1.1.1", "demo").returncode == 253
 
