@@ -7,75 +7,29 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import struct
 import subprocess
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_run import Pods
-from tests.integration.test_systemd_protocol import _podrun, pods, sdapp  # noqa: F401  (fixtures)
+from tests.integration.test_systemd_protocol import FakeManager, _podrun, manager, pods, sdapp  # noqa: F401
 
 STATUSES = 40
 RUNTIME = Path("/run/podrun/notify")
 
 
-class Manager:
-    """systemd's end of NOTIFY_SOCKET (a path, or an abstract name) that reads only when asked."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address  # as in NOTIFY_SOCKET
-        self.bound = "\0" + address[1:] if address.startswith("@") else address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.bound)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-
-    def fill(self) -> int:
-        """Fill the queue from a socket of the test's; how many datagrams it took."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.setblocking(False)
-            count = 0
-            while True:
-                try:
-                    s.sendto(b"FILLER=1", self.bound)
-                except BlockingIOError:
-                    return count
-                count += 1
-
-    def receive(self, timeout: float = 30) -> tuple[str, int]:
-        """(message, sender pid)."""
-        self.sock.settimeout(timeout)
-        data, ancdata, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
-        pid = -1
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = struct.unpack("iII", payload[:12])[0]
-        return data.decode(), pid
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def manager(tmp_path: Path) -> Iterator[Manager]:
-    m = Manager(str(tmp_path / "notify.sock"))
-    yield m
-    m.close()
-
-
 class Pod:
     """One ``podrun run --notify app`` of a shell *script* with /sdapp and a control dir /ctl."""
 
-    def __init__(self, data: Pods, binary: Path, tmp_path: Path, manager: Manager, script: str,
+    def __init__(self, data: Pods, binary: Path, tmp_path: Path, fake: FakeManager, script: str,
                  notify: str = "app") -> None:
         self.ctl = tmp_path / "ctl"
         self.ctl.mkdir()
         uuid_file = tmp_path / "uuid"
-        env = dict(os.environ, NOTIFY_SOCKET=manager.address)
+        env = dict(os.environ, NOTIFY_SOCKET=fake.path)
         self.proc = _podrun(data, "--net", "none", "--notify", notify, "--uuid-file-save", str(uuid_file),
                             "--volume", f"sd,kind=host,source={binary},readOnly=true",
                             "--volume", f"ctl,kind=host,source={self.ctl}", "demo",
@@ -123,8 +77,7 @@ def _notify_all(*messages: str) -> str:
 STATUS_FLOOD = _notify_all(*(f"STATUS={i}" for i in range(1, STATUSES + 1)), "READY=1")
 
 
-def test_a_full_manager_gets_the_latest_status_and_ready_once_it_reads(pods: Pods, sdapp: Path,  # noqa: F811
-                                                                       tmp_path: Path, manager: Manager) -> None:
+def test_a_full_manager_gets_the_latest_status_and_ready_once_it_reads(pods: Pods, sdapp: Path, tmp_path: Path, manager: FakeManager) -> None:  # noqa: F811
     fillers = manager.fill()
     pod = Pod(pods, sdapp, tmp_path, manager,
               f"{STATUS_FLOOD} && touch /ctl/sent && while [ ! -e /ctl/go ]; do sleep 0.1; done; exit 7")
@@ -149,8 +102,7 @@ def test_a_full_manager_gets_the_latest_status_and_ready_once_it_reads(pods: Pod
         pod.cleanup()
 
 
-def test_the_pod_ends_with_its_app_while_the_manager_never_reads(pods: Pods, sdapp: Path,  # noqa: F811
-                                                                 tmp_path: Path, manager: Manager) -> None:
+def test_the_pod_ends_with_its_app_while_the_manager_never_reads(pods: Pods, sdapp: Path, tmp_path: Path, manager: FakeManager) -> None:  # noqa: F811
     manager.fill()
     pod = Pod(pods, sdapp, tmp_path, manager, f"{STATUS_FLOOD}; exit 7")
     try:
@@ -162,8 +114,7 @@ def test_the_pod_ends_with_its_app_while_the_manager_never_reads(pods: Pods, sda
         pod.cleanup()
 
 
-def test_sigterm_while_notifications_wait_ends_the_pod_cleanly(pods: Pods, sdapp: Path,  # noqa: F811
-                                                               tmp_path: Path, manager: Manager) -> None:
+def test_sigterm_while_notifications_wait_ends_the_pod_cleanly(pods: Pods, sdapp: Path, tmp_path: Path, manager: FakeManager) -> None:  # noqa: F811
     manager.fill()
     pod = Pod(pods, sdapp, tmp_path, manager, f"{STATUS_FLOOD} && touch /ctl/sent && exec sleep 1000")
     try:
@@ -179,12 +130,12 @@ def test_sigterm_while_notifications_wait_ends_the_pod_cleanly(pods: Pods, sdapp
 
 @pytest.mark.parametrize("mode", ["app", "ready"])
 def test_an_abstract_notify_socket(mode: str, pods: Pods, sdapp: Path, tmp_path: Path) -> None:  # noqa: F811
-    manager = Manager(f"@podrun-test-{uuidlib.uuid4()}")
+    abstract = FakeManager(f"@podrun-test-{uuidlib.uuid4()}")
     script = _notify_all("STATUS=up", "READY=1") if mode == "app" else "true"
-    pod = Pod(pods, sdapp, tmp_path, manager, script, notify=mode)
+    pod = Pod(pods, sdapp, tmp_path, abstract, script, notify=mode)
     try:
         expected = ["STATUS=up", "READY=1"] if mode == "app" else ["READY=1\nSTATUS=apps started"]
-        got = [manager.receive() for _ in expected]
+        got = [abstract.receive() for _ in expected]
         assert [m for m, _ in got] == expected
         assert {pid for _, pid in got} == {pod.proc.pid}
         code, stderr = pod.end()
@@ -192,4 +143,4 @@ def test_an_abstract_notify_socket(mode: str, pods: Pods, sdapp: Path, tmp_path:
         assert not pod.socket_file.exists()
     finally:
         pod.cleanup()
-        manager.close()
+        abstract.close()
