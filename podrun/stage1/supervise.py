@@ -154,6 +154,10 @@ class Supervisor:
             os.kill(self.init_pid, signal.SIGKILL)
         if self.tty is not None:
             self.tty.finish()
+        try:
+            self.sd.close()  # the app's notify socket goes too
+        except OSError:
+            pass
         os._exit(EXIT_STAGE1_FAILED)
 
     def _fork_app(self, app: AppSpec, relay: Relay, started: list[Started]) -> None:

@@ -172,7 +172,12 @@ def app_socket(path: str) -> socket.socket:
         os.unlink(path)
     except FileNotFoundError:
         pass
-    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    # The directory is root's alone: the apps reach their socket through its bind mount (their
+    # own path, /run/podrun/notify), never through this one, so no host user can send a pod's
+    # supervisor READY=1 or STATUS= in its name.
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)  # one an older podrun made 0711
     s = sock.socket(sock.AF_UNIX, sock.SOCK_DGRAM | sock.SOCK_CLOEXEC)
     s.bind(path)
     os.chmod(path, 0o666)  # the app may run as any user

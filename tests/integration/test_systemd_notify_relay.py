@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid as uuidlib
 from pathlib import Path
@@ -144,3 +145,27 @@ def test_an_abstract_notify_socket(mode: str, pods: Pods, sdapp: Path, tmp_path:
     finally:
         pod.cleanup()
         abstract.close()
+
+
+def test_no_host_user_can_notify_in_the_pods_name(pods: Pods, sdapp: Path, tmp_path: Path, manager: FakeManager) -> None:  # noqa: F811
+    """The app's socket is 0666 (the app may run as any user), but its host directory is root's
+    alone: a host user who knows the pod's UUID cannot send READY=1 through it; the app still
+    can, through its own path."""
+    pod = Pod(pods, sdapp, tmp_path, manager,
+              "touch /ctl/up && while [ ! -e /ctl/go ]; do sleep 0.1; done; /sdapp notify STATUS=from-the-app; exit 3")
+    try:
+        pod.wait_for("up")
+        assert (RUNTIME.stat().st_mode & 0o777) == 0o700 and pod.socket_file.exists()
+        forge = ("import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+                 f"s.sendto(b'READY=1', {str(pod.socket_file)!r})")
+        res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-I",
+                              "-c", forge], capture_output=True, text=True, timeout=30)
+        assert res.returncode != 0 and "PermissionError" in res.stderr, res.stderr
+        (pod.ctl / "go").touch()
+        code, stderr = pod.end()
+        assert code == 3, stderr
+        assert manager.receive()[0] == "STATUS=from-the-app"
+        with pytest.raises(TimeoutError):
+            manager.receive(timeout=0.5)  # nothing else: no READY=1 in the pod's name
+    finally:
+        pod.cleanup()
