@@ -11,10 +11,20 @@ package, fed with ``nft -f -``).
 
     ports        set  host ends of the pods' veth pairs
     pods         set  host end . MAC . IPv4 address of each pod
-    from_pod     frames entering the bridge from a pod's port: ARP and IPv4 whose Ethernet
-                 source, ARP sender and IPv4 source are that pod's own MAC and address pass;
-                 everything else (another pod's or an invented address or MAC, IPv6, other
-                 protocols) is dropped before the bridge learns from it or the host sees it
+    loopback     set  127.0.0.0/8
+    from_pod     frames entering the bridge from a pod's port: IPv4 addressed to 127.0.0.0/8 is
+                 dropped (the bridge has route_localnet=1 for --port 127.0.0.1:…, so the host
+                 would otherwise route it to its loopback services: CVE-2020-8558); ARP and IPv4
+                 whose Ethernet source, ARP sender and IPv4 source are that pod's own MAC and
+                 address pass; everything else (another pod's or an invented address or MAC,
+                 IPv6, other protocols) is dropped before the bridge learns from it or the host
+                 sees it
+
+Forwards from the host's 127.0.0.1 keep working: they leave through the ``output`` hook and
+come back from the pod as replies to the bridge's own address, never to 127.0.0.0/8.
+
+A bridge table an older podrun made (no ``loopback`` set) is brought up to date when the next
+pod starts: the set and the drop rule are added in one transaction, under the network's lock.
 
 A pod's filter elements are added before its veth pair exists (so there is no moment without
 the filter) and removed by gc, when its pod dir is collected: they name the pod's own
@@ -41,6 +51,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 NFT = "nft"
+LOOPBACK = "127.0.0.0/8"
+_LOOPBACK_SET = f"  set loopback {{ type ipv4_addr ; flags interval ; elements = {{ {LOOPBACK} }} ; }}"
+_LOOPBACK_RULE = "ip daddr @loopback drop"
 _FWD_ANY_TYPE = "type inet_proto . inet_service : ipv4_addr . inet_service ;"
 
 
@@ -73,10 +86,12 @@ def _tables_script(table: str, subnet: str, missing: set[str]) -> str:
     bridge = f"""table bridge {table} {{
   set ports {{ type ifname ; }}
   set pods {{ type ifname . ether_addr . ipv4_addr ; }}
+{_LOOPBACK_SET}
   chain prerouting {{ type filter hook prerouting priority filter; policy accept;
     iifname @ports jump from_pod
   }}
   chain from_pod {{
+    {_LOOPBACK_RULE}
     ether type arp iifname . ether saddr . arp saddr ip @pods iifname . arp saddr ether . arp saddr ip @pods accept
     ether type ip iifname . ether saddr . ip saddr @pods accept
     drop
@@ -87,11 +102,25 @@ def _tables_script(table: str, subnet: str, missing: set[str]) -> str:
 
 
 def _filter_script(table: str, host_if: str, mac: str, ip: str) -> str:
-    # The last line adds nothing (the map exists) but fails while the ip table is missing; it
-    # costs nothing more, where "add chain" would make nft read the whole ruleset (~7 ms).
+    # The last two lines add nothing (the set and map exist) but fail while the loopback set (a
+    # table of an older podrun) or the ip table is missing; they cost nothing more, where "add
+    # chain" would make nft read the whole ruleset (~7 ms).
     return (f'add element bridge {table} ports {{ "{host_if}" }}\n'
             f'add element bridge {table} pods {{ "{host_if}" . {mac} . {ip} }}\n'
+            f"add element bridge {table} loopback {{ {LOOPBACK} }}\n"
             f"add map ip {table} fwd_any {{ {_FWD_ANY_TYPE} }}\n")
+
+
+def _upgrade_script(table: str) -> str:
+    """What a bridge table of an older podrun lacks: the loopback set and its drop rule, first
+    in from_pod."""
+    return (f"add set bridge {table} loopback {{ type ipv4_addr ; flags interval ; elements = {{ {LOOPBACK} }} ; }}\n"
+            f"insert rule bridge {table} from_pod {_LOOPBACK_RULE}\n")
+
+
+def _has_loopback_set(table: str) -> bool:
+    res = _nft(f"list set bridge {table} loopback\n", "reading the default network's bridge table")
+    return res.returncode == 0
 
 
 def start_filter(table: str, host_if: str, mac: str, ip: str) -> subprocess.Popen[str] | None:
@@ -126,7 +155,10 @@ def finish_filter(proc: subprocess.Popen[str] | None, table: str, subnet: str, h
     res = _nft("list tables\n", "setting up the default network's nftables tables")
     have = {tuple(line.split()[1:3]) for line in res.stdout.splitlines() if line.startswith("table ")}
     missing = {family for family in ("ip", "bridge") if (family, table) not in have}
-    script = _tables_script(table, subnet, missing) + _filter_script(table, host_if, mac, ip)
+    script = _tables_script(table, subnet, missing)
+    if "bridge" not in missing and not _has_loopback_set(table):
+        script += _upgrade_script(table)
+    script += _filter_script(table, host_if, mac, ip)
     res = _nft(script, "setting up the default network's nftables tables")
     if res.returncode != 0:
         raise PodrunError(f"nft: creating the tables of the default network ({table}): {res.stderr.strip()}")

@@ -126,11 +126,40 @@ def check_word(what: str, text: str, max_len: int = 253) -> str:
     return text
 
 
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_OPT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def check_domain(what: str, text: str, max_len: int = 253) -> str:
+    """A DNS name as resolv.conf and /etc/hosts take it: dot-separated labels of 1-63 letters,
+    digits, '-' and '_', an optional final dot, at most *max_len* characters."""
+    labels = (text[:-1] if text.endswith(".") else text).split(".")
+    if len(text) > max_len or not all(0 < len(label) < 64 and set(label) <= _NAME_CHARS for label in labels):
+        raise UsageError(f"invalid {what} {text!r}: expected a domain name (labels of letters, digits, '-' and "
+                         f"'_', 1-63 characters each, at most {max_len} in all)")
+    return text
+
+
+def check_resolv_option(text: str) -> str:
+    """``--dns-opt``: a resolv.conf option, ``NAME`` or ``NAME:NUMBER`` (``ndots:2``, ``rotate``,
+    ``edns0``, ``single-request-reopen``…); resolv.conf(5) has the names."""
+    name, colon, value = text.partition(":")
+    if not (name and name[0].isalpha() and set(name) <= _OPT_CHARS and len(text) <= 64
+            and (not colon or (value.isdigit() and value.isascii() and len(value) <= 5))):
+        raise UsageError(f"invalid --dns-opt {text!r}: expected a resolv.conf option, NAME or NAME:NUMBER "
+                         "(lower-case letters, digits and '-')")
+    return text
+
+
 def check_resolv_words(search: tuple[str, ...] | list[str], opts: tuple[str, ...] | list[str]) -> None:
+    """``--dns-search`` domains (``.`` alone: no search list, as podman) and ``--dns-opt`` options."""
+    if "." in search and len(search) > 1:
+        raise UsageError("--dns-search . (no search list) cannot be combined with other domains")
     for v in search:
-        check_word("--dns-search", v)
+        if v != ".":
+            check_domain("--dns-search", v)
     for v in opts:
-        check_word("--dns-opt", v)
+        check_resolv_option(v)
 
 
 def check_hosts_entry(text: str) -> None:
@@ -140,8 +169,8 @@ def check_hosts_entry(text: str) -> None:
     if not eq or not name:
         raise UsageError(f"invalid --hosts-entry {text!r}: expected IP=NAME or host")
     check_ipv4("--hosts-entry address", ip)
-    if "#" in check_word("--hosts-entry", text):  # the rest of a hosts line after '#' is a comment
-        raise UsageError(f"invalid --hosts-entry {text!r}: '#' starts a comment in /etc/hosts")
+    check_word("--hosts-entry", text)
+    check_domain("--hosts-entry name", name, 253 - len(ip) - 1)
 
 
 HOST_NAME_MAX = 64  # the kernel's (sethostname(2) refuses longer names)

@@ -58,7 +58,7 @@ def resolv_conf(manifest: PodManifest, cni_dns: dict[str, object]) -> str | None
     else:
         nameservers = []
     if manifest.dns_search:
-        search = list(manifest.dns_search)
+        search = [] if manifest.dns_search == (".",) else list(manifest.dns_search)  # '.': none, as podman
     if manifest.dns_opts:
         options = list(manifest.dns_opts)
     lines = [f"nameserver {n}" for n in nameservers]

@@ -3,16 +3,19 @@
 - readiness: once every app has started, the supervisor (the unit's main process) sends
   ``READY=1`` (``--notify=ready``), or, with ``--notify=app``, forwards the app's own
   notifications received on a socket bound into the app (podrun.systemd.notify), watched in
-  the supervisor's poll loop;
+  the supervisor's poll loop; sends never wait for the manager: while it is behind, its socket
+  is watched in the same loop and the backlog goes out when there is room;
 - socket activation: the fds systemd passed go to the pod's first app (podrun.systemd.activation);
 - journal: app output goes to the journal tagged with app and pod (podrun.systemd.journal).
 
-Only ``os`` is imported up front; python-systemd is loaded when used.
+Only ``os`` and ``select`` are imported up front; ``socket`` is loaded when notifying, and
+python-systemd for the journal when used.
 """
 
 from __future__ import annotations
 
 import os
+import select
 
 from podrun.systemd import activation
 from podrun.systemd.journal import to_journal
@@ -22,6 +25,12 @@ if TYPE_CHECKING:
     import socket
 
     from podrun.pod.manifest import PodManifest
+    from podrun.stage1.logrelay import Relay
+    from podrun.systemd.notify import Notifier
+
+# Datagrams of the app read at the pod's end: the pod's processes are gone by then, but the
+# socket file is open to other local users, who must not keep the supervisor reading forever.
+DRAIN_MAX = 1024
 
 
 class Systemd:
@@ -32,6 +41,9 @@ class Systemd:
         self.journal = to_journal()
         self.app_socket = ""  # host path of the socket bound into the apps (--notify=app)
         self.sock: socket.socket | None = None
+        self.manager: Notifier | None = None  # our end of NOTIFY_SOCKET, made on the first send
+        self.relay: Relay | None = None
+        self.watching = -1  # the manager's socket while the loop waits for room in it
         if self.notify and self.mode == "app":
             from podrun.systemd import notify
 
@@ -39,6 +51,15 @@ class Systemd:
             self.app_socket = os.path.join(runtime, "notify", f"{manifest.uuid}.sock")
             self.sock = notify.app_socket(self.app_socket)
             self.sock.setblocking(False)
+        if self.notify and os.environ["NOTIFY_SOCKET"].startswith("@"):
+            self._notifier().open()  # now, in the host's network namespace (podrun.systemd.notify)
+
+    def _notifier(self) -> Notifier:
+        if self.manager is None:
+            from podrun.systemd.notify import Notifier
+
+            self.manager = Notifier(os.environ.get("NOTIFY_SOCKET", ""))
+        return self.manager
 
     def app_env(self) -> dict[str, str]:
         if not self.app_socket:
@@ -47,39 +68,79 @@ class Systemd:
 
         return {"NOTIFY_SOCKET": APP_SOCKET}
 
+    def attach(self, relay: Relay) -> None:
+        """Relay the app's notifications from *relay*'s poll loop (which also waits for room in
+        the manager's socket when it is behind)."""
+        self.relay = relay
+        if self.sock is not None:
+            relay.watch(self.sock.fileno(), select.POLLIN, lambda _events: self.forward())
+
     def apps_started(self) -> None:
         """Every app has started: READY=1 unless the app says so itself."""
         if self.notify and self.mode == "ready":
-            from podrun.systemd import notify
+            self._send("READY=1\nSTATUS=apps started")
 
-            notify.notify("READY=1\nSTATUS=apps started")
+    def forward(self) -> None:
+        """Pass on the app's pending notification."""
+        self._receive(1)
 
-    def notify_fd(self) -> int:
-        """The fd to watch for the app's notifications (-1 without ``--notify=app``)."""
-        return self.sock.fileno() if self.sock is not None else -1
-
-    def forward(self, drain: bool = False) -> None:
-        """Pass on the app's pending notification (all of them with *drain*, at the end)."""
+    def _receive(self, count: int) -> None:
+        """Pass on up to *count* of the app's queued notifications."""
         from podrun.systemd import notify
 
         assert self.sock is not None
-        while True:
+        for _ in range(count):
             try:
                 data = self.sock.recv(4096)
             except (BlockingIOError, InterruptedError):
                 return
             message = notify.filter_app_message(data)
             if message:
-                notify.notify(message)
-            if not drain:
-                return
+                self._send(message)
+
+    def _send(self, message: str) -> None:
+        self._notifier().send(message)
+        self._follow_manager()
+
+    def _on_room(self, _events: int) -> None:
+        assert self.manager is not None
+        self.manager.flush()
+        self._follow_manager()
+
+    def _follow_manager(self) -> None:
+        """Watch the manager's socket for room while something waits for it, and only then."""
+        fd = self.manager.fileno() if self.manager is not None and self.manager.backlog else -1
+        if fd == self.watching or self.relay is None:
+            return
+        if self.watching >= 0:
+            self.relay.unwatch(self.watching)
+        if fd >= 0:
+            self.relay.watch(fd, select.POLLOUT, self._on_room)
+        self.watching = fd
+
+    def finish(self) -> None:
+        """At the pod's end: pass on what the app sent last in one attempt that never waits for
+        the manager (what it cannot take now is dropped), then close and remove the sockets."""
+        try:
+            if self.sock is not None:
+                self._receive(DRAIN_MAX)
+            if self.manager is not None:
+                self.manager.flush()
+        finally:
+            self.close()
 
     def close(self) -> None:
+        if self.watching >= 0 and self.relay is not None:
+            self.relay.unwatch(self.watching)
+        self.watching = -1
+        if self.manager is not None:
+            self.manager.close()
+            self.manager = None
         if self.sock is not None:
             self.sock.close()
             self.sock = None
         if self.app_socket:
             try:
                 os.unlink(self.app_socket)
-            except FileNotFoundError:
+            except OSError:
                 pass

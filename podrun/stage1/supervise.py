@@ -154,6 +154,10 @@ class Supervisor:
             os.kill(self.init_pid, signal.SIGKILL)
         if self.tty is not None:
             self.tty.finish()
+        try:
+            self.sd.close()  # the app's notify socket goes too
+        except OSError:
+            pass
         os._exit(EXIT_STAGE1_FAILED)
 
     def _fork_app(self, app: AppSpec, relay: Relay, started: list[Started]) -> None:
@@ -263,23 +267,23 @@ class Supervisor:
             _write_text(path, f"{time.time():.6f}\n")
         except OSError as exc:
             _warn(f"writing {path}: {exc.strerror} (status --wait-ready will not see the pod ready)")
-        self.sd.apps_started()
-        if self.sd.notify_fd() >= 0:
-            relay.watch(self.sd.notify_fd(), select.POLLIN, lambda _events: self.sd.forward())
-        faults.checkpoint("stage1:apps-started")
-        faults.checkpoint("stage1:supervising")
-        codes: dict[str, int] = {}
-        while self.running:
-            relay.wait(None)  # output, input, or a signal (SIGCHLD included) through the wakeup fd
-            for pid, status in _reap():
-                self._reaped(pid, status, status_dir, codes)
-        relay.drain(0.5)
-        self._write_pending_records()
-        if self.tty is not None:
-            self.tty.finish()
-        if self.sd.notify_fd() >= 0:
-            self.sd.forward(drain=True)
-        self._end_init()
+        self.sd.attach(relay)  # first: READY=1 too may wait in the loop for room at the manager
+        try:
+            self.sd.apps_started()
+            faults.checkpoint("stage1:apps-started")
+            faults.checkpoint("stage1:supervising")
+            codes: dict[str, int] = {}
+            while self.running:
+                relay.wait(None)  # output, input, or a signal (SIGCHLD included) through the wakeup fd
+                for pid, status in _reap():
+                    self._reaped(pid, status, status_dir, codes)
+            relay.drain(0.5)
+            self._write_pending_records()
+            if self.tty is not None:
+                self.tty.finish()
+            self._end_init()
+        finally:  # the app's last notifications, never waiting for the manager; the socket removed
+            self.sd.finish()
         result = 0 if self.first_failure is None else self.first_failure
         if len(self.manifest.apps) == 1:
             result = codes.get(self.manifest.apps[0].name, result)

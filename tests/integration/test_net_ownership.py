@@ -17,15 +17,21 @@ ownership"; SECURITY-TESTS 29 and 30), on the real kernel with real pods, nft an
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from podrun.faults import NET_CHECKPOINTS
 from tests.conftest import ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE
 from tests.integration.test_failsafe import _reachable, _web
 from tests.integration.test_net import GATEWAY, _forwards, _free_port, _ip_of, _leases
@@ -39,7 +45,7 @@ def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
     for p in module_pods(tmp_path_factory, "netown"):
         yield p
     assert _forwards() == "" and _leases(p) == {}
-    assert "elements" not in _filter_elements()  # gc removed every pod's filter elements
+    assert _pod_elements() == ""  # gc removed every pod's filter elements
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +68,15 @@ def _has_link(name: str) -> bool:
 def _filter_elements() -> str:
     res = subprocess.run(["nft", "list", "table", "bridge", TEST_TABLE], capture_output=True, text=True)
     return res.stdout
+
+
+def _pod_elements() -> str:
+    """The elements of the bridge table's per-pod sets (ports, pods): '' when none."""
+    out = []
+    for name in ("ports", "pods"):
+        res = subprocess.run(["nft", "list", "set", "bridge", TEST_TABLE, name], capture_output=True, text=True)
+        out += [line.strip() for line in res.stdout.splitlines() if "elements" in line]
+    return "\n".join(out)
 
 
 def _kill9(proc: subprocess.Popen[str]) -> None:
@@ -151,7 +166,7 @@ def test_a_kill9_storm_on_one_port_then_racing_runs_then_gc_leave_nothing(pods: 
     assert not [u for u in killed if _has_link(_host_if(u)) or _netns(u).exists()]
     out = pods.run("gc", "--grace-period", "0s", check=True).stdout
     assert all(f"removed pod {u}" in out for u in killed), out
-    assert _forwards() == "" and _leases(pods) == {} and "elements" not in _filter_elements()
+    assert _forwards() == "" and _leases(pods) == {} and _pod_elements() == ""
 
 
 # -- a reused address answers at once ----------------------------------------------------------
@@ -297,3 +312,57 @@ def test_filter_elements_exist_while_the_pod_runs_and_go_with_gc(pods: Pods) -> 
     assert pods.run("gc", "--grace-period", "0s", check=True).returncode == 0
     assert _host_if(uuid) not in _filter_elements()
     assert os.path.exists(f"/sys/class/net/{TEST_BRIDGE}")
+
+
+# -- 50 runs with --port killed at random points: every forward points at its own pod ----------
+
+def _forward_elements() -> list[tuple[str, str, str]]:
+    """(host port, owner UUID, pod address) of every forward in the test table."""
+    return re.findall(r"(\d+) comment \"([0-9a-f-]+)\" : ([\d.]+) \. \d+", _forwards())
+
+
+def _check_forwards_are_their_owners(pods: Pods, what: str) -> None:
+    leases = _leases(pods)
+    for host_port, owner, ip in _forward_elements():
+        assert leases.get(ip) == owner, f"{what}: port {host_port} forwards to {ip} for {owner}, leased to " \
+                                        f"{leases.get(ip)}"
+
+
+def test_fifty_runs_with_ports_killed_at_random_points_never_forward_to_another_pod(pods: Pods) -> None:
+    """Runs with --port on three host ports, half of them asking for one of three addresses,
+    each killed (kill -9 of podrun, or a fault checkpoint of the network set-up) at a random
+    point or left to finish: after each, every forward names the pod that holds its address's
+    lease; then gc leaves nothing."""
+    seed = int(os.environ.get("PODRUN_SOAK_SEED") or random.randrange(1 << 30))
+    rnd = random.Random(seed)
+    ports = [_free_port() for _ in range(3)]
+    addresses = [f"{PREFIX}.{n}" for n in (210, 211, 212)]
+    for i in range(50):
+        net = ["--net", f"default:IP={rnd.choice(addresses)}"] if rnd.random() < 0.5 else []
+        env = dict(os.environ)
+        how = rnd.choice(["kill", "kill", "fault", "finish"])
+        if how == "fault":
+            env["PODRUN_FAULT"] = rnd.choice([c for c in NET_CHECKPOINTS if c != "net:after-cni"])
+        proc = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run", *net, "--port",
+                                 f"80:{rnd.choice(ports)}", "demo", "--exec", "/bin/sleep", "--", "600"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        if how == "kill":
+            time.sleep(rnd.uniform(0, 0.6))
+            with contextlib.suppress(ProcessLookupError):  # it may have ended (247) already
+                if rnd.random() < 0.5:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: helper, apps
+                else:
+                    proc.kill()
+        elif how == "finish":
+            time.sleep(rnd.uniform(0.3, 1))
+            proc.terminate()  # SIGTERM to the supervisor (or to stage0 before the exec)
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            err = proc.stderr.read() if proc.stderr else ""
+        assert "Traceback" not in err, (seed, i, err)
+        assert code in (0, 143, 247, -9, -15, 137), (seed, i, code, err)
+        _check_forwards_are_their_owners(pods, f"seed {seed}, run {i} ({how})")
+    pods.run("gc", "--grace-period", "0s", check=True)
+    assert _forwards() == "" and _leases(pods) == {} and _pod_elements() == ""

@@ -39,13 +39,28 @@ def sdapp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class FakeManager:
-    """systemd's end of NOTIFY_SOCKET: receives datagrams with the sender's credentials."""
+    """systemd's end of NOTIFY_SOCKET (*path*, or ``@name`` for an abstract socket): receives
+    datagrams with the sender's credentials, only when asked."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)  # as in NOTIFY_SOCKET
+        self.bound = "\0" + self.path[1:] if self.path.startswith("@") else self.path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
+        self.sock.bind(self.bound)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+
+    def fill(self) -> int:
+        """Fill the queue (net.unix.max_dgram_qlen) from a socket of the test's, as a busy
+        manager's; how many datagrams it took."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            count = 0
+            while True:
+                try:
+                    s.sendto(b"FILLER=1", self.bound)
+                except BlockingIOError:
+                    return count
+                count += 1
 
     def receive(self, timeout: float = 30) -> tuple[str, int]:
         """(message, sender pid)."""

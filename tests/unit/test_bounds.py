@@ -124,7 +124,8 @@ def test_hosts_entry_is_one_line_of_one_name(bad: str) -> None:
 
 @pytest.mark.parametrize("bad", BAD_CHARS)
 def test_resolv_conf_values_are_single_words(bad: str) -> None:
-    spec.check_resolv_words(["example.com", "."], ["ndots:2", "rotate"])
+    spec.check_resolv_words(["example.com"], ["ndots:2", "rotate"])
+    spec.check_resolv_words(["."], [])
     refused(spec.check_resolv_words, [f"a{bad}nameserver 6.6.6.6"], [], words=("--dns-search",))
     refused(spec.check_resolv_words, [], [f"ndots:1{bad}x"], words=("--dns-opt",))
     refused(spec.check_hostname, f"web{bad}x", words=("--hostname",))
@@ -228,6 +229,10 @@ def test_good_flags_reach_the_manifest() -> None:
     assert _build("demo")[0].log_max_size == LOG_MAX_SIZE
 
 
+NAME_244 = ".".join(["d" * 61, "d" * 60, "d" * 60, "d" * 60])  # the longest name an IPv4 hosts entry takes
+NAME_253 = ".".join(["x" * 63, "x" * 63, "x" * 63, "x" * 61])  # the longest DNS name
+
+
 def test_the_schema_records_the_bounds() -> None:
     """A manifest at every limit validates; one past any limit does not."""
     import jsonschema
@@ -235,14 +240,16 @@ def test_the_schema_records_the_bounds() -> None:
     schema = json.loads((ROOT / "podrun" / "schemas" / "pod-manifest.json").read_text())
     m, _ = _build("demo", "--memory", str(INT64_MAX), "--cpu", "1000000", "--pids-limit", "4194304",
                   "--supplementary-gids", "0,2147483647", "---", "demo", "--memory", "6M", "--cpu", "10m",
-                  hostname="a" * 62 + ".B", hosts_entries=["10.0.0.1=" + "d" * 244, "host"], dns_search=["x" * 253],
+                  hostname="a" * 62 + ".B", hosts_entries=["10.0.0.1=" + NAME_244, "host"], dns_search=[NAME_253],
                   dns_opts=["ndots:2"])
     doc = json.loads(m.to_json())
     jsonschema.validate(doc, schema)
     res = doc["apps"][0]["resources"]
     for bad in ({"hostname": "a" * 63 + ".b"}, {"hostname": "a\nb"}, {"hostname": "-a"},
                 {"hosts_entries": ["10.0.0.1=a b"]}, {"hosts_entries": ["10.0.0.1=a#b"]},
-                {"hosts_entries": ["10.0.0.1=" + "d" * 245]}, {"dns_search": ["a\nb"]}, {"dns_opts": [""]},
+                {"hosts_entries": ["10.0.0.1=" + NAME_244 + "d"]},
+                {"hosts_entries": ["10.0.0.1=" + "d" * 64]}, {"dns_search": ["x" * 64]}, {"dns_search": [NAME_253 + "x"]},
+                {"dns_opts": ["ndots:2\nx"]}, {"dns_opts": ["Ndots"]}, {"dns_search": ["a\nb"]}, {"dns_opts": [""]},
                 {"apps": [dict(doc["apps"][0], resources=dict(res, memory_max=INT64_MAX + 1))]},
                 {"apps": [dict(doc["apps"][0], resources=dict(res, memory_max=(6 << 20) - 1))]},
                 {"apps": [dict(doc["apps"][0], resources=dict(res, cpu_millis=9))]},

@@ -11,7 +11,18 @@ import pytest
 from podrun.errors import ConflictError, LimitExceededError, UsageError
 from podrun.net import ipam
 from podrun.net.config import DefaultNet, pod_mac
-from podrun.net.spec import NetSpec, PortSpec, check_dns, check_hosts_entry, exposed_port_names, parse_net, parse_port
+from podrun.net.spec import (
+    NetSpec,
+    PortSpec,
+    check_dns,
+    check_domain,
+    check_hosts_entry,
+    check_resolv_option,
+    check_resolv_words,
+    exposed_port_names,
+    parse_net,
+    parse_port,
+)
 from podrun.pod.manifest import AppSpec, PodManifest
 from podrun.stage1.pod import hosts_file, resolv_conf
 
@@ -190,3 +201,51 @@ def test_the_network_helpers_report_carries_the_exit_status(report: bytes, statu
     else:
         assert isinstance(caught.value, PodrunError) and caught.value.exit_code == code
         assert str(caught.value) == "network: " + report.decode().split(" ", 1)[1]
+
+
+@pytest.mark.parametrize("name", ["a", "example.com", "example.com.", "_srv.x-1.Example", "a" * 63,
+                                  ".".join(["b" * 63] * 3 + ["c" * 61])])
+def test_domain_names_accepted(name: str) -> None:
+    assert check_domain("--dns-search", name) == name
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a..b", ".a", "a.b..", "a" * 64, "a b", "a/b", "a:b", "é.com",
+                                  "a\nnameserver", ".".join(["b" * 63] * 3 + ["c" * 62]), "*.example"])
+def test_domain_names_refused(name: str) -> None:
+    with pytest.raises(UsageError, match=r"invalid --dns-search .*expected a domain name"):
+        check_domain("--dns-search", name)
+
+
+def test_domain_length_limit_is_the_callers() -> None:
+    assert check_domain("x", "a" * 10, max_len=10)
+    with pytest.raises(UsageError, match="at most 9 in all"):
+        check_domain("x", "a" * 10, max_len=9)
+
+
+@pytest.mark.parametrize("opt", ["ndots:2", "rotate", "edns0", "single-request-reopen", "timeout:30", "a",
+                                 "attempts:99999", "no-aaaa"])
+def test_resolv_options_accepted(opt: str) -> None:
+    assert check_resolv_option(opt) == opt
+
+
+@pytest.mark.parametrize("opt", ["", ":2", "ndots:", "ndots:x", "ndots:2:3", "Ndots:2", "2ndots", "nd_ots",
+                                 "ndots:123456", "ndots:²", "a" * 65, "ndots:2 rotate", "ndots:1\nnameserver"])
+def test_resolv_options_refused(opt: str) -> None:
+    with pytest.raises(UsageError, match=r"invalid --dns-opt .*NAME or NAME:NUMBER"):
+        check_resolv_option(opt)
+
+
+def test_search_dot_means_none_and_stands_alone() -> None:
+    check_resolv_words(["."], [])
+    check_resolv_words(["a.example", "b"], ["ndots:1", "rotate"])
+    with pytest.raises(UsageError, match="cannot be combined"):
+        check_resolv_words([".", "a.example"], [])
+    assert resolv_conf(_manifest(dns=("10.0.0.53",), dns_search=(".",)), {}) == "nameserver 10.0.0.53\n"
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.1=a..b", "10.0.0.1=" + "d" * 64, "10.0.0.1=a/b", "10.0.0.1=.",
+                                   "10.0.0.1=" + ".".join(["d" * 61, "d" * 60, "d" * 60, "d" * 61])])
+def test_hosts_entry_names_are_domain_names(entry: str) -> None:
+    with pytest.raises(UsageError, match="--hosts-entry"):
+        check_hosts_entry(entry)
+    check_hosts_entry("10.0.0.1=" + ".".join(["d" * 61, "d" * 60, "d" * 60, "d" * 60]))
