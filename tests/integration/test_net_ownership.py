@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE
+from tests.conftest import NETNS_DIR, ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE
 from tests.integration.test_failsafe import _reachable, _web
 from tests.integration.test_net import GATEWAY, _forwards, _free_port, _ip_of, _leases
 from tests.integration.test_run import PODRUN, Pods, module_pods
@@ -52,7 +52,7 @@ def _host_if(uuid: str) -> str:
 
 
 def _netns(uuid: str) -> Path:
-    return Path("/run/podrun/netns") / uuid
+    return NETNS_DIR / uuid
 
 
 def _has_link(name: str) -> bool:
