@@ -192,7 +192,7 @@ def test_umoci_image(tmp_path: Path, opened: list[Source]) -> None:
 def test_skopeo_oci_archive(busybox: img.BuiltImage, tmp_path: Path, opened: list[Source]) -> None:
     need_tool("skopeo")
     archive = tmp_path / "oci.tar"
-    run("skopeo", "copy", f"oci:{busybox.layout}:latest", f"oci-archive:{archive}:latest")
+    run("skopeo", "--insecure-policy", "copy", f"oci:{busybox.layout}:latest", f"oci-archive:{archive}:latest")
     for ref in ("latest", None):
         src = open_src(opened, OCIArchiveSource, archive, ref)
         got = read_image(src)
@@ -217,7 +217,7 @@ def test_skopeo_oci_archive(busybox: img.BuiltImage, tmp_path: Path, opened: lis
 def test_skopeo_docker_archive(busybox: img.BuiltImage, tmp_path: Path, opened: list[Source]) -> None:
     need_tool("skopeo")
     archive = tmp_path / "docker.tar"
-    run("skopeo", "copy", f"oci:{busybox.layout}:latest", f"docker-archive:{archive}:demo:v1")
+    run("skopeo", "--insecure-policy", "copy", f"oci:{busybox.layout}:latest", f"docker-archive:{archive}:demo:v1")
     for ref in (None, "demo:v1", "docker.io/library/demo:v1", "@0"):
         src = open_src(opened, DockerArchiveSource, archive, ref)
         got = read_image(src)
