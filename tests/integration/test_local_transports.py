@@ -273,15 +273,19 @@ def test_classic_docker_archive_with_linked_layers(tmp_path: Path, opened: list[
 def podman() -> Iterator[list[str]]:
     """podman with throwaway storage (vfs, cgroupfs, file events: this host's PID 1 is not
     systemd); the storage is reset and removed afterwards even on failure.  Everything podman
-    writes lives there: its libpod state (else /run/libpod), network config (else a lock file in
-    /etc/cni/net.d) and home (else ~/.config/containers), so a run leaves the machine as it was
-    and never meets what another run left."""
+    writes or reads lives there: its libpod state (else /run/libpod), network config (else a lock
+    file in /etc/cni/net.d), home (else ~/.config/containers) and signature policy (else
+    /etc/containers/policy.json), so a run leaves the machine as it was and never meets what
+    another run left or the machine's policy."""
     require_root()
     need_tool("podman")
     # podman refuses a runroot path longer than 50 characters, so pytest's tmp_path is too long.
     root = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))
-    for sub in ("home", "net.d"):
-        (root / sub).mkdir()
+    (root / "net.d").mkdir()
+    # its own signature policy (podman reads ~/.config/containers/policy.json before the machine's)
+    (root / "home" / ".config" / "containers").mkdir(parents=True)
+    (root / "home" / ".config" / "containers" / "policy.json").write_text(
+        '{"default": [{"type": "insecureAcceptAnything"}]}')
     cmd = ["env", f"HOME={root / 'home'}", "XDG_CONFIG_HOME=", "XDG_DATA_HOME=", "XDG_RUNTIME_DIR=",
            "podman", "--root", str(root / "root"), "--runroot", str(root / "runroot"), "--tmpdir", str(root / "tmp"),
            "--network-config-dir", str(root / "net.d"),
