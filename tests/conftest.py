@@ -28,6 +28,23 @@ TEST_TABLE = f"podrun-{TEST_BRIDGE}"
 for _cmd in (["ip", "link", "del", TEST_BRIDGE], ["nft", "delete", "table", "ip", TEST_TABLE],
              ["nft", "delete", "table", "bridge", TEST_TABLE]):
     subprocess.run(_cmd, capture_output=True)
+
+def _remove_dead_sessions_dirs() -> None:
+    """The net and runtime dirs of sessions whose process is gone (killed before their end); a
+    runtime dir still holding a mounted netns file is left to that session's gc."""
+    import shutil
+
+    for d in [*Path("/tmp").glob("podrun-test-net.*"), *Path("/tmp").glob("podrun-test-run.*")]:
+        pid = d.name.rsplit(".", 1)[1]
+        if not pid.isdigit() or Path("/proc", pid).exists():
+            continue
+        with open("/proc/self/mountinfo") as f:
+            if any(line.split()[4].startswith(f"{d}/") for line in f):
+                continue
+        shutil.rmtree(d, ignore_errors=True)
+
+
+_remove_dead_sessions_dirs()
 _NET_DIR = Path(f"/tmp/podrun-test-net.{os.getpid()}")
 _NET_DIR.mkdir(exist_ok=True)
 (_NET_DIR / "default.json").write_text(f'{{"bridge": "{TEST_BRIDGE}", "subnet": "{TEST_SUBNET}"}}\n')
