@@ -28,10 +28,34 @@ TEST_TABLE = f"podrun-{TEST_BRIDGE}"
 for _cmd in (["ip", "link", "del", TEST_BRIDGE], ["nft", "delete", "table", "ip", TEST_TABLE],
              ["nft", "delete", "table", "bridge", TEST_TABLE]):
     subprocess.run(_cmd, capture_output=True)
+
+def _remove_dead_sessions_dirs() -> None:
+    """The net and runtime dirs of sessions whose process is gone (killed before their end); a
+    runtime dir still holding a mounted netns file is left to that session's gc."""
+    import shutil
+
+    for d in [*Path("/tmp").glob("podrun-test-net.*"), *Path("/tmp").glob("podrun-test-run.*")]:
+        pid = d.name.rsplit(".", 1)[1]
+        if not pid.isdigit() or Path("/proc", pid).exists():
+            continue
+        with open("/proc/self/mountinfo") as f:
+            if any(line.split()[4].startswith(f"{d}/") for line in f):
+                continue
+        shutil.rmtree(d, ignore_errors=True)
+
+
+_remove_dead_sessions_dirs()
 _NET_DIR = Path(f"/tmp/podrun-test-net.{os.getpid()}")
 _NET_DIR.mkdir(exist_ok=True)
 (_NET_DIR / "default.json").write_text(f'{{"bridge": "{TEST_BRIDGE}", "subnet": "{TEST_SUBNET}"}}\n')
 os.environ["PODRUN_NET_DIR"] = str(_NET_DIR)
+# The session's pods keep their netns files (and notify sockets, boot id) in a runtime dir of the
+# session's own instead of /run/podrun, shared with every other session and podrun on the machine:
+# what it holds is this session's doing.  Created by podrun as it makes /run/podrun on a fresh machine.
+RUNTIME_DIR = Path(os.environ.get("PODRUN_RUNTIME_DIR") or f"/tmp/podrun-test-run.{os.getpid()}")
+os.environ["PODRUN_RUNTIME_DIR"] = str(RUNTIME_DIR)
+NETNS_DIR = RUNTIME_DIR / "netns"
+_BASETEMP: list[str] = []  # this session's pytest temp root, once known (_session_basetemp)
 
 
 def require_root() -> None:
@@ -89,25 +113,56 @@ def podrun_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_basetemp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _BASETEMP.append(str(tmp_path_factory.getbasetemp()))
+
+
+def _others(path: str) -> bool:
+    """True for a path under another session's pytest temp root or runtime dir (or /run/podrun)."""
+    if "/pytest-of-" in path and _BASETEMP:
+        return not (path + "/").startswith(_BASETEMP[0] + "/")
+    if path.startswith(("/tmp/podrun-test-run.", "/run/podrun/")):
+        return not path.startswith(f"{RUNTIME_DIR}/")
+    return False
+
+
 def _pod_mounts() -> list[str]:
     try:
         with open("/proc/self/mountinfo") as f:
-            return [line.split()[4] for line in f if "pytest-of-" in line.split()[4] or "podrun" in line.split()[4]]
+            points = [line.split()[4] for line in f]
     except OSError:
         return []
+    return [p for p in points if ("pytest-of-" in p or "podrun" in p) and not _others(p)]
+
+
+def own_bridge(name: str) -> bool:
+    """The session's bridges: the test bridge and its CNI networks' (its name and one letter)."""
+    return name == TEST_BRIDGE or (name[:-1] == TEST_BRIDGE and name[-1].isalpha())
 
 
 def _pod_interfaces() -> list[str]:
+    """Pod veth ends (pr<uuid>) but those attached to another session's bridge."""
     try:
         names = os.listdir("/sys/class/net")
     except OSError:
         return []
-    return sorted(n for n in names if n.startswith("pr") and n != TEST_BRIDGE and not n.startswith("prtest"))
+    found = []
+    for n in names:
+        if not n.startswith("pr") or n.startswith("prtest"):
+            continue
+        try:
+            master = os.path.basename(os.readlink(f"/sys/class/net/{n}/master"))
+        except OSError:
+            master = ""
+        if not master or own_bridge(master):
+            found.append(n)
+    return sorted(found)
 
 
 def _pod_netns() -> list[str]:
     try:
-        return sorted(os.listdir("/run/podrun/netns"))
+        return sorted(os.listdir(NETNS_DIR))
     except OSError:
         return []
 
@@ -132,7 +187,7 @@ def leftover_pod_interfaces() -> list[str]:
 
 
 def leftover_netns() -> list[str]:
-    """Files in /run/podrun/netns, except those the machine had before the session."""
+    """Files in the session's netns dir, except those it had before the session."""
     return [n for n in _pod_netns() if n not in _BEFORE["netns"]]
 
 
@@ -146,7 +201,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     while leftover_pod_interfaces() and time.monotonic() < deadline:
         time.sleep(0.1)
     problems = [("mounts", _leftover_mounts()), ("pod interfaces", leftover_pod_interfaces()),
-                ("netns files in /run/podrun/netns", leftover_netns())]
+                (f"netns files in {NETNS_DIR}", leftover_netns())]
     for what, left in problems:
         if left:
             sys.stderr.write(f"\ntests left these {what} behind:\n  " + "\n  ".join(left) + "\n")
@@ -155,3 +210,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     subprocess.run(["nft", "delete", "table", "ip", TEST_TABLE], capture_output=True)
     subprocess.run(["nft", "delete", "table", "bridge", TEST_TABLE], capture_output=True)
     shutil.rmtree(_NET_DIR, ignore_errors=True)
+    if RUNTIME_DIR.name.startswith("podrun-test-run.") and not leftover_netns():
+        shutil.rmtree(RUNTIME_DIR, ignore_errors=True)

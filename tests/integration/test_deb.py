@@ -3,12 +3,15 @@ dpkg on this machine, runs a pod of the demo image, then purged without leftover
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
 from tests.conftest import ROOT
 
 SITE = "lib/python3.11/site-packages"
+# made by the package's postinst (tmpfiles.d/podrun.conf), not listed in the package
+PACKAGE_DIRS = (Path("/var/lib/podrun"), Path("/run/podrun"))
 
 
 def _installed() -> bool:
@@ -27,6 +30,7 @@ def test_package_installs_runs_a_pod_and_purges(podrun_deb: Path, tmp_path: Path
                  "./usr/lib/tmpfiles.d/podrun.conf", "./usr/share/bash-completion/completions/podrun",
                  "./usr/share/zsh/vendor-completions/_podrun"):
         assert path in contents, path
+    made = [d for d in PACKAGE_DIRS if not d.exists()]
     subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True)
     try:
         rootfs = subprocess.run(["bash", str(ROOT / "demo" / "build-rootfs.sh"), str(tmp_path / "rootfs")],
@@ -45,6 +49,9 @@ def test_package_installs_runs_a_pod_and_purges(podrun_deb: Path, tmp_path: Path
         subprocess.run(["podrun", "--dir", str(data), "gc", "--grace-period", "0s"], env=env, capture_output=True)
     finally:
         subprocess.run(["dpkg", "--purge", "podrun"], check=True, capture_output=True)
+        for d in made:  # the postinst's data and runtime dirs outlive a purge: leave the machine as it was
+            with contextlib.suppress(OSError):
+                d.rmdir()
     assert not _installed()
     assert not Path("/opt/podrun").exists() and not Path("/usr/lib/podrun").exists()
     assert not Path("/usr/bin/podrun").exists()

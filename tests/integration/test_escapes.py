@@ -119,12 +119,13 @@ def test_image_symlink_to_a_magic_link_is_refused(pods: Pods, tmp_path: Path, li
 
 def test_missing_working_dir_is_created_inside_the_root(pods: Pods, tmp_path: Path) -> None:
     """A dangling symlink on the way is followed inside the root: the dir lands in the image."""
-    digest = hostile_image(pods, tmp_path, [img.symlink("out", "/../../../tmp/podrun-created-outside")],
-                           {"WorkingDir": "/out/sub", "Cmd": ["/bin/sh", "-c", "pwd; ls -d /tmp/podrun-created-outside/sub"]})
+    outside = f"/tmp/{Marker(pods).name}"  # a name no other run or session uses
+    digest = hostile_image(pods, tmp_path, [img.symlink("out", f"/../../..{outside}")],
+                           {"WorkingDir": "/out/sub", "Cmd": ["/bin/sh", "-c", f"pwd; ls -d {outside}/sub"]})
     res = pods.run("run", "--net", "none", digest, "--user", "nobody")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["/tmp/podrun-created-outside/sub"] * 2  # pwd shows the resolved path
-    assert not Path("/tmp/podrun-created-outside").exists()
+    assert res.stdout.split() == [f"{outside}/sub"] * 2  # pwd shows the resolved path
+    assert not Path(outside).exists()
 
 
 @pytest.mark.parametrize("target", ["/proc/1/root/tmp/VOLMARK", "/proc/self/cwd/VOLMARK", "/mnt/VOLMARK",

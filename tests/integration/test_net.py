@@ -19,8 +19,12 @@ from tests.conftest import ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE, leftover_
 from tests.integration.test_run import PODRUN, Pods, module_pods
 
 GATEWAY = TEST_SUBNET.rsplit(".", 1)[0] + ".1"
-CNI_BRIDGE = "cnitest0"
-CNI_SUBNET = "172.16.30.0/24"
+# A CNI network of this session's own, as in test_structured_output (sessions run side by side,
+# and a killed one leaves its bridge): named after the test bridge, the test subnet's third byte + 50.
+CNI_BRIDGE = f"{TEST_BRIDGE}n"
+_a, _b, _c, _ = TEST_SUBNET.split("/")[0].split(".")
+CNI_PREFIX = f"{_a}.{_b}.{(int(_c) + 50) % 256}"
+CNI_SUBNET = f"{CNI_PREFIX}.0/24"
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +170,7 @@ def test_many_pods_return_their_leases_and_interfaces(pods: Pods) -> None:
 @pytest.fixture
 def cni_net(tmp_path: Path) -> Iterator[Path]:
     """A temporary net.d with the test default network and a bridge + host-local CNI network."""
+    subprocess.run(["ip", "link", "del", CNI_BRIDGE], capture_output=True)  # a killed session's: start afresh
     net_d = tmp_path / "net.d"
     net_d.mkdir()
     (net_d / "default.json").write_text(json.dumps({"bridge": TEST_BRIDGE, "subnet": TEST_SUBNET}))
@@ -184,14 +189,14 @@ def test_cni_bridge_network_with_debians_plugins(pods: Pods, cni_net: Path, tmp_
     res = pods.run("run", "--net", "cnitest", "demo", "--exec", "/bin/sh", "--", "-c", "ip -4 addr show eth0",
                    env=env)
     assert res.returncode == 0, res.stderr
-    assert "inet 172.16.30." in res.stdout
+    assert f"inet {CNI_PREFIX}." in res.stdout
     ipam_dir = tmp_path / "cni-ipam" / "cnitest"
-    assert [f.name for f in ipam_dir.iterdir() if f.name.startswith("172.")] == []  # DEL released it
+    assert [f.name for f in ipam_dir.iterdir() if f.name.startswith(f"{CNI_PREFIX}.")] == []  # DEL released it
     # two networks, CNI_ARGS asking for an address
-    res = pods.run("run", "--net", "default,cnitest:IP=172.16.30.42", "demo", "--exec", "/bin/sh", "--", "-c",
+    res = pods.run("run", "--net", f"default,cnitest:IP={CNI_PREFIX}.42", "demo", "--exec", "/bin/sh", "--", "-c",
                    "ip -4 addr", env=env)
     assert res.returncode == 0, res.stderr
-    assert "inet 172.16.30.42/" in res.stdout and f"inet {TEST_SUBNET.rsplit('.', 1)[0]}." in res.stdout
+    assert f"inet {CNI_PREFIX}.42/" in res.stdout and f"inet {TEST_SUBNET.rsplit('.', 1)[0]}." in res.stdout
     assert _netns_files() == []
 
 
@@ -212,5 +217,5 @@ def test_kill9_at_each_network_checkpoint_then_gc(pods: Pods, cni_net: Path, tmp
     assert _netns_files() == []
     ipam_dir = tmp_path / "cni-ipam" / "cnitest"
     if ipam_dir.is_dir():
-        assert [f.name for f in ipam_dir.iterdir() if f.name.startswith("172.")] == []
+        assert [f.name for f in ipam_dir.iterdir() if f.name.startswith(f"{CNI_PREFIX}.")] == []
     _wait_no_interfaces(interfaces)

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from podrun.faults import NET_CHECKPOINTS
-from tests.conftest import ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE
+from tests.conftest import NETNS_DIR, ROOT, TEST_BRIDGE, TEST_SUBNET, TEST_TABLE
 from tests.integration.test_failsafe import _reachable, _web
 from tests.integration.test_net import GATEWAY, _forwards, _free_port, _ip_of, _leases
 from tests.integration.test_run import PODRUN, Pods, module_pods
@@ -58,7 +58,7 @@ def _host_if(uuid: str) -> str:
 
 
 def _netns(uuid: str) -> Path:
-    return Path("/run/podrun/netns") / uuid
+    return NETNS_DIR / uuid
 
 
 def _has_link(name: str) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from podrun.faults import CHECKPOINTS, NET_CHECKPOINTS, POD_CHECKPOINTS
-from tests.conftest import ROOT, TEST_BRIDGE, leftover_pod_interfaces
+from tests.conftest import NETNS_DIR, ROOT, TEST_BRIDGE, leftover_pod_interfaces
 from tests.fixtures import images as img
 from tests.integration.test_net import _forwards, _free_port
 from tests.integration.test_run import PODRUN, Pods, module_pods
@@ -134,7 +134,7 @@ def test_kill9_storm_of_runs_and_fetches_then_gc_leaves_nothing(pods: Pods, tmp_
     assert _pod_names(pods.data) == set(), what
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(pods.data) not in mounts and not [u for u in uuids if u in mounts], what
-    assert not [u for u in uuids if os.path.lexists(f"/run/podrun/netns/{u}")], what
+    assert not [u for u in uuids if os.path.lexists(NETNS_DIR / u)], what
     cgroups = [str(c) for u in uuids for c in Path("/sys/fs/cgroup").glob(f"**/pod-{u}")]
     assert cgroups == [], what
     leases = pods.data / "net" / TEST_BRIDGE / "leases"

@@ -51,7 +51,7 @@ def test_fetch_oci_layout_all_compressions(tmp_path: Path, podrun: PodrunRunner,
 def test_fetch_is_idempotent_and_names_images(tmp_path: Path, podrun: PodrunRunner) -> None:
     built = img.busybox_image(tmp_path / "l")
     archive = tmp_path / "a.tar"
-    subprocess.run(["skopeo", "copy", f"oci:{built.layout}:latest", f"docker-archive:{archive}:demo:v1"],
+    subprocess.run(["skopeo", "--insecure-policy", "copy", f"oci:{built.layout}:latest", f"docker-archive:{archive}:demo:v1"],
                    check=True, capture_output=True)
     first = podrun("fetch", f"docker-archive:{archive}").stdout.strip()
     again = podrun("fetch", f"docker-archive:{archive}").stdout.strip()
@@ -159,7 +159,7 @@ def test_kill9_during_fetch_then_rerun(tmp_path: Path, podrun: PodrunRunner, dat
 
 def _docker_archive(built: img.BuiltImage, path: Path, tag: str) -> Path:
     if not path.exists():
-        subprocess.run(["skopeo", "copy", f"oci:{built.layout}:latest", f"docker-archive:{path}:{tag}"],
+        subprocess.run(["skopeo", "--insecure-policy", "copy", f"oci:{built.layout}:latest", f"docker-archive:{path}:{tag}"],
                        check=True, capture_output=True)
     return path
 

@@ -40,6 +40,7 @@ def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
 def cni_net(tmp_path: Path) -> Iterator[Path]:
     """A net.d with the test default network and a bridge + host-local CNI network (no default
     route: the default network has it)."""
+    subprocess.run(["ip", "link", "del", CNI_BRIDGE], capture_output=True)  # a killed session's: start afresh
     net_d = tmp_path / "net.d"
     net_d.mkdir()
     (net_d / "default.json").write_text(json.dumps({"bridge": TEST_BRIDGE, "subnet": TEST_SUBNET}))

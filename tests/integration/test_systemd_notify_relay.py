@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RUNTIME_DIR
 from tests.integration.test_run import Pods
 from tests.integration.test_systemd_protocol import FakeManager, _podrun, manager, pods, sdapp  # noqa: F401
 
 STATUSES = 40
-RUNTIME = Path("/run/podrun/notify")
+RUNTIME = RUNTIME_DIR / "notify"  # the session's PODRUN_RUNTIME_DIR (tests/conftest.py)
 
 
 class Pod:
