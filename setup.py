@@ -4,7 +4,7 @@
 - the stage1 flavors: ``stages/`` stays at the top of the repository (README's layout) and is
   mapped into the package as ``podrun._stages`` (one package per flavor, its files as data), so
   ``pip install .``, a wheel or ``pipx install`` put them beside the code, where
-  ``podrun.pod.prepare.stages_dir`` looks first;
+  ``podrun.stage0.prepare.stages_dir`` looks first;
 - the command: ``packaging/bin/podrun`` as a script (the installer points its first line at the
   environment's Python) rather than a ``[project.scripts]`` entry point, whose generated wrapper
   imports ``re`` (~8 ms on every start of every pod).

@@ -38,7 +38,7 @@ def _podrun_path() -> str:
 
 
 def unit_text(g: Globals, kw: dict[str, Any], description: str | None, podrun: str) -> str:
-    from podrun.pod import appflags
+    from podrun.stage0 import appflags
 
     apps = appflags.split_apps(list(kw["args"]))
     base = [podrun] + (["--dir", g.data_dir] if g.data_dir != DEFAULT_DIR else [])

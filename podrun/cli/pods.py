@@ -267,8 +267,8 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
     """Run CMD (default /bin/sh) in a running app with the app's namespaces, root, cgroup,
     user, capabilities and seccomp filter:  podrun enter [--app NAME] UUID [CMD...]"""
     from podrun.pod.layout import PodDirs, lock_held_fd
-    from podrun.pod.prepare import entrypoint, stage1_env
     from podrun.pod.state import load_manifest, read_cgroups, read_pid
+    from podrun.stage0.prepare import entrypoint, stage1_env
 
     rest = list(args)
     if not uuid_file:
@@ -299,7 +299,7 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
 
 
 class AppLog:
-    """One app's output as ``podrun.stage1.logrelay`` keeps it: ``log.1`` (older, once the log
+    """One app's output as ``podrun.stage1.default.logrelay`` keeps it: ``log.1`` (older, once the log
     was rotated) then ``log``, read beneath the directory *base_fd* as ``PREFIX + log`` with the
     pod files' rules (no symbolic link followed, regular files only; PodFileDamage otherwise).
     ``chunks`` yields what is new since the last call, across rotations, in pieces of at most

@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
-from podrun.cli import Globals, launch
+from podrun.cli import Globals
 from podrun.cli.runflags import FLAG, MULTIPLE, RUN_FLAGS
+from podrun.stage0 import launch
 
 APP_FLAGS_HELP = """
 \b

@@ -146,14 +146,16 @@ def fast_path(args: list[str]) -> Callable[[], None] | None:
             return None
 
         def run() -> None:
-            from podrun.cli import launch, make_globals
+            from podrun.cli import make_globals
+            from podrun.stage0 import launch
 
             launch.run_pod(make_globals(**opts), kw)
 
         return run
     if verb == "run-prepared" and len(rest) == 1 and not rest[0].startswith("-"):
         def run_prepared() -> None:
-            from podrun.cli import launch, make_globals
+            from podrun.cli import make_globals
+            from podrun.stage0 import launch
 
             launch.run_prepared(make_globals(**opts), rest[0])
 

@@ -14,7 +14,7 @@ from podrun.cli.output import FORMAT_OPTION, print_fields, print_json
 def version_info() -> dict[str, object]:
     """``podrun version --format json`` (podrun/schemas/version.json)."""
     from podrun.image.manifest import Platform
-    from podrun.pod.prepare import STAGE1_FLAVORS, stages_dir
+    from podrun.stage0.prepare import STAGE1_FLAVORS, stages_dir
 
     host = Platform.host()
     stages = stages_dir()

@@ -107,8 +107,8 @@ def _serve(req_r: int, res_w: int) -> None:
     if not chunks:
         os._exit(0)  # stage1 did not want us
     from podrun.lean import json_loads
+    from podrun.model.manifest import MANIFEST, PodManifest
     from podrun.net import setup
-    from podrun.pod.manifest import MANIFEST, PodManifest
 
     req = json_loads(b"".join(chunks))
     with open(os.path.join(req["pod_dir"], MANIFEST), "rb") as f:

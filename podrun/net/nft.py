@@ -43,7 +43,7 @@ from __future__ import annotations
 import subprocess
 
 from podrun.errors import ConflictError, PodrunError
-from podrun.net.spec import PortSpec
+from podrun.model.netspec import PortSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from podrun.pod.manifest import PodManifest
+    from podrun.model.manifest import PodManifest
 
 STATE = "net/state.json"
 POD_IF = "eth"  # interfaces inside the pod: eth0, eth1… in the order of --net
@@ -284,8 +284,8 @@ def _clean(doc: dict[str, Any]) -> list[str]:
 def _remove_ports(doc: dict[str, Any]) -> None:
     """Remove the forwards the record lists that are still this pod's (nft.remove_ports: by
     owner, key and value), under the default network's lock."""
+    from podrun.model.netspec import PortSpec
     from podrun.net import ipam, nft
-    from podrun.net.spec import PortSpec
 
     ports = doc["ports"]
     forwards = [PortSpec(str(p), int(pp), int(hp), str(hip)) for p, pp, hp, hip in ports["forwards"]]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, StoreError
+from podrun.model.manifest import MANIFEST
 from podrun.pod.layout import PHASES, PodDirs, lock_pod
-from podrun.pod.manifest import MANIFEST
 
 NET_RECORD = "net"  # the pod's network record (state.json, CNI configs): read by the teardown
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
-from podrun.pod.manifest import MANIFEST, MANIFEST_VERSION
+from podrun.model.manifest import MANIFEST, MANIFEST_VERSION
 
 PHASES = ("embryo", "prepare", "prepared", "run", "exited-garbage", "garbage")
 

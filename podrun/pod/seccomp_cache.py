@@ -14,7 +14,7 @@ import os
 from podrun import __version__, fsutil
 from podrun.isolation.consts import LIBSECCOMP
 from podrun.lean import sha256
-from podrun.pod.manifest import AppSpec
+from podrun.model.manifest import AppSpec
 
 SECCOMP_BPF = "seccomp.bpf"  # per app, in DIR/pods/<phase>/<uuid>/apps/<name>/
 

@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podrun.errors import StoreError
-from podrun.pod.appflags import APP_NAME_RE
+from podrun.model.manifest import MANIFEST
 from podrun.pod.layout import MANIFEST_LIMIT, PHASES, PodDirs, lock_held_fd
-from podrun.pod.manifest import MANIFEST
+from podrun.stage0.appflags import APP_NAME_RE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from podrun.pod.manifest import PodManifest
+    from podrun.model.manifest import PodManifest
 
 _LOCKED_STATE = {"embryo": "embryo", "prepare": "preparing", "run": "running", "garbage": "deleting"}
 _UNLOCKED_STATE = {"embryo": "aborted", "prepare": "aborted", "run": "exited"}
@@ -315,7 +315,7 @@ def read_cgroups(pod_fd: int) -> list[str] | None:
 
 
 _IPV4 = re.compile(r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
-_NET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")  # podrun.net.spec.NET_NAME_CHARS
+_NET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")  # podrun.model.netspec.NET_NAME_CHARS
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # what podrun and the CNI plugins name interfaces
 # The fields of a network entry that podrun writes itself (podrun.net.setup), and their form.
@@ -442,8 +442,8 @@ def _manifest_apps(doc: Any) -> tuple[list[dict[str, Any]], str | None]:
 def load_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
     """The pod's manifest and its bytes, for the verbs that act on it (enter, logs,
     cat-manifest); PodFileDamage when it is missing or not a manifest podrun wrote."""
-    from podrun.pod.manifest import PodManifest
-    from podrun.pod.prepare import STAGE1_FLAVORS
+    from podrun.model.manifest import PodManifest
+    from podrun.stage0.prepare import STAGE1_FLAVORS
 
     data = read_pod_file(pod_fd, MANIFEST, MANIFEST_LIMIT)
     if data is None:

@@ -9,8 +9,8 @@ import time
 
 from podrun import faults
 from podrun.errors import ConflictError
+from podrun.model.manifest import MANIFEST
 from podrun.pod.layout import MANIFEST_LIMIT, lock_held_fd
-from podrun.pod.manifest import MANIFEST
 from podrun.pod.state import PodFileDamage, read_pid, read_pod_json
 
 POLL = 0.02

@@ -1,7 +1,8 @@
-"""stage1 flavors' code: the pod supervisor (host side), the pod's pid 1, and the per-app
-launcher (stage2).  The executables in ``stages/<flavor>/`` are thin wrappers around these
-modules; see man/podrun-stage1.7 for the interface between stage0 and stage1.
+"""stage1 flavors: ``default`` (the pod supervisor on the host side, the pod's pid 1) and ``fly``
+(apps in the host's namespaces).  The executables in ``stages/<flavor>/`` are thin wrappers
+around ``podrun.stage1.<flavor>``; man/podrun-stage1.7 has the interface between stage0 and
+stage1.  Flavors never import each other; what both need is in ``podrun.stage2``.
 
 Import rule: stage1 never imports click, jsonschema, urllib3, pyroute2 or ``podrun.image`` /
-``podrun.cli`` (warm-start cost; ARCHITECTURE.md §3).
+``podrun.cli`` / ``podrun.stage0`` (warm-start cost; docs/architecture.md).
 """

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from podrun.pod.prepare import stages_dir
+from podrun.stage0.prepare import stages_dir
 from tests.conftest import ROOT
 from tests.integration.test_run import PODRUN, Pods, module_pods
 

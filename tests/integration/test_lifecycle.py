@@ -161,7 +161,7 @@ def test_enter_gets_the_apps_confinement(pods: Pods, tmp_path: Path) -> None:
                                   "--caps-remove", "CAP_KILL", "--user", "nobody", "--", "600",
                                   "---", "demo", "--name", "side", "--exec", "/bin/sleep", "--", "600")
     try:
-        from podrun.stage1.enter import app_main_pid
+        from podrun.stage1.default.enter import app_main_pid
 
         pod_dir = pods.data / "pods" / "run" / uuid
         app_pid = app_main_pid(pod_dir, "web")

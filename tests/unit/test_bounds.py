@@ -12,10 +12,10 @@ import pytest
 
 from podrun.cli import runflags
 from podrun.errors import PodrunError, UsageError, VerificationError
-from podrun.net import spec
-from podrun.pod import appflags as af
-from podrun.pod import prepare
-from podrun.pod.manifest import LOG_MAX_SIZE, PodManifest
+from podrun.model import netspec as spec
+from podrun.model.manifest import LOG_MAX_SIZE, PodManifest
+from podrun.stage0 import appflags as af
+from podrun.stage0 import prepare
 from tests.conftest import ROOT
 
 INT64_MAX = (1 << 63) - 1

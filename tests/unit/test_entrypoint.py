@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from podrun.errors import NotFoundError, UsageError
-from podrun.pod.prepare import entrypoint
+from podrun.stage0.prepare import entrypoint
 
 
 @pytest.fixture

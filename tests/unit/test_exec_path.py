@@ -1,4 +1,4 @@
-"""How stage2 finds and runs an app's program (podrun.stage1.app.exec_in_path, ``execvpe``
+"""How stage2 finds and runs an app's program (podrun.stage2.app.exec_in_path, ``execvpe``
 without the os module) and words its errors (describe).  Each exec happens in a forked child,
 on a throwaway PATH of shell scripts; no root needed."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from podrun.stage1.app import SetupError, describe, exec_in_path
+from podrun.stage2.app import SetupError, describe, exec_in_path
 
 SCRIPT = '#!/bin/sh\necho "$0|$*|$MARK"\n'
 NOT_FOUND_STATUS = 100

@@ -9,7 +9,7 @@ import sys
 
 from tests.conftest import ROOT
 
-HEAVY = ("click", "jsonschema", "pyroute2", "urllib3", "http.client", "podrun.image", "podrun.cli")
+HEAVY = ("click", "jsonschema", "pyroute2", "urllib3", "http.client", "podrun.image", "podrun.cli", "podrun.stage0")
 SLOW_STDLIB = ("dataclasses", "inspect", "json", "re", "enum", "typing", "pathlib", "signal", "socket",
                "selectors", "functools", "contextlib", "hashlib", "shutil", "collections")
 
@@ -17,7 +17,7 @@ SLOW_STDLIB = ("dataclasses", "inspect", "json", "re", "enum", "typing", "pathli
 def test_stage1_imports_are_lean() -> None:
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-        "import podrun.stage1.default, podrun.stage1.fly, podrun.stage1.confine; "
+        "import podrun.stage1.default.run, podrun.stage1.fly, podrun.stage2.confine; "
         f"bad = [m for m in {HEAVY + SLOW_STDLIB!r} if m in sys.modules]; "
         "print(','.join(bad))"
     )
@@ -27,7 +27,7 @@ def test_stage1_imports_are_lean() -> None:
 
 def test_stage0_run_path_skips_http_and_schema_code() -> None:
     code = (
-        "import sys; from podrun.cli import run; from podrun.pod import prepare; from podrun.image import api; "
+        "import sys; from podrun.cli import run; from podrun.stage0 import prepare; from podrun.image import api; "
         "print(','.join(m for m in ('jsonschema', 'pyroute2', 'urllib3', 'http.client') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -39,7 +39,7 @@ def test_fast_run_path_skips_click() -> None:
     code = (
         "import sys; from podrun.cli import runflags; "
         "f = runflags.fast_path(['--dir', '/nonexistent', 'run', 'img', '--exec', '/bin/true']); "
-        "import podrun.cli.launch, podrun.pod.prepare, podrun.image.api, podrun.pod.seccomp_cache; "
+        "import podrun.stage0.launch, podrun.stage0.prepare, podrun.image.api, podrun.pod.seccomp_cache; "
         "print(f is not None, ','.join(m for m in ('click', 'typing', 'ctypes', 'hashlib', 'logging') "
         "if m in sys.modules))"
     )

@@ -39,7 +39,7 @@ def test_every_command_has_a_page() -> None:
 
 def test_every_run_and_app_flag_is_documented() -> None:
     from podrun.cli.runflags import RUN_FLAGS
-    from podrun.pod.appflags import BOOL_FLAGS, VALUE_FLAGS
+    from podrun.stage0.appflags import BOOL_FLAGS, VALUE_FLAGS
 
     text = (ROOT / "man" / "podrun-run.1").read_text().replace("\\-", "-")
     for name in [f.name for f in RUN_FLAGS] + list(VALUE_FLAGS + BOOL_FLAGS):

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from podrun.errors import ConflictError, LimitExceededError, UsageError
-from podrun.net import ipam
-from podrun.net.config import DefaultNet, pod_mac
-from podrun.net.spec import (
+from podrun.model.manifest import AppSpec, PodManifest
+from podrun.model.netspec import (
     NetSpec,
     PortSpec,
     check_dns,
@@ -23,8 +22,9 @@ from podrun.net.spec import (
     parse_net,
     parse_port,
 )
-from podrun.pod.manifest import AppSpec, PodManifest
-from podrun.stage1.pod import hosts_file, resolv_conf
+from podrun.net import ipam
+from podrun.net.config import DefaultNet, pod_mac
+from podrun.stage1.default.podfiles import hosts_file, resolv_conf
 
 EXPOSED = exposed_port_names({"config": {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "8443": {}, "x/tcp": {}}}})
 

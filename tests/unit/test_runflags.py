@@ -7,8 +7,9 @@ from typing import Any
 import click
 import pytest
 
-from podrun.cli import group, launch, runflags
+from podrun.cli import group, runflags
 from podrun.cli import run as run_module
+from podrun.stage0 import launch
 
 ACCEPTED = [
     ["run", "img"],

@@ -1,4 +1,4 @@
-"""The app's user and groups from the image's own files (podrun.stage1.app.lookup_user),
+"""The app's user and groups from the image's own files (podrun.stage2.app.lookup_user),
 SECURITY-TESTS 27 and 28, on throwaway root directories: no root needed (openat2 works on any
 directory).  tests/integration/test_escapes.py runs the same rules in real pods."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from podrun.stage1.app import MAX_DB_BYTES, MAX_ID, SetupError, _path_error, lookup_user, parse_id, read_db
+from podrun.stage2.app import MAX_DB_BYTES, MAX_ID, SetupError, _path_error, lookup_user, parse_id, read_db
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "# a comment:x:5:5::/c:\n"

@@ -4,11 +4,11 @@ Process chain (see man/podrun-stage1.7)::
 
     podrun run (stage0) --exec--> this module, same PID, holding the pod lock ("supervisor")
         unshare mount/UTS/IPC/net + PID namespaces; overlay root per app; cgroups; pod files
-        ├─ fork: pod pid 1 (podrun.stage1.init: a reaper in an empty root of its own)
+        ├─ fork: pod pid 1 (podrun.stage1.default.init: a reaper in an empty root of its own)
         └─ fork per app, into the pod's namespaces: stage2 launcher -> execve(app)
 
 The supervisor stays in the host PID namespace so the unit's main PID (or the shell's child)
-is the pod.  It supervises the apps itself (podrun.stage1.supervise): relays their output,
+is the pod.  It supervises the apps itself (podrun.stage1.default.supervise): relays their output,
 forwards SIGTERM/SIGINT/SIGHUP (pid 1 passes on those sent to it), records each app's exit
 status, applies the exit rule and exits with the pod's exit code.  pid 1 dies with the
 supervisor (PR_SET_PDEATHSIG), and every app dies with pid 1 (the kernel kills a PID namespace
@@ -27,10 +27,11 @@ from podrun.errors import PodrunError
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps
-from podrun.pod.manifest import MANIFEST, AppSpec, PodManifest
-from podrun.stage1.pod import default_hostname, write_pod_files
-from podrun.stage1.sdglue import Systemd
-from podrun.stage1.supervise import EXIT_STAGE1_FAILED, Supervisor
+from podrun.model.manifest import MANIFEST, PodManifest
+from podrun.stage1.default.podfiles import default_hostname, write_pod_files
+from podrun.stage1.default.sdglue import Systemd
+from podrun.stage1.default.supervise import EXIT_STAGE1_FAILED, Supervisor
+from podrun.stage2.rootfs import mount_app_root
 
 # Start-up budget: this module and everything it imports stay off dataclasses, json, re, enum,
 # typing, pathlib, signal, socket, functools and contextlib (podrun.lean; tests/unit/test_hot_path.py).
@@ -75,25 +76,6 @@ def _allow_ping() -> None:
 
 def _mkdirs(path: str) -> None:
     os.makedirs(path, mode=0o755, exist_ok=True)
-
-
-def mount_app_root(pod_dir: str, app: AppSpec) -> str:
-    """Overlay root for *app*: the image's layers under an upper dir in the pod dir."""
-    base = os.path.join(pod_dir, "apps", app.name)
-    for sub in ("upper", "work", "rootfs"):
-        _mkdirs(os.path.join(base, sub))
-    lowers = list(reversed(app.lower_dirs)) or [os.path.join(base, "empty")]
-    if not app.lower_dirs:
-        _mkdirs(os.path.join(base, "empty"))
-    # Overlay wants the top layer first.  Layer paths are made relative to their common
-    # directory (we chdir there) so that many layers fit in one page of mount options.
-    common = os.path.commonpath(lowers) if len(lowers) > 1 else os.path.dirname(lowers[0])
-    os.chdir(common)
-    lowerdir = ":".join(os.path.relpath(p, common) for p in lowers)
-    data = f"lowerdir={lowerdir},upperdir={base}/upper,workdir={base}/work"
-    sc.mount("overlay", f"{base}/rootfs", "overlay", sc.MS_NODEV, data)
-    os.chdir("/")
-    return f"{base}/rootfs"
 
 
 def main(argv: list[str]) -> NoReturn:

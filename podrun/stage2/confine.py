@@ -16,7 +16,7 @@ from podrun.pod import caps_policy, seccomp_cache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from podrun.pod.manifest import AppSpec
+    from podrun.model.manifest import AppSpec
 
 @dataclass(frozen=True)
 class Confinement:

@@ -9,7 +9,7 @@ jsonschema's import cost out of ``podrun run``).
 from __future__ import annotations
 
 from podrun.lean import asdict, dataclass, field, json_loads
-from podrun.net.spec import NetSpec, PortSpec
+from podrun.model.netspec import NetSpec, PortSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

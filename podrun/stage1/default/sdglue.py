@@ -24,8 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
-    from podrun.pod.manifest import PodManifest
-    from podrun.stage1.logrelay import Relay
+    from podrun.model.manifest import PodManifest
+    from podrun.stage1.default.logrelay import Relay
     from podrun.systemd.notify import Notifier
 
 # Datagrams of the app read at the pod's end: the pod's processes are gone by then, but the

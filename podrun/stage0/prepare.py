@@ -15,9 +15,9 @@ from pathlib import Path
 from podrun import faults
 from podrun.errors import NotFoundError, UsageError, VerificationError
 from podrun.lean import dataclass, field
-from podrun.pod import appflags as af
+from podrun.model.manifest import LOG_MAX_SIZE, AppSpec, MountSpec, PodManifest, Resources, Volume
 from podrun.pod.layout import PodDirs
-from podrun.pod.manifest import LOG_MAX_SIZE, AppSpec, MountSpec, PodManifest, Resources, Volume
+from podrun.stage0 import appflags as af
 
 TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
     """Every flag is parsed and checked first, then the images are resolved (fetched)."""
     if req.stage1 not in STAGE1_FLAVORS:
         raise UsageError(f"unknown --stage1 {req.stage1!r} (choose from {', '.join(STAGE1_FLAVORS)})")
-    from podrun.net import spec
+    from podrun.model import netspec as spec
 
     net = req.net.strip()
     if req.stage1 == "fly":  # fly runs in the host's namespaces

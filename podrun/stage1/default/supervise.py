@@ -1,10 +1,10 @@
 """The default flavor's supervisor at work, once the pod is set up (podrun.stage1.default).
 
-It forks the pod's pid 1 first (podrun.stage1.init: a reaper in an empty root), then every app
-into the pod's namespaces (stage2: podrun.stage1.app), so the apps are the supervisor's own
+It forks the pod's pid 1 first (podrun.stage1.default.init: a reaper in an empty root), then every app
+into the pod's namespaces (stage2: podrun.stage2.app), so the apps are the supervisor's own
 children and the only podrun process a pod can see is that empty pid 1.  Then, in one poll
-loop (podrun.stage1.logrelay), it relays the apps' output, an interactive app's pty
-(podrun.stage1.tty) and ``--notify=app`` messages, forwards signals, reaps, records each app's
+loop (podrun.stage1.default.logrelay), it relays the apps' output, an interactive app's pty
+(podrun.stage2.tty) and ``--notify=app`` messages, forwards signals, reaps, records each app's
 exit status and applies rkt's exit rule: the first app that fails stops the others.  When the
 last app has ended it kills pid 1, which takes every leftover process of the pod with it.
 """
@@ -19,21 +19,21 @@ import time
 from podrun import faults, fsutil
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps, signal
-from podrun.stage1 import app as stage2
-from podrun.stage1 import confine
-from podrun.stage1.init import become_init
-from podrun.stage1.logrelay import Relay
-from podrun.stage1.mountplan import app_plan
+from podrun.stage1.default.init import become_init
+from podrun.stage1.default.logrelay import Relay
+from podrun.stage2 import app as stage2
+from podrun.stage2 import confine
+from podrun.stage2.mountplan import app_plan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
     from podrun.isolation import cgroups
-    from podrun.pod.manifest import AppSpec, PodManifest
-    from podrun.stage1.mountplan import Op
-    from podrun.stage1.sdglue import Systemd
-    from podrun.stage1.tty import PtyRelay
+    from podrun.model.manifest import AppSpec, PodManifest
+    from podrun.stage1.default.sdglue import Systemd
+    from podrun.stage2.mountplan import Op
+    from podrun.stage2.tty import PtyRelay
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL when the pod stops other apps
@@ -72,7 +72,7 @@ class Supervisor:
         # A terminal on stdin: the (single) interactive app gets a pty of its own.
         self.use_tty = manifest.interactive and os.isatty(0)
         if self.use_tty:
-            from podrun.stage1 import tty  # noqa: F401  (the app imports it after pivot_root)
+            from podrun.stage2 import tty  # noqa: F401  (the app imports it after pivot_root)
 
     # signals -------------------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ class Supervisor:
         self._stop_apps(signum)
 
     def _signals_from_init(self, relay: Relay, fd: int) -> None:
-        """Signals sent to the pod's pid 1 (``podrun stop``), passed on by it (podrun.stage1.init)."""
+        """Signals sent to the pod's pid 1 (``podrun stop``), passed on by it (podrun.stage1.default.init)."""
         try:
             data = os.read(fd, 64)
         except OSError:
@@ -202,7 +202,7 @@ class Supervisor:
 
     def _take_tty(self, s: Started, relay: Relay) -> None:
         """Take the pty master the app allocated in its devpts (it reports the fd number)."""
-        from podrun.stage1.tty import PtyRelay  # already loaded (__init__)
+        from podrun.stage2.tty import PtyRelay  # already loaded (__init__)
 
         try:
             number = os.read(s.report, 16)

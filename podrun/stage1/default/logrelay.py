@@ -4,7 +4,7 @@ to its own stdout/stderr (the caller's terminal, or the unit's journal under sys
 
 The same poll loop wakes on signals (``signal.set_wakeup_fd``; SIGCHLD included), so the
 supervisor reaps and relays in one thread without polling, and it carries the other fds the
-supervisor watches (``watch``): an interactive app's pty (podrun.stage1.tty) and the socket of
+supervisor watches (``watch``): an interactive app's pty (podrun.stage2.tty) and the socket of
 ``--notify=app``.  An interactive app with a terminal writes to its pty, not through here.
 
 Log files are bounded (``--log-max-size``, podman's ``log_size_max`` keeping the newest data):

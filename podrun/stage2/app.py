@@ -19,15 +19,15 @@ import stat
 import sys
 
 from podrun.isolation import syscalls as sc
-from podrun.stage1 import confine
-from podrun.stage1.mountplan import DEV_SYMLINKS, DEVICES, DevNodes, Mask, Mount, ReadOnly
+from podrun.stage2 import confine
+from podrun.stage2.mountplan import DEV_SYMLINKS, DEVICES, DevNodes, Mask, Mount, ReadOnly
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-    from podrun.pod.manifest import AppSpec
-    from podrun.stage1.mountplan import Op
+    from podrun.model.manifest import AppSpec
+    from podrun.stage2.mountplan import Op
 
 EXIT_SETUP_FAILED = 254  # podrun could not start the app
 EXIT_NOT_EXECUTABLE = 126
@@ -330,7 +330,7 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
     *interactive*: stdin is the caller's (a pipe or file; never a terminal, see tty_report).
     *tty_report* (a pipe's write end): allocate a pty in the app's own devpts, make it the
     controlling terminal and stdio of the app, and write the master's fd number on the pipe;
-    the parent takes the master (pidfd_getfd) before it opens the gate (podrun.stage1.tty)."""
+    the parent takes the master (pidfd_getfd) before it opens the gate (podrun.stage2.tty)."""
     try:
         # Other processes of the pod cannot read this one's /proc files while it is still
         # podrun (runc's init does the same); execve makes the app dumpable again.
@@ -350,7 +350,7 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
             sc.mount(None, root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NODEV)
         enter_root(root)
         if tty_report is not None:
-            from podrun.stage1 import tty  # imported by the parent before the fork
+            from podrun.stage2 import tty  # imported by the parent before the fork
 
             master = tty.allocate_for_session("/dev/pts/ptmx")
             os.write(tty_report, str(master).encode())

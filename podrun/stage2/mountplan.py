@@ -1,5 +1,5 @@
 """The mount plan of one app's root filesystem, as data (built without root, applied by
-``podrun.stage1.app``).
+``podrun.stage2.app``).
 
 Defaults follow runc/podman: /proc with masked and read-only paths, /sys read-only, /dev a
 small noexec tmpfs with only the standard nodes, devpts, shm and mqueue; the pod's hostname, hosts

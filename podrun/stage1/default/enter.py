@@ -18,9 +18,10 @@ from typing import NoReturn
 
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
-from podrun.pod.manifest import AppSpec, PodManifest
-from podrun.stage1 import confine, tty
-from podrun.stage1.app import (
+from podrun.model.manifest import AppSpec, PodManifest
+from podrun.stage1.default.logrelay import Relay  # imported here: the code below runs in the app's root
+from podrun.stage2 import confine, tty
+from podrun.stage2.app import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
@@ -29,7 +30,6 @@ from podrun.stage1.app import (
     exec_in_path,
     lookup_user,
 )
-from podrun.stage1.logrelay import Relay  # imported here: the code below runs in the app's root
 
 NAMESPACES = (("cgroup", sc.CLONE_NEWCGROUP), ("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
               ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID), ("mnt", sc.CLONE_NEWNS))
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> NoReturn:
 
 def _run(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
     """Fork the command into the pod and relay its terminal: with a terminal on stdin it gets
-    a pty of the app's devpts (podrun.stage1.tty), else the caller's stdin and, in place of a
+    a pty of the app's devpts (podrun.stage2.tty), else the caller's stdin and, in place of a
     terminal on stdout/stderr, pipes copied out here.  The caller's terminal never enters."""
     loop = Relay()
     try:

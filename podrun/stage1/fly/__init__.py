@@ -15,8 +15,8 @@ import sys
 
 from podrun.isolation import syscalls as sc
 from podrun.lean import signal
-from podrun.pod.manifest import MANIFEST, PodManifest
-from podrun.stage1.app import (
+from podrun.model.manifest import MANIFEST, PodManifest
+from podrun.stage2.app import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
@@ -25,7 +25,7 @@ from podrun.stage1.app import (
     exec_in_path,
     lookup_user,
 )
-from podrun.stage1.default import mount_app_root
+from podrun.stage2.rootfs import mount_app_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -196,7 +196,7 @@ def parse_gids(flag: str, text: str) -> tuple[int, ...]:
 def check_identity(what: str, text: str, error: type[PodrunError] = UsageError) -> str:
     """A user or group: a number from 0 to ID_MAX, or a name to look up in the image's
     /etc/passwd or /etc/group (stage1).  What stage1 takes for a number (signs and digits,
-    podrun.stage1.app) must be one sign at most, ASCII digits and in range: -1 and 4294967295
+    podrun.stage2.app) must be one sign at most, ASCII digits and in range: -1 and 4294967295
     (-1 to setresuid: "unchanged") are refused, as is any id past ID_MAX.  Names that no passwd
     line can hold (empty, ':', control characters) are refused too."""
     if text.lstrip("+-").isdigit():

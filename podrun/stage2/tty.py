@@ -32,7 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from podrun.stage1.logrelay import Relay
+    from podrun.stage1.default.logrelay import Relay
 
 TIOCSPTLCK = 0x40045431  # unlock the pty (asm-generic/ioctls.h: _IOW('T', 0x31, int))
 TIOCGPTPEER = 0x5441  # open the slave from the master, no path lookup (Linux 4.13)

@@ -15,7 +15,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from podrun.pod.manifest import PodManifest
+    from podrun.model.manifest import PodManifest
 
 
 def default_hostname(manifest: PodManifest) -> str:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from podrun.cli import Globals
-    from podrun.pod.manifest import PodManifest
+    from podrun.model.manifest import PodManifest
 
 
 def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest, Path, int]:
@@ -19,9 +19,9 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
     from podrun.image.api import FetchRequest, fetch
     from podrun.image.store import Store
     from podrun.lean import json_loads
-    from podrun.pod import appflags
     from podrun.pod.layout import PodDirs
-    from podrun.pod.prepare import ImageInfo, RunRequest, build_manifest, create_pod
+    from podrun.stage0 import appflags
+    from podrun.stage0.prepare import ImageInfo, RunRequest, build_manifest, create_pod
 
     store = Store(g.data_dir)
 
@@ -67,7 +67,7 @@ def run_pod(g: Globals, kw: dict[str, Any]) -> None:
     """``podrun run``: prepare, then become the pod (exec stage1); returns only on failure."""
     import os
 
-    from podrun.pod.prepare import exec_stage1
+    from podrun.stage0.prepare import exec_stage1
 
     if kw["stage1"] == "default" and kw["net"].strip() not in ("none", "host"):
         from podrun.net import helper
@@ -81,9 +81,9 @@ def run_pod(g: Globals, kw: dict[str, Any]) -> None:
 def run_prepared(g: Globals, uuid: str) -> None:
     """``podrun run-prepared UUID`` (or unique prefix)."""
     from podrun.errors import ConflictError
+    from podrun.model.manifest import MANIFEST, PodManifest
     from podrun.pod.layout import PodDirs, lock_pod
-    from podrun.pod.manifest import MANIFEST, PodManifest
-    from podrun.pod.prepare import exec_stage1
+    from podrun.stage0.prepare import exec_stage1
 
     dirs = PodDirs(g.data_dir)
     phase, full = dirs.find(uuid)
