@@ -62,11 +62,16 @@ def _forge_from(pods: Pods, uuid: str) -> list[bytes]:
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gw:
         lo.bind(("0.0.0.0", 0))  # every host address, 127.0.0.0/8 included
         gw.bind((GATEWAY, 0))
-        gw.settimeout(20)
-        subprocess.run(["nsenter", f"--net={_netns(uuid)}", sys.executable, "-c", FORGE, _ip_of(pods, uuid),
-                        _mac_in_pod(uuid), GATEWAY, bridge_mac, str(lo.getsockname()[1]), str(gw.getsockname()[1])],
-                       check=True, timeout=60)
-        assert gw.recv(100) == b"honest"
+        gw.settimeout(5)
+        argv = ["nsenter", f"--net={_netns(uuid)}", sys.executable, "-c", FORGE, _ip_of(pods, uuid),
+                _mac_in_pod(uuid), GATEWAY, bridge_mac, str(lo.getsockname()[1]), str(gw.getsockname()[1])]
+        for attempt in range(3):  # a frame lost on a busy machine: send all three again
+            subprocess.run(argv, check=True, timeout=60)
+            try:
+                assert gw.recv(100) == b"honest"
+                break
+            except TimeoutError:
+                assert attempt < 2, "the honest datagram never reached the gateway address"
         lo.setblocking(False)
         got = []
         while True:
