@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,8 +97,13 @@ def test_forwards_from_the_hosts_loopback_still_work(pods: Pods) -> None:
     proc, uuid, _ = pods.start("--port", f"8080:127.0.0.1:{port}", "demo", "--exec", "/bin/httpd", "--", "-f",
                                "-p", "8080", "-h", "/etc")
     try:
-        out = subprocess.run(["curl", "-sS", "-m", "10", f"http://127.0.0.1:{port}/hostname"], capture_output=True,
-                             text=True)
+        deadline = time.monotonic() + 20
+        while True:  # httpd may not listen yet when the pod is ready
+            out = subprocess.run(["curl", "-sS", "-m", "5", f"http://127.0.0.1:{port}/hostname"], capture_output=True,
+                                 text=True)
+            if out.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert out.returncode == 0 and out.stdout.strip(), out.stderr
     finally:
         _stop(pods, uuid, proc)
