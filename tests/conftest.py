@@ -18,16 +18,44 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every pod the tests start on the default network uses a test bridge and subnet, never the
 # host's real podrun0: set for the whole session (child processes inherit it) and removed at
 # its end (pytest_sessionfinish).  Tests of other settings pass their own PODRUN_NET_DIR.
-# PODRUN_TEST_BRIDGE / PODRUN_TEST_SUBNET let two sessions run side by side on one machine
-# (the bridge name must start with "prtest").
-TEST_BRIDGE = os.environ.get("PODRUN_TEST_BRIDGE", "prtest0")
-TEST_SUBNET = os.environ.get("PODRUN_TEST_SUBNET", "172.16.29.0/24")
+# A session holds a lock on its bridge name for its whole life, so two sessions side by side
+# never share one: without PODRUN_TEST_BRIDGE the first free of prtest0 (172.16.29.0/24),
+# prtest1..19 (172.16.61-79.0/24) is taken; PODRUN_TEST_BRIDGE / PODRUN_TEST_SUBNET name one
+# (the bridge name must start with "prtest"), and a session whose named bridge is taken stops.
+_BRIDGE_LOCKS: list[int] = []  # held until this process ends
+
+
+def _claim_test_bridge() -> tuple[str, str]:
+    import fcntl
+
+    named = os.environ.get("PODRUN_TEST_BRIDGE")
+    if named:
+        candidates = [(named, os.environ.get("PODRUN_TEST_SUBNET", "172.16.29.0/24"))]
+    else:
+        candidates = [("prtest0", "172.16.29.0/24")] + [(f"prtest{n}", f"172.16.{60 + n}.0/24") for n in range(1, 20)]
+    for bridge, subnet in candidates:
+        fd = os.open(f"/tmp/podrun-test-bridge.{bridge}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _BRIDGE_LOCKS.append(fd)
+        return bridge, subnet
+    what = f"bridge {named}" if named else "every test bridge prtest0..prtest19"
+    raise SystemExit(f"tests: {what} is in use by another test session on this machine "
+                     "(set PODRUN_TEST_BRIDGE and PODRUN_TEST_SUBNET to a free one)")
+
+
+TEST_BRIDGE, TEST_SUBNET = _claim_test_bridge()
+os.environ["PODRUN_TEST_BRIDGE"], os.environ["PODRUN_TEST_SUBNET"] = TEST_BRIDGE, TEST_SUBNET
 TEST_TABLE = f"podrun-{TEST_BRIDGE}"
-# A session killed before its end leaves its bridge and table; two live sessions never share a
-# bridge name, so what this session's name holds at its start is stale: start from nothing.
+# A session killed before its end leaves its bridge and table; no live session holds this
+# bridge name but this one (the lock above), so what the name holds now is stale: start from nothing.
 for _cmd in (["ip", "link", "del", TEST_BRIDGE], ["nft", "delete", "table", "ip", TEST_TABLE],
              ["nft", "delete", "table", "bridge", TEST_TABLE]):
     subprocess.run(_cmd, capture_output=True)
+
 
 def _remove_dead_sessions_dirs() -> None:
     """The net and runtime dirs of sessions whose process is gone (killed before their end); a

@@ -249,3 +249,42 @@ def test_hosts_entry_names_are_domain_names(entry: str) -> None:
     with pytest.raises(UsageError, match="--hosts-entry"):
         check_hosts_entry(entry)
     check_hosts_entry("10.0.0.1=" + ".".join(["d" * 61, "d" * 60, "d" * 60, "d" * 60]))
+
+
+DOMAIN_RULE = "expected a domain name (labels of letters, digits, '-' and '_', 1-63 characters each, at most {} in all)"
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("10.0.0.1=", "invalid --hosts-entry '10.0.0.1=': expected IP=NAME or host"),
+    ("10.0.0.1", "invalid --hosts-entry '10.0.0.1': expected IP=NAME or host"),
+    ("10.0.0.300=db", "invalid --hosts-entry address '10.0.0.300': expected an IPv4 address"),
+    ("10.0.0.1=a b", "invalid --hosts-entry '10.0.0.1=a b': expected one word of printable ASCII, at most 253 "
+                     "characters"),
+    # the name is all after the first '=', and may be as long as the line's 253 characters leave it
+    ("10.0.0.1=a=b", "invalid --hosts-entry name 'a=b': " + DOMAIN_RULE.format(244)),
+    ("10.0.0.1=a..b", "invalid --hosts-entry name 'a..b': " + DOMAIN_RULE.format(244)),
+    ("192.168.100.200=a..b", "invalid --hosts-entry name 'a..b': " + DOMAIN_RULE.format(237)),
+])
+def test_hosts_entry_messages(entry: str, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        check_hosts_entry(entry)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("opt", ["a" * 64, "abcdefghijklmnopqrstuvwxyz0123456789-"])
+def test_resolv_options_at_the_limits(opt: str) -> None:
+    """64 characters in all, and a name may use every allowed character."""
+    assert check_resolv_option(opt) == opt
+
+
+def test_resolv_word_messages() -> None:
+    with pytest.raises(UsageError) as info:
+        check_resolv_option("Ndots:2")
+    assert str(info.value) == ("invalid --dns-opt 'Ndots:2': expected a resolv.conf option, NAME or NAME:NUMBER "
+                               "(lower-case letters, digits and '-')")
+    with pytest.raises(UsageError) as info:
+        check_resolv_words([".", "a.example"], [])
+    assert str(info.value) == "--dns-search . (no search list) cannot be combined with other domains"
+    with pytest.raises(UsageError) as info:
+        check_resolv_words(["a..b"], [])
+    assert str(info.value) == "invalid --dns-search 'a..b': " + DOMAIN_RULE.format(253)

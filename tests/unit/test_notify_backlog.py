@@ -81,6 +81,15 @@ def test_datagrams_fit_what_systemd_reads() -> None:
     assert b.next_datagram() == (b"ERRNO=3", 1)
 
 
+
+def test_one_byte_over_splits_the_datagram() -> None:
+    status = "STATUS=" + "s" * (DATAGRAM_MAX + 1 - len("STATUS=") - len("\nREADY=1"))
+    b = Backlog()
+    b.add(status + "\nREADY=1")
+    assert b.next_datagram() == (status.encode(), 1)
+    b.drop(1)
+    assert b.next_datagram() == (b"READY=1", 1)
+
 def test_a_line_too_long_alone_still_goes_alone() -> None:
     long = "STATUS=" + "é" * DATAGRAM_MAX  # two bytes each once encoded
     b = Backlog()
@@ -189,3 +198,18 @@ def test_no_manager_drops_with_one_warning(address: str, capfd: pytest.CaptureFi
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"podrun: warning: notifying the service manager at "
                                                    f"NOTIFY_SOCKET={address}: "), err
+
+
+def test_lines_are_whole_lines_keyed_by_their_field() -> None:
+    """Spaces and '=' belong to the value; an ignored line does not end the message."""
+    b = Backlog()
+    b.add("MAINPID=1\nSTATUS=a b=c\nFDSTORE=1\nERRNO=2")
+    assert _lines(b) == ["STATUS=a b=c", "ERRNO=2"]
+    b.add("STATUS=done")
+    assert _lines(b) == ["ERRNO=2", "STATUS=done"]
+
+
+def test_a_line_that_is_not_unicode_is_sent_with_a_replacement() -> None:
+    b = Backlog()
+    b.add("STATUS=\udcff")  # a lone surrogate: no UTF-8 for it
+    assert b.next_datagram() == (b"STATUS=?", 1)

@@ -21,7 +21,7 @@ import pytest
 
 from podrun.cli.pods import _network_lines
 from podrun.pod.layout import PodDirs
-from podrun.pod.state import NetworkStatus, PodFileDamage, read_net_record, read_status
+from podrun.pod.state import NetRecord, NetworkStatus, PodFileDamage, PortForward, read_net_record, read_status
 from tests.conftest import ROOT
 from tests.fixtures.schemas import SCHEMAS, validate
 
@@ -244,3 +244,98 @@ def test_version(tmp_path: Path) -> None:
     lines = version().splitlines()
     assert lines[0].split() == ["Version:", __version__]
     assert f"Stages dir:     {doc['stages_dir']}" in lines and "Stage1 flavors: default, fly" in lines
+
+
+POD_MAC, OTHER_MAC = "5e:00:00:00:00:0a", "5e:00:00:00:00:0b"
+
+
+@pytest.mark.parametrize(("result", "expected"), [
+    # no ips at all: the interface of the record's name inside the pod still gives the MAC
+    ({"interfaces": [{"name": "eth1", "mac": POD_MAC, "sandbox": NETNS}]},
+     NetworkStatus("cnitest", "eth1", "172.16.30.9", mac=POD_MAC)),
+    # the index is followed even to an interface without "sandbox"; its first and last index; a /32
+    ({"ips": [{"address": "172.16.30.9/32", "interface": 0}], "interfaces": [{"name": "eth1", "mac": POD_MAC}]},
+     NetworkStatus("cnitest", "eth1", "172.16.30.9", "255.255.255.255", None, POD_MAC)),
+    # an index one past the end: the interface of the record's name inside the pod
+    ({"ips": [{"address": "172.16.30.9/12", "interface": 1}],
+      "interfaces": [{"name": "eth1", "mac": POD_MAC, "sandbox": NETNS}]},
+     NetworkStatus("cnitest", "eth1", "172.16.30.9", "255.240.0.0", None, POD_MAC)),
+    # no index and two interfaces in the pod: the one of the record's name, not the first
+    ({"ips": [{"address": "172.16.30.9/9"}],
+      "interfaces": [{"name": "net1", "mac": OTHER_MAC, "sandbox": NETNS}, {"name": "eth1", "mac": POD_MAC},
+                     {"name": "eth1", "mac": POD_MAC.upper(), "sandbox": NETNS}]},
+     NetworkStatus("cnitest", "eth1", "172.16.30.9", "255.128.0.0", None, POD_MAC)),
+    # a malformed address of ours: its prefix left out, its gateway taken
+    ({"ips": [{"address": "172.16.30.9/24/8", "gateway": "172.16.30.1"}]},
+     NetworkStatus("cnitest", "eth1", "172.16.30.9", None, "172.16.30.1")),
+])
+def test_cni_results_interfaces_and_masks(dirs: PodDirs, result: Any, expected: NetworkStatus) -> None:
+    record = record_of(make_pod(dirs, _cni(result), net="cnitest"))
+    assert record.networks == {"cnitest": expected}
+
+
+def test_what_podrun_recorded_wins_over_the_plugins_result(dirs: PodDirs) -> None:
+    entry = dict(CNI_ENTRY, gateway="172.16.30.254", mac=OTHER_MAC.upper())
+    record = record_of(make_pod(dirs, dict(RECORD, networks=[entry]), net="cnitest"))
+    assert record.networks == {"cnitest": NetworkStatus("cnitest", "eth1", "172.16.30.9", "255.255.255.128",
+                                                        "172.16.30.254", OTHER_MAC)}
+
+
+@pytest.mark.parametrize(("subnet", "mask"), [("0.0.0.0/0", "0.0.0.0"), ("10.0.0.0/12", "255.240.0.0"),
+                                              ("10.0.0.0/17", "255.255.128.0"), ("10.0.0.7/32", "255.255.255.255")])
+def test_the_default_networks_mask_comes_from_its_subnet(dirs: PodDirs, subnet: str, mask: str) -> None:
+    record = record_of(make_pod(dirs, _with(DEFAULT_ENTRY, subnet=subnet), net="default"))
+    assert record.networks["default"].mask == mask
+
+
+@pytest.mark.parametrize("changes", [{"ip": "fd00::1"}, {"subnet": "10.0.0.0/33"}])
+def test_a_long_network_name_is_cut_in_messages(dirs: PodDirs, changes: dict[str, str]) -> None:
+    name = "n" * 64 + "tail"
+    pod = make_pod(dirs, _with(dict(DEFAULT_ENTRY, name=name), **changes), net=name)
+    with pytest.raises(PodFileDamage) as info:
+        record_of(pod)
+    assert str(info.value) == f"net/state.json: network {'n' * 64!r}: {next(iter(changes))} is malformed"
+
+
+@pytest.mark.parametrize(("forward", "good"), [
+    (["tcp", 1, 1, ""], True), (["udp", 65535, 65535, "10.0.0.1"], True),
+    (["tcp", 0, 8080, ""], False), (["tcp", 65536, 8080, ""], False),
+    (["tcp", 80, 0, ""], False), (["tcp", 80, 65536, ""], False),
+])
+def test_port_forward_bounds(dirs: PodDirs, forward: list[Any], good: bool) -> None:
+    pod = make_pod(dirs, dict(RECORD, ports={"forwards": [forward], "added": True}))
+    if good:
+        proto, pod_port, host_port, host_ip = forward
+        assert record_of(pod).ports == (PortForward(host_ip, host_port, pod_port, proto),)
+    else:
+        with pytest.raises(PodFileDamage, match="^net/state.json: ports is not a list of port forwards$"):
+            record_of(pod)
+
+
+def test_record_shapes(dirs: PodDirs) -> None:
+    pod = make_pod(dirs, [RECORD])
+    with pytest.raises(PodFileDamage, match="^net/state.json: not a network record$"):
+        record_of(pod)
+    # no networks yet: only ports (podrun writes both, but an empty record is a record)
+    (pod / "net" / "state.json").write_text(json.dumps({"ports": RECORD["ports"]}))
+    assert record_of(pod) == NetRecord({}, (PortForward("", 8080, 80, "tcp"), PortForward("127.0.0.1", 5353, 53, "udp")))
+    # a record past the 64 KiB of the other pod records: a CNI result with many routes
+    routes = [{"dst": f"10.{i // 256}.{i % 256}.0/24", "gw": "172.16.30.1"} for i in range(4000)]
+    big = _cni(dict(CNI_ENTRY["result"], routes=routes))  # type: ignore[arg-type]
+    (pod / "net" / "state.json").write_text(json.dumps(big))
+    assert len((pod / "net" / "state.json").read_bytes()) > 64 << 10
+    assert record_of(pod).networks == {"cnitest": CNI}
+
+
+@pytest.mark.parametrize("net", [None, "", "a/b", 5])
+def test_a_manifest_without_networks_names_its_net(dirs: PodDirs, net: Any) -> None:
+    pod = make_pod(dirs, RECORD)
+    manifest = json.loads((pod / "pod.json").read_text())
+    del manifest["networks"]
+    if net is None:
+        del manifest["net"]
+    else:
+        manifest["net"] = net
+    (pod / "pod.json").write_text(json.dumps(manifest))
+    st = read_status(dirs, "run", UUID)
+    assert st.networks == () and st.errors == ("pod.json: net is not a network name",)
