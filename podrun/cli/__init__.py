@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 
 from podrun.errors import PodrunError, UsageError
-from podrun.lean import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,11 +24,18 @@ INSECURE_WORDS = ("http", "tls", "image", "all")
 DEFAULT_DIR = "/var/lib/podrun"
 
 
-@dataclass(frozen=True)
 class Globals:
-    data_dir: str
-    debug: bool
-    insecure: frozenset[str]
+    """The global options, decided: the absolute data dir, debug, the insecure words."""
+
+    __slots__ = ("data_dir", "debug", "insecure")
+
+    def __init__(self, data_dir: str, debug: bool, insecure: frozenset[str]) -> None:
+        self.data_dir = data_dir
+        self.debug = debug
+        self.insecure = insecure
+
+    def __repr__(self) -> str:
+        return f"Globals({self.data_dir!r}, {self.debug!r}, {sorted(self.insecure)!r})"
 
 
 def parse_insecure(text: str) -> frozenset[str]:
@@ -91,9 +97,9 @@ def _traceback() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
     from podrun.cli import runflags
 
+    debug = runflags.wants_debug(args)
     fast = runflags.fast_path(args)
     if fast is not None:
         guarded(fast, debug)
