@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from podrun.errors import PodrunError, UsageError
+from podrun.stage0 import Globals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,20 +23,6 @@ if TYPE_CHECKING:
 
 INSECURE_WORDS = ("http", "tls", "image", "all")
 DEFAULT_DIR = "/var/lib/podrun"
-
-
-class Globals:
-    """The global options, decided: the absolute data dir, debug, the insecure words."""
-
-    __slots__ = ("data_dir", "debug", "insecure")
-
-    def __init__(self, data_dir: str, debug: bool, insecure: frozenset[str]) -> None:
-        self.data_dir = data_dir
-        self.debug = debug
-        self.insecure = insecure
-
-    def __repr__(self) -> str:
-        return f"Globals({self.data_dir!r}, {self.debug!r}, {sorted(self.insecure)!r})"
 
 
 def parse_insecure(text: str) -> frozenset[str]:

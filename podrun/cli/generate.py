@@ -15,10 +15,11 @@ from typing import Any
 import click
 
 from podrun import __version__
-from podrun.cli import DEFAULT_DIR, Globals
+from podrun.cli import DEFAULT_DIR
 from podrun.cli.run import TableCommand
 from podrun.cli.runflags import FLAG, RUN_FLAGS, VALUE, RunFlag
 from podrun.errors import UsageError
+from podrun.stage0 import Globals
 
 _SPECIAL = set(" \t\n\"'\\;")
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from podrun.cli import Globals, runflags
+from podrun.cli import runflags
 from podrun.cli.runflags import FLAG, MULTIPLE, RUN_FLAGS, RunFlag
-from podrun.stage0 import launch
+from podrun.stage0 import Globals, launch
 
 APP_FLAGS_HELP = """
 \b
