@@ -1,6 +1,6 @@
 """The seccomp policy as data: default profile contents, ``--seccomp`` parsing, OCI profiles.
 
-No root and no filter is loaded here (tests/integration/test_seccomp.py does that); libseccomp
+No root and no filter is loaded here (tests/unit/test_seccomp.py does that); libseccomp
 is only asked to resolve syscall names.
 """
 
