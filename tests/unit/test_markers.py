@@ -27,4 +27,5 @@ def test_not_root_leaves_out_integration_and_marked_unit_tests() -> None:
 def test_registry_tests_are_marked() -> None:
     marked = collect("-m", "registry", "tests/integration/test_registry.py")
     assert "tests/integration/test_registry.py::test_anonymous_pull_manifest_and_blobs" in marked
-    assert "tests/integration/test_registry.py::test_schema1_refused" not in marked  # a fake registry
+    assert collect("-m", "registry", "tests/unit/test_registry_client.py") == []  # the fake registry
+    assert len(collect("tests/unit/test_registry_client.py")) > 10
