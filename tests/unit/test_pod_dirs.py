@@ -4,9 +4,8 @@ locks are real flocks: a lock held through another open file is what a live supe
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,20 +24,6 @@ def dirs(tmp_path: Path) -> PodDirs:
     d = PodDirs(tmp_path / "data")
     d.ensure()
     return d
-
-
-@pytest.fixture
-def hold() -> Iterator[Callable[[Path], None]]:
-    """Hold a pod's lock through an open file of the test's own, as a live supervisor does."""
-    held: list[int] = []
-
-    def lock(pod: Path) -> None:
-        held.append(os.open(pod, os.O_RDONLY | os.O_DIRECTORY))
-        fcntl.flock(held[-1], fcntl.LOCK_EX)
-
-    yield lock
-    for fd in held:
-        os.close(fd)
 
 
 def make_pod(dirs: PodDirs, phase: str, uuid: str = UUID) -> Path:
