@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from podrun.cli import runflags
-from podrun.cli.runflags import FLAG, MULTIPLE, RUN_FLAGS, RunFlag
+from podrun.cli.group import click_options
+from podrun.cli.runflags import RUN_FLAGS, RunFlag
 from podrun.stage0 import Globals, launch
 
 APP_FLAGS_HELP = """
@@ -44,7 +45,7 @@ class TableCommand(click.Command):
         self.flags = tuple(flags)
         kwargs.setdefault("context_settings", SETTINGS)
         kwargs.setdefault("epilog", APP_FLAGS_HELP)
-        params = [*_click_options(self.flags), click.Argument(["args"], nargs=-1, type=click.UNPROCESSED,
+        params = [*click_options(self.flags), click.Argument(["args"], nargs=-1, type=click.UNPROCESSED,
                                                                required=True)]
         kwargs["params"] = [*kwargs.get("params", ()), *params]
         super().__init__(*args, **kwargs)
@@ -64,25 +65,6 @@ class TableCommand(click.Command):
         ctx.params.update(kw)
         ctx.args = []
         return []
-
-
-def _click_options(flags: Sequence[RunFlag]) -> list[click.Option]:
-    """The click options of *flags*: they make the help text; they never parse."""
-    options = []
-    for flag in flags:
-        kwargs: dict[str, Any] = {"help": flag.help, "metavar": flag.metavar}
-        if flag.kind == FLAG:
-            kwargs["is_flag"] = True
-        else:
-            kwargs["default"] = flag.default
-            kwargs["show_default"] = flag.show_default
-            kwargs["multiple"] = flag.kind == MULTIPLE
-        if flag.choices:
-            kwargs["type"] = click.Choice(list(flag.choices))
-        elif flag.file:
-            kwargs["type"] = click.Path(dir_okay=False)
-        options.append(click.Option([flag.name, flag.dest], **kwargs))
-    return options
 
 
 SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from podrun.cli import DEFAULT_DIR
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -29,11 +31,11 @@ HELP_NAMES = ("-h", "--help")
 class RunFlag:
     """One flag: its name, the keyword the command receives, its kind and its help."""
 
-    __slots__ = ("choices", "default", "dest", "file", "help", "kind", "metavar", "name", "show_default")
+    __slots__ = ("choices", "default", "dest", "envvar", "file", "help", "kind", "metavar", "name", "show_default")
 
     def __init__(self, name: str, dest: str, kind: str, default: Any = None, help: str | None = None,
                  metavar: str | None = None, *, choices: tuple[str, ...] = (), show_default: bool = False,
-                 file: bool = False) -> None:
+                 file: bool = False, envvar: str | None = None) -> None:
         self.name = name                  # "--hostname"
         self.dest = dest                  # keyword the command receives
         self.kind = kind                  # VALUE, MULTIPLE (repeatable, a tuple) or FLAG (boolean)
@@ -43,6 +45,7 @@ class RunFlag:
         self.choices = choices
         self.show_default = show_default
         self.file = file                  # a file path: a directory is refused
+        self.envvar = envvar              # a non-empty value of this variable replaces the default
 
     def __repr__(self) -> str:
         return f"RunFlag({self.name!r})"
@@ -52,6 +55,14 @@ class RunArgsError(Exception):
     """A malformed run flag; the message is the one click gives for the same mistake."""
 
 
+# The global options (before the verb); the click group adds --version and --help.
+GLOBAL_FLAGS = (
+    RunFlag("--dir", "data_dir", VALUE, DEFAULT_DIR, "Data directory (store, pods, state); env PODRUN_DIR.", "DIR",
+            show_default=True, envvar="PODRUN_DIR"),
+    RunFlag("--debug", "debug", FLAG, False, "Verbose logs and tracebacks on errors."),
+    RunFlag("--insecure-options", "insecure_options", VALUE, "none",
+            "Comma-separated: http (plain HTTP to registries), tls (no TLS verification), all.", "LIST"),
+)
 RUN_FLAGS = (
     RunFlag("--stage1", "stage1", VALUE, "default", "Stage1 flavor: default or fly.", show_default=True),
     RunFlag("--hostname", "hostname", VALUE, "", "Pod hostname (default podrun-UUIDPREFIX)."),
@@ -81,7 +92,6 @@ RUN_FLAGS = (
             "SIZE (kept: the newest SIZE to 2xSIZE bytes); -1: no limit.", "SIZE", show_default=True),
     RunFlag("--uuid-file-save", "uuid_file_save", VALUE, None, "Write the pod UUID to this file.", file=True),
 )
-_GLOBAL_VALUE = {"--dir": "data_dir", "--insecure-options": "insecure_options"}
 
 
 def _split(arg: str) -> tuple[str, str | None]:
@@ -92,24 +102,25 @@ def _split(arg: str) -> tuple[str, str | None]:
 def parse_globals(args: list[str]) -> tuple[dict[str, Any], int] | None:
     """Global options before the verb: ({data_dir, debug, insecure_options}, index of the verb),
     or None for anything else there (help, version, an unknown or incomplete option)."""
-    from podrun.cli import DEFAULT_DIR
-
-    out: dict[str, Any] = {"data_dir": os.environ.get("PODRUN_DIR") or DEFAULT_DIR, "debug": False,
-                           "insecure_options": "none"}
+    by_name = {f.name: f for f in GLOBAL_FLAGS}
+    out: dict[str, Any] = {f.dest: (f.envvar and os.environ.get(f.envvar)) or f.default for f in GLOBAL_FLAGS}
     i = 0
     while i < len(args) and args[i].startswith("-"):
         name, value = _split(args[i])
-        if name == "--debug" and value is None:
-            out["debug"] = True
-        elif name in _GLOBAL_VALUE:
+        flag = by_name.get(name)
+        if flag is None:
+            return None
+        if flag.kind == FLAG:
+            if value is not None:
+                return None
+            out[flag.dest] = True
+        else:
             if value is None:
                 if i + 1 >= len(args):
                     return None
                 i += 1
                 value = args[i]
-            out[_GLOBAL_VALUE[name]] = value
-        else:
-            return None
+            out[flag.dest] = value
         i += 1
     return out, i
 

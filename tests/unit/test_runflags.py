@@ -57,7 +57,7 @@ def _click_oracle(args: list[str]) -> dict[str, Any] | None:
     """What click's own parser makes of *args* with the options made from the table (the
     grammar parse_run follows): a plain click command, not podrun's; None when it shows help."""
     seen: dict[str, Any] = {}
-    command = click.Command("run", params=[*run_module._click_options(runflags.RUN_FLAGS),
+    command = click.Command("run", params=[*group.click_options(runflags.RUN_FLAGS),
                                            click.Argument(["args"], nargs=-1, type=click.UNPROCESSED, required=True)],
                             callback=lambda **kw: seen.update(kw), context_settings=run_module.SETTINGS)
     command.main(args=args, prog_name="run", standalone_mode=False)
@@ -160,3 +160,17 @@ def test_click_reports_a_malformed_run_flag_with_the_usage_hint(tmp_path: Path) 
     assert res.stderr.splitlines() == [
         "podrun: Invalid value for '--pull-policy': 'x' is not one of 'new', 'update', 'never'.",
         "Try 'podrun run --help' for help."]
+
+
+def test_global_options_come_from_the_table() -> None:
+    names = [p.opts[0] for p in group.cli.params if isinstance(p, click.Option)]
+    assert names == [f.name for f in runflags.GLOBAL_FLAGS] + ["--version"]  # and click's own --help
+
+
+@pytest.mark.parametrize("args", [["--debug", "--debug", "run", "img"], ["--insecure-options", "--dir", "run", "img"],
+                                  ["--dir", "a", "--dir=b", "run", "img"]])
+def test_global_options_agree_with_click(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODRUN_DIR", "")  # empty: the default, for both
+    parsed = runflags.parse_globals(args)
+    assert parsed is not None
+    assert _podrun_parse(args)[0] == parsed[0]
