@@ -5,7 +5,8 @@ the click commands of ``podrun.cli.run`` (and ``generate unit``) take their help
 table and hand their argv to ``parse_run``; the fast path of ``podrun.cli.main`` calls the same
 ``parse_run`` without importing click.  So both agree by construction.  The fast path takes
 only what parses; help and every malformed argv go to click, which shows the help or reports
-``parse_run``'s error with its usage hint.
+``parse_run``'s error with its usage hint.  ``GLOBAL_FLAGS`` does the same for the options
+before the verb: the click group's options are made from it and ``parse_globals`` reads it.
 
 The grammar is click's for a command with ``ignore_unknown_options`` and no interspersed
 arguments: ``--flag VALUE`` or ``--flag=VALUE`` (a value may start with ``-``), ``--`` ends the
