@@ -143,3 +143,16 @@ def test_imports_are_resolved_to_modules() -> None:
     assert ("podrun.__main__", "podrun.cli") in edges  # from podrun.cli import main: main is no module
     assert ("podrun.stage0.launch", "podrun.stage0") in edges  # from podrun.stage0 import Globals
     assert ("podrun.cli.pods", "podrun.pod.state") in edges  # from podrun.pod import state (lazily)
+
+
+def test_podrun_needs_jsonschema_only_in_its_tests() -> None:
+    """jsonschema is a test dependency (pyproject.toml): no podrun module may import it."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("jsonschema")]
+    assert [d for d in project["optional-dependencies"]["test"] if d.startswith("jsonschema")]
+    users = [p for p in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Import | ast.ImportFrom)
+             and any((getattr(node, "module", None) or a.name).split(".")[0] == "jsonschema" for a in node.names)]
+    assert users == []
