@@ -91,6 +91,27 @@ def require_root() -> None:
         pytest.skip("needs root (CI runs as root)")
 
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+REGISTRY_FIXTURES = {"registry", "auth_registry"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The markers (registered in pyproject.toml, --strict-markers): every test in
+    tests/integration/ is ``root`` (that directory holds what needs root; root-free tests live
+    in tests/unit/, a few of them marked ``root`` one by one), and every test that uses a real
+    registry fixture is ``registry``.  ``-m "not root"`` is the suite an unprivileged user runs."""
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.root)
+        if REGISTRY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.registry)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is not None:
+        require_root()
+
+
 @dataclass
 class Result:
     returncode: int

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from podrun.errors import PodrunError, UsageError
-from podrun.lean import dataclass
+from podrun.stage0 import Globals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,13 +23,6 @@ if TYPE_CHECKING:
 
 INSECURE_WORDS = ("http", "tls", "image", "all")
 DEFAULT_DIR = "/var/lib/podrun"
-
-
-@dataclass(frozen=True)
-class Globals:
-    data_dir: str
-    debug: bool
-    insecure: frozenset[str]
 
 
 def parse_insecure(text: str) -> frozenset[str]:
@@ -91,9 +84,9 @@ def _traceback() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
     from podrun.cli import runflags
 
+    debug = runflags.wants_debug(args)
     fast = runflags.fast_path(args)
     if fast is not None:
         guarded(fast, debug)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from podrun.cli import Globals
 from podrun.cli.output import Progress
 from podrun.image.api import PULL_POLICIES, FetchRequest, fetch
 from podrun.image.manifest import Platform
 from podrun.image.pull import PullOptions
 from podrun.image.store import Store
+from podrun.stage0 import Globals
 
 
 @click.command("fetch")

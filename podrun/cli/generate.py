@@ -15,10 +15,11 @@ from typing import Any
 import click
 
 from podrun import __version__
-from podrun.cli import DEFAULT_DIR, Globals
-from podrun.cli.run import APP_FLAGS_HELP, SETTINGS, run_options
-from podrun.cli.runflags import FLAG, RUN_FLAGS
+from podrun.cli import DEFAULT_DIR
+from podrun.cli.run import TableCommand
+from podrun.cli.runflags import FLAG, RUN_FLAGS, VALUE, RunFlag
 from podrun.errors import UsageError
+from podrun.stage0 import Globals
 
 _SPECIAL = set(" \t\n\"'\\;")
 
@@ -92,10 +93,14 @@ def generate_group() -> None:
     """Generate files for other tools (systemd units)."""
 
 
-@generate_group.command("unit", context_settings=SETTINGS, epilog=APP_FLAGS_HELP)
-@click.option("--description", default=None, help="The unit's Description= (default: from the images).")
-@click.option("--podrun-path", default=None, metavar="PATH", help="podrun in ExecStart= (default: this one).")
-@run_options
+UNIT_FLAGS = (
+    RunFlag("--description", "description", VALUE, None, "The unit's Description= (default: from the images)."),
+    RunFlag("--podrun-path", "podrun_path", VALUE, None, "podrun in ExecStart= (default: this one).", "PATH"),
+    *RUN_FLAGS,
+)
+
+
+@generate_group.command("unit", cls=TableCommand, flags=UNIT_FLAGS)
 @click.pass_obj
 def unit_cmd(g: Globals, /, description: str | None, podrun_path: str | None, **kw: Any) -> None:
     """Print a systemd unit that runs this pod (same flags and apps as podrun run)."""

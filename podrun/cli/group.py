@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from podrun import __version__
-from podrun.cli import DEFAULT_DIR, guarded, make_globals
+from podrun.cli import guarded, make_globals
+from podrun.cli.runflags import FLAG, GLOBAL_FLAGS, MULTIPLE, RunFlag
 from podrun.errors import UsageError
 
 
@@ -54,18 +56,29 @@ COMMANDS = {
 }
 
 
+def click_options(flags: Sequence[RunFlag]) -> list[click.Option]:
+    """The click options of a runflags table: they make the help text (and, for the global
+    options, the parsing: the fast path reads the same table)."""
+    options = []
+    for flag in flags:
+        kwargs: dict[str, Any] = {"help": flag.help, "metavar": flag.metavar, "envvar": flag.envvar}
+        if flag.kind == FLAG:
+            kwargs["is_flag"] = True
+        else:
+            kwargs["default"] = flag.default
+            kwargs["show_default"] = flag.show_default
+            kwargs["multiple"] = flag.kind == MULTIPLE
+        if flag.choices:
+            kwargs["type"] = click.Choice(list(flag.choices))
+        elif flag.file:
+            kwargs["type"] = click.Path(dir_okay=False)
+        options.append(click.Option([flag.name, flag.dest], **kwargs))
+    return options
+
+
 @click.group(
-    cls=LazyGroup, lazy=COMMANDS,
+    cls=LazyGroup, lazy=COMMANDS, params=click_options(GLOBAL_FLAGS),
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.option(
-    "--dir", "data_dir", envvar="PODRUN_DIR", default=DEFAULT_DIR, show_default=True,
-    metavar="DIR", help="Data directory (store, pods, state); env PODRUN_DIR.",
-)
-@click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
-@click.option(
-    "--insecure-options", default="none", metavar="LIST",
-    help="Comma-separated: http (plain HTTP to registries), tls (no TLS verification), all.",
 )
 @click.version_option(__version__, prog_name="podrun")
 @click.pass_context

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from podrun.cli import Globals
 from podrun.cli.output import (
     FORMAT_OPTION,
     NO_LEGEND_OPTION,
@@ -22,6 +21,7 @@ from podrun.cli.output import (
 from podrun.errors import NotFoundError, StoreError, UsageError
 from podrun.image.reference import parse_reference
 from podrun.image.store import ImageRecord, Store, candidate_names
+from podrun.stage0 import Globals
 
 
 @click.group("image")

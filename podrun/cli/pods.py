@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from podrun.cli import Globals
 from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_time, print_json, print_table, warn_damage
 from podrun.errors import PodrunError, StoreError, UsageError
 from podrun.pod.state import PodFileDamage, PodStatus
+from podrun.stage0 import Globals
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from podrun.cli import Globals
-from podrun.cli.runflags import FLAG, MULTIPLE, RUN_FLAGS
-from podrun.stage0 import launch
+from podrun.cli import runflags
+from podrun.cli.group import click_options
+from podrun.cli.runflags import RUN_FLAGS, RunFlag
+from podrun.stage0 import Globals, launch
 
 APP_FLAGS_HELP = """
 \b
@@ -35,42 +36,49 @@ App flags (after an IMAGE, for that app):
 """
 
 
-def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The click options of RUN_FLAGS (podrun.cli.runflags), then the IMAGE… arguments."""
-    options = []
-    for flag in RUN_FLAGS:
-        kwargs: dict[str, Any] = {"help": flag.help, "metavar": flag.metavar}
-        if flag.kind == FLAG:
-            kwargs["is_flag"] = True
-        else:
-            kwargs["default"] = flag.default
-            kwargs["show_default"] = flag.show_default
-            kwargs["multiple"] = flag.kind == MULTIPLE
-        if flag.choices:
-            kwargs["type"] = click.Choice(list(flag.choices))
-        elif flag.file:
-            kwargs["type"] = click.Path(dir_okay=False)
-        options.append(click.option(flag.name, flag.dest, **kwargs))
-    options.append(click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True))
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+class TableCommand(click.Command):
+    """A command whose flags are a runflags table: click shows the help (its options are made
+    from the table) and reports errors; ``runflags.parse_run`` parses the argv, for click and
+    for the fast path alike."""
+
+    def __init__(self, *args: Any, flags: Sequence[RunFlag] = RUN_FLAGS, **kwargs: Any) -> None:
+        self.flags = tuple(flags)
+        kwargs.setdefault("context_settings", SETTINGS)
+        kwargs.setdefault("epilog", APP_FLAGS_HELP)
+        params = [*click_options(self.flags), click.Argument(["args"], nargs=-1, type=click.UNPROCESSED,
+                                                               required=True)]
+        kwargs["params"] = [*kwargs.get("params", ()), *params]
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            kw = runflags.parse_run(args, self.flags)
+        except runflags.RunArgsError as exc:
+            if ctx.resilient_parsing:  # shell completion of a half-typed line: no error, no help
+                return []
+            raise click.UsageError(str(exc), ctx) from None
+        if kw is None and ctx.resilient_parsing:
+            return []
+        if kw is None:
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit()
+        ctx.params.update(kw)
+        ctx.args = []
+        return []
 
 
 SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False,
-            "help_option_names": ["-h", "--help"]}
+            "help_option_names": list(runflags.HELP_NAMES)}
 
 
-@click.command("run", context_settings=SETTINGS, epilog=APP_FLAGS_HELP)
-@run_options
+@click.command("run", cls=TableCommand)
 @click.pass_obj
 def run_cmd(g: Globals, /, **kw: Any) -> None:
     """Run a pod of one or more apps; exits with the app's exit code (see podrun-run(1))."""
     launch.run_pod(g, kw)
 
 
-@click.command("prepare", context_settings=SETTINGS, epilog=APP_FLAGS_HELP)
-@run_options
+@click.command("prepare", cls=TableCommand)
 @click.pass_obj
 def prepare_cmd(g: Globals, /, **kw: Any) -> None:
     """Prepare a pod without running it; prints its UUID (run it with run-prepared)."""

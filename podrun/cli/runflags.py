@@ -1,41 +1,69 @@
-"""The flags of ``podrun run``/``prepare`` as data, and a click-free fast path for starting pods.
+"""The flags of ``podrun run``/``prepare`` as data, and the one parser of them.
 
-``RUN_FLAGS`` is the single declaration of the run flags: ``podrun.cli.run`` builds its click
-options from it, and ``fast_path`` parses the same flags without importing click.  The fast path
-only accepts what it is sure click would accept with the same result: the global options, the
-verb ``run`` or ``run-prepared``, run flags as ``--flag VALUE`` or ``--flag=VALUE``, then the
-image and app arguments.  Anything else (help, version, unknown or malformed flags, a missing
-value) returns ``None`` and goes to click, so every message and exit code stays click's.
-``tests/unit/test_runflags.py`` checks both parsers agree.
+``RUN_FLAGS`` is the single declaration of the run flags and ``parse_run`` the single parser:
+the click commands of ``podrun.cli.run`` (and ``generate unit``) take their help text from the
+table and hand their argv to ``parse_run``; the fast path of ``podrun.cli.main`` calls the same
+``parse_run`` without importing click.  So both agree by construction.  The fast path takes
+only what parses; help and every malformed argv go to click, which shows the help or reports
+``parse_run``'s error with its usage hint.  ``GLOBAL_FLAGS`` does the same for the options
+before the verb: the click group's options are made from it and ``parse_globals`` reads it.
+
+The grammar is click's for a command with ``ignore_unknown_options`` and no interspersed
+arguments: ``--flag VALUE`` or ``--flag=VALUE`` (a value may start with ``-``), ``--`` ends the
+flags, ``-h``/``--help`` asks for help, and the first argument that is not a known flag starts
+the image arguments (an unknown ``-x`` there is refused later, by ``split_apps``).
 """
 
 from __future__ import annotations
 
 import os
 
-from podrun.lean import dataclass
+from podrun.cli import DEFAULT_DIR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 VALUE, MULTIPLE, FLAG = "value", "multiple", "flag"
+HELP_NAMES = ("-h", "--help")
 
 
-@dataclass(frozen=True)
 class RunFlag:
-    name: str                   # "--hostname"
-    dest: str                   # keyword the command receives
-    kind: str                   # VALUE, MULTIPLE (repeatable, a tuple) or FLAG (boolean)
-    default: Any = None
-    help: str | None = None
-    metavar: str | None = None
-    choices: tuple[str, ...] = ()
-    show_default: bool = False
-    file: bool = False          # a file path (click.Path(dir_okay=False)): a directory is refused
+    """One flag: its name, the keyword the command receives, its kind and its help."""
+
+    __slots__ = ("choices", "default", "dest", "envvar", "file", "help", "kind", "metavar", "name", "show_default")
+
+    def __init__(self, name: str, dest: str, kind: str, default: Any = None, help: str | None = None,
+                 metavar: str | None = None, *, choices: tuple[str, ...] = (), show_default: bool = False,
+                 file: bool = False, envvar: str | None = None) -> None:
+        self.name = name                  # "--hostname"
+        self.dest = dest                  # keyword the command receives
+        self.kind = kind                  # VALUE, MULTIPLE (repeatable, a tuple) or FLAG (boolean)
+        self.default = default
+        self.help = help
+        self.metavar = metavar
+        self.choices = choices
+        self.show_default = show_default
+        self.file = file                  # a file path: a directory is refused
+        self.envvar = envvar              # a non-empty value of this variable replaces the default
+
+    def __repr__(self) -> str:
+        return f"RunFlag({self.name!r})"
 
 
+class RunArgsError(Exception):
+    """A malformed run flag; the message is the one click gives for the same mistake."""
+
+
+# The global options (before the verb); the click group adds --version and --help.
+GLOBAL_FLAGS = (
+    RunFlag("--dir", "data_dir", VALUE, DEFAULT_DIR, "Data directory (store, pods, state); env PODRUN_DIR.", "DIR",
+            show_default=True, envvar="PODRUN_DIR"),
+    RunFlag("--debug", "debug", FLAG, False, "Verbose logs and tracebacks on errors."),
+    RunFlag("--insecure-options", "insecure_options", VALUE, "none",
+            "Comma-separated: http (plain HTTP to registries), tls (no TLS verification), all.", "LIST"),
+)
 RUN_FLAGS = (
     RunFlag("--stage1", "stage1", VALUE, "default", "Stage1 flavor: default or fly.", show_default=True),
     RunFlag("--hostname", "hostname", VALUE, "", "Pod hostname (default podrun-UUIDPREFIX)."),
@@ -65,8 +93,6 @@ RUN_FLAGS = (
             "SIZE (kept: the newest SIZE to 2xSIZE bytes); -1: no limit.", "SIZE", show_default=True),
     RunFlag("--uuid-file-save", "uuid_file_save", VALUE, None, "Write the pod UUID to this file.", file=True),
 )
-_BY_NAME = {f.name: f for f in RUN_FLAGS}
-_GLOBAL_VALUE = {"--dir": "data_dir", "--insecure-options": "insecure_options"}
 
 
 def _split(arg: str) -> tuple[str, str | None]:
@@ -75,60 +101,92 @@ def _split(arg: str) -> tuple[str, str | None]:
 
 
 def parse_globals(args: list[str]) -> tuple[dict[str, Any], int] | None:
-    """Global options before the verb: ({data_dir, debug, insecure_options}, index of the verb)."""
-    from podrun.cli import DEFAULT_DIR
-
-    out: dict[str, Any] = {"data_dir": os.environ.get("PODRUN_DIR") or DEFAULT_DIR, "debug": False,
-                           "insecure_options": "none"}
+    """Global options before the verb: ({data_dir, debug, insecure_options}, index of the verb),
+    or None for anything else there (help, version, an unknown or incomplete option)."""
+    by_name = {f.name: f for f in GLOBAL_FLAGS}
+    out: dict[str, Any] = {f.dest: (f.envvar and os.environ.get(f.envvar)) or f.default for f in GLOBAL_FLAGS}
     i = 0
     while i < len(args) and args[i].startswith("-"):
         name, value = _split(args[i])
-        if name == "--debug" and value is None:
-            out["debug"] = True
-        elif name in _GLOBAL_VALUE:
+        flag = by_name.get(name)
+        if flag is None:
+            return None
+        if flag.kind == FLAG:
+            if value is not None:
+                return None
+            out[flag.dest] = True
+        else:
             if value is None:
                 if i + 1 >= len(args):
                     return None
                 i += 1
                 value = args[i]
-            out[_GLOBAL_VALUE[name]] = value
-        else:
-            return None
+            out[flag.dest] = value
         i += 1
     return out, i
 
 
-def parse_run(args: list[str]) -> dict[str, Any] | None:
-    """The keywords click would pass to ``run``/``prepare`` for *args* (after the verb), or None."""
-    kw: dict[str, Any] = {f.dest: f.default for f in RUN_FLAGS}
+def wants_debug(args: list[str]) -> bool:
+    """Whether the global options (before the verb) ask for ``--debug``: a ``--debug`` among an
+    app's arguments (``run img -- --debug``) is the app's."""
+    parsed = parse_globals(args)
+    return parsed is not None and bool(parsed[0]["debug"])
+
+
+def parse_run(args: list[str], flags: Sequence[RunFlag] = RUN_FLAGS) -> dict[str, Any] | None:
+    """The keywords of ``run``/``prepare`` for *args* (what follows the verb): every flag's
+    ``dest`` and ``args``, the image arguments.  None when help is asked for; RunArgsError for
+    a malformed flag or no image."""
+    by_name = {f.name: f for f in flags}
+    kw: dict[str, Any] = {f.dest: f.default for f in flags}
+    wants_help = False
+    bad_value: str | None = None  # click checks values after it has seen every flag (and help)
     i = 0
     while i < len(args) and args[i].startswith("-"):
-        name, value = _split(args[i])
-        flag = _BY_NAME.get(name)
-        if flag is None:  # help, "--", a short or unknown option: click decides
-            return None
-        if flag.kind == FLAG:
-            if value is not None:
-                return None
-            kw[flag.dest] = True
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg in HELP_NAMES:
+            wants_help = True
             i += 1
             continue
-        if value is None:
-            if i + 1 >= len(args):
-                return None
-            i += 1
-            value = args[i]
-        if (flag.choices and value not in flag.choices) or (flag.file and os.path.isdir(value)):
-            return None
-        if flag.kind == MULTIPLE:
-            kw[flag.dest] = (*kw[flag.dest], value)
-        else:
-            kw[flag.dest] = value
+        name, value = _split(arg)
+        flag = by_name.get(name)
+        if flag is None:  # not ours: the first image argument (split_apps refuses it if it is no image)
+            break
         i += 1
+        if flag.kind == FLAG:
+            if value is not None:
+                raise RunArgsError(f"Option '{name}' does not take a value.")
+            kw[flag.dest] = True
+            continue
+        if value is None:
+            if i >= len(args):
+                raise RunArgsError(f"Option '{name}' requires an argument.")
+            value = args[i]
+            i += 1
+        if bad_value is None:
+            bad_value = _check_value(flag, value)
+        kw[flag.dest] = (*kw[flag.dest], value) if flag.kind == MULTIPLE else value
+    if wants_help:
+        return None
+    if bad_value is not None:
+        raise RunArgsError(bad_value)
     if i >= len(args):
-        return None  # no IMAGE: click's "missing argument" message
+        raise RunArgsError("Missing argument 'ARGS...'.")
     kw["args"] = tuple(args[i:])
     return kw
+
+
+def _check_value(flag: RunFlag, value: str) -> str | None:
+    """What is wrong with *value* for *flag*, in click's words, or None."""
+    if flag.choices and value not in flag.choices:
+        allowed = ", ".join(repr(c) for c in flag.choices)
+        return f"Invalid value for '{flag.name}': {value!r} is not one of {allowed}."
+    if flag.file and os.path.isdir(value):
+        return f"Invalid value for '{flag.name}': File '{value}' is a directory."
+    return None
 
 
 def fast_path(args: list[str]) -> Callable[[], None] | None:
@@ -141,7 +199,10 @@ def fast_path(args: list[str]) -> Callable[[], None] | None:
         return None
     verb, rest = args[i], args[i + 1:]
     if verb == "run":
-        kw = parse_run(rest)
+        try:
+            kw = parse_run(rest)
+        except RunArgsError:
+            return None  # click reports it, with its usage hint
         if kw is None:
             return None
 

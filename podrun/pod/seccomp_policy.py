@@ -1,5 +1,5 @@
-"""Which syscalls a podrun app may make: the default seccomp allowlist, ``--seccomp`` flags and
-OCI ``linux.seccomp`` profiles, all turned into a ``podrun.isolation.seccomp.Filter``.
+"""Which syscalls a podrun app may make: the default seccomp allowlist and ``--seccomp`` flags,
+turned into a ``podrun.isolation.seccomp.Filter``.
 
 The default profile is podrun's own list, modelled on the behaviour (not the text) of the
 Docker/moby and containers/common (podman) default profiles:
@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from podrun.errors import UsageError
 from podrun.isolation.seccomp import ArgCond, Filter, Rule, native_arch, syscall_exists
@@ -43,9 +42,6 @@ from podrun.isolation.syscalls import (
     CLONE_NEWUSER,
     CLONE_NEWUTS,
 )
-
-if TYPE_CHECKING:  # typing costs ~2 ms to import; stage1 only needs filter_for
-    from typing import Any
 
 EPERM = errno.EPERM
 ENOSYS = errno.ENOSYS
@@ -233,7 +229,6 @@ GROUPS = (GROUP_ALLOWLIST, GROUP_DENYLIST)
 RETAIN_ALWAYS = ("execve", "exit", "exit_group")
 
 MAX_FLAG_CHARS = 64 * 1024
-MAX_PROFILE_BYTES = 1024 * 1024
 _NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 
 
@@ -396,12 +391,6 @@ def _guard_socketcall(f: Filter) -> Filter:
     return Filter(f.default_action, f.default_errno, f.architectures, tuple(rules))
 
 
-def default_filter() -> Filter:
-    """podrun's default filter for an app without any of the capabilities that widen it;
-    stage1 uses ``filter_for(app_caps)`` so that kept capabilities keep their syscalls."""
-    return filter_for(frozenset())
-
-
 def allowed_names(f: Filter) -> frozenset[str]:
     """Names that some rule of ``f`` allows (unconditionally or for some arguments)."""
     return frozenset(n for r in f.rules if r.action == "ALLOW" for n in r.names)
@@ -508,111 +497,3 @@ def _remove(base: Filter, names: tuple[str, ...], err: int) -> Filter:
             rules.append(Rule(kept, r.action, err if r.action == "ERRNO" and r.errno == EPERM else r.errno, r.args))
     rules.append(Rule(names, "ERRNO", err))
     return _guard_socketcall(Filter(base.default_action, base.default_errno, base.architectures, tuple(rules)))
-
-
-# ---- OCI runtime-spec linux.seccomp -------------------------------------------------------
-
-_OCI_ACTIONS = {
-    "SCMP_ACT_ALLOW": "ALLOW", "SCMP_ACT_ERRNO": "ERRNO", "SCMP_ACT_KILL": "KILL_THREAD",
-    "SCMP_ACT_KILL_THREAD": "KILL_THREAD", "SCMP_ACT_KILL_PROCESS": "KILL_PROCESS",
-    "SCMP_ACT_TRAP": "TRAP", "SCMP_ACT_LOG": "LOG",
-}
-_OCI_OPS = {
-    "SCMP_CMP_NE": "NE", "SCMP_CMP_LT": "LT", "SCMP_CMP_LE": "LE", "SCMP_CMP_EQ": "EQ",
-    "SCMP_CMP_GE": "GE", "SCMP_CMP_GT": "GT", "SCMP_CMP_MASKED_EQ": "MASKED_EQ",
-}
-_OCI_ARCHES = {"SCMP_ARCH_X86": "x86", "SCMP_ARCH_X86_64": "x86_64", "SCMP_ARCH_X32": "x32",
-               "SCMP_ARCH_ARM": "arm", "SCMP_ARCH_AARCH64": "aarch64"}
-_MAX_U64 = 0xFFFFFFFFFFFFFFFF
-
-
-def _bad(what: str) -> UsageError:
-    return UsageError(f"seccomp profile: {what}", hint="see the OCI runtime-spec, linux.seccomp")
-
-
-def _oci_int(value: Any, what: str, limit: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
-        raise _bad(f"{what} must be an integer from 0 to {limit}, not {value!r}")
-    return int(value)
-
-
-def _oci_action(value: Any, errno_ret: Any, what: str, errno_what: str) -> tuple[str, int]:
-    if value in ("SCMP_ACT_TRACE", "SCMP_ACT_NOTIFY"):
-        raise _bad(f"{what} {value} is not supported by podrun")
-    if value not in _OCI_ACTIONS:
-        raise _bad(f"{what} {value!r} is not a known SCMP_ACT_* action")
-    # runtime-spec: ERRNO without errnoRet (or defaultErrnoRet) means EPERM.
-    err = EPERM if errno_ret is None else _oci_int(errno_ret, errno_what, 4095)
-    return _OCI_ACTIONS[value], err
-
-
-def _oci_args(items: Any, where: str) -> tuple[ArgCond, ...]:
-    if items is None:
-        return ()
-    if not isinstance(items, list) or len(items) > 6:
-        raise _bad(f"{where}.args must be a list of at most 6 comparisons")
-    conds = []
-    for j, a in enumerate(items):
-        here = f"{where}.args[{j}]"
-        if not isinstance(a, dict) or a.get("op") not in _OCI_OPS:
-            raise _bad(f"{here} needs an op, one of {', '.join(_OCI_OPS)}")
-        conds.append(ArgCond(
-            index=_oci_int(a.get("index"), f"{here}.index", 5),
-            op=_OCI_OPS[a["op"]],
-            value=_oci_int(a.get("value", 0), f"{here}.value", _MAX_U64),
-            value_two=_oci_int(a.get("valueTwo", 0), f"{here}.valueTwo", _MAX_U64),
-        ))
-    return tuple(conds)
-
-
-def _oci_architectures(doc: dict[str, Any]) -> tuple[str, ...]:
-    listed = doc.get("architectures") or []
-    if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
-        raise _bad("architectures must be a list of SCMP_ARCH_* names")
-    own = set(default_architectures())
-    # ABIs of other machine families can never occur here: keep only this machine's ones.
-    arches = [_OCI_ARCHES[a] for a in listed if _OCI_ARCHES.get(a) in own]
-    return tuple(dict.fromkeys([native_arch(), *arches]))
-
-
-def load_oci_profile(data: bytes) -> Filter:
-    """Parse an OCI runtime-spec ``linux.seccomp`` JSON object into a Filter.
-
-    Supports defaultAction/defaultErrnoRet, architectures (ABIs of other machines are ignored,
-    the native one is always covered) and syscalls[].names/action/errnoRet/args.  Names the
-    local libseccomp does not know are skipped when compiling, as runc does.  Docker-style
-    ``includes``/``excludes`` conditions and the TRACE/NOTIFY actions are refused.  Raises
-    UsageError on anything malformed or over ``MAX_PROFILE_BYTES``.  The profile is returned as
-    written: code that makes it an app's filter applies ``guard_tty_ioctls`` to it, as
-    ``filter_for`` does for podrun's own filters.
-    """
-    import json  # only stage0 reads profiles; keep it off stage1's import path
-
-    if len(data) > MAX_PROFILE_BYTES:
-        raise UsageError(f"seccomp profile is {len(data)} bytes, limit is {MAX_PROFILE_BYTES}")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad(f"not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise _bad("top level must be a JSON object")
-    default_action, default_errno = _oci_action(doc.get("defaultAction"), doc.get("defaultErrnoRet"),
-                                                "defaultAction", "defaultErrnoRet")
-    syscalls = doc.get("syscalls")
-    if syscalls is None:
-        syscalls = []
-    if not isinstance(syscalls, list):
-        raise _bad("syscalls must be a list")
-    rules: list[Rule] = []
-    for i, entry in enumerate(syscalls):
-        where = f"syscalls[{i}]"
-        if not isinstance(entry, dict):
-            raise _bad(f"{where} must be an object")
-        if "includes" in entry or "excludes" in entry:
-            raise _bad(f"{where} uses includes/excludes, which are Docker's profile format, not OCI's")
-        names = entry.get("names")
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) and _NAME_RE.match(n) for n in names):
-            raise _bad(f"{where}.names must be a non-empty list of syscall names")
-        action, err = _oci_action(entry.get("action"), entry.get("errnoRet"), f"{where}.action", f"{where}.errnoRet")
-        rules.append(Rule(tuple(names), action, err, _oci_args(entry.get("args"), where)))
-    return Filter(default_action, default_errno, _oci_architectures(doc), tuple(rules))

@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-    from podrun.cli import Globals
     from podrun.model.manifest import PodManifest
+    from podrun.stage0 import Globals
 
 
 def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest, Path, int]:

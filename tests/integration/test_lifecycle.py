@@ -215,7 +215,7 @@ def test_simulated_reboot_reconciles(pods: Pods, tmp_path: Path) -> None:
     proc, uuid = start_pod(pods, "demo", "--exec", "/bin/sleep", "--", "600")
     os.kill(proc.pid, 9)  # the machine "crashes": the supervisor dies without cleaning up
     proc.wait(timeout=10)
-    time.sleep(0.5)
+    pods.run("status", "--wait", uuid, env=env, timeout=30)  # until the pod's last lock holder is gone
     (runtime / "boot_id").unlink()  # /run is a tmpfs: gone after the reboot
     env["PODRUN_BOOT_ID"] = "boot-two"
     listed = {p["uuid"]: p for p in json.loads(pods.run("list", "--format", "json", env=env, check=True).stdout)}

@@ -206,8 +206,11 @@ def test_volumes_and_readonly_rootfs(pods: Pods, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["from", "host", "RO", "E"]
     assert (host / "out").read_text() == "out\n" and not (host / "x").exists()
-    ro = pods.sh("touch /newfile && echo WROTE; touch /tmp/t && echo TMP", app_flags=("--readonly-rootfs",))
-    assert "WROTE" not in ro.stdout and "TMP" not in ro.stdout
+    ro = pods.sh("touch /newfile && echo WROTE; touch /tmp/t && echo TMP; echo STARTED",
+                 app_flags=("--readonly-rootfs",))
+    assert ro.returncode == 0, ro.stderr  # the pod started and its app ran to the end
+    assert ro.stdout.split() == ["STARTED"], ro.stdout
+    assert ro.stderr.count("Read-only file system") == 2, ro.stderr
 
 
 def test_proc_self_exe_and_init_unreachable(pods: Pods) -> None:
@@ -220,14 +223,27 @@ def test_proc_self_exe_and_init_unreachable(pods: Pods) -> None:
     assert (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
 
 
-def test_prepare_and_run_prepared_once(pods: Pods) -> None:
-    uuid = pods.run("prepare", "demo", "--exec", "/bin/sh", "--", "-c", "sleep 1; exit 4", check=True).stdout.strip()
+def test_prepare_and_run_prepared_once(pods: Pods, tmp_path: Path) -> None:
+    # The app says it runs, then waits for the test's word: the second run-prepared comes while
+    # the first surely holds the pod, whatever the machine's speed.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    uuid = pods.run("prepare", "--volume", f"gate,kind=host,source={gate}", "demo", "--exec", "/bin/sh",
+                    "--mount", "volume=gate,target=/gate", "--",
+                    "-c", "touch /gate/running; while [ ! -e /gate/go ]; do sleep 0.05; done; exit 4",
+                    check=True).stdout.strip()
     assert re.fullmatch(r"[0-9a-f-]{36}", uuid)
     first = subprocess.Popen([*PODRUN, "--dir", str(pods.data), "run-prepared", uuid[:8]], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
-    second = pods.run("run-prepared", uuid)
-    assert second.returncode == 247 and uuid in second.stderr
+    try:
+        deadline = time.monotonic() + 60
+        while not (gate / "running").exists():
+            assert time.monotonic() < deadline and first.poll() is None, "the prepared pod did not start"
+            time.sleep(0.02)
+        second = pods.run("run-prepared", uuid)
+        assert second.returncode == 247 and uuid in second.stderr
+    finally:
+        (gate / "go").touch()
     assert first.wait(timeout=60) == 4
 
 

@@ -242,15 +242,21 @@ def test_typing_window_size_and_ctrl_c(pods: tuple[Pods, str], terminal: Termina
     p, _ = pods
     terminal.resize(33, 101)
     terminal.spawn("--dir", str(p.data), "run", "--net", "none", "--interactive", "demo", "--exec", "/bin/sh", "--",
-                   "-c", "stty size; read x; echo got-$x; read y; stty size; echo sleeping; exec sleep 100")
+                   "-c", "stty size; read x; echo got-$x; "
+                   "while read y; do s=$(stty size); echo \"size $s\"; [ \"$s\" = '40 120' ] && break; done; "
+                   "echo sleeping; exec sleep 100")
     assert b"33 101" in terminal.read_until(b"33 101")
     terminal.type(b"hello\r")
     assert b"got-hello" in terminal.read_until(b"got-hello")
     terminal.resize(40, 120)
     os.kill(terminal.pid, signal.SIGWINCH)  # as the kernel does for the foreground process group
-    time.sleep(0.3)
-    terminal.type(b"\r")
-    assert b"40 120" in terminal.read_until(b"40 120")
+    # The relay passes the new size on in its own time: ask the app again until it sees it (a
+    # size never relayed fails below after 30 tries).
+    for _ in range(30):
+        terminal.type(b"\r")
+        if b"size 40 120" in terminal.read_until(b"size 40 120", timeout=1):
+            break
+    assert b"size 40 120" in terminal.screen
     terminal.read_until(b"sleeping")
     terminal.type(b"\x03")  # ^C: the pod's pty turns it into SIGINT for the app
     assert terminal.wait() == 130

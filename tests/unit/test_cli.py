@@ -1,4 +1,4 @@
-"""CLI behaviour that needs no root: one-line errors, exit codes, help."""
+"""CLI behaviour that needs no root: one-line errors, exit codes, help, for every command."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
+from tests.fixtures.commands import command_paths
 
 
 def run(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
@@ -60,3 +63,62 @@ def test_empty_store_listing(tmp_path: Path) -> None:
 def test_python_m_and_version(tmp_path: Path) -> None:
     res = run("--version", data=tmp_path)
     assert res.returncode == 0 and "podrun" in res.stdout
+
+
+PATHS = command_paths()
+GROUPS = sorted({p.split()[0] for p in PATHS if " " in p})
+# Commands that need an argument, and what they say without one.
+NEEDS_ARGUMENT = {
+    "fetch": "Missing argument 'IMAGE...'.", "image inspect": "Missing argument 'IMAGE'.",
+    "image rm": "Missing argument 'IMAGE...'.", "image import": "Missing argument 'ROOTFS-DIR|TAR'.",
+    "image export": "Missing argument 'IMAGE'.", "run": "Missing argument 'ARGS...'.",
+    "prepare": "Missing argument 'ARGS...'.", "generate unit": "Missing argument 'ARGS...'.",
+    "run-prepared": "Missing argument 'UUID'.", "status": "no pod UUID given", "stop": "no pod UUID given",
+    "rm": "no pod UUID given", "cat-manifest": "no pod UUID given", "enter": "no pod UUID given",
+    "logs": "no pod UUID given",
+}
+TAKES_NO_ARGUMENT = ["image list", "image gc", "image fsck", "list", "gc", "version"]
+
+
+def test_the_command_tree_is_covered() -> None:
+    assert len(PATHS) == 21 and GROUPS == ["generate", "image"]
+    assert sorted([*NEEDS_ARGUMENT, *TAKES_NO_ARGUMENT]) == sorted(PATHS)
+
+
+@pytest.mark.parametrize("path", PATHS + GROUPS)
+def test_every_command_has_help(path: str, tmp_path: Path) -> None:
+    res = run(*path.split(), "--help", data=tmp_path / "d")
+    assert res.returncode == 0 and res.stderr == ""
+    assert res.stdout.startswith(f"Usage: podrun {path} ")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("path", PATHS + GROUPS)
+def test_every_command_refuses_an_unknown_flag(path: str, tmp_path: Path) -> None:
+    res = run(*path.split(), "--no-such-flag", data=tmp_path / "d")
+    if path in ("run", "prepare", "generate unit"):  # flags after the run flags belong to an app
+        one_line_error(res, 253, "expected an image, got '--no-such-flag'")
+    elif path == "enter":  # enter UUID [CMD ARGS…]: the first word is the pod
+        one_line_error(res, 252, "no pod with UUID '--no-such-flag'")
+    else:
+        one_line_error(res, 253, "No such option: --no-such-flag")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(("path", "message"), NEEDS_ARGUMENT.items())
+def test_a_missing_argument_is_a_usage_error(path: str, message: str, tmp_path: Path) -> None:
+    res = run(*path.split(), data=tmp_path / "d")
+    one_line_error(res, 253, message)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("path", TAKES_NO_ARGUMENT)
+def test_an_extra_argument_is_a_usage_error(path: str, tmp_path: Path) -> None:
+    one_line_error(run(*path.split(), "extra", data=tmp_path / "d"), 253, "Got unexpected extra argument (extra)")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_an_unknown_subcommand_is_a_usage_error(group: str, tmp_path: Path) -> None:
+    one_line_error(run(group, "frobnicate", data=tmp_path / "d"), 253, "No such command 'frobnicate'.")
+    one_line_error(run("frobnicate", data=tmp_path / "d"), 253, "No such command 'frobnicate'.")

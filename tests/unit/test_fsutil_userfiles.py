@@ -444,9 +444,8 @@ def test_only_stale_temporaries_of_this_dest_are_removed(out_dir: Path, victim: 
     assert victim.read_text() == "precious\n"
 
 
+@pytest.mark.root
 def test_another_users_temporary_is_kept(out_dir: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (chown)")
     theirs = out_dir / ".dest.00000000000a.tmp"
     theirs.write_text("theirs")
     os.chown(theirs, 65534, 65534)

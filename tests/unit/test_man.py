@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from podrun.cli.group import COMMANDS
 from tests.conftest import ROOT
+from tests.fixtures.commands import command_paths
 
 ALL_PAGES = sorted((ROOT / "man").glob("*.[1-8]"))
 # pages that only point at another (".so"): one name per command, as man(1) users expect
@@ -46,11 +48,41 @@ def test_every_run_and_app_flag_is_documented() -> None:
         assert re.search(re.escape(name) + "(?![a-z-])", text), name
 
 
+def man_text(pages: list[Path]) -> str:
+    return "\n".join(p.read_text() for p in pages).replace("\\-", "-")
+
+
+def undocumented(paths: list[str], text: str) -> list[str]:
+    """The command paths no page introduces: ``.B podrun PATH`` alone on its line (a SYNOPSIS)
+    or a line that starts with ``\\fBpodrun PATH\\fR`` (a mention in passing is no documentation)."""
+    return [path for path in paths
+            if not re.search(rf"^(\.B podrun {re.escape(path)}|\\fBpodrun {re.escape(path)}\\fR.*)$", text, re.M)]
+
+
+def listed_commands(page: Path) -> set[str]:
+    """The first words of the bold terms of *page*'s COMMANDS section (``.B fetch``,
+    ``.BR list ", " status``)."""
+    section = man_text([page]).split(".SH COMMANDS\n", 1)[1].split("\n.SH ", 1)[0]
+    words = set()
+    for line in section.splitlines():
+        if line.startswith(".B "):
+            words.add(line.split()[1])
+        elif line.startswith(".BR "):
+            words.update(shlex.split(line)[1::2])
+    return words
+
+
 def test_every_command_is_documented() -> None:
-    text = "".join(p.read_text() for p in PAGES).replace("\\-", "-")
-    for command in COMMANDS:
-        assert command in text, command
-    for page in PAGES:  # every page named in SEE ALSO sections exists
+    paths = command_paths()
+    assert "image list" in paths and "generate unit" in paths and "cat-manifest" in paths
+    text = man_text(PAGES)
+    assert undocumented(paths, text) == []
+    assert undocumented(["frobnicate", "image frob", "ru"], text) == ["frobnicate", "image frob", "ru"]
+    assert listed_commands(ROOT / "man" / "podrun.1") == set(COMMANDS)
+
+
+def test_see_also_names_existing_pages() -> None:
+    for page in PAGES:
         for ref in page.read_text().split(".BR ")[1:]:
             name = ref.split()[0]
             if name.startswith("podrun"):

@@ -5,10 +5,9 @@ the real CLI, with a running pod, are in tests/integration/test_failsafe.py."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,20 +76,6 @@ def make_pod(dirs: PodDirs, phase: str, name: str, data: bytes) -> Path:
     return pod
 
 
-@pytest.fixture
-def locked() -> Iterator[Callable[[Path], None]]:
-    """Hold a pod directory's lock as its creator (or supervisor) does."""
-    fds: list[int] = []
-
-    def lock(path: Path) -> None:
-        fds.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY))
-        fcntl.flock(fds[-1], fcntl.LOCK_EX)
-
-    yield lock
-    for fd in fds:
-        os.close(fd)
-
-
 @pytest.mark.parametrize(("phase", "name"), PLACES, ids=lambda v: v)
 def test_every_phase_counts(dirs: PodDirs, phase: str, name: str) -> None:
     make_pod(dirs, phase, name, manifest(LAYER))
@@ -100,11 +85,11 @@ def test_every_phase_counts(dirs: PodDirs, phase: str, name: str) -> None:
 
 @pytest.mark.parametrize(("phase", "name"), PLACES, ids=lambda v: v)
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_unreadable_references_are_reported(dirs: PodDirs, locked: Callable[[Path], None], phase: str, name: str,
+def test_unreadable_references_are_reported(dirs: PodDirs, hold: Callable[[Path], None], phase: str, name: str,
                                             damage: str) -> None:
     other = make_pod(dirs, "run", "0123abcd-0000-4000-8000-00000000000f", manifest("/other/rootfs"))
     pod = make_pod(dirs, phase, name, manifest(LAYER))
-    locked(pod)  # a live pod; an unlocked embryo without a manifest is the one exception (below)
+    hold(pod)  # a live pod; an unlocked embryo without a manifest is the one exception (below)
     DAMAGE[damage](pod / "pod.json")
     refs = pod_references(dirs)
     assert len(refs.unreadable) == 1 and refs.unreadable[0].startswith(f"pod {name} ({phase}): pod.json ")
@@ -112,7 +97,7 @@ def test_unreadable_references_are_reported(dirs: PodDirs, locked: Callable[[Pat
 
 
 @pytest.mark.parametrize("name", ["0123abcd-0000-4000-8000-000000000001", ".0123abcd-0000-4000-8000-000000000001.tmp"])
-def test_an_aborted_embryo_without_manifest_names_nothing(dirs: PodDirs, locked: Callable[[Path], None],
+def test_an_aborted_embryo_without_manifest_names_nothing(dirs: PodDirs, hold: Callable[[Path], None],
                                                           name: str) -> None:
     """Its creator died before writing the manifest (the lock is free): nothing will ever run it.
     While the creator lives, a missing manifest is doubt."""
@@ -120,7 +105,7 @@ def test_an_aborted_embryo_without_manifest_names_nothing(dirs: PodDirs, locked:
     pod.mkdir()
     refs = pod_references(dirs)
     assert refs.lower_dirs == set() and refs.unreadable == []
-    locked(pod)
+    hold(pod)
     assert pod_references(dirs).unreadable == [f"pod {name} (embryo): pod.json is missing"]
 
 

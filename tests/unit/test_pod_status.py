@@ -6,12 +6,11 @@ pods on every kind of network are in tests/integration/test_structured_output.py
 from __future__ import annotations
 
 import copy
-import fcntl
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -65,20 +64,6 @@ def make_pod(dirs: PodDirs, record: Any, net: str = "default,cnitest", phase: st
     if record is not None:
         (pod / "net" / "state.json").write_text(json.dumps(record))
     return pod
-
-
-@pytest.fixture
-def hold() -> Iterator[Callable[[Path], None]]:
-    """Hold a pod's lock as its supervisor does: the pod reads as running."""
-    held: list[int] = []
-
-    def lock(pod: Path) -> None:
-        held.append(os.open(pod, os.O_RDONLY | os.O_DIRECTORY))
-        fcntl.flock(held[-1], fcntl.LOCK_EX)
-
-    yield lock
-    for fd in held:
-        os.close(fd)
 
 
 def record_of(pod: Path) -> Any:

@@ -1,13 +1,12 @@
 """The seccomp policy as data: default profile contents, ``--seccomp`` parsing, OCI profiles.
 
-No root and no filter is loaded here (tests/integration/test_seccomp.py does that); libseccomp
+No root and no filter is loaded here (tests/unit/test_seccomp.py does that); libseccomp
 is only asked to resolve syscall names.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 
 import pytest
 
@@ -20,16 +19,13 @@ from podrun.pod.seccomp_policy import (
     GROUP_ALLOWLIST,
     GROUP_DENYLIST,
     MAX_FLAG_CHARS,
-    MAX_PROFILE_BYTES,
     NAMESPACE_CLONE_MASK,
     RETAIN_ALWAYS,
     _guard_socketcall,
     allowed_names,
     default_architectures,
-    default_filter,
     denied_names,
     filter_for,
-    load_oci_profile,
     parse_seccomp_flag,
 )
 
@@ -49,7 +45,7 @@ def unconditional_action(f: Filter, name: str) -> tuple[str, int] | None:
 
 
 def test_default_errno_is_enosys_and_denials_are_eperm() -> None:
-    f = default_filter()
+    f = filter_for(NO_CAPS)
     assert (f.default_action, f.default_errno) == ("ERRNO", ENOSYS)
     for name in ("mount", "umount2", "pivot_root", "unshare", "setns", "keyctl", "add_key", "request_key",
                  "bpf", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
@@ -60,7 +56,7 @@ def test_default_errno_is_enosys_and_denials_are_eperm() -> None:
 
 
 def test_default_allows_the_basics() -> None:
-    f = default_filter()
+    f = filter_for(NO_CAPS)
     for name in ("read", "write", "openat", "close", "execve", "exit_group", "mmap", "brk", "futex",
                  "rt_sigaction", "getpid", "wait4", "epoll_wait", "connect", "stat64", "_llseek",
                  "getcwd", "arch_prctl", "set_tls", "seccomp", "prctl"):
@@ -74,7 +70,7 @@ def test_allowed_and_denied_never_overlap() -> None:
 
 
 def test_clone_namespace_flags_are_denied_and_clone3_is_enosys() -> None:
-    f = default_filter()
+    f = filter_for(NO_CAPS)
     clone = rules_for(f, "clone")
     allow = [r for r in clone if r.action == "ALLOW"]
     assert allow == [Rule(("clone",), "ALLOW", EPERM, (ArgCond(0, "MASKED_EQ", NAMESPACE_CLONE_MASK, 0),))]
@@ -85,7 +81,7 @@ def test_clone_namespace_flags_are_denied_and_clone3_is_enosys() -> None:
 
 
 def test_socket_excludes_vsock_and_alg_and_socketcall_is_denied() -> None:
-    f = default_filter()
+    f = filter_for(NO_CAPS)
     allowed_ranges = [(r.args[0].op, r.args[0].value) for r in rules_for(f, "socket")]
     assert sorted(allowed_ranges) == [("EQ", 39), ("GT", 40), ("LT", 38)]
     assert all(r.action == "ALLOW" for r in rules_for(f, "socket"))
@@ -93,12 +89,12 @@ def test_socket_excludes_vsock_and_alg_and_socketcall_is_denied() -> None:
 
 
 def test_personality_only_safe_values() -> None:
-    values = {r.args[0].value for r in rules_for(default_filter(), "personality")}
+    values = {r.args[0].value for r in rules_for(filter_for(NO_CAPS), "personality")}
     assert values == {0, 8, 0x20000, 0x20008, 0xFFFFFFFF}
 
 
 def test_architectures_cover_compat_abis() -> None:
-    arches = default_filter().architectures
+    arches = filter_for(NO_CAPS).architectures
     assert arches[0] == native_arch()
     if native_arch() == "x86_64":
         assert set(arches) == {"x86_64", "x86", "x32"}
@@ -129,7 +125,7 @@ def test_cap_sys_admin_allows_any_clone() -> None:
 
 
 def test_every_cap_gated_name_is_denied_without_caps() -> None:
-    f = default_filter()
+    f = filter_for(NO_CAPS)
     for _, names in CAP_GATED:
         for name in names:
             assert unconditional_action(f, name) == ("ERRNO", EPERM), name
@@ -148,14 +144,14 @@ def test_clone_rules_test_the_flags_argument_of_the_machine(monkeypatch: pytest.
                                                             flags_arg: int) -> None:
     # s390 passes clone's flags second; a filter on the wrong argument would test the stack pointer.
     monkeypatch.setattr(seccomp_policy, "native_arch", lambda: arch)
-    assert conditional_rules(default_filter(), "clone") == [
+    assert conditional_rules(filter_for(NO_CAPS), "clone") == [
         Rule(("clone",), "ALLOW", EPERM, (ArgCond(flags_arg, "MASKED_EQ", 0x7E020000, 0),)),
         *(Rule(("clone",), "ERRNO", EPERM, (ArgCond(flags_arg, "MASKED_EQ", bit, bit),)) for bit in CLONE_NS_BITS),
     ]
 
 
 def test_socket_and_personality_rules_exactly() -> None:
-    f = default_filter()
+    f = filter_for(NO_CAPS)
     assert conditional_rules(f, "socket") == [
         Rule(("socket",), "ALLOW", EPERM, (ArgCond(0, "LT", 38),)),
         Rule(("socket",), "ALLOW", EPERM, (ArgCond(0, "EQ", 39),)),
@@ -177,7 +173,7 @@ def test_default_architectures_per_machine(monkeypatch: pytest.MonkeyPatch, arch
                                            expected: tuple[str, ...]) -> None:
     monkeypatch.setattr(seccomp_policy, "native_arch", lambda: arch)
     assert default_architectures() == expected
-    assert default_filter().architectures == expected
+    assert filter_for(NO_CAPS).architectures == expected
 
 
 def test_denied_names_are_the_unconditional_denials_only() -> None:
@@ -278,7 +274,7 @@ def test_remove_conditional_syscall() -> None:
 
 
 def test_groups_expand() -> None:
-    base = default_filter()
+    base = filter_for(NO_CAPS)
     f = parse_seccomp_flag(f"mode=remove,{GROUP_DENYLIST}", NO_CAPS)
     assert denied_names(f) >= denied_names(base)
     g = parse_seccomp_flag(f"mode=retain,{GROUP_ALLOWLIST}", NO_CAPS)
@@ -360,144 +356,3 @@ def test_flag_length_limit_is_inclusive() -> None:
     with pytest.raises(UsageError) as info:
         parse_seccomp_flag(at_limit + " ", NO_CAPS)
     assert str(info.value) == "--seccomp value is 65537 characters long, limit is 65536"
-
-
-# ---- OCI profiles ---------------------------------------------------------------------------
-
-def oci(doc: object) -> bytes:
-    return json.dumps(doc).encode()
-
-
-def test_oci_profile_parses() -> None:
-    f = load_oci_profile(oci({
-        "defaultAction": "SCMP_ACT_ERRNO",
-        "defaultErrnoRet": 38,
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64",
-                          "SCMP_ARCH_ARM", "SCMP_ARCH_S390X"],
-        "syscalls": [
-            {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
-            {"names": ["mount"], "action": "SCMP_ACT_ERRNO"},
-            {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
-            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
-            {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
-            {"names": ["reboot"], "action": "SCMP_ACT_KILL"},
-            {"names": ["acct"], "action": "SCMP_ACT_LOG"},
-        ],
-    }))
-    assert (f.default_action, f.default_errno) == ("ERRNO", 38)
-    assert set(f.architectures) == set(default_architectures())
-    assert f.rules[0] == Rule(("read", "write"), "ALLOW")
-    assert f.rules[1] == Rule(("mount",), "ERRNO", EPERM)
-    assert f.rules[2].errno == 13
-    assert f.rules[3].args == (ArgCond(0, "EQ", 8),)
-    assert f.rules[4].args == (ArgCond(0, "MASKED_EQ", 2114060288, 0),)
-    assert [r.action for r in f.rules[5:]] == ["KILL_THREAD", "LOG"]
-
-
-def test_oci_profile_minimal() -> None:
-    f = load_oci_profile(b'{"defaultAction": "SCMP_ACT_ALLOW"}')
-    assert f == Filter("ALLOW", EPERM, (native_arch(),), ())
-
-
-@pytest.mark.parametrize(("data", "fragment"), [
-    (b"{not json", "not valid JSON"),
-    (b"[]", "top level must be a JSON object"),
-    (b"\xff\xfe", "not valid JSON"),
-    (oci({}), "defaultAction None is not a known"),
-    (oci({"defaultAction": "SCMP_ACT_NOTIFY"}), "not supported"),
-    (oci({"defaultAction": "SCMP_ACT_TRACE"}), "not supported"),
-    (oci({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": -1}), "defaultErrnoRet"),
-    (oci({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": True}), "defaultErrnoRet"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "architectures": "SCMP_ARCH_X86"}), "architectures"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": {}}), "syscalls must be a list"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [1]}), "syscalls[0] must be an object"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [], "action": "SCMP_ACT_ERRNO"}]}),
-     "syscalls[0].names"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["../x"], "action": "SCMP_ACT_ERRNO"}]}),
-     "syscalls[0].names"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOPE"}]}),
-     "syscalls[0].action"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
-                                                           "errnoRet": 5000}]}), "errnoRet"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
-                                                           "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}),
-     "args[0].index"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
-                                                           "args": [{"index": 0, "value": 1, "op": "EQ"}]}]}),
-     "args[0] needs an op"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
-                                                           "args": [{"index": 0, "value": 2**64, "op": "SCMP_CMP_EQ"}]}]}),
-     "args[0].value"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
-                                                           "excludes": {"caps": ["CAP_SYS_ADMIN"]}}]}),
-     "includes/excludes"),
-])
-def test_oci_profile_errors(data: bytes, fragment: str) -> None:
-    with pytest.raises(UsageError) as info:
-        load_oci_profile(data)
-    assert fragment in str(info.value)
-    assert str(info.value).startswith("seccomp profile")
-
-
-def test_oci_profile_size_limit() -> None:
-    data = b" " * MAX_PROFILE_BYTES + b'{"defaultAction": "SCMP_ACT_ALLOW"}'
-    with pytest.raises(UsageError, match="limit"):
-        load_oci_profile(data)
-
-
-def test_oci_profile_size_limit_is_inclusive() -> None:
-    doc = b'{"defaultAction": "SCMP_ACT_ALLOW"}'
-    assert load_oci_profile(doc + b" " * (MAX_PROFILE_BYTES - len(doc))).default_action == "ALLOW"
-    with pytest.raises(UsageError) as info:
-        load_oci_profile(doc + b" " * (MAX_PROFILE_BYTES + 1 - len(doc)))
-    assert str(info.value) == "seccomp profile is 1048577 bytes, limit is 1048576"
-
-
-def one_rule(**entry: object) -> bytes:
-    return oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["ioctl"], **entry}]})
-
-
-def test_oci_limits_are_inclusive() -> None:
-    six = [{"index": i, "value": 2**64 - 1, "valueTwo": 2**64 - 1 - i, "op": "SCMP_CMP_MASKED_EQ"} for i in range(6)]
-    f = load_oci_profile(one_rule(action="SCMP_ACT_ERRNO", errnoRet=4095, args=six))
-    assert f.rules == (Rule(("ioctl",), "ERRNO", 4095,
-                            tuple(ArgCond(i, "MASKED_EQ", 2**64 - 1, 2**64 - 1 - i) for i in range(6))),)
-    f = load_oci_profile(oci({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 0}))
-    assert (f.default_action, f.default_errno) == ("ERRNO", 0)
-
-
-def test_oci_comparison_values_default_to_zero() -> None:
-    f = load_oci_profile(one_rule(action="SCMP_ACT_ALLOW", args=[{"index": 1, "op": "SCMP_CMP_EQ"}]))
-    assert f.rules[0].args == (ArgCond(1, "EQ", 0, 0),)
-
-
-OCI_HINT = "see the OCI runtime-spec, linux.seccomp"
-OPS = "SCMP_CMP_NE, SCMP_CMP_LT, SCMP_CMP_LE, SCMP_CMP_EQ, SCMP_CMP_GE, SCMP_CMP_GT, SCMP_CMP_MASKED_EQ"
-
-
-@pytest.mark.parametrize(("data", "message"), [
-    (b"[1]", "top level must be a JSON object"),
-    (oci({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": "1"}),
-     "defaultErrnoRet must be an integer from 0 to 4095, not '1'"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "architectures": [1]}), "architectures must be a list of SCMP_ARCH_* names"),
-    (oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": "read"}), "syscalls must be a list"),
-    (one_rule(action="SCMP_ACT_ERRNO", errnoRet=4096), "syscalls[0].errnoRet must be an integer from 0 to 4095, not 4096"),
-    (one_rule(action="SCMP_ACT_KILL", includes={"arches": ["amd64"]}),
-     "syscalls[0] uses includes/excludes, which are Docker's profile format, not OCI's"),
-    (one_rule(action="SCMP_ACT_ALLOW", args={}), "syscalls[0].args must be a list of at most 6 comparisons"),
-    (one_rule(action="SCMP_ACT_ALLOW", args="EQ"), "syscalls[0].args must be a list of at most 6 comparisons"),
-    (one_rule(action="SCMP_ACT_ALLOW", args=[{"index": i, "op": "SCMP_CMP_EQ"} for i in range(7)]),
-     "syscalls[0].args must be a list of at most 6 comparisons"),
-    (one_rule(action="SCMP_ACT_ALLOW", args=[{"index": 0, "op": "SCMP_CMP_EQ"}, {"index": 1}]),
-     f"syscalls[0].args[1] needs an op, one of {OPS}"),
-    (one_rule(action="SCMP_ACT_ALLOW", args=[{"index": 0, "op": "SCMP_CMP_MASKED_EQ", "value": 1, "valueTwo": -1}]),
-     "syscalls[0].args[0].valueTwo must be an integer from 0 to 18446744073709551615, not -1"),
-    (one_rule(action="SCMP_ACT_ALLOW", args=[{"index": 0, "op": "SCMP_CMP_EQ", "value": 2**64}]),
-     "syscalls[0].args[0].value must be an integer from 0 to 18446744073709551615, not 18446744073709551616"),
-])
-def test_oci_error_messages_and_hint(data: bytes, message: str) -> None:
-    with pytest.raises(UsageError) as info:
-        load_oci_profile(data)
-    assert (str(info.value), info.value.hint) == (f"seccomp profile: {message}", OCI_HINT)

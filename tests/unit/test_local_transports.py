@@ -169,8 +169,8 @@ def test_oci_layout_tampered_manifest_fails_verification(busybox: img.BuiltImage
         read_image(src)
 
 
+@pytest.mark.root
 def test_umoci_image(tmp_path: Path, opened: list[Source]) -> None:
-    require_root()
     need_tool("umoci")
     layout, bundle = tmp_path / "umoci", tmp_path / "bundle"
     run("umoci", "init", "--layout", str(layout))
@@ -300,6 +300,7 @@ def podman() -> Iterator[list[str]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.root  # the podman fixture
 def test_podman_saved_archives(busybox: img.BuiltImage, tmp_path: Path, podman: list[str],
                                opened: list[Source]) -> None:
     run(*podman, "pull", "-q", f"oci:{busybox.layout}:latest")
