@@ -28,7 +28,9 @@ _BRIDGE_LOCKS: list[int] = []  # held until this process ends
 def _claim_test_bridge() -> tuple[str, str]:
     import fcntl
 
-    named = os.environ.get("PODRUN_TEST_BRIDGE")
+    # a session inside another (a test running pytest) inherits the outer one's choice: not a name
+    # given by the user, and held by the outer session
+    named = None if os.environ.get("PODRUN_TEST_BRIDGE_AUTO") else os.environ.get("PODRUN_TEST_BRIDGE")
     if named:
         candidates = [(named, os.environ.get("PODRUN_TEST_SUBNET", "172.16.29.0/24"))]
     else:
@@ -47,8 +49,11 @@ def _claim_test_bridge() -> tuple[str, str]:
                      "(set PODRUN_TEST_BRIDGE and PODRUN_TEST_SUBNET to a free one)")
 
 
+_AUTO = not os.environ.get("PODRUN_TEST_BRIDGE") or bool(os.environ.get("PODRUN_TEST_BRIDGE_AUTO"))
 TEST_BRIDGE, TEST_SUBNET = _claim_test_bridge()
 os.environ["PODRUN_TEST_BRIDGE"], os.environ["PODRUN_TEST_SUBNET"] = TEST_BRIDGE, TEST_SUBNET
+if _AUTO:
+    os.environ["PODRUN_TEST_BRIDGE_AUTO"] = "1"
 TEST_TABLE = f"podrun-{TEST_BRIDGE}"
 # A session killed before its end leaves its bridge and table; no live session holds this
 # bridge name but this one (the lock above), so what the name holds now is stale: start from nothing.
