@@ -3,6 +3,7 @@ tests/integration/, the few marked ones in tests/unit/), and the registry tests 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,8 +11,10 @@ from tests.conftest import ROOT
 
 
 def collect(*args: str) -> list[str]:
+    # a session of its own: not the bridge this session holds (tests/conftest.py)
+    env = {k: v for k, v in os.environ.items() if k not in ("PODRUN_TEST_BRIDGE", "PODRUN_TEST_SUBNET")}
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", *args],
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=ROOT, env=env)
     assert res.returncode in (0, 5), res.stdout + res.stderr  # 5: nothing collected
     return [line for line in res.stdout.splitlines() if "::" in line]
 
