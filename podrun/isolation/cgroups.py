@@ -13,12 +13,13 @@ Hierarchies podrun uses:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import posixpath
 import time
 
+from podrun.isolation.libc import oserror
+from podrun.isolation.syscalls import path_fs_type
 from podrun.lean import cache, dataclass, signal
 
 TYPE_CHECKING = False
@@ -73,11 +74,11 @@ def _write(path: str, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)   # O_TRUNC as `echo >` does
     except OSError as exc:
-        raise OSError(exc.errno, f"open for writing {value!r}: {exc.strerror}", path) from exc
+        raise oserror(f"open for writing {value!r}", path, exc.errno) from exc
     try:
         os.write(fd, value.encode())
     except OSError as exc:
-        raise OSError(exc.errno, f"write {value!r}: {exc.strerror}", path) from exc
+        raise oserror(f"write {value!r}", path, exc.errno) from exc
     finally:
         os.close(fd)
 
@@ -87,24 +88,12 @@ def _read(path: str) -> str:
         with open(path) as f:
             return f.read()
     except OSError as exc:
-        raise OSError(exc.errno, f"read: {exc.strerror}", path) from exc
-
-
-@cache
-def _libc() -> ctypes.CDLL:
-    # loaded on first use; CDLL(None) is the already-loaded C library, no find_library() subprocess
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-    return libc
+        raise oserror("read", path, exc.errno) from exc
 
 
 def fs_magic(path: str) -> int:
     """statfs(2) f_type of the filesystem holding ``path``."""
-    buf = ctypes.create_string_buffer(256)   # struct statfs is 120 bytes on 64-bit, f_type first
-    if _libc().statfs(os.fsencode(path), buf) < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"statfs: {os.strerror(err)}", path)
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    return path_fs_type(path)
 
 
 @cache
@@ -209,7 +198,7 @@ def _mkdir_under(parent_dir: str, name: str) -> str:
         except FileNotFoundError:
             continue   # another podrun pruned the empty parent between the two calls: recreate it
         except OSError as exc:
-            raise OSError(exc.errno, f"mkdir: {exc.strerror}", path) from exc
+            raise oserror("mkdir", path, exc.errno) from exc
     raise OSError(errno.ENOENT, "mkdir: parent keeps disappearing", path)
 
 
@@ -229,7 +218,7 @@ def _rmdir_tree(path: str) -> None:
             return
         except OSError as exc:
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise OSError(exc.errno, f"rmdir: {exc.strerror}", path) from exc
+                raise oserror("rmdir", path, exc.errno) from exc
             time.sleep(0.01)
 
 
@@ -388,7 +377,7 @@ class CgroupTree:
                 os.rmdir(path)
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
-                    raise OSError(exc.errno, f"rmdir: {exc.strerror}", path) from exc
+                    raise oserror("rmdir", path, exc.errno) from exc
 
 
 def _walk(path: str) -> Iterable[str]:

@@ -1,6 +1,6 @@
 """seccomp-bpf through libseccomp (ctypes): compile a filter to BPF bytes, and load BPF bytes.
 
-Kernel layer (ARCHITECTURE.md §3): no policy here and no imports from the rest of podrun.  The
+Kernel layer (ARCHITECTURE.md §3): no policy here, nothing of podrun outside ``podrun.isolation``.  The
 filter is plain data (``Filter``/``Rule``/``ArgCond``); which syscalls to allow is decided in
 ``podrun.pod.seccomp_policy``.  Failures raise ``OSError(errno, message, name)``.
 
@@ -22,6 +22,7 @@ import errno
 import os
 
 from podrun.isolation.consts import LIBSECCOMP
+from podrun.isolation.libc import LIBC, oserror
 from podrun.lean import cache, dataclass
 
 # Actions as libseccomp encodes them (seccomp.h); they equal the kernel's SECCOMP_RET_* values.
@@ -138,7 +139,7 @@ def _lib() -> ctypes.CDLL:
 def _check(rc: int, call: str, name: str) -> None:
     """libseccomp returns -errno; turn that into OSError naming the call and its subject."""
     if rc < 0:
-        raise OSError(-rc, f"{call}: {os.strerror(-rc)}", name)
+        raise oserror(call, name, -rc)
 
 
 @cache
@@ -263,14 +264,6 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-@cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.restype = ctypes.c_int
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-    return libc
-
-
 def load_bpf(bpf: bytes) -> None:
     """Install ``bpf`` (from ``compile_bpf``) as a seccomp filter on the calling thread.
 
@@ -286,8 +279,7 @@ def load_bpf(bpf: bytes) -> None:
         raise OSError(errno.E2BIG, f"seccomp BPF has {count} instructions, kernel limit is {_BPF_MAXINSNS}", "bpf")
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(count, ctypes.addressof(buf))
-    rc = _libc().prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
-    if rc != 0:
+    if LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
         err = ctypes.get_errno()
         hint = " (set no_new_privs or hold CAP_SYS_ADMIN first)" if err == errno.EACCES else ""
-        raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}{hint}", "seccomp")
+        raise oserror("prctl(PR_SET_SECCOMP)", "seccomp", err, hint)

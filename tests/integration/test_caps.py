@@ -159,19 +159,6 @@ def test_ambient_outside_the_set_is_refused() -> None:
     assert f"errno={errno.EINVAL}" in out and "subset" in out
 
 
-def test_get_caps_and_read_bounding_match_proc() -> None:
-    keep = frozenset({CAP_NAMES["CAP_KILL"], CAP_NAMES["CAP_SETPCAP"]})
-
-    def body(fd: int) -> None:
-        caps.apply_app_identity(0, 0, [], keep)
-        eff, prm, inh = caps.get_caps()
-        os.write(fd, f"{sorted(eff)} {sorted(prm)} {sorted(inh)} {sorted(caps.read_bounding())}".encode())
-
-    code, out = run_in_child(body)
-    assert code == 0, out
-    assert out == f"{sorted(keep)} {sorted(keep)} [] {sorted(keep)}"
-
-
 def test_errors_carry_errno_and_call() -> None:
     def body(fd: int) -> None:
         caps.apply_app_identity(NOBODY, NOBODY, [], DEFAULT - {CAP_NAMES["CAP_SETPCAP"]})
