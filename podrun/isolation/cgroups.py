@@ -1,7 +1,9 @@
 """cgroups for pods and apps: one interface over cgroup v2 and the v1 (+ v2 "unified") hybrid.
 
-Kernel layer: no policy, no podrun imports; failures raise ``OSError`` with errno, what was done and
-the path.  The design (where cgroups go, systemd units, limit mapping, cleanup) is in docs/cgroups.md.
+Kernel layer: nothing of podrun outside ``podrun.isolation``; failures raise ``OSError`` with errno,
+what was done and the path.  No policy: where a pod's cgroup goes (a systemd unit's, ``/podrun``)
+is decided by ``podrun.pod.placement`` and passed in as ``parent``.  The design (placement, systemd
+units, limit mapping, cleanup) is in docs/cgroups.md.
 
 Hierarchies podrun uses:
 - pure v2 (``/sys/fs/cgroup`` is cgroup2): that one hierarchy, controllers memory, cpu, pids.
@@ -35,8 +37,6 @@ CPU_PERIOD_US = 100000
 # Directory that holds pods when podrun is not inside a systemd unit; a leftover check such as
 # ``find /sys/fs/cgroup -maxdepth 3 -iname '*podrun*'`` finds it in every hierarchy.
 PODRUN_DIR = "podrun"
-# The leaf a process that owns child cgroups moves into on v2 ("no internal processes" rule).
-SUPERVISOR_LEAF = "supervisor"
 
 _RMDIR_RETRY_S = 2.0
 _KILL_PASSES = 200
@@ -129,7 +129,7 @@ def _cgroup_mounts() -> list[tuple[str, str, int, frozenset[str]]]:
     return mounts
 
 
-def _own_cgroups() -> dict[frozenset[str], str]:
+def own_cgroups() -> dict[frozenset[str], str]:
     """/proc/self/cgroup as {controllers of the hierarchy: path}; the v2 entry has no controllers."""
     own: dict[frozenset[str], str] = {}
     with open("/proc/self/cgroup") as f:
@@ -150,7 +150,7 @@ def _below_mount(mount_root: str, cgpath: str) -> str:
 def hierarchies() -> list[Hierarchy]:
     """The hierarchies podrun uses on this host, with the calling process's cgroup in each."""
     kind = detect()
-    own = _own_cgroups()
+    own = own_cgroups()
     found: list[Hierarchy] = []
     seen_v1: set[frozenset[str]] = set()
     for mount_root, mountpoint, version, controllers in _cgroup_mounts():
@@ -401,83 +401,31 @@ def _v1_files(controller: str, limits: Limits) -> list[tuple[str, str]]:
     return [("pids.max", str(limits.pids_max))]
 
 
-_IN_UNIT: list[bool] = []  # set by in_own_unit()
-
-
-def in_own_unit() -> None:
-    """Declare that this process now runs in a unit of its own (a transient scope it asked
-    systemd for), although systemd did not start it (no $INVOCATION_ID)."""
-    _IN_UNIT.append(True)
-
-
-def _unit_cgroup() -> str | None:
-    """Our systemd unit's cgroup path (v2 path, else name=systemd path) when running in a unit."""
-    if not os.environ.get("INVOCATION_ID") and not _IN_UNIT:
-        return None
-    own = _own_cgroups()
-    for key in (frozenset(), frozenset({"name=systemd"})):
-        path = own.get(key)
-        if not path:
-            continue
-        if posixpath.basename(path) == SUPERVISOR_LEAF:
-            path = posixpath.dirname(path)   # we moved ourselves into the leaf on an earlier call
-        if path.endswith((".service", ".scope")):
-            return path
-    return None
-
-
-def pod_parent() -> str:
-    """Where pod cgroups go (the ``parent`` for create_pod_cgroup); see docs/cgroups.md.
-
-    - Inside a systemd unit (``$INVOCATION_ID`` set, our cgroup is a .service/.scope): below the
-      unit's own cgroup, which needs ``Delegate=yes``.  On pure v2 the unit's processes first move
-      into the unit's ``supervisor`` leaf (a cgroup whose subtree has controllers enabled may hold no
-      processes), so the unit's path is returned absolute; on v1/hybrid ``"."`` (our own cgroup in
-      each hierarchy, nothing moves).
-    - Otherwise on pure v2: ``/podrun`` at the root (the root is exempt from the no-internal-processes
-      rule; our own cgroup, e.g. a login session scope, is not ours to delegate from).
-    - Otherwise on v1/hybrid: ``podrun`` below our own cgroup in each hierarchy (runc's convention
-      for relative paths): the same as ``/podrun`` where we sit at the root, and it keeps pods inside
-      whatever memory cgroup the caller was started in.
-    """
-    kind = detect()
-    unit = _unit_cgroup()
-    if unit is not None:
-        if kind == "v2":
-            _move_unit_into_leaf(_join(CGROUP_ROOT, unit))
-            return unit
-        return "."
-    return "/" + PODRUN_DIR if kind == "v2" else PODRUN_DIR
-
-
-def _move_unit_into_leaf(unit_dir: str) -> None:
-    leaf = posixpath.join(unit_dir, SUPERVISOR_LEAF)
-    os.makedirs(leaf, exist_ok=True)
-    for pid in sorted(_read_pids(unit_dir)):
+def move_processes(src: str, dest: str) -> None:
+    """Move every process of the cgroup directory *src* into *dest* (created when missing); a
+    process that exits meanwhile is skipped."""
+    os.makedirs(dest, exist_ok=True)
+    for pid in sorted(_read_pids(src)):
         try:
-            _write(posixpath.join(leaf, "cgroup.procs"), str(pid))
+            _write(posixpath.join(dest, "cgroup.procs"), str(pid))
         except ProcessLookupError:
             continue
 
 
-def pod_cgroup_paths(name: str, parent: str | None = None,
-                     using: Sequence[Hierarchy] | None = None) -> tuple[str, ...]:
+def pod_cgroup_paths(name: str, parent: str, using: Sequence[Hierarchy] | None = None) -> tuple[str, ...]:
     """The directories create_pod_cgroup would create, to record in the pod dir *before* creating."""
     _check_name(name)
-    parent = pod_parent() if parent is None else parent
     return tuple(posixpath.join(_parent_dir(h, parent), name) for h in using or hierarchies())
 
 
-def create_pod_cgroup(name: str, parent: str | None = None,
-                      using: Sequence[Hierarchy] | None = None) -> CgroupTree:
-    """Create the pod's cgroup ``name`` below ``parent`` (default: pod_parent()) in every hierarchy.
+def create_pod_cgroup(name: str, parent: str, using: Sequence[Hierarchy] | None = None) -> CgroupTree:
+    """Create the pod's cgroup ``name`` below ``parent`` in every hierarchy (where: podrun.pod.placement).
 
     ``parent``: absolute = the same path in every hierarchy; relative = below the caller's own cgroup
     in each.  ``using`` restricts the hierarchies (default: hierarchies()).  FileExistsError if the
     cgroup exists; on any failure what was created is removed again.
     """
     _check_name(name)
-    parent = pod_parent() if parent is None else parent
     hs = list(using or hierarchies())
     made: list[CgroupDir] = []
     prune: list[str] = []
