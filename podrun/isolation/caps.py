@@ -5,18 +5,17 @@ Kernel layer: no policy, nothing of podrun but ``podrun.isolation.libc``.  Every
 are *per thread*: call these in a single-threaded process (the forked child that is about to exec
 the app), never in a threaded one.
 
-Which capabilities an app should end up with is decided in ``podrun.pod.caps_policy``; here we only
-know how to make the kernel hold a given set across the user change and the execve.
+Which capabilities an app should end up with is decided in ``podrun.pod.caps_policy``; the order in
+which the sets are applied around the user change is ``podrun.isolation.kernel.Kernel.apply_app_identity``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import os
 import resource
 
-from podrun.isolation.libc import LIBC, check, oserror
+from podrun.isolation.libc import LIBC, check
 from podrun.lean import cache
 
 # Capability numbers: podrun.isolation.consts (no ctypes there, for stage0's flag parsing).
@@ -110,63 +109,6 @@ def set_caps(effective: frozenset[int], permitted: frozenset[int], inheritable: 
 def keep_caps(on: bool) -> None:
     """PR_SET_KEEPCAPS: keep the permitted set when all uids change from 0 to non-zero."""
     _prctl(PR_SET_KEEPCAPS, 1 if on else 0, call="prctl(PR_SET_KEEPCAPS)")
-
-
-def switch_user(uid: int, gid: int, groups: list[int]) -> None:
-    """setgroups, setresgid, setresuid (real, effective and saved ids), keeping the permitted caps.
-
-    Groups first: setgroups and setresgid need CAP_SETGID, which a process keeps while it is still
-    uid 0.  KEEPCAPS is on around the uid change so permitted survives it; the kernel still clears
-    *effective* when the euid leaves 0, so the caller must capset afterwards (apply_app_identity does).
-    """
-    keep_caps(True)
-    try:
-        os.setgroups(groups)
-    except OSError as exc:
-        raise oserror(f"setgroups({groups})", err=exc.errno) from exc
-    try:
-        os.setresgid(gid, gid, gid)
-    except OSError as exc:
-        raise oserror(f"setresgid({gid})", err=exc.errno) from exc
-    try:
-        os.setresuid(uid, uid, uid)
-    except OSError as exc:
-        raise oserror(f"setresuid({uid})", err=exc.errno) from exc
-    keep_caps(False)
-
-
-def apply_app_identity(uid: int, gid: int, groups: list[int], caps: frozenset[int],
-                       ambient: frozenset[int] = frozenset()) -> None:
-    """Give the calling (single-threaded, about to execve) process the app's ids and capabilities.
-
-    Result: bounding = ``caps``; effective = permitted = ``caps``; inheritable = ambient = ``ambient``
-    (empty by default).  What survives the execve that follows is the kernel's rule (capabilities(7)):
-    - uid 0: a file without capabilities counts as having all of them, so the new permitted and
-      effective sets are exactly the bounding set = ``caps``.
-    - non-root uid: the new permitted/effective sets are the *ambient* set only.  podrun follows rkt
-      here (Documentation/capabilities-guide.md, "Capabilities when running as non-root"): the
-      retain/remove sets limit the bounding set, a non-root app starts with no effective caps and can
-      only gain them through file capabilities (which no_new_privs blocks).  podman instead gives a
-      non-root user the caps named with --cap-add through ambient (pkg/specgen/generate/
-      security_linux.go); ``ambient`` lets a policy do that, and runc applies the sets in the same
-      order as below (bounding, keepcaps, user, capset, ambient).
-
-    Order matters:
-    1. bounding drop first: PR_CAPBSET_DROP needs CAP_SETPCAP in effective, which we lose later;
-    2. user switch with KEEPCAPS on (see switch_user) so permitted survives setresuid to non-root;
-    3. capset: re-raises effective (cleared by the euid change) and shrinks permitted to ``caps``;
-       inheritable must hold a cap before it can be raised into ambient;
-    4. ambient last: clear, then raise the requested ones (each needs permitted and inheritable).
-    """
-    if not ambient <= caps:
-        raise OSError(errno.EINVAL, "ambient capabilities must be a subset of the retained set",
-                      f"{cap_mask(ambient):#x} not within {cap_mask(caps):#x}")
-    drop_bounding(caps)
-    switch_user(uid, gid, groups)
-    set_caps(caps, caps, ambient)
-    clear_ambient()
-    if ambient:
-        raise_ambient(ambient)
 
 
 def set_rlimits(limits: dict[str, tuple[int, int]]) -> None:

@@ -280,6 +280,8 @@ def load_bpf(bpf: bytes) -> None:
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(count, ctypes.addressof(buf))
     if LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
-        err = ctypes.get_errno()
-        hint = " (set no_new_privs or hold CAP_SYS_ADMIN first)" if err == errno.EACCES else ""
-        raise oserror("prctl(PR_SET_SECCOMP)", "seccomp", err, hint)
+        exc = oserror("prctl(PR_SET_SECCOMP)", "seccomp")
+        if exc.errno == errno.EACCES:
+            hint = " (set no_new_privs or hold CAP_SYS_ADMIN first)"
+            raise oserror("prctl(PR_SET_SECCOMP)", "seccomp", exc.errno, hint)
+        raise exc
