@@ -16,7 +16,6 @@ import errno
 import resource
 
 from podrun.isolation.libc import LIBC, check
-from podrun.lean import cache
 
 # Capability numbers: podrun.isolation.consts (no ctypes there, for stage0's flag parsing).
 
@@ -58,11 +57,15 @@ def cap_mask(caps: frozenset[int]) -> int:
     return mask
 
 
-@cache
+_LAST_CAP: list[int] = []
+
+
 def last_cap() -> int:
     """The highest capability number the running kernel knows (/proc/sys/kernel/cap_last_cap)."""
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        return int(f.read())
+    if not _LAST_CAP:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            _LAST_CAP.append(int(f.read()))
+    return _LAST_CAP[0]
 
 
 def set_no_new_privs() -> None:

@@ -22,7 +22,6 @@ import time
 
 from podrun.isolation.libc import oserror
 from podrun.isolation.syscalls import path_fs_type
-from podrun.lean import cache, dataclass, signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,36 +37,53 @@ CPU_PERIOD_US = 100000
 # ``find /sys/fs/cgroup -maxdepth 3 -iname '*podrun*'`` finds it in every hierarchy.
 PODRUN_DIR = "podrun"
 
+SIGKILL = 9  # the same number on every Linux architecture (the signal module costs ~5 ms to import)
 _RMDIR_RETRY_S = 2.0
 _KILL_PASSES = 200
 
 
-@dataclass(frozen=True)
 class Limits:
     """Resource limits of one cgroup; None leaves the kernel's (unlimited) default."""
 
-    memory_max: int | None = None   # bytes
-    cpu_millis: int | None = None   # 1000 = one CPU
-    pids_max: int | None = None
+    __slots__ = ("cpu_millis", "memory_max", "pids_max")
+
+    def __init__(self, memory_max: int | None = None, cpu_millis: int | None = None,
+                 pids_max: int | None = None) -> None:
+        self.memory_max = memory_max    # bytes
+        self.cpu_millis = cpu_millis    # 1000 = one CPU
+        self.pids_max = pids_max
+
+    def __repr__(self) -> str:
+        return f"Limits(memory_max={self.memory_max}, cpu_millis={self.cpu_millis}, pids_max={self.pids_max})"
 
 
-@dataclass(frozen=True)
 class Hierarchy:
     """One mounted cgroup hierarchy podrun uses."""
 
-    mountpoint: str
-    version: int                    # 1 or 2
-    controllers: frozenset[str]     # v1: controllers mounted here; v2: the root's cgroup.controllers
-    own: str                        # the calling process's cgroup in it, "/"-rooted below mountpoint
+    __slots__ = ("controllers", "mountpoint", "own", "version")
+
+    def __init__(self, mountpoint: str, version: int, controllers: frozenset[str], own: str) -> None:
+        self.mountpoint = mountpoint
+        self.version = version          # 1 or 2
+        self.controllers = controllers  # v1: controllers mounted here; v2: the root's cgroup.controllers
+        self.own = own                  # the calling process's cgroup in it, "/"-rooted below mountpoint
+
+    def __repr__(self) -> str:
+        return f"Hierarchy({self.mountpoint!r}, v{self.version}, {sorted(self.controllers)}, own={self.own!r})"
 
 
-@dataclass(frozen=True)
 class CgroupDir:
     """One cgroup directory of a tree, in one hierarchy."""
 
-    path: str
-    hierarchy: Hierarchy
-    base: str   # the highest directory whose cgroup.subtree_control podrun may write (v2 delegation)
+    __slots__ = ("base", "hierarchy", "path")
+
+    def __init__(self, path: str, hierarchy: Hierarchy, base: str) -> None:
+        self.path = path
+        self.hierarchy = hierarchy
+        self.base = base    # the highest directory whose cgroup.subtree_control podrun may write (v2)
+
+    def __repr__(self) -> str:
+        return f"CgroupDir({self.path!r}, {self.hierarchy!r}, base={self.base!r})"
 
 
 def _write(path: str, value: str) -> None:
@@ -96,15 +112,20 @@ def fs_magic(path: str) -> int:
     return path_fs_type(path)
 
 
-@cache
+_DETECTED: list[str] = []  # detect()'s answer, once known: the mounts do not change under us
+
+
 def detect() -> str:
     """``"v2"`` (unified only), ``"hybrid"`` (v1 controllers + v2 at ``unified``) or ``"v1"``."""
-    if fs_magic(CGROUP_ROOT) == CGROUP2_SUPER_MAGIC:
-        return "v2"
-    unified = posixpath.join(CGROUP_ROOT, "unified")
-    if os.path.isdir(unified) and fs_magic(unified) == CGROUP2_SUPER_MAGIC:
-        return "hybrid"
-    return "v1"
+    if not _DETECTED:
+        unified = posixpath.join(CGROUP_ROOT, "unified")
+        if fs_magic(CGROUP_ROOT) == CGROUP2_SUPER_MAGIC:
+            _DETECTED.append("v2")
+        elif os.path.isdir(unified) and fs_magic(unified) == CGROUP2_SUPER_MAGIC:
+            _DETECTED.append("hybrid")
+        else:
+            _DETECTED.append("v1")
+    return _DETECTED[0]
 
 
 def _unescape(field: str) -> str:
@@ -357,7 +378,7 @@ class CgroupTree:
                 return
             for pid in fresh:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, SIGKILL)
                 except ProcessLookupError:
                     pass
             killed |= fresh

@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 
-from podrun.isolation import caps, seccomp
+from podrun.isolation import caps
 from podrun.isolation import syscalls as sc
 from podrun.isolation.libc import oserror
 
@@ -90,7 +90,7 @@ class Kernel:
         caps.set_no_new_privs()
 
     def load_seccomp(self, bpf: bytes) -> None:
-        seccomp.load_bpf(bpf)
+        sc.load_seccomp(bpf)
 
     def apply_app_identity(self, uid: int, gid: int, groups: list[int], keep: frozenset[int],
                            ambient: frozenset[int] = frozenset()) -> None:

@@ -7,11 +7,13 @@ goes and every failure raises ``OSError`` carrying errno, the call's name and th
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 
 from podrun.isolation.libc import LIBC as _libc
 from podrun.isolation.libc import check as _check
+from podrun.isolation.libc import oserror
 
 # clone/unshare flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000
@@ -164,3 +166,39 @@ def close_fds_from(lowest: int, keep: frozenset[int] = frozenset()) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+# prctl(2) / seccomp(2) constants from <linux/prctl.h> and <linux/seccomp.h>.
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_BPF_INSN_SIZE = 8  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k;}
+_BPF_MAXINSNS = 4096  # kernel limit per filter program
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load_seccomp(bpf: bytes) -> None:
+    """Install ``bpf`` (from ``seccomp.compile_bpf``) as a seccomp filter on the calling thread.
+
+    Needs no_new_privs set or CAP_SYS_ADMIN (else EACCES); does not set no_new_privs itself.
+    Uses ``prctl(PR_SET_SECCOMP)``, which filters the calling thread only: call it on the
+    single-threaded path right before ``execve`` (the filter is inherited across fork/exec and
+    cannot be removed).  Raises OSError with the kernel's errno on failure.
+    """
+    if not bpf or len(bpf) % _BPF_INSN_SIZE:
+        raise OSError(errno.EINVAL, "seccomp BPF is empty or not a whole number of instructions", str(len(bpf)))
+    count = len(bpf) // _BPF_INSN_SIZE
+    if count > _BPF_MAXINSNS:
+        raise OSError(errno.E2BIG, f"seccomp BPF has {count} instructions, kernel limit is {_BPF_MAXINSNS}", "bpf")
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(count, ctypes.addressof(buf))
+    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+        exc = oserror("prctl(PR_SET_SECCOMP)", "seccomp")
+        if exc.errno == errno.EACCES:
+            hint = " (set no_new_privs or hold CAP_SYS_ADMIN first)"
+            raise oserror("prctl(PR_SET_SECCOMP)", "seccomp", exc.errno, hint)
+        raise exc
