@@ -33,14 +33,12 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 def syncfs(path: str | os.PathLike[str]) -> None:
     """Flush the whole filesystem holding *path* (one call instead of fsync per file)."""
-    import ctypes
+    from podrun.isolation.libc import LIBC, oserror  # ctypes: loaded only when a sync is asked for
 
-    libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc; find_library would run ldconfig
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), os.fspath(path))
+        if LIBC.syncfs(fd) != 0:
+            raise oserror("syncfs", os.fspath(path))
     finally:
         os.close(fd)
 

@@ -1,7 +1,9 @@
 """cgroups for pods and apps: one interface over cgroup v2 and the v1 (+ v2 "unified") hybrid.
 
-Kernel layer: no policy, no podrun imports; failures raise ``OSError`` with errno, what was done and
-the path.  The design (where cgroups go, systemd units, limit mapping, cleanup) is in docs/cgroups.md.
+Kernel layer: nothing of podrun outside ``podrun.isolation``; failures raise ``OSError`` with errno,
+what was done and the path.  No policy: where a pod's cgroup goes (a systemd unit's, ``/podrun``)
+is decided by ``podrun.pod.placement`` and passed in as ``parent``.  The design (placement, systemd
+units, limit mapping, cleanup) is in docs/cgroups.md.
 
 Hierarchies podrun uses:
 - pure v2 (``/sys/fs/cgroup`` is cgroup2): that one hierarchy, controllers memory, cpu, pids.
@@ -13,13 +15,13 @@ Hierarchies podrun uses:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import posixpath
 import time
 
-from podrun.lean import cache, dataclass, signal
+from podrun.isolation.libc import oserror
+from podrun.isolation.syscalls import path_fs_type
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,50 +36,65 @@ CPU_PERIOD_US = 100000
 # Directory that holds pods when podrun is not inside a systemd unit; a leftover check such as
 # ``find /sys/fs/cgroup -maxdepth 3 -iname '*podrun*'`` finds it in every hierarchy.
 PODRUN_DIR = "podrun"
-# The leaf a process that owns child cgroups moves into on v2 ("no internal processes" rule).
-SUPERVISOR_LEAF = "supervisor"
 
+SIGKILL = 9  # the same number on every Linux architecture (the signal module costs ~5 ms to import)
 _RMDIR_RETRY_S = 2.0
 _KILL_PASSES = 200
 
 
-@dataclass(frozen=True)
 class Limits:
     """Resource limits of one cgroup; None leaves the kernel's (unlimited) default."""
 
-    memory_max: int | None = None   # bytes
-    cpu_millis: int | None = None   # 1000 = one CPU
-    pids_max: int | None = None
+    __slots__ = ("cpu_millis", "memory_max", "pids_max")
+
+    def __init__(self, memory_max: int | None = None, cpu_millis: int | None = None,
+                 pids_max: int | None = None) -> None:
+        self.memory_max = memory_max    # bytes
+        self.cpu_millis = cpu_millis    # 1000 = one CPU
+        self.pids_max = pids_max
+
+    def __repr__(self) -> str:
+        return f"Limits(memory_max={self.memory_max}, cpu_millis={self.cpu_millis}, pids_max={self.pids_max})"
 
 
-@dataclass(frozen=True)
 class Hierarchy:
     """One mounted cgroup hierarchy podrun uses."""
 
-    mountpoint: str
-    version: int                    # 1 or 2
-    controllers: frozenset[str]     # v1: controllers mounted here; v2: the root's cgroup.controllers
-    own: str                        # the calling process's cgroup in it, "/"-rooted below mountpoint
+    __slots__ = ("controllers", "mountpoint", "own", "version")
+
+    def __init__(self, mountpoint: str, version: int, controllers: frozenset[str], own: str) -> None:
+        self.mountpoint = mountpoint
+        self.version = version          # 1 or 2
+        self.controllers = controllers  # v1: controllers mounted here; v2: the root's cgroup.controllers
+        self.own = own                  # the calling process's cgroup in it, "/"-rooted below mountpoint
+
+    def __repr__(self) -> str:
+        return f"Hierarchy({self.mountpoint!r}, v{self.version}, {sorted(self.controllers)}, own={self.own!r})"
 
 
-@dataclass(frozen=True)
 class CgroupDir:
     """One cgroup directory of a tree, in one hierarchy."""
 
-    path: str
-    hierarchy: Hierarchy
-    base: str   # the highest directory whose cgroup.subtree_control podrun may write (v2 delegation)
+    __slots__ = ("base", "hierarchy", "path")
+
+    def __init__(self, path: str, hierarchy: Hierarchy, base: str) -> None:
+        self.path = path
+        self.hierarchy = hierarchy
+        self.base = base    # the highest directory whose cgroup.subtree_control podrun may write (v2)
+
+    def __repr__(self) -> str:
+        return f"CgroupDir({self.path!r}, {self.hierarchy!r}, base={self.base!r})"
 
 
 def _write(path: str, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)   # O_TRUNC as `echo >` does
     except OSError as exc:
-        raise OSError(exc.errno, f"open for writing {value!r}: {exc.strerror}", path) from exc
+        raise oserror(f"open for writing {value!r}", path, exc.errno) from exc
     try:
         os.write(fd, value.encode())
     except OSError as exc:
-        raise OSError(exc.errno, f"write {value!r}: {exc.strerror}", path) from exc
+        raise oserror(f"write {value!r}", path, exc.errno) from exc
     finally:
         os.close(fd)
 
@@ -87,35 +104,28 @@ def _read(path: str) -> str:
         with open(path) as f:
             return f.read()
     except OSError as exc:
-        raise OSError(exc.errno, f"read: {exc.strerror}", path) from exc
-
-
-@cache
-def _libc() -> ctypes.CDLL:
-    # loaded on first use; CDLL(None) is the already-loaded C library, no find_library() subprocess
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-    return libc
+        raise oserror("read", path, exc.errno) from exc
 
 
 def fs_magic(path: str) -> int:
     """statfs(2) f_type of the filesystem holding ``path``."""
-    buf = ctypes.create_string_buffer(256)   # struct statfs is 120 bytes on 64-bit, f_type first
-    if _libc().statfs(os.fsencode(path), buf) < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"statfs: {os.strerror(err)}", path)
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    return path_fs_type(path)
 
 
-@cache
+_DETECTED: list[str] = []  # detect()'s answer, once known: the mounts do not change under us
+
+
 def detect() -> str:
     """``"v2"`` (unified only), ``"hybrid"`` (v1 controllers + v2 at ``unified``) or ``"v1"``."""
-    if fs_magic(CGROUP_ROOT) == CGROUP2_SUPER_MAGIC:
-        return "v2"
-    unified = posixpath.join(CGROUP_ROOT, "unified")
-    if os.path.isdir(unified) and fs_magic(unified) == CGROUP2_SUPER_MAGIC:
-        return "hybrid"
-    return "v1"
+    if not _DETECTED:
+        unified = posixpath.join(CGROUP_ROOT, "unified")
+        if fs_magic(CGROUP_ROOT) == CGROUP2_SUPER_MAGIC:
+            _DETECTED.append("v2")
+        elif os.path.isdir(unified) and fs_magic(unified) == CGROUP2_SUPER_MAGIC:
+            _DETECTED.append("hybrid")
+        else:
+            _DETECTED.append("v1")
+    return _DETECTED[0]
 
 
 def _unescape(field: str) -> str:
@@ -140,7 +150,7 @@ def _cgroup_mounts() -> list[tuple[str, str, int, frozenset[str]]]:
     return mounts
 
 
-def _own_cgroups() -> dict[frozenset[str], str]:
+def own_cgroups() -> dict[frozenset[str], str]:
     """/proc/self/cgroup as {controllers of the hierarchy: path}; the v2 entry has no controllers."""
     own: dict[frozenset[str], str] = {}
     with open("/proc/self/cgroup") as f:
@@ -161,7 +171,7 @@ def _below_mount(mount_root: str, cgpath: str) -> str:
 def hierarchies() -> list[Hierarchy]:
     """The hierarchies podrun uses on this host, with the calling process's cgroup in each."""
     kind = detect()
-    own = _own_cgroups()
+    own = own_cgroups()
     found: list[Hierarchy] = []
     seen_v1: set[frozenset[str]] = set()
     for mount_root, mountpoint, version, controllers in _cgroup_mounts():
@@ -209,7 +219,7 @@ def _mkdir_under(parent_dir: str, name: str) -> str:
         except FileNotFoundError:
             continue   # another podrun pruned the empty parent between the two calls: recreate it
         except OSError as exc:
-            raise OSError(exc.errno, f"mkdir: {exc.strerror}", path) from exc
+            raise oserror("mkdir", path, exc.errno) from exc
     raise OSError(errno.ENOENT, "mkdir: parent keeps disappearing", path)
 
 
@@ -229,7 +239,7 @@ def _rmdir_tree(path: str) -> None:
             return
         except OSError as exc:
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise OSError(exc.errno, f"rmdir: {exc.strerror}", path) from exc
+                raise oserror("rmdir", path, exc.errno) from exc
             time.sleep(0.01)
 
 
@@ -368,7 +378,7 @@ class CgroupTree:
                 return
             for pid in fresh:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, SIGKILL)
                 except ProcessLookupError:
                     pass
             killed |= fresh
@@ -388,7 +398,7 @@ class CgroupTree:
                 os.rmdir(path)
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
-                    raise OSError(exc.errno, f"rmdir: {exc.strerror}", path) from exc
+                    raise oserror("rmdir", path, exc.errno) from exc
 
 
 def _walk(path: str) -> Iterable[str]:
@@ -412,83 +422,31 @@ def _v1_files(controller: str, limits: Limits) -> list[tuple[str, str]]:
     return [("pids.max", str(limits.pids_max))]
 
 
-_IN_UNIT: list[bool] = []  # set by in_own_unit()
-
-
-def in_own_unit() -> None:
-    """Declare that this process now runs in a unit of its own (a transient scope it asked
-    systemd for), although systemd did not start it (no $INVOCATION_ID)."""
-    _IN_UNIT.append(True)
-
-
-def _unit_cgroup() -> str | None:
-    """Our systemd unit's cgroup path (v2 path, else name=systemd path) when running in a unit."""
-    if not os.environ.get("INVOCATION_ID") and not _IN_UNIT:
-        return None
-    own = _own_cgroups()
-    for key in (frozenset(), frozenset({"name=systemd"})):
-        path = own.get(key)
-        if not path:
-            continue
-        if posixpath.basename(path) == SUPERVISOR_LEAF:
-            path = posixpath.dirname(path)   # we moved ourselves into the leaf on an earlier call
-        if path.endswith((".service", ".scope")):
-            return path
-    return None
-
-
-def pod_parent() -> str:
-    """Where pod cgroups go (the ``parent`` for create_pod_cgroup); see docs/cgroups.md.
-
-    - Inside a systemd unit (``$INVOCATION_ID`` set, our cgroup is a .service/.scope): below the
-      unit's own cgroup, which needs ``Delegate=yes``.  On pure v2 the unit's processes first move
-      into the unit's ``supervisor`` leaf (a cgroup whose subtree has controllers enabled may hold no
-      processes), so the unit's path is returned absolute; on v1/hybrid ``"."`` (our own cgroup in
-      each hierarchy, nothing moves).
-    - Otherwise on pure v2: ``/podrun`` at the root (the root is exempt from the no-internal-processes
-      rule; our own cgroup, e.g. a login session scope, is not ours to delegate from).
-    - Otherwise on v1/hybrid: ``podrun`` below our own cgroup in each hierarchy (runc's convention
-      for relative paths): the same as ``/podrun`` where we sit at the root, and it keeps pods inside
-      whatever memory cgroup the caller was started in.
-    """
-    kind = detect()
-    unit = _unit_cgroup()
-    if unit is not None:
-        if kind == "v2":
-            _move_unit_into_leaf(_join(CGROUP_ROOT, unit))
-            return unit
-        return "."
-    return "/" + PODRUN_DIR if kind == "v2" else PODRUN_DIR
-
-
-def _move_unit_into_leaf(unit_dir: str) -> None:
-    leaf = posixpath.join(unit_dir, SUPERVISOR_LEAF)
-    os.makedirs(leaf, exist_ok=True)
-    for pid in sorted(_read_pids(unit_dir)):
+def move_processes(src: str, dest: str) -> None:
+    """Move every process of the cgroup directory *src* into *dest* (created when missing); a
+    process that exits meanwhile is skipped."""
+    os.makedirs(dest, exist_ok=True)
+    for pid in sorted(_read_pids(src)):
         try:
-            _write(posixpath.join(leaf, "cgroup.procs"), str(pid))
+            _write(posixpath.join(dest, "cgroup.procs"), str(pid))
         except ProcessLookupError:
             continue
 
 
-def pod_cgroup_paths(name: str, parent: str | None = None,
-                     using: Sequence[Hierarchy] | None = None) -> tuple[str, ...]:
+def pod_cgroup_paths(name: str, parent: str, using: Sequence[Hierarchy] | None = None) -> tuple[str, ...]:
     """The directories create_pod_cgroup would create, to record in the pod dir *before* creating."""
     _check_name(name)
-    parent = pod_parent() if parent is None else parent
     return tuple(posixpath.join(_parent_dir(h, parent), name) for h in using or hierarchies())
 
 
-def create_pod_cgroup(name: str, parent: str | None = None,
-                      using: Sequence[Hierarchy] | None = None) -> CgroupTree:
-    """Create the pod's cgroup ``name`` below ``parent`` (default: pod_parent()) in every hierarchy.
+def create_pod_cgroup(name: str, parent: str, using: Sequence[Hierarchy] | None = None) -> CgroupTree:
+    """Create the pod's cgroup ``name`` below ``parent`` in every hierarchy (where: podrun.pod.placement).
 
     ``parent``: absolute = the same path in every hierarchy; relative = below the caller's own cgroup
     in each.  ``using`` restricts the hierarchies (default: hierarchies()).  FileExistsError if the
     cgroup exists; on any failure what was created is removed again.
     """
     _check_name(name)
-    parent = pod_parent() if parent is None else parent
     hs = list(using or hierarchies())
     made: list[CgroupDir] = []
     prune: list[str] = []

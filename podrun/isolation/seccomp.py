@@ -1,16 +1,17 @@
 """seccomp-bpf through libseccomp (ctypes): compile a filter to BPF bytes, and load BPF bytes.
 
-Kernel layer (ARCHITECTURE.md §3): no policy here and no imports from the rest of podrun.  The
+Kernel layer (ARCHITECTURE.md §3): no policy here, nothing of podrun outside ``podrun.isolation``.  The
 filter is plain data (``Filter``/``Rule``/``ArgCond``); which syscalls to allow is decided in
 ``podrun.pod.seccomp_policy``.  Failures raise ``OSError(errno, message, name)``.
 
 Compiling and loading are separate steps so that stage0 (or a cache keyed by the filter) can
-compile once and stage2 only has to call ``load_bpf`` right before ``execve``: loading is one
-``prctl`` and needs no libseccomp at all.
+compile once and stage2 only has to call ``syscalls.load_seccomp`` right before ``execve``:
+loading is one ``prctl``, needs no libseccomp and none of this module (which is off the ``run``
+path, so its records are plain dataclasses).
 
 Loading a filter requires that the calling thread either has ``no_new_privs`` set
 (``prctl(PR_SET_NO_NEW_PRIVS, 1)``) or holds ``CAP_SYS_ADMIN`` in its user namespace
-(seccomp(2), "EACCES").  ``load_bpf`` deliberately does not set no_new_privs itself: the caller
+(seccomp(2), "EACCES").  ``load_seccomp`` deliberately does not set no_new_privs itself: the caller
 decides (``--no-new-privileges=false`` is a supported opt-out), so the order "set NNP, drop
 capabilities, load seccomp, execve" stays visible in stage2.
 """
@@ -20,9 +21,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from dataclasses import dataclass
+from functools import cache
 
 from podrun.isolation.consts import LIBSECCOMP
-from podrun.lean import cache, dataclass
+from podrun.isolation.libc import oserror
 
 # Actions as libseccomp encodes them (seccomp.h); they equal the kernel's SECCOMP_RET_* values.
 _ACT_KILL_PROCESS = 0x80000000
@@ -48,12 +51,6 @@ _ATTR_CTL_OPTIMIZE = 8
 # through socketcall/ipc, which do exist there.
 _NR_SCMP_ERROR = -1
 _PNR_BASE = -10000
-
-# prctl(2) / seccomp(2) constants from <linux/prctl.h> and <linux/seccomp.h>.
-_PR_SET_SECCOMP = 22
-_SECCOMP_MODE_FILTER = 2
-_BPF_INSN_SIZE = 8  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k;}
-_BPF_MAXINSNS = 4096  # kernel limit per filter program
 
 # uname machine → libseccomp arch name, for the few spellings that differ.
 _MACHINE_TO_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "x86", "i686": "x86", "armv7l": "arm"}
@@ -138,7 +135,7 @@ def _lib() -> ctypes.CDLL:
 def _check(rc: int, call: str, name: str) -> None:
     """libseccomp returns -errno; turn that into OSError naming the call and its subject."""
     if rc < 0:
-        raise OSError(-rc, f"{call}: {os.strerror(-rc)}", name)
+        raise oserror(call, name, -rc)
 
 
 @cache
@@ -211,7 +208,7 @@ def _arg_array(rule: Rule) -> ctypes.Array[_ArgCmp]:
 
 def compile_bpf(f: Filter) -> bytes:
     """Compile ``f`` into a classic-BPF program (raw ``struct sock_filter`` array) for
-    ``load_bpf``.  The native arch is always covered; every name in ``f.architectures`` is
+    ``syscalls.load_seccomp``.  The native arch is always covered; every name in ``f.architectures`` is
     added.  Syscall names libseccomp does not know on any of the filter's ABIs are skipped, as
     runc does, so one policy works across libseccomp versions.  Rules whose action equals the
     default are skipped too (libseccomp refuses them; they would change nothing)."""
@@ -255,39 +252,3 @@ def compile_bpf(f: Filter) -> bytes:
             os.close(fd)
     finally:
         lib.seccomp_release(ctx)
-
-
-class _SockFprog(ctypes.Structure):
-    """struct sock_fprog."""
-
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-@cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.restype = ctypes.c_int
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-    return libc
-
-
-def load_bpf(bpf: bytes) -> None:
-    """Install ``bpf`` (from ``compile_bpf``) as a seccomp filter on the calling thread.
-
-    Needs no_new_privs set or CAP_SYS_ADMIN (else EACCES); does not set no_new_privs itself.
-    Uses ``prctl(PR_SET_SECCOMP)``, which filters the calling thread only: call it on the
-    single-threaded path right before ``execve`` (the filter is inherited across fork/exec and
-    cannot be removed).  Raises OSError with the kernel's errno on failure.
-    """
-    if not bpf or len(bpf) % _BPF_INSN_SIZE:
-        raise OSError(errno.EINVAL, "seccomp BPF is empty or not a whole number of instructions", str(len(bpf)))
-    count = len(bpf) // _BPF_INSN_SIZE
-    if count > _BPF_MAXINSNS:
-        raise OSError(errno.E2BIG, f"seccomp BPF has {count} instructions, kernel limit is {_BPF_MAXINSNS}", "bpf")
-    buf = ctypes.create_string_buffer(bpf, len(bpf))
-    prog = _SockFprog(count, ctypes.addressof(buf))
-    rc = _libc().prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
-    if rc != 0:
-        err = ctypes.get_errno()
-        hint = " (set no_new_privs or hold CAP_SYS_ADMIN first)" if err == errno.EACCES else ""
-        raise OSError(err, f"prctl(PR_SET_SECCOMP): {os.strerror(err)}{hint}", "seccomp")

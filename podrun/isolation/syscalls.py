@@ -1,16 +1,19 @@
 """ctypes bindings for the namespace, mount and process calls the stages need.
 
-Kernel layer: no policy, no podrun imports.  Every failure raises ``OSError`` carrying errno,
-the call's name and the path it was about (STYLE.md: errors carry errno, call and path).
+Kernel layer: no policy, nothing of podrun but ``podrun.isolation.libc``, through which every call
+goes and every failure raises ``OSError`` carrying errno, the call's name and the path it was about.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 
-_libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc; find_library would run ldconfig
+from podrun.isolation.libc import LIBC as _libc
+from podrun.isolation.libc import check as _check
+from podrun.isolation.libc import oserror
 
 # clone/unshare flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000
@@ -54,34 +57,27 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 
 
-def _check(ret: int, call: str, path: str | None = None) -> int:
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{call}: {os.strerror(err)}", path)
-    return ret
-
-
 def _b(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    _check(_libc.unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    _check(_libc.setns(fd, nstype), "setns")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
     _check(
-        _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
+        _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
         f"mount {fstype or 'bind'} {source or ''}".rstrip(), target,
     )
 
 
 def umount(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
+    _check(_libc.umount2(_b(target), flags), "umount2", target)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
@@ -91,12 +87,11 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def sethostname(name: str) -> None:
     raw = name.encode()
-    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname", name)
+    _check(_libc.sethostname(raw, len(raw)), "sethostname", name)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
-    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0)), f"prctl({option})")
+    _check(_libc.prctl(option, arg2, arg3, 0, 0), f"prctl({option})")
 
 
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:
@@ -110,15 +105,26 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
 def fs_type(fd: int) -> int:
     """The filesystem magic number of the file open as *fd* (fstatfs(2) f_type)."""
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
-    _check(_libc.fstatfs(ctypes.c_int(fd), buf), "fstatfs")
-    return int.from_bytes(buf.raw[:ctypes.sizeof(ctypes.c_long)], "little" if _LITTLE else "big")
+    _check(_libc.fstatfs(fd, ctypes.addressof(buf)), "fstatfs")
+    return _f_type(buf)
+
+
+def path_fs_type(path: str) -> int:
+    """The filesystem magic number of the filesystem holding *path* (statfs(2) f_type)."""
+    buf = ctypes.create_string_buffer(256)
+    _check(_libc.statfs(os.fsencode(path), ctypes.addressof(buf)), "statfs", path)
+    return _f_type(buf)
+
+
+def _f_type(buf: ctypes.Array[ctypes.c_char]) -> int:
+    # f_type is the struct's first member, a long; magic numbers are 32-bit
+    return int.from_bytes(buf.raw[:ctypes.sizeof(ctypes.c_long)], "little" if _LITTLE else "big") & 0xFFFFFFFF
 
 
 def set_name(name: bytes) -> None:
     """The calling thread's name (``comm``, 15 bytes at most; PR_SET_NAME)."""
     buf = ctypes.create_string_buffer(name[:15])
-    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), buf, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-           "prctl(PR_SET_NAME)")
+    _check(_libc.prctl(PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0), "prctl(PR_SET_NAME)")
 
 
 def memset(address: int, value: int, size: int) -> None:
@@ -160,3 +166,39 @@ def close_fds_from(lowest: int, keep: frozenset[int] = frozenset()) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+# prctl(2) / seccomp(2) constants from <linux/prctl.h> and <linux/seccomp.h>.
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_BPF_INSN_SIZE = 8  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k;}
+_BPF_MAXINSNS = 4096  # kernel limit per filter program
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load_seccomp(bpf: bytes) -> None:
+    """Install ``bpf`` (from ``seccomp.compile_bpf``) as a seccomp filter on the calling thread.
+
+    Needs no_new_privs set or CAP_SYS_ADMIN (else EACCES); does not set no_new_privs itself.
+    Uses ``prctl(PR_SET_SECCOMP)``, which filters the calling thread only: call it on the
+    single-threaded path right before ``execve`` (the filter is inherited across fork/exec and
+    cannot be removed).  Raises OSError with the kernel's errno on failure.
+    """
+    if not bpf or len(bpf) % _BPF_INSN_SIZE:
+        raise OSError(errno.EINVAL, "seccomp BPF is empty or not a whole number of instructions", str(len(bpf)))
+    count = len(bpf) // _BPF_INSN_SIZE
+    if count > _BPF_MAXINSNS:
+        raise OSError(errno.E2BIG, f"seccomp BPF has {count} instructions, kernel limit is {_BPF_MAXINSNS}", "bpf")
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(count, ctypes.addressof(buf))
+    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+        exc = oserror("prctl(PR_SET_SECCOMP)", "seccomp")
+        if exc.errno == errno.EACCES:
+            hint = " (set no_new_privs or hold CAP_SYS_ADMIN first)"
+            raise oserror("prctl(PR_SET_SECCOMP)", "seccomp", exc.errno, hint)
+        raise exc

@@ -98,9 +98,10 @@ def _own_cgroups(path: Path) -> tuple[list[str], list[str]]:
 def _expected_cgroups(uuid: str) -> list[str]:
     """The pod's cgroup directories that exist, as stage1 names them (for a damaged record)."""
     from podrun.isolation import cgroups
+    from podrun.pod import placement
 
     try:
-        return [p for p in cgroups.pod_cgroup_paths(f"pod-{uuid}") if os.path.isdir(p)]
+        return [p for p in cgroups.pod_cgroup_paths(f"pod-{uuid}", placement.expected_parent()) if os.path.isdir(p)]
     except (OSError, ValueError):
         return []
 

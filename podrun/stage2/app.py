@@ -19,6 +19,7 @@ import stat
 import sys
 
 from podrun.isolation import syscalls as sc
+from podrun.isolation.kernel import KERNEL, Kernel
 from podrun.stage2 import confine
 from podrun.stage2.mountplan import DEV_SYMLINKS, DEVICES, DevNodes, Mask, Mount, ReadOnly
 
@@ -118,79 +119,78 @@ def enter_workdir(path: str) -> None:
         os.close(fd)
 
 
-def _mount_on(root_fd: int, target: str, source: str | None, fstype: str | None, flags: int, data: str | None,
-              is_file: bool = False) -> None:
+def _mount_on(kernel: Kernel, root_fd: int, target: str, source: str | None, fstype: str | None, flags: int,
+              data: str | None, is_file: bool = False) -> None:
     tfd = ensure_in_root(root_fd, target, is_file)
     try:
-        sc.mount(source, sc.fd_path(tfd), fstype, flags, data)
+        kernel.mount(source, sc.fd_path(tfd), fstype, flags, data)
     finally:
         os.close(tfd)
 
 
-def _remount_ro(root_fd: int, target: str, extra: int = 0) -> None:
+def _remount_ro(kernel: Kernel, root_fd: int, target: str, extra: int = 0) -> None:
     tfd = sc.open_in_root(root_fd, target)  # reopened: names the new mount's root
     try:
-        sc.mount(None, sc.fd_path(tfd), None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | extra)
+        kernel.mount(None, sc.fd_path(tfd), None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | extra)
     finally:
         os.close(tfd)
 
 
-def apply_plan(root: str, plan: list[Op]) -> None:
+def apply_plan(root: str, plan: list[Op], kernel: Kernel = KERNEL) -> None:
     """Apply a mount plan to the app root *root* (a mount point, in this process's mount ns)."""
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for op in plan:
             if isinstance(op, Mount):
                 if op.fstype is None and op.read_only:
-                    _mount_on(root_fd, op.target, op.source, None, op.flags, None, op.is_file)
-                    _remount_ro(root_fd, op.target, sc.MS_NOSUID | sc.MS_NODEV)
+                    _mount_on(kernel, root_fd, op.target, op.source, None, op.flags, None, op.is_file)
+                    _remount_ro(kernel, root_fd, op.target, sc.MS_NOSUID | sc.MS_NODEV)
                 else:
-                    _mount_on(root_fd, op.target, op.source, op.fstype, op.flags, op.data, op.is_file)
+                    _mount_on(kernel, root_fd, op.target, op.source, op.fstype, op.flags, op.data, op.is_file)
             elif isinstance(op, Mask):
-                _mask(root_fd, op.target)
+                _mask(kernel, root_fd, op.target)
             elif isinstance(op, ReadOnly):
-                _read_only(root_fd, op.target)
+                _read_only(kernel, root_fd, op.target)
             elif isinstance(op, DevNodes):
-                _dev_nodes(root_fd)
+                _dev_nodes(kernel, root_fd)
     finally:
         os.close(root_fd)
 
 
-def _mask(root_fd: int, target: str) -> None:
+def _mask(kernel: Kernel, root_fd: int, target: str) -> None:
     try:
         tfd = sc.open_in_root(root_fd, target)
     except (FileNotFoundError, NotADirectoryError):
         return
     try:
         if stat.S_ISDIR(os.fstat(tfd).st_mode):
-            sc.mount("tmpfs", sc.fd_path(tfd), "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
-                     "size=0,mode=0")
+            kernel.mount("tmpfs", sc.fd_path(tfd), "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                         "size=0,mode=0")
         else:
-            sc.mount("/dev/null", sc.fd_path(tfd), None, sc.MS_BIND)
+            kernel.mount("/dev/null", sc.fd_path(tfd), None, sc.MS_BIND)
     finally:
         os.close(tfd)
 
 
-def _read_only(root_fd: int, target: str) -> None:
+def _read_only(kernel: Kernel, root_fd: int, target: str) -> None:
     try:
         tfd = sc.open_in_root(root_fd, target)
     except (FileNotFoundError, NotADirectoryError):
         return
     try:
-        sc.mount(sc.fd_path(tfd), sc.fd_path(tfd), None, sc.MS_BIND | sc.MS_REC)
+        kernel.mount(sc.fd_path(tfd), sc.fd_path(tfd), None, sc.MS_BIND | sc.MS_REC)
     finally:
         os.close(tfd)
-    _remount_ro(root_fd, target, sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    _remount_ro(kernel, root_fd, target, sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 
 
-def _dev_nodes(root_fd: int) -> None:
+def _dev_nodes(kernel: Kernel, root_fd: int) -> None:
     dfd_path = sc.open_in_root(root_fd, "/dev")
     dfd = os.open(sc.fd_path(dfd_path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     os.close(dfd_path)
     try:
         for name, major, minor in DEVICES:
-            os.mknod(name, 0o666 | stat.S_IFCHR, os.makedev(major, minor), dir_fd=dfd)
-            os.chmod(name, 0o666, dir_fd=dfd)  # mknod honours the umask
+            kernel.mknod(name, 0o666 | stat.S_IFCHR, os.makedev(major, minor), dfd)
         for target, name in DEV_SYMLINKS:
             os.symlink(target, name, dir_fd=dfd)
         for sub in ("pts", "shm", "mqueue"):
@@ -199,12 +199,23 @@ def _dev_nodes(root_fd: int) -> None:
         os.close(dfd)
 
 
-def enter_root(root: str) -> None:
+def enter_root(root: str, kernel: Kernel = KERNEL) -> None:
     """pivot_root into *root* and detach the old root entirely."""
-    os.chdir(root)
-    sc.pivot_root(".", ".")
-    sc.umount(".", sc.MNT_DETACH)
-    os.chdir("/")
+    kernel.chdir(root)
+    kernel.pivot_root(".", ".")
+    kernel.umount(".", sc.MNT_DETACH)
+    kernel.chdir("/")
+
+
+def set_up_root(root: str, plan: list[Op], read_only: bool, kernel: Kernel = KERNEL) -> None:
+    """The app's own mount namespace, *plan* applied in its overlay root *root* (made read-only
+    after when *read_only*), then that root entered: the mount steps of ``launch``."""
+    kernel.unshare(sc.CLONE_NEWNS)
+    kernel.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
+    apply_plan(root, plan, kernel)
+    if read_only:
+        kernel.mount(None, root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NODEV)
+    enter_root(root, kernel)
 
 
 MAX_ID = 2**31 - 1  # runc's limit; -1 = 4294967295 would make setresuid keep root (SECURITY-TESTS 28)
@@ -343,12 +354,7 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
             uid, gid, groups, home = lookup_user(app.user, app.group, root_fd)
         finally:
             os.close(root_fd)
-        sc.unshare(sc.CLONE_NEWNS)
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
-        apply_plan(root, plan)
-        if app.read_only_rootfs:
-            sc.mount(None, root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NODEV)
-        enter_root(root)
+        set_up_root(root, plan, app.read_only_rootfs)
         if tty_report is not None:
             from podrun.stage2 import tty  # imported by the parent before the fork
 

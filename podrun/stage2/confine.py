@@ -10,7 +10,7 @@ made before it.
 
 from __future__ import annotations
 
-from podrun.isolation import caps, seccomp
+from podrun.isolation.kernel import KERNEL, Kernel
 from podrun.lean import dataclass
 from podrun.pod import caps_policy, seccomp_cache
 
@@ -33,15 +33,15 @@ def prepare(app: AppSpec, pod_dir: str) -> Confinement:
     return Confinement(caps_policy.cap_numbers(cap_set), caps_policy.default_rlimits(), app.no_new_privileges, bpf)
 
 
-def apply(conf: Confinement, uid: int, gid: int, groups: list[int]) -> None:
+def apply(conf: Confinement, uid: int, gid: int, groups: list[int], kernel: Kernel = KERNEL) -> None:
     """Confine the calling process (single-threaded, about to execve)."""
-    caps.set_rlimits(conf.rlimits)
+    kernel.set_rlimits(conf.rlimits)
     if conf.seccomp_bpf is not None and not conf.no_new_privs:
         # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which the app is about to
         # lose: load it now (as runc does); the filter allows the identity calls that follow.
-        seccomp.load_bpf(conf.seccomp_bpf)
-    caps.apply_app_identity(uid, gid, groups, conf.caps)
+        kernel.load_seccomp(conf.seccomp_bpf)
+    kernel.apply_app_identity(uid, gid, groups, conf.caps)
     if conf.no_new_privs:
-        caps.set_no_new_privs()
+        kernel.set_no_new_privs()
         if conf.seccomp_bpf is not None:
-            seccomp.load_bpf(conf.seccomp_bpf)
+            kernel.load_seccomp(conf.seccomp_bpf)

@@ -1,5 +1,5 @@
 """The mount plan of one app's root filesystem, as data (built without root, applied by
-``podrun.stage2.app``).
+``podrun.stage2.app``).  The operations are plain classes: this module is on the ``run`` path.
 
 Defaults follow runc/podman: /proc with masked and read-only paths, /sys read-only, /dev a
 small noexec tmpfs with only the standard nodes, devpts, shm and mqueue; the pod's hostname, hosts
@@ -19,7 +19,6 @@ from podrun.isolation.syscalls import (
     MS_REC,
     MS_STRICTATIME,
 )
-from podrun.lean import dataclass
 
 MASKED_PATHS = (
     "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -36,36 +35,56 @@ DEV_SYMLINKS = (
 )  # no "core" -> /proc/kcore: masked anyway, and podman dropped it too
 
 
-@dataclass(frozen=True)
 class Mount:
     """Mount *source* (a host path for binds) of *fstype* on *target* inside the root."""
 
-    target: str
-    fstype: str | None  # None = bind mount
-    source: str = "none"
-    flags: int = 0
-    data: str | None = None
-    is_file: bool = False  # the target must be a file (file bind mounts)
-    read_only: bool = False  # binds: remount read-only after binding
+    __slots__ = ("data", "flags", "fstype", "is_file", "read_only", "source", "target")
+
+    def __init__(self, target: str, fstype: str | None, source: str = "none", flags: int = 0,
+                 data: str | None = None, is_file: bool = False, read_only: bool = False) -> None:
+        self.target = target
+        self.fstype = fstype        # None = bind mount
+        self.source = source
+        self.flags = flags
+        self.data = data
+        self.is_file = is_file      # the target must be a file (file bind mounts)
+        self.read_only = read_only  # binds: remount read-only after binding
+
+    def __repr__(self) -> str:
+        return f"Mount({self.target!r}, {self.fstype!r}, {self.source!r}, {self.flags:#x}, {self.data!r})"
 
 
-@dataclass(frozen=True)
 class Mask:
     """Hide *target*: /dev/null over files, an empty read-only tmpfs over directories."""
 
-    target: str
+    __slots__ = ("target",)
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"Mask({self.target!r})"
 
 
-@dataclass(frozen=True)
 class ReadOnly:
     """Bind *target* onto itself read-only (kept nosuid/nodev/noexec)."""
 
-    target: str
+    __slots__ = ("target",)
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"ReadOnly({self.target!r})"
 
 
-@dataclass(frozen=True)
 class DevNodes:
     """Create the standard device nodes and symlinks in the app's /dev tmpfs."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DevNodes()"
 
 
 Op = Mount | Mask | ReadOnly | DevNodes

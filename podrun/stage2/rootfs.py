@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from podrun.isolation import syscalls as sc
+from podrun.isolation.kernel import KERNEL, Kernel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ def _mkdirs(path: str) -> None:
     os.makedirs(path, mode=0o755, exist_ok=True)
 
 
-def mount_app_root(pod_dir: str, app: AppSpec) -> str:
+def mount_app_root(pod_dir: str, app: AppSpec, kernel: Kernel = KERNEL) -> str:
     """Overlay root for *app*: the image's layers under an upper dir in the pod dir."""
     base = os.path.join(pod_dir, "apps", app.name)
     for sub in ("upper", "work", "rootfs"):
@@ -27,9 +28,9 @@ def mount_app_root(pod_dir: str, app: AppSpec) -> str:
     # Overlay wants the top layer first.  Layer paths are made relative to their common
     # directory (we chdir there) so that many layers fit in one page of mount options.
     common = os.path.commonpath(lowers) if len(lowers) > 1 else os.path.dirname(lowers[0])
-    os.chdir(common)
+    kernel.chdir(common)
     lowerdir = ":".join(os.path.relpath(p, common) for p in lowers)
     data = f"lowerdir={lowerdir},upperdir={base}/upper,workdir={base}/work"
-    sc.mount("overlay", f"{base}/rootfs", "overlay", sc.MS_NODEV, data)
-    os.chdir("/")
+    kernel.mount("overlay", f"{base}/rootfs", "overlay", sc.MS_NODEV, data)
+    kernel.chdir("/")
     return f"{base}/rootfs"

@@ -15,6 +15,7 @@ import pytest
 
 from podrun.isolation import caps
 from podrun.isolation.consts import CAP_NAMES
+from podrun.isolation.kernel import KERNEL
 from podrun.pod.caps_policy import DEFAULT_CAPS, cap_numbers, default_rlimits
 
 DEFAULT = cap_numbers(DEFAULT_CAPS)
@@ -83,7 +84,7 @@ def cap_field(fields: dict[str, str], name: str) -> int:
 
 def test_root_before_exec_has_exact_sets_and_nnp() -> None:
     def body(fd: int) -> None:
-        caps.apply_app_identity(0, 0, [0], DEFAULT)
+        KERNEL.apply_app_identity(0, 0, [0], DEFAULT)
         caps.set_no_new_privs()
         with open("/proc/self/status") as f:
             os.write(fd, f.read().encode())
@@ -101,7 +102,7 @@ def test_root_before_exec_has_exact_sets_and_nnp() -> None:
 
 def test_root_after_exec_keeps_exactly_the_set() -> None:
     def body(fd: int) -> None:
-        caps.apply_app_identity(0, 0, [0, 10], DEFAULT)
+        KERNEL.apply_app_identity(0, 0, [0, 10], DEFAULT)
         caps.set_no_new_privs()
         exec_reader(fd, "/proc/self/status")
 
@@ -117,7 +118,7 @@ def test_root_after_exec_keeps_exactly_the_set() -> None:
 def test_non_root_after_exec_has_bounding_only() -> None:
     """rkt's rule: for a non-root user the set limits bounding; effective/permitted end up empty."""
     def body(fd: int) -> None:
-        caps.apply_app_identity(NOBODY, NOBODY, [NOBODY], DEFAULT)
+        KERNEL.apply_app_identity(NOBODY, NOBODY, [NOBODY], DEFAULT)
         caps.set_no_new_privs()
         exec_reader(fd, "/proc/self/status")
 
@@ -138,7 +139,7 @@ def test_non_root_with_ambient_keeps_those_caps_across_exec() -> None:
     bind = CAP_NAMES["CAP_NET_BIND_SERVICE"]
 
     def body(fd: int) -> None:
-        caps.apply_app_identity(NOBODY, NOBODY, [], DEFAULT, ambient=frozenset({bind}))
+        KERNEL.apply_app_identity(NOBODY, NOBODY, [], DEFAULT, ambient=frozenset({bind}))
         caps.set_no_new_privs()
         exec_reader(fd, "/proc/self/status")
 
@@ -152,29 +153,16 @@ def test_non_root_with_ambient_keeps_those_caps_across_exec() -> None:
 
 def test_ambient_outside_the_set_is_refused() -> None:
     def body(fd: int) -> None:
-        caps.apply_app_identity(NOBODY, NOBODY, [], frozenset({0}), ambient=frozenset({1}))
+        KERNEL.apply_app_identity(NOBODY, NOBODY, [], frozenset({0}), ambient=frozenset({1}))
 
     code, out = run_in_child(body)
     assert code == 1
     assert f"errno={errno.EINVAL}" in out and "subset" in out
 
 
-def test_get_caps_and_read_bounding_match_proc() -> None:
-    keep = frozenset({CAP_NAMES["CAP_KILL"], CAP_NAMES["CAP_SETPCAP"]})
-
-    def body(fd: int) -> None:
-        caps.apply_app_identity(0, 0, [], keep)
-        eff, prm, inh = caps.get_caps()
-        os.write(fd, f"{sorted(eff)} {sorted(prm)} {sorted(inh)} {sorted(caps.read_bounding())}".encode())
-
-    code, out = run_in_child(body)
-    assert code == 0, out
-    assert out == f"{sorted(keep)} {sorted(keep)} [] {sorted(keep)}"
-
-
 def test_errors_carry_errno_and_call() -> None:
     def body(fd: int) -> None:
-        caps.apply_app_identity(NOBODY, NOBODY, [], DEFAULT - {CAP_NAMES["CAP_SETPCAP"]})
+        KERNEL.apply_app_identity(NOBODY, NOBODY, [], DEFAULT - {CAP_NAMES["CAP_SETPCAP"]})
         caps.drop_bounding(frozenset())   # dropping from bounding needs CAP_SETPCAP
 
     code, out = run_in_child(body)

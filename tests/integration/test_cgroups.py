@@ -22,6 +22,7 @@ import pytest
 
 from podrun.isolation import cgroups
 from podrun.isolation.cgroups import CgroupTree, Limits
+from podrun.pod import placement
 
 LIMITS = Limits(memory_max=128 << 20, cpu_millis=500, pids_max=64)
 
@@ -38,7 +39,7 @@ def _name() -> str:
 @pytest.fixture
 def pod() -> Iterator[CgroupTree]:
     _need_root()
-    tree = cgroups.create_pod_cgroup(_name())
+    tree = cgroups.create_pod_cgroup(_name(), placement.place_pods())
     try:
         yield tree
     finally:
@@ -114,11 +115,11 @@ def test_hierarchies_know_our_own_cgroup() -> None:
 
 def test_pod_parent_outside_a_unit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INVOCATION_ID", raising=False)
-    assert cgroups.pod_parent() == ("/podrun" if cgroups.detect() == "v2" else "podrun")
+    assert placement.place_pods() == ("/podrun" if cgroups.detect() == "v2" else "podrun")
 
 
 def test_limits_membership_kill_and_remove(pod: CgroupTree) -> None:
-    assert cgroups.pod_cgroup_paths(posixpath.basename(pod.paths[0])) == pod.paths
+    assert cgroups.pod_cgroup_paths(posixpath.basename(pod.paths[0]), placement.place_pods()) == pod.paths
     pod.set_limits(Limits(memory_max=256 << 20))
     app = pod.child("app")
     app.set_limits(LIMITS)
@@ -256,7 +257,7 @@ def test_v2_code_path_on_the_hybrid_unified_mount() -> None:
 
 def test_inside_a_systemd_unit_pods_stay_in_the_unit() -> None:
     """A forked child pretends to be a unit's main process: $INVOCATION_ID set and its v2 cgroup
-    named ``*.service``.  pod_parent() must keep pods below that cgroup (and on pure v2 move the
+    named ``*.service``.  place_pods() must keep pods below that cgroup (and on pure v2 move the
     unit's processes into its ``supervisor`` leaf first)."""
     _need_root()
     kind = cgroups.detect()
@@ -274,7 +275,7 @@ def test_inside_a_systemd_unit_pods_stay_in_the_unit() -> None:
             os.close(rfd)
             cgroups._write(unit_dir + "/cgroup.procs", str(os.getpid()))
             os.environ["INVOCATION_ID"] = uuid.uuid4().hex
-            parent = cgroups.pod_parent()
+            parent = placement.place_pods()
             tree = cgroups.create_pod_cgroup(pod_name, parent)
             if kind == "v2":
                 tree.set_limits(LIMITS)

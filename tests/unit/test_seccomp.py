@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from podrun.isolation.seccomp import ArgCond, Filter, Rule, compile_bpf, load_bpf, native_arch, resolve_syscall
+from podrun.isolation.seccomp import ArgCond, Filter, Rule, compile_bpf, native_arch, resolve_syscall
 from podrun.isolation.syscalls import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER
+from podrun.isolation.syscalls import load_seccomp as load_bpf
 from podrun.pod.seccomp_policy import (
     default_architectures,
     filter_for,

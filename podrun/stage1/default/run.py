@@ -28,6 +28,7 @@ from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps
 from podrun.model.manifest import MANIFEST, PodManifest
+from podrun.pod import placement
 from podrun.stage1.default.podfiles import default_hostname, write_pod_files
 from podrun.stage1.default.sdglue import Systemd
 from podrun.stage1.default.supervise import EXIT_STAGE1_FAILED, Supervisor
@@ -98,7 +99,6 @@ def main(argv: list[str]) -> NoReturn:
             from podrun.systemd import scope
 
             scope.register(manifest.uuid, os.getpid())  # before any cgroup of the pod exists
-            cgroups.in_own_unit()
         networked = bool(manifest.networks)
         net_helper = None
         netns_fd = -1
@@ -221,9 +221,10 @@ def _make_cgroups(
     cgroup whose children have controllers).  The paths are recorded in the pod dir *before*
     anything is created, so gc can remove them after any crash."""
     name = f"pod-{manifest.uuid}"
-    paths = cgroups.pod_cgroup_paths(name)
+    parent = placement.place_pods(own_scope=manifest.register)
+    paths = cgroups.pod_cgroup_paths(name, parent)
     fsutil.atomic_write(os.path.join(pod_dir, "cgroups"), json_dumps(list(paths)).encode(), 0o644)
-    pod_cgroup = cgroups.create_pod_cgroup(name)
+    pod_cgroup = cgroups.create_pod_cgroup(name, parent)
     try:
         init_cgroup = pod_cgroup.child("init")
         app_cgroups = {}
