@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(), "lean": set(),
     "isolation": {"errors", "lean"},
     "model": {"errors", "lean"},
-    "fsutil": {"errors", "lean"}, "log": {"errors", "lean"}, "faults": {"errors", "lean"},
+    "fsutil": {"errors", "lean", "isolation"}, "log": {"errors", "lean"}, "faults": {"errors", "lean"},
     "systemd": BOTTOM,
     "image": BOTTOM | {"model"},
     "net": BOTTOM | {"model", "systemd"},
