@@ -1,8 +1,9 @@
 """Reboot detection (SECURITY-TESTS case 20).
 
 ``/run/podrun/boot_id`` (tmpfs, gone at reboot) records the boot the pods on disk belong to.
-The first lifecycle command of a new boot reconciles: locks died with the old boot, so no pod
-reads running anyway; exited pods are marked for gc and their leftovers collected then.
+The first lifecycle command of a new boot (``list``, ``status``, ``gc``, and ``run``/``prepare``
+before they create a pod) reconciles: locks died with the old boot, so no pod reads running
+anyway; exited pods are marked for gc and their leftovers collected then.
 Tests inject a boot with ``PODRUN_BOOT_ID`` and move the runtime dir with ``PODRUN_RUNTIME_DIR``.
 """
 
@@ -23,6 +24,17 @@ def current_boot_id() -> str:
         return injected
     with open("/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()
+
+
+def boot_recorded() -> bool:
+    """Whether the runtime dir already records this boot: two small reads, no import.  ``run``
+    and ``prepare`` reconcile first when it does not, so the first pods of a boot (or of a new
+    runtime dir) are never taken later for pods of the boot before."""
+    try:
+        with open(os.path.join(os.environ.get("PODRUN_RUNTIME_DIR", "/run/podrun"), "boot_id")) as f:
+            return f.read().strip() == current_boot_id()
+    except OSError:
+        return False
 
 
 def runtime_dir() -> Path:

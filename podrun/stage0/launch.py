@@ -45,6 +45,10 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
 
         # Opened (and a refused FILE reported) before any pod exists; fsutil.user_output says how.
         uuid_file = fsutil.user_output(kw["uuid_file_save"]).open()
+    from podrun.pod import boot
+
+    if not boot.boot_recorded():
+        boot.reconcile(PodDirs(g.data_dir))
     try:
         # From resolving the images until the manifest naming their layers is on disk, `image gc`
         # must not run: it would not see this pod and delete what it is about to use.
