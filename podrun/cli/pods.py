@@ -266,9 +266,10 @@ def _check_app(uuid: str, app: str, names: list[str]) -> None:
 def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[str, ...]) -> None:
     """Run CMD (default /bin/sh) in a running app with the app's namespaces, root, cgroup,
     user, capabilities and seccomp filter:  podrun enter [--app NAME] UUID [CMD...]"""
+    from podrun import abi
     from podrun.pod.layout import PodDirs, lock_held_fd
     from podrun.pod.state import load_manifest, read_cgroups, read_pid
-    from podrun.stage0.prepare import entrypoint, stage1_env
+    from podrun.stage0.prepare import entrypoint
 
     rest = list(args)
     if not uuid_file:
@@ -292,10 +293,9 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
             raise UsageError(f"pod {full} has several apps ({', '.join(names)}): choose one with --app")
         app = names[0]
     _check_app(full, app, names)
-    entry = entrypoint(manifest.stage1, "enter")
-    argv = [sys.executable, "-I", "-S", str(entry), "--pod-dir", str(path), "--app", app, "--", *rest]
+    argv = abi.enter_argv(entrypoint(manifest.stage1, abi.ENTER), abi.EnterArgs(str(path), app, rest))
     sys.stdout.flush()
-    os.execve(sys.executable, argv, stage1_env())
+    os.execve(sys.executable, argv, abi.stage1_env(g.data_dir))
 
 
 class AppLog:

@@ -442,8 +442,8 @@ def _manifest_apps(doc: Any) -> tuple[list[dict[str, Any]], str | None]:
 def load_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
     """The pod's manifest and its bytes, for the verbs that act on it (enter, logs,
     cat-manifest); PodFileDamage when it is missing or not a manifest podrun wrote."""
+    from podrun.abi import STAGE1_FLAVORS
     from podrun.model.manifest import PodManifest
-    from podrun.stage0.prepare import STAGE1_FLAVORS
 
     data = read_pod_file(pod_fd, MANIFEST, MANIFEST_LIMIT)
     if data is None:

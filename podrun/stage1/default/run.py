@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from podrun import faults, fsutil
+from podrun import abi, faults, fsutil
 from podrun.errors import PodrunError
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
@@ -79,11 +79,15 @@ def _mkdirs(path: str) -> None:
 
 
 def main(argv: list[str]) -> NoReturn:
-    """``stages/default/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD."""
-    pod_dir = argv[argv.index("--pod-dir") + 1]
-    lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
-    if lock_fd >= 0:
-        os.set_inheritable(lock_fd, False)
+    """``stages/default/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD
+    (the contract: podrun.abi)."""
+    try:
+        args = abi.parse_run_argv(argv)
+        lock_fd = abi.take_lock_fd()
+    except abi.AbiError as exc:
+        sys.stderr.write(f"podrun: {exc}\n")
+        sys.exit(EXIT_STAGE1_FAILED)
+    pod_dir = args.pod_dir
     networked = False
     host_pidns = -1
     pod_cgroup = None
@@ -132,7 +136,7 @@ def main(argv: list[str]) -> NoReturn:
         doing = "writing the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf"
         files = write_pod_files(pod_dir, manifest)
     except Exception as exc:
-        if "--debug" in argv:
+        if args.debug:
             import traceback
 
             traceback.print_exc()
@@ -183,7 +187,7 @@ def _start_network(pod_dir: str, manifest: PodManifest, lock_fd: int) -> tuple[i
     from podrun.net import helper, setup
     from podrun.pod.boot import current_boot_id
 
-    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
+    data_dir = abi.data_dir()  # named by stage0, never derived from the pod dir's place
     host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     netns_fd = setup.create_netns(pod_dir, data_dir, manifest.uuid)
     handle = helper.take() or helper.spawn(close_fds=(lock_fd,) if lock_fd >= 0 else ())

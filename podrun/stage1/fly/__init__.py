@@ -13,6 +13,7 @@ import errno
 import os
 import sys
 
+from podrun import abi
 from podrun.isolation import syscalls as sc
 from podrun.lean import signal
 from podrun.model.manifest import MANIFEST, PodManifest
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str]) -> NoReturn:
-    pod_dir = argv[argv.index("--pod-dir") + 1]
-    lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
+    """``stages/fly/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD
+    (the contract: podrun.abi)."""
     try:
+        pod_dir = abi.parse_run_argv(argv).pod_dir
+        lock_fd = abi.take_lock_fd()
         with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
             manifest = PodManifest.from_json(f.read())
         app = manifest.apps[0]
