@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from podrun.errors import StoreError
 from podrun.model.manifest import MANIFEST
-from podrun.pod.layout import MANIFEST_LIMIT, PHASES, PodDirs, lock_held_fd
+from podrun.pod.layout import MANIFEST_LIMIT, PHASES, PodDirs, decode_manifest, lock_held_fd
 from podrun.stage0.appflags import APP_NAME_RE
 
 if TYPE_CHECKING:
@@ -443,16 +443,14 @@ def load_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
     """The pod's manifest and its bytes, for the verbs that act on it (enter, logs,
     cat-manifest); PodFileDamage when it is missing or not a manifest podrun wrote."""
     from podrun.abi import STAGE1_FLAVORS
-    from podrun.model.manifest import PodManifest
 
     data = read_pod_file(pod_fd, MANIFEST, MANIFEST_LIMIT)
     if data is None:
         raise PodFileDamage(f"{MANIFEST}: missing")
     try:
-        manifest = PodManifest.from_json(data)
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise PodFileDamage(f"{MANIFEST}: not a pod manifest ({why})") from None
+        manifest = decode_manifest(data)
+    except ValueError as exc:
+        raise PodFileDamage(f"{MANIFEST}: not a pod manifest ({exc})") from None
     if not manifest.apps or not all(isinstance(a.name, str) and APP_NAME_RE.match(a.name) for a in manifest.apps):
         raise PodFileDamage(f"{MANIFEST}: no apps, or an app without a valid name")
     if manifest.stage1 not in STAGE1_FLAVORS:  # a name such as "../../tmp/x" must not pick what runs

@@ -86,8 +86,7 @@ def run_prepared(g: Globals, uuid: str) -> None:
     """``podrun run-prepared UUID`` (or unique prefix)."""
     from podrun.abi import RUN
     from podrun.errors import ConflictError
-    from podrun.model.manifest import MANIFEST, PodManifest
-    from podrun.pod.layout import PodDirs, lock_pod
+    from podrun.pod.layout import PodDirs, lock_pod, read_manifest
     from podrun.stage0.prepare import entrypoint, exec_stage1
 
     dirs = PodDirs(g.data_dir)
@@ -96,8 +95,8 @@ def run_prepared(g: Globals, uuid: str) -> None:
         raise ConflictError(f"pod {full} is {phase}, not prepared")
     lock_fd = lock_pod(dirs.path("prepared", full), blocking=False)
     try:
-        manifest = PodManifest.from_json((dirs.path("prepared", full) / MANIFEST).read_bytes())
-    except (OSError, ValueError, KeyError) as exc:
+        manifest, _ = read_manifest(lock_fd)  # the lock is taken on the pod directory's own fd
+    except (OSError, ValueError) as exc:
         raise PodrunError(f"pod {full}: unreadable manifest ({exc})") from None
     entry = entrypoint(manifest.stage1, RUN)  # a refused flavor leaves the pod prepared
     pod_dir = dirs.move(full, "prepared", "run")

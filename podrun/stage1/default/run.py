@@ -27,7 +27,8 @@ from podrun.errors import PodrunError
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps
-from podrun.model.manifest import MANIFEST, PodManifest
+from podrun.model.manifest import PodManifest
+from podrun.pod.layout import read_manifest_at
 from podrun.stage1.default.podfiles import default_hostname, write_pod_files
 from podrun.stage1.default.sdglue import Systemd
 from podrun.stage1.default.supervise import EXIT_STAGE1_FAILED, Supervisor
@@ -94,8 +95,7 @@ def main(argv: list[str]) -> NoReturn:
     sd: Systemd | None = None
     doing = "reading the pod manifest"  # named in the error message (a full disk says where)
     try:
-        with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
-            manifest = PodManifest.from_json(f.read())
+        manifest = read_manifest_at(pod_dir)
         sd = Systemd(manifest)
         if manifest.register:
             doing = "registering the pod's systemd scope"

@@ -16,7 +16,7 @@ import sys
 from podrun import abi
 from podrun.isolation import syscalls as sc
 from podrun.lean import signal
-from podrun.model.manifest import MANIFEST, PodManifest
+from podrun.pod.layout import read_manifest_at
 from podrun.stage2.app import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -39,8 +39,7 @@ def main(argv: list[str]) -> NoReturn:
     try:
         pod_dir = abi.parse_run_argv(argv).pod_dir
         lock_fd = abi.take_lock_fd()
-        with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
-            manifest = PodManifest.from_json(f.read())
+        manifest = read_manifest_at(pod_dir)
         app = manifest.apps[0]
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
