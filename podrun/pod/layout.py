@@ -15,7 +15,8 @@ import stat
 
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
-from podrun.model.manifest import MANIFEST, PodManifest  # MANIFEST: the manifest module names its file
+from podrun.model.manifest import MANIFEST as MANIFEST  # noqa: PLC0414 (re-exported: pod.json, named by its model)
+from podrun.model.manifest import PodManifest
 
 TYPE_CHECKING = False  # stage1 imports the names below: no pathlib, contextlib or typing at import
 if TYPE_CHECKING:

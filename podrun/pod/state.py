@@ -31,8 +31,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podrun.errors import StoreError
-from podrun.model.manifest import MANIFEST
-from podrun.pod.layout import MANIFEST_LIMIT, PHASES, PodDirs, decode_manifest, lock_held_fd
+from podrun.pod.layout import (
+    CGROUPS,
+    FINISHED,
+    MANIFEST,
+    MANIFEST_LIMIT,
+    NET_STATE,
+    PHASES,
+    PID,
+    READY,
+    PodDirs,
+    app_status_path,
+    decode_manifest,
+    lock_held_fd,
+)
 from podrun.stage0.appflags import APP_NAME_RE
 
 if TYPE_CHECKING:
@@ -297,7 +309,7 @@ def read_exit_record(pod_fd: int, rel: str) -> dict[str, Any] | None:
 
 def read_pid(pod_fd: int) -> int | None:
     """The host PID in ``pid`` (None when absent, or empty: stage1 is writing it)."""
-    data = read_pod_file(pod_fd, "pid", RECORD_LIMIT)
+    data = read_pod_file(pod_fd, PID, RECORD_LIMIT)
     text = (data or b"").strip()
     if not text:
         return None
@@ -308,7 +320,7 @@ def read_pid(pod_fd: int) -> int | None:
 
 def read_cgroups(pod_fd: int) -> list[str] | None:
     """The cgroup directories ``cgroups`` lists (None when absent)."""
-    doc = read_pod_json(pod_fd, "cgroups")
+    doc = read_pod_json(pod_fd, CGROUPS)
     if doc is not None and not (isinstance(doc, list) and all(isinstance(p, str) for p in doc)):
         raise PodFileDamage("cgroups: not a list of cgroup paths")
     return doc
@@ -415,7 +427,7 @@ def _port_forwards(ports: Any) -> tuple[PortForward, ...]:
 def read_net_record(pod_fd: int) -> NetRecord | None:
     """The pod's network record (``net/state.json``): None when absent or once the networks
     were released (``detached``); it is checked all the same, so damage is always named."""
-    doc = read_pod_json(pod_fd, "net/state.json", NET_STATE_LIMIT)
+    doc = read_pod_json(pod_fd, NET_STATE, NET_STATE_LIMIT)
     if doc is None:
         return None
     entries = doc.get("networks", []) if isinstance(doc, dict) else None
@@ -505,17 +517,17 @@ def _status(fd: int, path: Path, phase: str, uuid: str) -> PodStatus:
         files.errors.append(problem)
     apps = []
     for app in raw_apps:
-        st = files.get(read_exit_record, f"status/{app['name']}") or {}
+        st = files.get(read_exit_record, app_status_path(app["name"])) or {}
         apps.append(AppStatus(app["name"], app.get("image_id"), app.get("image_name"), st.get("exit_code"),
                               st.get("signal"), st.get("finished")))
     pid = files.get(read_pid)
-    finished = files.get(read_exit_record, "finished") or {}
+    finished = files.get(read_exit_record, FINISHED) or {}
     cgroups = files.get(read_cgroups) or []
-    ready = bool(files.get(pod_file_present, "ready"))
+    ready = bool(files.get(pod_file_present, READY))
     networks, ports = _networks(manifest, files, state == "running")
     return PodStatus(
         uuid=uuid, state=state, phase=phase, path=str(path), created=files.mtime(MANIFEST),
-        started=files.mtime("pid"), finished=finished.get("finished"), pid=pid if held else None,
+        started=files.mtime(PID), finished=finished.get("finished"), pid=pid if held else None,
         exit_code=finished.get("exit_code"), ready=ready, apps=tuple(apps),
         networks=networks, ports=ports, cgroups=tuple(cgroups), errors=tuple(files.errors),
     )

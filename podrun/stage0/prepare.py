@@ -17,6 +17,7 @@ from podrun.abi import STAGE1_FLAVORS
 from podrun.errors import NotFoundError, UsageError, VerificationError
 from podrun.lean import dataclass, field
 from podrun.model.manifest import LOG_MAX_SIZE, AppSpec, MountSpec, PodManifest, Resources, Volume
+from podrun.pod import layout
 from podrun.pod.layout import PodDirs
 from podrun.stage0 import appflags as af
 
@@ -415,17 +416,17 @@ def create_pod(dirs: PodDirs, manifest: PodManifest, phase: str) -> tuple[Path, 
     """Write the pod dir in embryo/ and move it to *phase* (``prepared`` or ``run``), lock held."""
     files = {}
     if manifest.stage1 == "default":
-        from podrun.pod.seccomp_cache import SECCOMP_BPF, seccomp_program
+        from podrun.pod.seccomp_cache import seccomp_program
 
         cache = os.path.join(dirs.data_dir, "cache", "seccomp")
-        files = {f"apps/{app.name}/{SECCOMP_BPF}": seccomp_program(app, cache) for app in manifest.apps}
+        files = {layout.app_seccomp_path(app.name): seccomp_program(app, cache) for app in manifest.apps}
     for net in manifest.networks:
         if net.name != "default":
             from podrun.lean import json_dumps
             from podrun.net import config
 
             # CNI DEL must see the configuration ADD saw, even if net.d changes meanwhile
-            files[f"net/cni-{net.name}.json"] = json_dumps(config.load_cni(net.name)).encode()
+            files[layout.cni_config_path(net.name)] = json_dumps(config.load_cni(net.name)).encode()
     _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json(), files)
     faults.checkpoint("prepare:embryo-created")
     return dirs.move(manifest.uuid, "embryo", phase), fd

@@ -28,7 +28,7 @@ from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps
 from podrun.model.manifest import PodManifest
-from podrun.pod.layout import read_manifest_at
+from podrun.pod import layout
 from podrun.stage1.default.podfiles import default_hostname, write_pod_files
 from podrun.stage1.default.sdglue import Systemd
 from podrun.stage1.default.supervise import EXIT_STAGE1_FAILED, Supervisor
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> NoReturn:
     sd: Systemd | None = None
     doing = "reading the pod manifest"  # named in the error message (a full disk says where)
     try:
-        manifest = read_manifest_at(pod_dir)
+        manifest = layout.read_manifest_at(pod_dir)
         sd = Systemd(manifest)
         if manifest.register:
             doing = "registering the pod's systemd scope"
@@ -122,7 +122,7 @@ def main(argv: list[str]) -> NoReturn:
         doing = "mounting the apps' root filesystems"
         for vol in manifest.volumes:
             if vol.kind == "empty":
-                _mkdirs(os.path.join(pod_dir, "volumes", vol.name))
+                _mkdirs(os.path.join(pod_dir, layout.volume_path(vol.name)))
         roots = {app.name: mount_app_root(pod_dir, app) for app in manifest.apps}
         faults.checkpoint("stage1:after-mounts")
         doing = "creating the pod's cgroups"
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> NoReturn:
         sys.exit(exc.exit_code if isinstance(exc, PodrunError) else EXIT_STAGE1_FAILED)
     code = Supervisor(pod_dir, manifest, roots, files, init_cgroup, app_cgroups, sd, netns_fd).run()
     sd.close()
-    finished = os.path.join(pod_dir, "finished")
+    finished = os.path.join(pod_dir, layout.FINISHED)
     try:
         fsutil.atomic_write(finished, json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644,
                             durable=False)
@@ -226,7 +226,7 @@ def _make_cgroups(
     anything is created, so gc can remove them after any crash."""
     name = f"pod-{manifest.uuid}"
     paths = cgroups.pod_cgroup_paths(name)
-    fsutil.atomic_write(os.path.join(pod_dir, "cgroups"), json_dumps(list(paths)).encode(), 0o644)
+    fsutil.atomic_write(os.path.join(pod_dir, layout.CGROUPS), json_dumps(list(paths)).encode(), 0o644)
     pod_cgroup = cgroups.create_pod_cgroup(name)
     try:
         init_cgroup = pod_cgroup.child("init")
