@@ -116,3 +116,19 @@ def test_a_flavor_manifest_that_is_not_an_object(tmp_path: Path, monkeypatch: py
     (tmp_path / "default" / abi.FLAVOR_MANIFEST).write_text("{")
     with pytest.raises(NotFoundError, match="is not installed"):
         entrypoint("default", abi.RUN)
+
+
+@pytest.mark.parametrize(("flavor", "name", "argv"), [
+    ("default", "run", ["--pod-dir"]), ("default", "run", ["--pod-dir", "/nonexistent", "--verbose"]),
+    ("fly", "run", []), ("default", "enter", ["--pod-dir", "/nonexistent", "--app", "web"]),
+])
+def test_an_entrypoint_refuses_argv_outside_the_contract(flavor: str, name: str, argv: list[str]) -> None:
+    """One line and exit status 254, before stage1 touches anything (no traceback, as the
+    hand-written ``argv.index`` parsers gave)."""
+    import subprocess
+
+    env = {"PATH": os.environ.get("PATH", ""), abi.ENV_PYTHONPATH: str(Path(abi.__file__).parents[1])}
+    res = subprocess.run([sys.executable, "-I", "-S", str(entrypoint(flavor, name)), *argv], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 254, res
+    assert res.stderr.count("\n") == 1 and "arguments" in res.stderr and "(ABI 1)" in res.stderr, res.stderr
