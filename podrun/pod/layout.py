@@ -32,14 +32,13 @@ CGROUPS = "cgroups"  # JSON list of the pod's cgroup dirs, written before they a
 READY = "ready"  # every app has started
 FINISHED = "finished"  # {"exit_code", "finished"}: the supervisor's exit
 STATUS_DIR = "status"  # status/APP: {"exit_code", "signal", "finished"} of each app
-APPS_DIR = "apps"  # apps/APP/: log, log.1, seccomp.bpf, upper, work, rootfs
+APPS_DIR = "apps"  # apps/APP/: log, log.1, seccomp.bpf, and upper, work, rootfs (podrun.stage2.rootfs)
 VOLUMES_DIR = "volumes"  # volumes/NAME: the empty volumes
 ETC_DIR = "etc"  # etc/hostname, etc/hosts, etc/resolv.conf, bound into every app
 NET_DIR = "net"  # the network record and CNI configs: kept until the network is released
 NET_STATE = NET_DIR + "/state.json"
 LOG, LOG_OLDER = "log", "log.1"  # in apps/APP/
 SECCOMP_BPF = "seccomp.bpf"  # in apps/APP/: compiled by stage0
-APP_ROOT_DIRS = ("upper", "work", "rootfs")  # in apps/APP/: the overlay's upper, work and mount point
 
 
 def app_status_path(app: str) -> str:
