@@ -15,6 +15,7 @@ import click
 
 from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, human_time, print_json, print_table, warn_damage
 from podrun.errors import PodrunError, StoreError, UsageError
+from podrun.pod import layout
 from podrun.pod.state import PodFileDamage, PodStatus
 from podrun.stage0 import Globals
 
@@ -148,7 +149,7 @@ def _wait_ready(dirs: PodDirs, phase: str, uuid: str, deadline: float | None, te
         if not os.path.lexists(dirs.path(phase, uuid)):
             phase, _ = dirs.find(uuid)
         with _pod_files(dirs.path(phase, uuid)) as fd:
-            if pod_file_present(fd, "ready") or phase in ("exited-garbage", "garbage") or (
+            if pod_file_present(fd, layout.READY) or phase in ("exited-garbage", "garbage") or (
                     phase != "prepared" and not lock_held_fd(fd)):  # exited or aborted: never ready
                 return phase
         if deadline is not None and time.monotonic() > deadline:
@@ -266,9 +267,10 @@ def _check_app(uuid: str, app: str, names: list[str]) -> None:
 def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[str, ...]) -> None:
     """Run CMD (default /bin/sh) in a running app with the app's namespaces, root, cgroup,
     user, capabilities and seccomp filter:  podrun enter [--app NAME] UUID [CMD...]"""
+    from podrun import abi
     from podrun.pod.layout import PodDirs, lock_held_fd
     from podrun.pod.state import load_manifest, read_cgroups, read_pid
-    from podrun.stage0.prepare import entrypoint, stage1_env
+    from podrun.stage0.prepare import entrypoint
 
     rest = list(args)
     if not uuid_file:
@@ -292,10 +294,9 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
             raise UsageError(f"pod {full} has several apps ({', '.join(names)}): choose one with --app")
         app = names[0]
     _check_app(full, app, names)
-    entry = entrypoint(manifest.stage1, "enter")
-    argv = [sys.executable, "-I", "-S", str(entry), "--pod-dir", str(path), "--app", app, "--", *rest]
+    argv = abi.enter_argv(entrypoint(manifest.stage1, abi.ENTER), abi.EnterArgs(str(path), app, rest))
     sys.stdout.flush()
-    os.execve(sys.executable, argv, stage1_env())
+    os.execve(sys.executable, argv, abi.stage1_env(g.data_dir))
 
 
 class AppLog:
@@ -307,7 +308,7 @@ class AppLog:
     ``log.1``) is read to its end first; a whole file rotated away between two calls is lost
     with it."""
 
-    LOG, OLDER = "log", "log.1"
+    LOG, OLDER = layout.LOG, layout.LOG_OLDER
     CHUNK = 1 << 20
 
     def __init__(self, base_fd: int, prefix: str) -> None:
@@ -408,7 +409,7 @@ def logs_cmd(g: Globals, app: str | None, follow: bool, uuid_file: str | None, u
         if app is not None:
             _check_app(full, app, names)
         wanted = [app] if app else names
-        logs = {name: AppLog(fd, f"apps/{name}/") for name in wanted}
+        logs = {name: AppLog(fd, layout.app_dir(name) + "/") for name in wanted}
         prefixes = {name: _LinePrefix(name) for name in wanted} if len(wanted) > 1 else {}
         try:
             while True:

@@ -13,8 +13,9 @@ from podrun.cli.output import FORMAT_OPTION, print_fields, print_json
 
 def version_info() -> dict[str, object]:
     """``podrun version --format json`` (podrun/schemas/version.json)."""
+    from podrun.abi import FLAVOR_MANIFEST, STAGE1_FLAVORS
     from podrun.image.manifest import Platform
-    from podrun.stage0.prepare import STAGE1_FLAVORS, stages_dir
+    from podrun.stage0.prepare import stages_dir
 
     host = Platform.host()
     stages = stages_dir()
@@ -24,7 +25,7 @@ def version_info() -> dict[str, object]:
         "os_arch": f"{host.os}/{host.architecture}",
         "os": host.os,
         "stages_dir": str(stages),
-        "stage1_flavors": [f for f in STAGE1_FLAVORS if (stages / f / "manifest.json").is_file()],
+        "stage1_flavors": [f for f in STAGE1_FLAVORS if (stages / f / FLAVOR_MANIFEST).is_file()],
     }
 
 

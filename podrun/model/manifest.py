@@ -112,7 +112,7 @@ class PodManifest:
 def _app(a: dict[str, Any]) -> AppSpec:
     return AppSpec(
         name=a["name"], image_id=a["image_id"], image_name=a["image_name"],
-        lower_dirs=tuple(a["lower_dirs"]), exec_argv=tuple(a["exec_argv"]), env=tuple(a["env"]),
+        lower_dirs=_paths(a["lower_dirs"]), exec_argv=tuple(a["exec_argv"]), env=tuple(a["env"]),
         user=a.get("user", "0"), group=a.get("group"),
         supplementary_gids=tuple(a.get("supplementary_gids", ())),
         working_dir=a.get("working_dir", "/"),
@@ -123,3 +123,10 @@ def _app(a: dict[str, Any]) -> AppSpec:
         no_new_privileges=bool(a.get("no_new_privileges", True)),
         stop_signal=int(a.get("stop_signal", 15)),
     )
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    """A list of absolute paths, never coerced (``tuple("/x")`` would be two "paths")."""
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.startswith("/") for p in value):
+        raise TypeError("lower_dirs is not a list of absolute paths")
+    return tuple(value)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 
+from podrun.abi import ENV_NET_HELPER
 from podrun.errors import PodrunError
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps, load_site_packages
 
-ENV = "PODRUN_NET_HELPER"
+ENV = ENV_NET_HELPER  # the stage contract names it (podrun.abi)
 Handle = tuple[int, int, int]  # (pid, request fd, result fd)
 
 

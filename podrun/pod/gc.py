@@ -17,10 +17,7 @@ from pathlib import Path
 
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, StoreError
-from podrun.model.manifest import MANIFEST
-from podrun.pod.layout import PHASES, PodDirs, lock_pod
-
-NET_RECORD = "net"  # the pod's network record (state.json, CNI configs): read by the teardown
+from podrun.pod.layout import MANIFEST, NET_DIR, NET_STATE, PHASES, PodDirs, lock_pod
 
 GARBAGE_MARK = "exited-garbage-since"
 
@@ -63,7 +60,7 @@ def _undo_host_effects(path: Path) -> list[str]:
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot remove cgroup: {exc}") from None
         done += [f"removed cgroup {p}" for p in paths]
-    _delete(path, keep=(NET_RECORD, MANIFEST))
+    _delete(path, keep=(NET_DIR, MANIFEST))  # the network record: read by the teardown
     return done + _detach_network(path)
 
 
@@ -111,8 +108,8 @@ def _detach_network(path: Path) -> list[str]:
     A record reached through a symbolic link is never followed (it would name and rewrite
     things outside the pod): left alone with a warning, as allocation takes a dead pod's
     addresses and ports back anyway (podrun.net.owners)."""
-    net = path / NET_RECORD
-    record = net / "state.json"
+    net = path / NET_DIR
+    record = path / NET_STATE
     if net.is_symlink() or record.is_symlink():
         return [f"warning: pod {path.name}: its network record is a symbolic link: not followed"]
     if not record.is_file():
@@ -195,7 +192,7 @@ def gc(dirs: PodDirs, grace_period: float, expire_prepared: float, mark_only: bo
                 if phase == "embryo":
                     _remove_aborted_embryo(entry, out)
                 continue
-            expired = phase == "prepared" and now - _mtime(entry / "pod.json", now) > expire_prepared
+            expired = phase == "prepared" and now - _mtime(entry / MANIFEST, now) > expire_prepared
             if phase in ("embryo", "prepare") or expired:
                 _collect_unlocked(dirs, phase, entry.name, out)
             elif phase == "run":

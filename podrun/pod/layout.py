@@ -8,24 +8,70 @@ directory across renames, and the stage1 supervisor holds it for the pod's whole
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import stat
-from pathlib import Path
 
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
-from podrun.model.manifest import MANIFEST, MANIFEST_VERSION
+from podrun.model.manifest import MANIFEST as MANIFEST  # noqa: PLC0414 (re-exported: pod.json, named by its model)
+from podrun.model.manifest import PodManifest
+
+TYPE_CHECKING = False  # stage1 imports the names below: no pathlib, contextlib or typing at import
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PHASES = ("embryo", "prepare", "prepared", "run", "exited-garbage", "garbage")
+
+# -- every name inside a pod directory (man/podrun-state.5, man/podrun-stage1.7) ------------------
+# rkt's common.go: Stage1ManifestPath, AppStatusPath...  Paths are relative to the pod directory.
+# MANIFEST (pod.json, imported above): the pod manifest; stage0 writes it, every reader uses read_manifest
+PID = "pid"  # the host PID of the pod's pid 1 (stage1)
+CGROUPS = "cgroups"  # JSON list of the pod's cgroup dirs, written before they are created
+READY = "ready"  # every app has started
+FINISHED = "finished"  # {"exit_code", "finished"}: the supervisor's exit
+STATUS_DIR = "status"  # status/APP: {"exit_code", "signal", "finished"} of each app
+APPS_DIR = "apps"  # apps/APP/: log, log.1, seccomp.bpf, and upper, work, rootfs (podrun.stage2.rootfs)
+VOLUMES_DIR = "volumes"  # volumes/NAME: the empty volumes
+ETC_DIR = "etc"  # etc/hostname, etc/hosts, etc/resolv.conf, bound into every app
+NET_DIR = "net"  # the network record and CNI configs: kept until the network is released
+NET_STATE = NET_DIR + "/state.json"
+LOG, LOG_OLDER = "log", "log.1"  # in apps/APP/
+SECCOMP_BPF = "seccomp.bpf"  # in apps/APP/: compiled by stage0
+
+
+def app_status_path(app: str) -> str:
+    return f"{STATUS_DIR}/{app}"
+
+
+def app_dir(app: str) -> str:
+    return f"{APPS_DIR}/{app}"
+
+
+def app_log_path(app: str) -> str:
+    return f"{APPS_DIR}/{app}/{LOG}"
+
+
+def app_seccomp_path(app: str) -> str:
+    return f"{APPS_DIR}/{app}/{SECCOMP_BPF}"
+
+
+def volume_path(name: str) -> str:
+    return f"{VOLUMES_DIR}/{name}"
+
+
+def cni_config_path(network: str) -> str:
+    """The CNI configuration a pod's network *network* was added with (DEL must see the same)."""
+    return f"{NET_DIR}/cni-{network}.json"
 
 
 class PodDirs:
     """Paths and phase moves for pods under a data dir."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        from pathlib import Path
+
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / "pods"
 
@@ -59,8 +105,10 @@ class PodDirs:
             path = self.path("embryo", uuid)
             os.rename(tmp, path)
         except BaseException:
-            with contextlib.suppress(OSError):
+            try:
                 fsutil.remove_tree(tmp)  # ours: we hold its lock
+            except OSError:
+                pass
             os.close(fd)
             raise
         return path, fd
@@ -174,7 +222,8 @@ def _read_references(phase_fd: int, phase: str, name: str, refs: PodReferences) 
         refs.unreadable.append(f"{what}: {exc.strerror}")
         return
     try:
-        refs.lower_dirs.update(_manifest_lower_dirs(pod_fd))
+        manifest, _ = read_manifest(pod_fd)
+        refs.lower_dirs.update(d for app in manifest.apps for d in app.lower_dirs)
     except FileNotFoundError:
         if phase == "embryo" and not lock_held_fd(pod_fd):
             return  # creation aborted before the manifest was written: it names nothing, never runs
@@ -182,32 +231,54 @@ def _read_references(phase_fd: int, phase: str, name: str, refs: PodReferences) 
     except OSError as exc:
         reason = {errno.ELOOP: "is a symlink", errno.EINVAL: "is not a regular file"}.get(exc.errno or 0)
         refs.unreadable.append(f"{what}: {MANIFEST} {reason or f'cannot be read ({exc.strerror})'}")
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         refs.unreadable.append(f"{what}: {MANIFEST} is damaged ({exc})")
     finally:
         os.close(pod_fd)
 
 
-def _manifest_lower_dirs(pod_fd: int) -> list[str]:
-    """The layer directories a pod's manifest names; raises OSError or ValueError if it cannot
-    be read or is not a pod manifest podrun wrote (regular file, bounded, never blocking)."""
-    import json  # not podrun.lean's: image gc is off the hot path, and this input may be damaged
+# -- the one reader of pod.json -----------------------------------------------------------------
 
-    fd = fsutil.open_regular(MANIFEST, dir_fd=pod_fd)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MANIFEST_LIMIT + 1)
+def decode_manifest(data: bytes) -> PodManifest:
+    """The pod manifest in *data*, typed, or ValueError naming why it is not one podrun wrote.
+
+    Every reader goes through here (stage1, run-prepared, enter, logs, stop, image gc), so a
+    field renamed in podrun.model.manifest is renamed for all of them at once; what image gc
+    trusts (each app's layer paths) is checked, never coerced: a string is not a list of paths
+    (podrun.model.manifest).
+    """
     if len(data) > MANIFEST_LIMIT:
         raise ValueError(f"larger than {MANIFEST_LIMIT} bytes")
-    doc = json.loads(data.decode())
-    if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
-        raise ValueError(f"not a version {MANIFEST_VERSION} pod manifest")
-    apps = doc.get("apps")
-    if not isinstance(apps, list) or not apps:
+    try:
+        manifest = PodManifest.from_json(data)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ValueError(" ".join(f"{type(exc).__name__}: {exc}".split())[:200]) from None
+    if not manifest.apps:
         raise ValueError("no list of apps")
-    out: list[str] = []
-    for app in apps:
-        lower = app.get("lower_dirs") if isinstance(app, dict) else None
-        if not isinstance(lower, list) or not all(isinstance(d, str) and d.startswith("/") for d in lower):
-            raise ValueError("an app without a list of layer paths")
-        out += lower
-    return out
+    return manifest
+
+
+def read_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
+    """The manifest of the pod directory *pod_fd* and its bytes: a regular file (never through a
+    link, never blocking on a FIFO), bounded; OSError when it cannot be read, ValueError when it
+    is not a pod manifest (decode_manifest)."""
+    fd = fsutil.open_regular(MANIFEST, dir_fd=pod_fd)
+    try:
+        data = b""
+        while len(data) <= MANIFEST_LIMIT:
+            chunk = os.read(fd, MANIFEST_LIMIT + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return decode_manifest(data), data
+
+
+def read_manifest_at(pod_dir: str) -> PodManifest:
+    """stage1: the manifest of the pod directory *pod_dir* (read_manifest)."""
+    pod_fd = os.open(pod_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return read_manifest(pod_fd)[0]
+    finally:
+        os.close(pod_fd)

@@ -15,8 +15,7 @@ from podrun import __version__, fsutil
 from podrun.isolation.consts import LIBSECCOMP
 from podrun.lean import sha256
 from podrun.model.manifest import AppSpec
-
-SECCOMP_BPF = "seccomp.bpf"  # per app, in DIR/pods/<phase>/<uuid>/apps/<name>/
+from podrun.pod.layout import app_seccomp_path
 
 
 def _filter_key(app: AppSpec, cap_set: frozenset[str]) -> str:
@@ -68,7 +67,7 @@ def read_program(path: str) -> bytes | None:
 def pod_program(app: AppSpec, pod_dir: str) -> bytes:
     """The program stage0 wrote for *app* into the pod dir; rebuilt (through the cache) if it is
     missing or was cut short, e.g. a pod prepared before a power cut."""
-    stored = read_program(os.path.join(pod_dir, "apps", app.name, SECCOMP_BPF))
+    stored = read_program(os.path.join(pod_dir, app_seccomp_path(app.name)))
     if stored is not None:
         return stored
     data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))

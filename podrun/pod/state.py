@@ -31,14 +31,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podrun.errors import StoreError
-from podrun.model.manifest import MANIFEST
-from podrun.pod.layout import MANIFEST_LIMIT, PHASES, PodDirs, lock_held_fd
+from podrun.pod.layout import (
+    CGROUPS,
+    FINISHED,
+    MANIFEST,
+    MANIFEST_LIMIT,
+    NET_STATE,
+    PHASES,
+    PID,
+    READY,
+    PodDirs,
+    app_status_path,
+    decode_manifest,
+    lock_held_fd,
+)
 from podrun.stage0.appflags import APP_NAME_RE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from podrun.model.manifest import PodManifest
+    from podrun.model.manifest import AppSpec, PodManifest
 
 _LOCKED_STATE = {"embryo": "embryo", "prepare": "preparing", "run": "running", "garbage": "deleting"}
 _UNLOCKED_STATE = {"embryo": "aborted", "prepare": "aborted", "run": "exited"}
@@ -297,7 +309,7 @@ def read_exit_record(pod_fd: int, rel: str) -> dict[str, Any] | None:
 
 def read_pid(pod_fd: int) -> int | None:
     """The host PID in ``pid`` (None when absent, or empty: stage1 is writing it)."""
-    data = read_pod_file(pod_fd, "pid", RECORD_LIMIT)
+    data = read_pod_file(pod_fd, PID, RECORD_LIMIT)
     text = (data or b"").strip()
     if not text:
         return None
@@ -308,7 +320,7 @@ def read_pid(pod_fd: int) -> int | None:
 
 def read_cgroups(pod_fd: int) -> list[str] | None:
     """The cgroup directories ``cgroups`` lists (None when absent)."""
-    doc = read_pod_json(pod_fd, "cgroups")
+    doc = read_pod_json(pod_fd, CGROUPS)
     if doc is not None and not (isinstance(doc, list) and all(isinstance(p, str) for p in doc)):
         raise PodFileDamage("cgroups: not a list of cgroup paths")
     return doc
@@ -415,7 +427,7 @@ def _port_forwards(ports: Any) -> tuple[PortForward, ...]:
 def read_net_record(pod_fd: int) -> NetRecord | None:
     """The pod's network record (``net/state.json``): None when absent or once the networks
     were released (``detached``); it is checked all the same, so damage is always named."""
-    doc = read_pod_json(pod_fd, "net/state.json", NET_STATE_LIMIT)
+    doc = read_pod_json(pod_fd, NET_STATE, NET_STATE_LIMIT)
     if doc is None:
         return None
     entries = doc.get("networks", []) if isinstance(doc, dict) else None
@@ -426,33 +438,39 @@ def read_net_record(pod_fd: int) -> NetRecord | None:
     return None if doc.get("detached") else NetRecord(networks, ports)
 
 
-def _manifest_apps(doc: Any) -> tuple[list[dict[str, Any]], str | None]:
-    """The app entries of a manifest document that name a valid app, and what was wrong."""
-    if not isinstance(doc, dict):
-        return [], f"{MANIFEST}: not a JSON object"
-    apps = doc.get("apps")
-    if not isinstance(apps, list):
-        return [], f"{MANIFEST}: apps is not a list"
-    good = [a for a in apps if isinstance(a, dict) and isinstance(a.get("name"), str)
-            and APP_NAME_RE.match(a["name"]) and all(isinstance(a.get(k), (str, type(None)))
-                                                     for k in ("image_id", "image_name"))]
-    return good, None if len(good) == len(apps) else f"{MANIFEST}: malformed app entry"
+def _manifest_apps(manifest: PodManifest) -> tuple[list[AppSpec], str | None]:
+    """The apps of a manifest that name a valid app, and what was wrong."""
+    good = [a for a in manifest.apps if isinstance(a.name, str) and APP_NAME_RE.match(a.name)
+            and all(isinstance(v, (str, type(None))) for v in (a.image_id, a.image_name))]
+    return good, None if len(good) == len(manifest.apps) else f"{MANIFEST}: malformed app entry"
+
+
+def _status_manifest(files: _Reader) -> PodManifest | None:
+    """The pod's manifest through the one typed reader (podrun.pod.layout), damage named."""
+    data = files.get(read_pod_file, MANIFEST, MANIFEST_LIMIT)
+    if data is None:
+        if not files.errors:
+            files.errors.append(f"{MANIFEST}: missing")
+        return None
+    try:
+        return decode_manifest(data)
+    except ValueError as exc:
+        files.errors.append(f"{MANIFEST}: not a pod manifest ({exc})")
+        return None
 
 
 def load_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
     """The pod's manifest and its bytes, for the verbs that act on it (enter, logs,
     cat-manifest); PodFileDamage when it is missing or not a manifest podrun wrote."""
-    from podrun.model.manifest import PodManifest
-    from podrun.stage0.prepare import STAGE1_FLAVORS
+    from podrun.abi import STAGE1_FLAVORS
 
     data = read_pod_file(pod_fd, MANIFEST, MANIFEST_LIMIT)
     if data is None:
         raise PodFileDamage(f"{MANIFEST}: missing")
     try:
-        manifest = PodManifest.from_json(data)
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise PodFileDamage(f"{MANIFEST}: not a pod manifest ({why})") from None
+        manifest = decode_manifest(data)
+    except ValueError as exc:
+        raise PodFileDamage(f"{MANIFEST}: not a pod manifest ({exc})") from None
     if not manifest.apps or not all(isinstance(a.name, str) and APP_NAME_RE.match(a.name) for a in manifest.apps):
         raise PodFileDamage(f"{MANIFEST}: no apps, or an app without a valid name")
     if manifest.stage1 not in STAGE1_FLAVORS:  # a name such as "../../tmp/x" must not pick what runs
@@ -499,53 +517,50 @@ def _status(fd: int, path: Path, phase: str, uuid: str) -> PodStatus:
     held = lock_held_fd(fd)
     state = (_LOCKED_STATE if held else _UNLOCKED_STATE).get(phase, phase)
     files = _Reader(fd)
-    manifest = files.get(read_pod_json, MANIFEST, MANIFEST_LIMIT)
-    if manifest is None and not files.errors:
-        files.errors.append(f"{MANIFEST}: missing")
-    raw_apps, problem = _manifest_apps(manifest) if manifest is not None else ([], None)
+    manifest = _status_manifest(files)
+    good_apps, problem = _manifest_apps(manifest) if manifest is not None else ([], None)
     if problem:
         files.errors.append(problem)
     apps = []
-    for app in raw_apps:
-        st = files.get(read_exit_record, f"status/{app['name']}") or {}
-        apps.append(AppStatus(app["name"], app.get("image_id"), app.get("image_name"), st.get("exit_code"),
+    for app in good_apps:
+        st = files.get(read_exit_record, app_status_path(app.name)) or {}
+        apps.append(AppStatus(app.name, app.image_id, app.image_name, st.get("exit_code"),
                               st.get("signal"), st.get("finished")))
     pid = files.get(read_pid)
-    finished = files.get(read_exit_record, "finished") or {}
+    finished = files.get(read_exit_record, FINISHED) or {}
     cgroups = files.get(read_cgroups) or []
-    ready = bool(files.get(pod_file_present, "ready"))
+    ready = bool(files.get(pod_file_present, READY))
     networks, ports = _networks(manifest, files, state == "running")
     return PodStatus(
         uuid=uuid, state=state, phase=phase, path=str(path), created=files.mtime(MANIFEST),
-        started=files.mtime("pid"), finished=finished.get("finished"), pid=pid if held else None,
+        started=files.mtime(PID), finished=finished.get("finished"), pid=pid if held else None,
         exit_code=finished.get("exit_code"), ready=ready, apps=tuple(apps),
         networks=networks, ports=ports, cgroups=tuple(cgroups), errors=tuple(files.errors),
     )
 
 
-def _networks(manifest: Any, files: _Reader, running: bool) -> tuple[tuple[NetworkStatus, ...],
-                                                                     tuple[PortForward, ...]]:
+def _networks(manifest: PodManifest | None, files: _Reader, running: bool) -> tuple[tuple[NetworkStatus, ...],
+                                                                                  tuple[PortForward, ...]]:
     """The pod's networks in the order of ``--net`` (``none`` and ``host`` as one network of
     that name) and its port forwards, the details from the pod's network record.  Those are
     shown only while the pod runs: the address of a pod killed before it released it may be
     another pod's already (podrun.net.owners), but the record is read, and damage named, always."""
-    if not isinstance(manifest, dict):
+    if manifest is None:
         return (), ()
-    nets = manifest.get("networks")
+    nets = manifest.networks
     if not nets:
-        net = manifest.get("net", "")
+        net = manifest.net
         if not (isinstance(net, str) and _NET_NAME.fullmatch(net)):
             files.errors.append(f"{MANIFEST}: net is not a network name")
             return (), ()
         return (NetworkStatus(net),), ()
-    if not isinstance(nets, list) or not all(isinstance(n, dict) and isinstance(n.get("name"), str)
-                                             and _NET_NAME.fullmatch(n["name"]) for n in nets):
+    if not all(isinstance(n.name, str) and _NET_NAME.fullmatch(n.name) for n in nets):
         files.errors.append(f"{MANIFEST}: networks is not a list of networks")
         return (), ()
     record = files.get(read_net_record)
     if record is None or not running:
         record = NetRecord({}, ())
-    return tuple(record.networks.get(n["name"], NetworkStatus(n["name"])) for n in nets), record.ports
+    return tuple(record.networks.get(n.name, NetworkStatus(n.name)) for n in nets), record.ports
 
 
 def list_pods(dirs: PodDirs) -> list[PodStatus]:

@@ -9,9 +9,8 @@ import time
 
 from podrun import faults
 from podrun.errors import ConflictError
-from podrun.model.manifest import MANIFEST
-from podrun.pod.layout import MANIFEST_LIMIT, lock_held_fd
-from podrun.pod.state import PodFileDamage, read_pid, read_pod_json
+from podrun.pod.layout import lock_held_fd, read_manifest
+from podrun.pod.state import PodFileDamage, read_pid
 
 POLL = 0.02
 # After SIGKILL of the lock holder found in /proc/locks, how long its lock may take to go: a
@@ -46,10 +45,10 @@ def _in_pod(pid: int, uuid: str) -> bool:
 
 def _is_fly(fd: int) -> bool:
     try:
-        doc = read_pod_json(fd, MANIFEST, MANIFEST_LIMIT)
-    except PodFileDamage:
-        return False
-    return isinstance(doc, dict) and doc.get("stage1") == "fly"
+        manifest, _ = read_manifest(fd)
+    except (OSError, ValueError):
+        return False  # damaged: wait for the pid file as for any pod, then signal the lock holder
+    return manifest.stage1 == "fly"
 
 
 def _target(fd: int, uuid: str, timeout: float) -> tuple[int | None, bool]:

@@ -71,38 +71,44 @@ def run_pod(g: Globals, kw: dict[str, Any]) -> None:
     """``podrun run``: prepare, then become the pod (exec stage1); returns only on failure."""
     import os
 
-    from podrun.stage0.prepare import exec_stage1
+    from podrun.abi import RUN, STAGE1_FLAVORS
+    from podrun.stage0.prepare import entrypoint, exec_stage1
 
+    # Found (and its ABI checked) before any pod exists; an unknown name is build_manifest's to refuse.
+    entry = entrypoint(kw["stage1"], RUN) if kw["stage1"] in STAGE1_FLAVORS else None
     if kw["stage1"] == "default" and kw["net"].strip() not in ("none", "host"):
+        from podrun.abi import ENV_NET_HELPER
         from podrun.net import helper
 
-        os.environ[helper.ENV] = helper.start()  # loads pyroute2 while we prepare the pod
+        os.environ[ENV_NET_HELPER] = helper.start()  # loads pyroute2 while we prepare the pod
 
     manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
-    exec_stage1(pod_dir, manifest.stage1, lock_fd, g.debug)
+    exec_stage1(entry or entrypoint(manifest.stage1, RUN), pod_dir, lock_fd, g.debug, g.data_dir)
 
 
 def run_prepared(g: Globals, uuid: str) -> None:
     """``podrun run-prepared UUID`` (or unique prefix)."""
+    from podrun.abi import RUN
     from podrun.errors import ConflictError
-    from podrun.model.manifest import MANIFEST, PodManifest
-    from podrun.pod.layout import PodDirs, lock_pod
-    from podrun.stage0.prepare import exec_stage1
+    from podrun.pod.layout import PodDirs, lock_pod, read_manifest
+    from podrun.stage0.prepare import entrypoint, exec_stage1
 
     dirs = PodDirs(g.data_dir)
     phase, full = dirs.find(uuid)
     if phase != "prepared":
         raise ConflictError(f"pod {full} is {phase}, not prepared")
     lock_fd = lock_pod(dirs.path("prepared", full), blocking=False)
-    pod_dir = dirs.move(full, "prepared", "run")
     try:
-        manifest = PodManifest.from_json((pod_dir / MANIFEST).read_bytes())
-    except (OSError, ValueError, KeyError) as exc:
+        manifest, _ = read_manifest(lock_fd)  # the lock is taken on the pod directory's own fd
+    except (OSError, ValueError) as exc:
         raise PodrunError(f"pod {full}: unreadable manifest ({exc})") from None
+    entry = entrypoint(manifest.stage1, RUN)  # a refused flavor leaves the pod prepared
+    pod_dir = dirs.move(full, "prepared", "run")
     if manifest.stage1 == "default" and manifest.networks:
         import os
 
+        from podrun.abi import ENV_NET_HELPER
         from podrun.net import helper
 
-        os.environ[helper.ENV] = helper.start()  # pyroute2 loads while stage1 starts
-    exec_stage1(pod_dir, manifest.stage1, lock_fd, g.debug)
+        os.environ[ENV_NET_HELPER] = helper.start()  # pyroute2 loads while stage1 starts
+    exec_stage1(entry, pod_dir, lock_fd, g.debug, g.data_dir)

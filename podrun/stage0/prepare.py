@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 from podrun import faults
+from podrun.abi import STAGE1_FLAVORS
 from podrun.errors import NotFoundError, UsageError, VerificationError
 from podrun.lean import dataclass, field
 from podrun.model.manifest import LOG_MAX_SIZE, AppSpec, MountSpec, PodManifest, Resources, Volume
+from podrun.pod import layout
 from podrun.pod.layout import PodDirs
 from podrun.stage0 import appflags as af
 
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-STAGE1_FLAVORS = ("default", "fly")
 
 
 @dataclass(frozen=True)
@@ -387,46 +388,24 @@ def stages_dir() -> Path:
 
 
 def entrypoint(flavor: str, name: str) -> Path:
-    """The flavor's executable for entrypoint *name* (``run``, ``enter``…)."""
-    import json
+    """The flavor's executable for entrypoint *name* (``run``, ``enter``…), refused when the
+    flavor is not of this podrun's ABI (podrun.abi)."""
+    from podrun import abi
 
-    # A flavor and its entrypoints are plain names inside the stages dir: a pod.json (or a
-    # flavor manifest) naming "../x" must never make podrun exec something else as root.
-    if not _plain_name(flavor):
-        raise UsageError(f"invalid stage1 flavor {flavor!r}")
-    flavor_dir = stages_dir() / flavor
-    try:
-        entries = json.loads((flavor_dir / "manifest.json").read_text())["entrypoints"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise NotFoundError(f"stage1 flavor {flavor!r} is not installed in {flavor_dir} ({exc})") from None
-    if not isinstance(entries, dict) or name not in entries:
-        raise UsageError(f"stage1 flavor {flavor!r} has no {name!r} entrypoint")
-    file = entries[name]
-    if not isinstance(file, str) or not _plain_name(file):
-        raise UsageError(f"stage1 flavor {flavor!r}: entrypoint {name!r} is not a file name in {flavor_dir}")
-    return flavor_dir / file
+    return abi.entrypoint(stages_dir(), flavor, name)
 
 
-def _plain_name(text: str) -> bool:
-    return bool(text) and text not in (".", "..") and "/" not in text and "\0" not in text and text.isprintable()
+def exec_stage1(entry: Path, pod_dir: Path, lock_fd: int, debug: bool, data_dir: str) -> NoReturn:
+    """Replace this process with the flavor's ``run`` entrypoint *entry* (found, and its ABI
+    checked, before the pod was written), handing over the pod lock (the contract: podrun.abi,
+    man/podrun-stage1.7)."""
+    from podrun import abi
 
-
-def stage1_env() -> dict[str, str]:
-    import podrun
-
-    site = os.pathsep.join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
-    return dict(os.environ, PODRUN_PYTHONPATH=str(Path(podrun.__file__).parents[1]), PODRUN_SITE_PATH=site)
-
-
-def exec_stage1(pod_dir: Path, flavor: str, lock_fd: int, debug: bool) -> NoReturn:
-    """Replace this process with the flavor's ``run`` entrypoint, handing over the pod lock."""
-    entry = entrypoint(flavor, "run")
+    argv = abi.run_argv(entry, abi.RunArgs(str(pod_dir), debug))
     os.set_inheritable(lock_fd, True)
-    env = dict(stage1_env(), PODRUN_LOCK_FD=str(lock_fd))
-    argv = [sys.executable, "-I", "-S", str(entry), "--pod-dir", str(pod_dir)]
+    env = abi.stage1_env(data_dir, lock_fd)
     if debug:
-        argv.append("--debug")
-        sys.stderr.write("podrun: exec " + " ".join(argv) + f"  (PODRUN_LOCK_FD={lock_fd})\n")
+        sys.stderr.write("podrun: exec " + " ".join(argv) + f"  ({abi.ENV_LOCK_FD}={lock_fd})\n")
     sys.stdout.flush()
     sys.stderr.flush()
     faults.checkpoint("run:before-exec")
@@ -437,17 +416,17 @@ def create_pod(dirs: PodDirs, manifest: PodManifest, phase: str) -> tuple[Path, 
     """Write the pod dir in embryo/ and move it to *phase* (``prepared`` or ``run``), lock held."""
     files = {}
     if manifest.stage1 == "default":
-        from podrun.pod.seccomp_cache import SECCOMP_BPF, seccomp_program
+        from podrun.pod.seccomp_cache import seccomp_program
 
         cache = os.path.join(dirs.data_dir, "cache", "seccomp")
-        files = {f"apps/{app.name}/{SECCOMP_BPF}": seccomp_program(app, cache) for app in manifest.apps}
+        files = {layout.app_seccomp_path(app.name): seccomp_program(app, cache) for app in manifest.apps}
     for net in manifest.networks:
         if net.name != "default":
             from podrun.lean import json_dumps
             from podrun.net import config
 
             # CNI DEL must see the configuration ADD saw, even if net.d changes meanwhile
-            files[f"net/cni-{net.name}.json"] = json_dumps(config.load_cni(net.name)).encode()
+            files[layout.cni_config_path(net.name)] = json_dumps(config.load_cni(net.name)).encode()
     _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json(), files)
     faults.checkpoint("prepare:embryo-created")
     return dirs.move(manifest.uuid, "embryo", phase), fd

@@ -17,9 +17,9 @@ def stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PODRUN_STAGES_DIR", str(tmp_path / "stages"))
     (tmp_path / "stages" / "good").mkdir(parents=True)
     (tmp_path / "stages" / "good" / "manifest.json").write_text(json.dumps(
-        {"entrypoints": {"run": "run", "enter": "../../../bin/sh", "gc": "/bin/sh", "stop": 7}}))
+        {"abi": 1, "entrypoints": {"run": "run", "enter": "../../../bin/sh", "gc": "/bin/sh", "stop": 7}}))
     (tmp_path / "evil").mkdir()
-    (tmp_path / "evil" / "manifest.json").write_text(json.dumps({"entrypoints": {"run": "run"}}))
+    (tmp_path / "evil" / "manifest.json").write_text(json.dumps({"abi": 1, "entrypoints": {"run": "run"}}))
     return tmp_path / "stages"
 
 
@@ -44,6 +44,6 @@ def test_missing_flavor_and_entrypoint(stages: Path) -> None:
         entrypoint("absent", "run")
     with pytest.raises(UsageError, match="has no 'app-add' entrypoint"):
         entrypoint("good", "app-add")
-    (stages / "good" / "manifest.json").write_text('{"entrypoints": ["run"]}')
+    (stages / "good" / "manifest.json").write_text('{"abi": 1, "entrypoints": ["run"]}')
     with pytest.raises(UsageError, match="has no 'run' entrypoint"):
         entrypoint("good", "run")

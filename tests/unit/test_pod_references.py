@@ -9,16 +9,27 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from podrun.model.manifest import AppSpec, PodManifest
 from podrun.pod.layout import PHASES, PodDirs, pod_references
 
 LAYER = "/data/store/layers/sha256/" + "ab" * 32 + "/rootfs"
 
 
 def manifest(*lower: str) -> bytes:
-    return json.dumps({"version": 1, "uuid": "x", "apps": [{"name": "a", "lower_dirs": list(lower)}]}).encode()
+    """A manifest as stage0 writes it (the model's own to_json), naming the layers *lower*."""
+    app = AppSpec(name="a", image_id="sha256:" + "cd" * 32, image_name="demo", lower_dirs=tuple(lower),
+                  exec_argv=("/bin/true",), env=())
+    return PodManifest(uuid="0123abcd-0000-4000-8000-000000000001", apps=(app,)).to_json()
+
+
+def _edited(p: Path, edit: Callable[[dict[str, Any]], object]) -> None:
+    doc = json.loads(manifest(LAYER))
+    edit(doc)
+    p.write_text(json.dumps(doc))
 
 
 def _truncated(p: Path) -> None:
@@ -46,9 +57,13 @@ DAMAGE: dict[str, Callable[[Path], object]] = {
     "truncated": _truncated,
     "not-json": lambda p: p.write_bytes(b"\x00\xffgarbage"),
     "not-an-object": lambda p: p.write_bytes(b"[1, 2]"),
-    "apps-not-a-list": lambda p: p.write_bytes(b'{"version": 1, "apps": "' + LAYER.encode() + b'"}'),
-    "lower-dirs-not-a-list": lambda p: p.write_bytes(b'{"version": 1, "apps": [{"lower_dirs": "/x"}]}'),
-    "no-apps": lambda p: p.write_bytes(b'{"version": 1, "apps": []}'),
+    "apps-not-a-list": lambda p: _edited(p, lambda d: d.update(apps=LAYER)),
+    "lower-dirs-not-a-list": lambda p: _edited(p, lambda d: d["apps"][0].update(lower_dirs="/x")),
+    "lower-dirs-a-string-of-slashes": lambda p: _edited(p, lambda d: d["apps"][0].update(lower_dirs="//")),
+    "lower-dirs-relative": lambda p: _edited(p, lambda d: d["apps"][0].update(lower_dirs=["layers/x"])),
+    # a field renamed by a later podrun (or a hand edit): doubt, never "this pod uses no layer"
+    "lower-dirs-renamed": lambda p: _edited(p, lambda d: d["apps"][0].update(layers=d["apps"][0].pop("lower_dirs"))),
+    "no-apps": lambda p: _edited(p, lambda d: d.update(apps=[])),
     "other-version": lambda p: p.write_bytes(manifest(LAYER).replace(b'"version": 1', b'"version": 9')),
     "deeply-nested": lambda p: p.write_bytes(b"[" * 100_000),
     "missing": lambda p: p.unlink(),
@@ -133,3 +148,14 @@ def test_a_phase_directory_that_is_not_one_is_doubt(dirs: PodDirs) -> None:
 def test_no_pods_dir_means_no_references(tmp_path: Path) -> None:
     refs = pod_references(PodDirs(tmp_path / "fresh"))
     assert refs.lower_dirs == set() and refs.unreadable == []
+
+
+def test_the_layers_stage0_writes_are_the_layers_gc_keeps(dirs: PodDirs) -> None:
+    """Writer and reader are one model: every layer of every app, in every phase, comes back."""
+    apps = tuple(AppSpec(name=f"a{i}", image_id="sha256:" + "cd" * 32, image_name="demo",
+                         lower_dirs=(f"/s/layers/{i}/rootfs", LAYER), exec_argv=("/bin/true",), env=())
+                 for i in range(3))
+    make_pod(dirs, "run", "u1", PodManifest(uuid="u1", apps=apps).to_json())
+    refs = pod_references(dirs)
+    assert refs.unreadable == [] and refs.lower_dirs == {LAYER, "/s/layers/0/rootfs", "/s/layers/1/rootfs",
+                                                         "/s/layers/2/rootfs"}

@@ -59,8 +59,9 @@ def make_pod(dirs: PodDirs, record: Any, net: str = "default,cnitest", phase: st
     pod = dirs.path(phase, UUID)
     (pod / "net").mkdir(parents=True)
     networks = [{"name": n, "args": []} for n in net.split(",")] if net not in ("none", "host") else []
+    app = {"name": "web", "image_id": None, "image_name": "demo", "lower_dirs": [], "exec_argv": ["/bin/true"], "env": []}
     (pod / "pod.json").write_text(json.dumps({"version": 1, "uuid": UUID, "net": net, "networks": networks,
-                                              "apps": [{"name": "web", "image_id": None, "image_name": "demo"}]}))
+                                              "apps": [app]}))
     if record is not None:
         (pod / "net" / "state.json").write_text(json.dumps(record))
     return pod
@@ -194,7 +195,9 @@ def test_a_damaged_network_list_in_the_manifest(dirs: PodDirs, networks: Any) ->
     manifest = json.loads((pod / "pod.json").read_text())
     (pod / "pod.json").write_text(json.dumps(dict(manifest, networks=networks)))
     st = read_status(dirs, "run", UUID)
-    assert st.networks == () and st.errors == ("pod.json: networks is not a list of networks",)
+    # a list of bad names is named as such; a string is no list of networks for the typed reader at all
+    expected = "networks is not a list of networks" if isinstance(networks, list) else "not a pod manifest (TypeError"
+    assert st.networks == () and len(st.errors) == 1 and st.errors[0].startswith(f"pod.json: {expected}"), st.errors
     validate(st.to_json(), "pod-status")
 
 
@@ -324,3 +327,21 @@ def test_a_manifest_without_networks_names_its_net(dirs: PodDirs, net: Any) -> N
     (pod / "pod.json").write_text(json.dumps(manifest))
     st = read_status(dirs, "run", UUID)
     assert st.networks == () and st.errors == ("pod.json: net is not a network name",)
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda app: app.update(layers=app.pop("lower_dirs")), "KeyError: 'lower_dirs'"),  # a renamed field
+    (lambda app: app.update(lower_dirs="/"), "lower_dirs is not a list of absolute paths"),
+])
+def test_status_reads_the_manifest_as_every_reader_does(dirs: PodDirs, edit: Callable[[dict[str, Any]], object],
+                                                        why: str) -> None:
+    """The one typed reader (podrun.pod.layout): what stage1 or image gc could not read is
+    damage in status too, never a pod shown as if it were whole."""
+    pod = make_pod(dirs, RECORD)
+    manifest = json.loads((pod / "pod.json").read_text())
+    edit(manifest["apps"][0])
+    (pod / "pod.json").write_text(json.dumps(manifest))
+    st = read_status(dirs, "run", UUID)
+    assert st.apps == () and st.networks == ()
+    assert len(st.errors) == 1 and st.errors[0].startswith("pod.json: not a pod manifest (") and why in st.errors[0]
+    validate(st.to_json(), "pod-status")

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from podrun import abi
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.model.manifest import AppSpec, PodManifest
@@ -89,10 +90,13 @@ def _main_pid(init_pid: int, cgroup_list: list[str], app: str) -> int:
 
 
 def main(argv: list[str]) -> NoReturn:
-    """``enter --pod-dir DIR --app NAME [--] CMD...``"""
-    pod_dir = Path(argv[argv.index("--pod-dir") + 1])
-    name = argv[argv.index("--app") + 1]
-    cmd = argv[argv.index("--") + 1:] if "--" in argv else []
+    """``enter --pod-dir DIR --app NAME -- CMD...`` (the contract: podrun.abi)."""
+    try:
+        args = abi.parse_enter_argv(argv)
+    except abi.AbiError as exc:
+        sys.stderr.write(f"podrun: enter: {exc}\n")
+        sys.exit(EXIT_SETUP_FAILED)
+    pod_dir, name, cmd = Path(args.pod_dir), args.app, args.command
     try:
         manifest, init_pid, cgroup_list = _pod_records(pod_dir)
         app = next(a for a in manifest.apps if a.name == name)

@@ -21,6 +21,7 @@ import select
 import time
 
 from podrun.lean import signal
+from podrun.pod.layout import LOG_OLDER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class LogFile:
 
     def _rotate(self) -> None:
         try:
-            os.rename(self.path, self.path + ".1")  # replaces the older log.1
+            os.rename(self.path, os.path.join(os.path.dirname(self.path), LOG_OLDER))  # replaces the older one
             fd = self._open()
         except OSError:  # the bound holds even so: this file starts over
             os.ftruncate(self.fd, 0)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from podrun.pod import layout
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from podrun.model.manifest import PodManifest
@@ -90,7 +92,7 @@ def hosts_file(manifest: PodManifest, addresses: list[str]) -> str:
 
 def write_pod_files(pod_dir: str, manifest: PodManifest) -> dict[str, str]:
     """Write the files; return {in-pod path: host path} for the mount plan."""
-    etc = os.path.join(pod_dir, "etc")
+    etc = os.path.join(pod_dir, layout.ETC_DIR)
     os.makedirs(etc, mode=0o755, exist_ok=True)
     addresses: list[str] = []
     cni_dns: dict[str, object] = {}

@@ -22,13 +22,13 @@ import os
 import sys
 import time
 
-from podrun import faults, fsutil
+from podrun import abi, faults, fsutil
 from podrun.errors import PodrunError
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps
-from podrun.model.manifest import MANIFEST, PodManifest
-from podrun.pod import placement
+from podrun.model.manifest import PodManifest
+from podrun.pod import layout, placement
 from podrun.stage1.default.podfiles import default_hostname, write_pod_files
 from podrun.stage1.default.sdglue import Systemd
 from podrun.stage1.default.supervise import EXIT_STAGE1_FAILED, Supervisor
@@ -80,19 +80,22 @@ def _mkdirs(path: str) -> None:
 
 
 def main(argv: list[str]) -> NoReturn:
-    """``stages/default/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD."""
-    pod_dir = argv[argv.index("--pod-dir") + 1]
-    lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
-    if lock_fd >= 0:
-        os.set_inheritable(lock_fd, False)
+    """``stages/default/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD
+    (the contract: podrun.abi)."""
+    try:
+        args = abi.parse_run_argv(argv)
+        lock_fd = abi.take_lock_fd()
+    except abi.AbiError as exc:
+        sys.stderr.write(f"podrun: {exc}\n")
+        sys.exit(EXIT_STAGE1_FAILED)
+    pod_dir = args.pod_dir
     networked = False
     host_pidns = -1
     pod_cgroup = None
     sd: Systemd | None = None
     doing = "reading the pod manifest"  # named in the error message (a full disk says where)
     try:
-        with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
-            manifest = PodManifest.from_json(f.read())
+        manifest = layout.read_manifest_at(pod_dir)
         sd = Systemd(manifest)
         if manifest.register:
             doing = "registering the pod's systemd scope"
@@ -118,7 +121,7 @@ def main(argv: list[str]) -> NoReturn:
         doing = "mounting the apps' root filesystems"
         for vol in manifest.volumes:
             if vol.kind == "empty":
-                _mkdirs(os.path.join(pod_dir, "volumes", vol.name))
+                _mkdirs(os.path.join(pod_dir, layout.volume_path(vol.name)))
         roots = {app.name: mount_app_root(pod_dir, app) for app in manifest.apps}
         faults.checkpoint("stage1:after-mounts")
         doing = "creating the pod's cgroups"
@@ -132,7 +135,7 @@ def main(argv: list[str]) -> NoReturn:
         doing = "writing the pod's /etc/hostname, /etc/hosts and /etc/resolv.conf"
         files = write_pod_files(pod_dir, manifest)
     except Exception as exc:
-        if "--debug" in argv:
+        if args.debug:
             import traceback
 
             traceback.print_exc()
@@ -149,7 +152,7 @@ def main(argv: list[str]) -> NoReturn:
         sys.exit(exc.exit_code if isinstance(exc, PodrunError) else EXIT_STAGE1_FAILED)
     code = Supervisor(pod_dir, manifest, roots, files, init_cgroup, app_cgroups, sd, netns_fd).run()
     sd.close()
-    finished = os.path.join(pod_dir, "finished")
+    finished = os.path.join(pod_dir, layout.FINISHED)
     try:
         fsutil.atomic_write(finished, json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644,
                             durable=False)
@@ -183,7 +186,7 @@ def _start_network(pod_dir: str, manifest: PodManifest, lock_fd: int) -> tuple[i
     from podrun.net import helper, setup
     from podrun.pod.boot import current_boot_id
 
-    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
+    data_dir = abi.data_dir()  # named by stage0, never derived from the pod dir's place
     host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     netns_fd = setup.create_netns(pod_dir, data_dir, manifest.uuid)
     handle = helper.take() or helper.spawn(close_fds=(lock_fd,) if lock_fd >= 0 else ())
@@ -223,7 +226,7 @@ def _make_cgroups(
     name = f"pod-{manifest.uuid}"
     parent = placement.place_pods(own_scope=manifest.register)
     paths = cgroups.pod_cgroup_paths(name, parent)
-    fsutil.atomic_write(os.path.join(pod_dir, "cgroups"), json_dumps(list(paths)).encode(), 0o644)
+    fsutil.atomic_write(os.path.join(pod_dir, layout.CGROUPS), json_dumps(list(paths)).encode(), 0o644)
     pod_cgroup = cgroups.create_pod_cgroup(name, parent)
     try:
         init_cgroup = pod_cgroup.child("init")

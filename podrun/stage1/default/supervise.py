@@ -19,6 +19,7 @@ import time
 from podrun import faults, fsutil
 from podrun.isolation import syscalls as sc
 from podrun.lean import json_dumps, signal
+from podrun.pod import layout
 from podrun.stage1.default.init import become_init
 from podrun.stage1.default.logrelay import Relay
 from podrun.stage2 import app as stage2
@@ -114,7 +115,7 @@ class Supervisor:
         binds = []
         for m in app.mounts:
             vol = vols[m.volume]
-            source = vol.source if vol.kind == "host" else os.path.join(self.pod_dir, "volumes", vol.name)
+            source = vol.source if vol.kind == "host" else os.path.join(self.pod_dir, layout.volume_path(vol.name))
             assert source is not None
             binds.append((source, m.target, vol.read_only, not os.path.isdir(source)))
         files = dict(self.files)
@@ -140,7 +141,7 @@ class Supervisor:
         os.close(signals_w)
         relay.watch(signals_r, select.POLLIN, lambda _events: self._signals_from_init(relay, signals_r))
         self.init_pid = pid
-        path = os.path.join(self.pod_dir, "pid")
+        path = os.path.join(self.pod_dir, layout.PID)
         try:
             _write_text(path, f"{pid}\n")
         except OSError as exc:  # a full disk: the pod runs all the same, podrun stop cannot find it
@@ -168,7 +169,7 @@ class Supervisor:
             self._fail(f"app {app.name}: {exc}")
         out = None
         if not self.use_tty:
-            out = relay.add_app(os.path.join(self.pod_dir, "apps", app.name, "log"))
+            out = relay.add_app(os.path.join(self.pod_dir, layout.app_log_path(app.name)))
         gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
         report_r, report_w = os.pipe2(os.O_CLOEXEC) if self.use_tty else (-1, -1)
         try:
@@ -253,7 +254,7 @@ class Supervisor:
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(signal.SIGWINCH, self._on_winch)
         self._fork_init(relay)
-        status_dir = os.path.join(self.pod_dir, "status")
+        status_dir = os.path.join(self.pod_dir, layout.STATUS_DIR)
         try:
             os.makedirs(status_dir, mode=0o755, exist_ok=True)
         except OSError:
@@ -262,7 +263,7 @@ class Supervisor:
         for app in self.manifest.apps:
             self._fork_app(app, relay, started)
         self._place(started, relay)
-        path = os.path.join(self.pod_dir, "ready")
+        path = os.path.join(self.pod_dir, layout.READY)
         try:
             _write_text(path, f"{time.time():.6f}\n")
         except OSError as exc:

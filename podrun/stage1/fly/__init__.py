@@ -13,9 +13,10 @@ import errno
 import os
 import sys
 
+from podrun import abi
 from podrun.isolation import syscalls as sc
 from podrun.lean import signal
-from podrun.model.manifest import MANIFEST, PodManifest
+from podrun.pod import layout
 from podrun.stage2.app import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -33,11 +34,12 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str]) -> NoReturn:
-    pod_dir = argv[argv.index("--pod-dir") + 1]
-    lock_fd = int(os.environ.pop("PODRUN_LOCK_FD", "-1"))
+    """``stages/fly/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD
+    (the contract: podrun.abi)."""
     try:
-        with open(os.path.join(pod_dir, MANIFEST), "rb") as f:
-            manifest = PodManifest.from_json(f.read())
+        pod_dir = abi.parse_run_argv(argv).pod_dir
+        lock_fd = abi.take_lock_fd()
+        manifest = layout.read_manifest_at(pod_dir)
         app = manifest.apps[0]
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -56,7 +58,7 @@ def main(argv: list[str]) -> NoReturn:
         vols = {v.name: v for v in manifest.volumes}
         for m in app.mounts:
             vol = vols[m.volume]
-            source = vol.source if vol.kind == "host" else os.path.join(pod_dir, "volumes", vol.name)
+            source = vol.source if vol.kind == "host" else os.path.join(pod_dir, layout.volume_path(vol.name))
             assert source is not None
             fd = _ensure_in_root(root, m.target, os.path.isfile(source))
             sc.mount(source, sc.fd_path(fd), None, sc.MS_BIND | sc.MS_REC)
