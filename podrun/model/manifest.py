@@ -15,6 +15,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+
+_APP_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def is_app_name(name: object) -> bool:
+    """An app name: 1-63 lower-case letters, digits and '-', starting and ending with a letter
+    or digit (rkt's and Kubernetes' DNS label)."""
+    return (isinstance(name, str) and 0 < len(name) < 64 and set(name) <= _APP_NAME_CHARS
+            and "-" not in (name[0], name[-1]))
+
+
 MANIFEST_VERSION = 1
 MANIFEST = "pod.json"  # the pod manifest's file name in the pod directory
 # Each app's log file is rotated once past this many bytes (--log-max-size; -1: no limit).

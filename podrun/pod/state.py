@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podrun.errors import StoreError
+from podrun.model.manifest import is_app_name
 from podrun.pod.layout import (
     CGROUPS,
     FINISHED,
@@ -45,7 +46,6 @@ from podrun.pod.layout import (
     decode_manifest,
     lock_held_fd,
 )
-from podrun.stage0.appflags import APP_NAME_RE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -440,7 +440,7 @@ def read_net_record(pod_fd: int) -> NetRecord | None:
 
 def _manifest_apps(manifest: PodManifest) -> tuple[list[AppSpec], str | None]:
     """The apps of a manifest that name a valid app, and what was wrong."""
-    good = [a for a in manifest.apps if isinstance(a.name, str) and APP_NAME_RE.match(a.name)
+    good = [a for a in manifest.apps if is_app_name(a.name)
             and all(isinstance(v, (str, type(None))) for v in (a.image_id, a.image_name))]
     return good, None if len(good) == len(manifest.apps) else f"{MANIFEST}: malformed app entry"
 
@@ -471,7 +471,7 @@ def load_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
         manifest = decode_manifest(data)
     except ValueError as exc:
         raise PodFileDamage(f"{MANIFEST}: not a pod manifest ({exc})") from None
-    if not manifest.apps or not all(isinstance(a.name, str) and APP_NAME_RE.match(a.name) for a in manifest.apps):
+    if not manifest.apps or not all(is_app_name(a.name) for a in manifest.apps):
         raise PodFileDamage(f"{MANIFEST}: no apps, or an app without a valid name")
     if manifest.stage1 not in STAGE1_FLAVORS:  # a name such as "../../tmp/x" must not pick what runs
         raise PodFileDamage(f"{MANIFEST}: stage1 is not a stage1 flavor")

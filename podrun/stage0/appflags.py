@@ -13,6 +13,7 @@ import re
 
 from podrun.errors import PodrunError, UsageError
 from podrun.lean import dataclass, field
+from podrun.model.manifest import is_app_name
 
 VALUE_FLAGS = (
     "--exec", "--name", "--user", "--group", "--working-dir", "--environment", "--mount", "--memory", "--cpu",
@@ -20,7 +21,6 @@ VALUE_FLAGS = (
 )
 BOOL_FLAGS = ("--readonly-rootfs", "--no-new-privileges")
 REPEATED = ("--environment", "--mount")
-APP_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @dataclass
@@ -210,7 +210,7 @@ def check_identity(what: str, text: str, error: type[PodrunError] = UsageError) 
 
 
 def check_app_name(name: str) -> str:
-    if not APP_NAME_RE.match(name):
+    if not is_app_name(name):
         raise UsageError(f"invalid app name {name!r}: lowercase letters, digits and '-', at most 63")
     return name
 
