@@ -376,7 +376,7 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
             sc.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
         sc.close_fds_from(3, keep_fds | frozenset(listen[0]))
         if listen[0]:
-            from podrun.systemd import activation
+            from podrun.stage2 import activation
 
             activation.install(listen[0])
             env.update(activation.environment(listen[0], listen[1]))

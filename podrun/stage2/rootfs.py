@@ -17,9 +17,10 @@ def _mkdirs(path: str) -> None:
     os.makedirs(path, mode=0o755, exist_ok=True)
 
 
-def mount_app_root(pod_dir: str, app: AppSpec, kernel: Kernel = KERNEL) -> str:
-    """Overlay root for *app*: the image's layers under an upper dir in the pod dir."""
-    base = os.path.join(pod_dir, "apps", app.name)
+def mount_app_root(base: str, app: AppSpec, kernel: Kernel = KERNEL) -> str:
+    """Overlay root for *app* in *base*, the app's dir in the pod dir (the flavor names it:
+    ``podrun.pod.layout.app_dir``): the image's layers under ``base/upper``, mounted on
+    ``base/rootfs``."""
     for sub in ("upper", "work", "rootfs"):
         _mkdirs(os.path.join(base, sub))
     lowers = list(reversed(app.lower_dirs)) or [os.path.join(base, "empty")]

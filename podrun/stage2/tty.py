@@ -31,8 +31,17 @@ import termios
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Protocol
 
-    from podrun.stage1.default.logrelay import Relay
+    class Relay(Protocol):
+        """The poll loop a flavor runs these relays in (the default flavor's is
+        ``podrun.stage1.default.logrelay.Relay``); stage2 imports no flavor."""
+
+        def watch(self, fd: int, events: int, callback: Callable[[int], None]) -> None: ...
+
+        def unwatch(self, fd: int) -> None: ...
+
+        def wait(self, timeout: float | None) -> None: ...
 
 TIOCSPTLCK = 0x40045431  # unlock the pty (asm-generic/ioctls.h: _IOW('T', 0x31, int))
 TIOCGPTPEER = 0x5441  # open the slave from the master, no path lookup (Linux 4.13)

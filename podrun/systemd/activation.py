@@ -1,5 +1,8 @@
 """Socket activation: the fds systemd passed (``sd_listen_fds``), handed to an app from fd 3.
 
+The supervisor's side (``take``) is here; the app's side, just before its exec, is
+``podrun.stage2.activation`` (stage2 imports no service-manager code).
+
 stage0 is the process systemd started, so ``LISTEN_PID`` names it, and the fds stay open across
 its exec into stage1.  The supervisor reads the variables (and removes them from its
 environment); the first app gets the fds renumbered 3, 4…, with ``LISTEN_FDS``,
@@ -24,25 +27,3 @@ def take() -> tuple[list[int], str]:
     for fd in fds:
         os.set_inheritable(fd, False)  # only the app gets them, renumbered
     return fds, names
-
-
-def install(fds: list[int]) -> None:
-    """In the app's process, just before exec: move *fds* to 3, 4… (inheritable)."""
-    if not fds:
-        return
-    top = max([*fds, FIRST + len(fds)]) + 1
-    moved = [os.dup2(fd, top + i, inheritable=False) for i, fd in enumerate(fds)]
-    for i, fd in enumerate(moved):
-        os.dup2(fd, FIRST + i, inheritable=True)
-    for fd in moved:
-        if fd >= FIRST + len(fds):
-            os.close(fd)
-
-
-def environment(fds: list[int], names: str) -> dict[str, str]:
-    if not fds:
-        return {}
-    env = {"LISTEN_FDS": str(len(fds)), "LISTEN_PID": str(os.getpid())}
-    if names:
-        env["LISTEN_FDNAMES"] = names
-    return env

@@ -139,8 +139,8 @@ def test_overlay_root_lists_layers_top_first_relative_to_their_directory(tmp_pat
     pod = tmp_path / "pod"
     layers = tmp_path / "layers"
     kernel = RecordingKernel()
-    root = mount_app_root(str(pod), _app((str(layers / "base"), str(layers / "mid"), str(layers / "top"))), kernel)
     base = pod / "apps" / "web"
+    root = mount_app_root(str(base), _app((str(layers / "base"), str(layers / "mid"), str(layers / "top"))), kernel)
     assert root == f"{base}/rootfs"
     assert kernel.calls == [
         ("chdir", str(layers)),
@@ -153,8 +153,8 @@ def test_overlay_root_lists_layers_top_first_relative_to_their_directory(tmp_pat
 
 def test_overlay_root_of_an_image_without_layers(tmp_path: Path) -> None:
     kernel = RecordingKernel()
-    mount_app_root(str(tmp_path), _app(()), kernel)
     base = tmp_path / "apps" / "web"
+    mount_app_root(str(base), _app(()), kernel)
     assert (base / "empty").is_dir()
     assert kernel.calls[1][5] == f"lowerdir=empty,upperdir={base}/upper,workdir={base}/work"
 

@@ -122,7 +122,8 @@ def main(argv: list[str]) -> NoReturn:
         for vol in manifest.volumes:
             if vol.kind == "empty":
                 _mkdirs(os.path.join(pod_dir, layout.volume_path(vol.name)))
-        roots = {app.name: mount_app_root(pod_dir, app) for app in manifest.apps}
+        roots = {app.name: mount_app_root(os.path.join(pod_dir, layout.app_dir(app.name)), app)
+                 for app in manifest.apps}
         faults.checkpoint("stage1:after-mounts")
         doing = "creating the pod's cgroups"
         pod_cgroup, init_cgroup, app_cgroups = _make_cgroups(pod_dir, manifest)

@@ -43,7 +43,7 @@ def main(argv: list[str]) -> NoReturn:
         app = manifest.apps[0]
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-        root = mount_app_root(pod_dir, app)
+        root = mount_app_root(os.path.join(pod_dir, layout.app_dir(app.name)), app)
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             uid, gid, groups, home = lookup_user(app.user, app.group, root_fd)  # before /proc is bound in
