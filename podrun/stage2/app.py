@@ -20,7 +20,7 @@ import sys
 
 from podrun.isolation import syscalls as sc
 from podrun.isolation.kernel import KERNEL, Kernel
-from podrun.stage2 import confine
+from podrun.stage2 import activation, confine
 from podrun.stage2.mountplan import DEV_SYMLINKS, DEVICES, DevNodes, Mask, Mount, ReadOnly
 
 TYPE_CHECKING = False
@@ -376,8 +376,6 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
             sc.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
         sc.close_fds_from(3, keep_fds | frozenset(listen[0]))
         if listen[0]:
-            from podrun.stage2 import activation
-
             activation.install(listen[0])
             env.update(activation.environment(listen[0], listen[1]))
         enter_workdir(app.working_dir)
