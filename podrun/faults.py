@@ -9,8 +9,7 @@ docs/store.md; tests iterate over them.
 from __future__ import annotations
 
 import os
-
-from podrun.lean import signal
+import signal
 
 CHECKPOINTS = (
     "pull:after-manifest",

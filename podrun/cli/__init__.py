@@ -15,21 +15,28 @@ from __future__ import annotations
 import sys
 
 from podrun.errors import PodrunError, UsageError
-from podrun.lean import dataclass
+from podrun.lean import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Final
 
 INSECURE_WORDS = ("http", "tls", "image", "all")
 DEFAULT_DIR = "/var/lib/podrun"
 
 
-@dataclass(frozen=True)
-class Globals:
-    data_dir: str
-    debug: bool
-    insecure: frozenset[str]
+class Globals(Record):
+    data_dir: Final[str]
+    debug: Final[bool]
+    insecure: Final[frozenset[str]]
+
+    __slots__ = ("data_dir", "debug", "insecure")
+
+    def __init__(self, data_dir: str, debug: bool, insecure: frozenset[str]) -> None:
+        self.data_dir = data_dir
+        self.debug = debug
+        self.insecure = insecure
 
 
 def parse_insecure(text: str) -> frozenset[str]:

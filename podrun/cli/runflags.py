@@ -13,27 +13,49 @@ from __future__ import annotations
 
 import os
 
-from podrun.lean import dataclass
+from podrun.lean import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, Final
 
 VALUE, MULTIPLE, FLAG = "value", "multiple", "flag"
 
 
-@dataclass(frozen=True)
-class RunFlag:
-    name: str                   # "--hostname"
-    dest: str                   # keyword the command receives
-    kind: str                   # VALUE, MULTIPLE (repeatable, a tuple) or FLAG (boolean)
-    default: Any = None
-    help: str | None = None
-    metavar: str | None = None
-    choices: tuple[str, ...] = ()
-    show_default: bool = False
-    file: bool = False          # a file path (click.Path(dir_okay=False)): a directory is refused
+class RunFlag(Record):
+    name: Final[str]  # "--hostname"
+    dest: Final[str]  # keyword the command receives
+    kind: Final[str]  # VALUE, MULTIPLE (repeatable, a tuple) or FLAG (boolean)
+    default: Final[Any]
+    help: Final[str | None]
+    metavar: Final[str | None]
+    choices: Final[tuple[str, ...]]
+    show_default: Final[bool]
+    file: Final[bool]  # a file path (click.Path(dir_okay=False)): a directory is refused
+
+    __slots__ = ("name", "dest", "kind", "default", "help", "metavar", "choices", "show_default", "file")
+
+    def __init__(
+        self, name: str,
+        dest: str,
+        kind: str,
+        default: Any = None,
+        help: str | None = None,
+        metavar: str | None = None,
+        choices: tuple[str, ...] = (),
+        show_default: bool = False,
+        file: bool = False,
+    ) -> None:
+        self.name = name
+        self.dest = dest
+        self.kind = kind
+        self.default = default
+        self.help = help
+        self.metavar = metavar
+        self.choices = choices
+        self.show_default = show_default
+        self.file = file
 
 
 RUN_FLAGS = (

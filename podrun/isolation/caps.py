@@ -14,8 +14,7 @@ import ctypes
 import errno
 import os
 import resource
-
-from podrun.lean import cache
+from functools import cache
 
 # Capability numbers: podrun.isolation.consts (no ctypes there, for stage0's flag parsing).
 

@@ -17,13 +17,16 @@ import ctypes
 import errno
 import os
 import posixpath
+import signal
 import time
+from functools import cache
 
-from podrun.lean import cache, dataclass, signal
+from podrun.lean import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from typing import Final
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -41,32 +44,55 @@ _RMDIR_RETRY_S = 2.0
 _KILL_PASSES = 200
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(Record):
     """Resource limits of one cgroup; None leaves the kernel's (unlimited) default."""
 
-    memory_max: int | None = None   # bytes
-    cpu_millis: int | None = None   # 1000 = one CPU
-    pids_max: int | None = None
+    memory_max: Final[int | None]  # bytes
+    cpu_millis: Final[int | None]  # 1000 = one CPU
+    pids_max: Final[int | None]
+
+    __slots__ = ("memory_max", "cpu_millis", "pids_max")
+
+    def __init__(
+        self, memory_max: int | None = None,
+        cpu_millis: int | None = None,
+        pids_max: int | None = None,
+    ) -> None:
+        self.memory_max = memory_max
+        self.cpu_millis = cpu_millis
+        self.pids_max = pids_max
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(Record):
     """One mounted cgroup hierarchy podrun uses."""
 
-    mountpoint: str
-    version: int                    # 1 or 2
-    controllers: frozenset[str]     # v1: controllers mounted here; v2: the root's cgroup.controllers
-    own: str                        # the calling process's cgroup in it, "/"-rooted below mountpoint
+    mountpoint: Final[str]
+    version: Final[int]  # 1 or 2
+    controllers: Final[frozenset[str]]  # v1: controllers mounted here; v2: the root's cgroup.controllers
+    own: Final[str]  # the calling process's cgroup in it, "/"-rooted below mountpoint
+
+    __slots__ = ("mountpoint", "version", "controllers", "own")
+
+    def __init__(self, mountpoint: str, version: int, controllers: frozenset[str], own: str) -> None:
+        self.mountpoint = mountpoint
+        self.version = version
+        self.controllers = controllers
+        self.own = own
 
 
-@dataclass(frozen=True)
-class CgroupDir:
+class CgroupDir(Record):
     """One cgroup directory of a tree, in one hierarchy."""
 
-    path: str
-    hierarchy: Hierarchy
-    base: str   # the highest directory whose cgroup.subtree_control podrun may write (v2 delegation)
+    path: Final[str]
+    hierarchy: Final[Hierarchy]
+    base: Final[str]  # the highest directory whose cgroup.subtree_control podrun may write (v2 delegation)
+
+    __slots__ = ("path", "hierarchy", "base")
+
+    def __init__(self, path: str, hierarchy: Hierarchy, base: str) -> None:
+        self.path = path
+        self.hierarchy = hierarchy
+        self.base = base
 
 
 def _write(path: str, value: str) -> None:

@@ -20,9 +20,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from functools import cache
 
 from podrun.isolation.consts import LIBSECCOMP
-from podrun.lean import cache, dataclass
+from podrun.lean import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # Actions as libseccomp encodes them (seccomp.h); they equal the kernel's SECCOMP_RET_* values.
 _ACT_KILL_PROCESS = 0x80000000
@@ -59,37 +64,71 @@ _BPF_MAXINSNS = 4096  # kernel limit per filter program
 _MACHINE_TO_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "x86", "i686": "x86", "armv7l": "arm"}
 
 
-@dataclass(frozen=True)
-class ArgCond:
+_EPERM = errno.EPERM  # the Rule field named errno hides the module in its __init__
+
+
+class ArgCond(Record):
     """One comparison on a syscall argument: ``args[index] OP value`` (``MASKED_EQ``:
     ``args[index] & value == value_two``)."""
 
-    index: int
-    op: str
-    value: int
-    value_two: int = 0
+    index: Final[int]
+    op: Final[str]
+    value: Final[int]
+    value_two: Final[int]
+
+    __slots__ = ("index", "op", "value", "value_two")
+
+    def __init__(self, index: int, op: str, value: int, value_two: int = 0) -> None:
+        self.index = index
+        self.op = op
+        self.value = value
+        self.value_two = value_two
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """``action`` for every syscall in ``names`` whose arguments satisfy all of ``args``.
     ``errno`` is used only by the ERRNO action."""
 
-    names: tuple[str, ...]
-    action: str
-    errno: int = errno.EPERM
-    args: tuple[ArgCond, ...] = ()
+    names: Final[tuple[str, ...]]
+    action: Final[str]
+    errno: Final[int]
+    args: Final[tuple[ArgCond, ...]]
+
+    __slots__ = ("names", "action", "errno", "args")
+
+    def __init__(
+        self, names: tuple[str, ...],
+        action: str,
+        errno: int = _EPERM,
+        args: tuple[ArgCond, ...] = (),
+    ) -> None:
+        self.names = names
+        self.action = action
+        self.errno = errno
+        self.args = args
 
 
-@dataclass(frozen=True)
-class Filter:
+class Filter(Record):
     """A whole seccomp filter: the default for syscalls no rule matches, the ABIs it covers
     (libseccomp arch names such as ``x86_64``, ``x86``, ``x32``) and the rules."""
 
-    default_action: str
-    default_errno: int
-    architectures: tuple[str, ...]
-    rules: tuple[Rule, ...]
+    default_action: Final[str]
+    default_errno: Final[int]
+    architectures: Final[tuple[str, ...]]
+    rules: Final[tuple[Rule, ...]]
+
+    __slots__ = ("default_action", "default_errno", "architectures", "rules")
+
+    def __init__(
+        self, default_action: str,
+        default_errno: int,
+        architectures: tuple[str, ...],
+        rules: tuple[Rule, ...],
+    ) -> None:
+        self.default_action = default_action
+        self.default_errno = default_errno
+        self.architectures = architectures
+        self.rules = rules
 
 
 class _ArgCmp(ctypes.Structure):

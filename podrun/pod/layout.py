@@ -17,7 +17,7 @@ from pathlib import Path
 
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
-from podrun.model.manifest import MANIFEST, MANIFEST_VERSION
+from podrun.model.manifest import MANIFEST, READABLE_VERSIONS
 
 PHASES = ("embryo", "prepare", "prepared", "run", "exited-garbage", "garbage")
 
@@ -199,8 +199,8 @@ def _manifest_lower_dirs(pod_fd: int) -> list[str]:
     if len(data) > MANIFEST_LIMIT:
         raise ValueError(f"larger than {MANIFEST_LIMIT} bytes")
     doc = json.loads(data.decode())
-    if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
-        raise ValueError(f"not a version {MANIFEST_VERSION} pod manifest")
+    if not isinstance(doc, dict) or doc.get("version") not in READABLE_VERSIONS:  # lower_dirs: the same in each
+        raise ValueError(f"not a pod manifest of version {' or '.join(map(str, READABLE_VERSIONS))}")
     apps = doc.get("apps")
     if not isinstance(apps, list) or not apps:
         raise ValueError("no list of apps")

@@ -19,7 +19,11 @@ from podrun.isolation.syscalls import (
     MS_REC,
     MS_STRICTATIME,
 )
-from podrun.lean import dataclass
+from podrun.lean import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 MASKED_PATHS = (
     "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -36,36 +40,66 @@ DEV_SYMLINKS = (
 )  # no "core" -> /proc/kcore: masked anyway, and podman dropped it too
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Record):
     """Mount *source* (a host path for binds) of *fstype* on *target* inside the root."""
 
-    target: str
-    fstype: str | None  # None = bind mount
-    source: str = "none"
-    flags: int = 0
-    data: str | None = None
-    is_file: bool = False  # the target must be a file (file bind mounts)
-    read_only: bool = False  # binds: remount read-only after binding
+    target: Final[str]
+    fstype: Final[str | None]  # None = bind mount
+    source: Final[str]
+    flags: Final[int]
+    data: Final[str | None]
+    is_file: Final[bool]  # the target must be a file (file bind mounts)
+    read_only: Final[bool]  # binds: remount read-only after binding
+
+    __slots__ = ("target", "fstype", "source", "flags", "data", "is_file", "read_only")
+
+    def __init__(
+        self, target: str,
+        fstype: str | None,
+        source: str = "none",
+        flags: int = 0,
+        data: str | None = None,
+        is_file: bool = False,
+        read_only: bool = False,
+    ) -> None:
+        self.target = target
+        self.fstype = fstype
+        self.source = source
+        self.flags = flags
+        self.data = data
+        self.is_file = is_file
+        self.read_only = read_only
 
 
-@dataclass(frozen=True)
-class Mask:
+class Mask(Record):
     """Hide *target*: /dev/null over files, an empty read-only tmpfs over directories."""
 
-    target: str
+    target: Final[str]
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: str) -> None:
+        self.target = target
 
 
-@dataclass(frozen=True)
-class ReadOnly:
+class ReadOnly(Record):
     """Bind *target* onto itself read-only (kept nosuid/nodev/noexec)."""
 
-    target: str
+    target: Final[str]
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: str) -> None:
+        self.target = target
 
 
-@dataclass(frozen=True)
-class DevNodes:
+class DevNodes(Record):
     """Create the standard device nodes and symlinks in the app's /dev tmpfs."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        pass
 
 
 Op = Mount | Mask | ReadOnly | DevNodes

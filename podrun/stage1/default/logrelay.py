@@ -18,9 +18,8 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import time
-
-from podrun.lean import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

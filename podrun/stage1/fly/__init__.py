@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 
 from podrun.isolation import syscalls as sc
-from podrun.lean import signal
 from podrun.model.manifest import MANIFEST, PodManifest
 from podrun.stage2.app import (
     EXIT_NOT_EXECUTABLE,
