@@ -38,9 +38,11 @@ class PodDirs:
     def path(self, phase: str, uuid: str) -> Path:
         return self.root / phase / uuid
 
-    def create_embryo(self, uuid: str, manifest: bytes, files: dict[str, bytes] | None = None) -> tuple[Path, int]:
+    def create_embryo(self, uuid: str, manifest: bytes, files: dict[str, bytes] | None = None,
+                      durable_files: bool = False) -> tuple[Path, int]:
         """Create ``embryo/<uuid>`` holding the manifest (and *files*, relative path → bytes,
-        e.g. compiled seccomp programs); returns it with its lock fd held.  On failure nothing
+        e.g. compiled seccomp programs; fsynced with *durable_files*: a prepared pod must find
+        them whole after a power cut, as stage1 rebuilds nothing); returns it with its lock fd held.  On failure nothing
         is left behind; after a ``kill -9`` the hidden directory is left unlocked, and gc
         removes it at once."""
         self.ensure()
@@ -51,9 +53,11 @@ class PodDirs:
         fd = fsutil.create_locked(tmp, directory=True)
         try:
             for rel, data in (files or {}).items():
-                # No fsync of their own: readers rebuild a file a power cut left empty or short.
                 (tmp / rel).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                (tmp / rel).write_bytes(data)
+                if durable_files:
+                    fsutil.atomic_write(tmp / rel, data, 0o644)
+                else:  # a pod that runs now: a power cut ends it, and it never runs again
+                    (tmp / rel).write_bytes(data)
             faults.checkpoint("prepare:embryo-hidden")
             fsutil.atomic_write(tmp / MANIFEST, manifest, 0o600)
             path = self.path("embryo", uuid)

@@ -538,6 +538,6 @@ def create_pod(dirs: PodDirs, plan: PodPlan, phase: str) -> tuple[Path, int]:
 
             # CNI DEL must see the configuration ADD saw, even if net.d changes meanwhile
             files[f"net/cni-{net.name}.json"] = json.dumps(config.load_cni(net.name), separators=(",", ":")).encode()
-    _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json(), files)
+    _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json(), files, durable_files=phase == "prepared")
     faults.checkpoint("prepare:embryo-created")
     return dirs.move(manifest.uuid, "embryo", phase), fd
