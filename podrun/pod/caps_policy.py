@@ -9,7 +9,7 @@ from __future__ import annotations
 import resource
 
 from podrun.errors import UsageError
-from podrun.isolation.consts import CAP_NAMES
+from podrun.model.caps import CAP_NAMES
 
 # podman's default set (containers.conf ``default_capabilities`` in containers/common): docker's
 # minus CAP_AUDIT_WRITE, CAP_MKNOD and CAP_NET_RAW.

@@ -11,26 +11,39 @@ made before it.
 from __future__ import annotations
 
 from podrun.isolation.kernel import KERNEL, Kernel
-from podrun.lean import dataclass
+from podrun.lean import Record
 from podrun.pod import caps_policy, seccomp_cache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Final
+
     from podrun.model.manifest import AppSpec
 
-@dataclass(frozen=True)
-class Confinement:
-    caps: frozenset[int]
-    rlimits: dict[str, tuple[int, int]]
-    no_new_privs: bool
-    seccomp_bpf: bytes | None
+class Confinement(Record):
+    caps: Final[frozenset[int]]
+    rlimits: Final[dict[str, tuple[int, int]]]
+    no_new_privs: Final[bool]
+    seccomp_bpf: Final[bytes | None]
+
+    __slots__ = ("caps", "rlimits", "no_new_privs", "seccomp_bpf")
+
+    def __init__(
+        self, caps: frozenset[int],
+        rlimits: dict[str, tuple[int, int]],
+        no_new_privs: bool,
+        seccomp_bpf: bytes | None,
+    ) -> None:
+        self.caps = caps
+        self.rlimits = rlimits
+        self.no_new_privs = no_new_privs
+        self.seccomp_bpf = seccomp_bpf
 
 
 def prepare(app: AppSpec, pod_dir: str) -> Confinement:
     """Everything ``apply`` needs, computed before the fork (and before pivot_root)."""
-    cap_set = frozenset(app.capabilities)
     bpf = seccomp_cache.pod_program(app, pod_dir)
-    return Confinement(caps_policy.cap_numbers(cap_set), caps_policy.default_rlimits(), app.no_new_privileges, bpf)
+    return Confinement(frozenset(app.capabilities), caps_policy.default_rlimits(), app.no_new_privileges, bpf)
 
 
 def apply(conf: Confinement, uid: int, gid: int, groups: list[int], kernel: Kernel = KERNEL) -> None:

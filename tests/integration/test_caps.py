@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from podrun.isolation import caps
-from podrun.isolation.consts import CAP_NAMES
 from podrun.isolation.kernel import KERNEL
+from podrun.model.caps import CAP_NAMES
 from podrun.pod.caps_policy import DEFAULT_CAPS, cap_numbers, default_rlimits
 
 DEFAULT = cap_numbers(DEFAULT_CAPS)

@@ -171,7 +171,7 @@ def test_no_host_fds_or_cwd(pods: Pods) -> None:
     os.set_inheritable(extra, True)
     try:
         res = pods.run("run", "demo", "--exec", "/bin/sh", "--", "-c", "ls /proc/self/fd; pwd",
-                       pass_fds=(extra,), cwd="/etc")
+                       pass_fds=(extra,), cwd="/etc", env={**os.environ, "PYTHONPATH": str(ROOT)})  # this tree's podrun
     finally:
         os.close(extra)
     fds = res.stdout.split()[:-1]

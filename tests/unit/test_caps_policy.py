@@ -8,7 +8,7 @@ import pytest
 
 from podrun.errors import UsageError
 from podrun.isolation.caps import cap_mask
-from podrun.isolation.consts import CAP_NAMES
+from podrun.model.caps import CAP_NAMES
 from podrun.pod.caps_policy import DEFAULT_CAPS, RLIMIT_DEFAULT, cap_numbers, default_rlimits, resolve_caps
 
 PODMAN_DEFAULT = {

@@ -24,10 +24,10 @@ It dies with the supervisor (PR_SET_PDEATHSIG), and the kernel then kills the wh
 from __future__ import annotations
 
 import os
+import signal
 
 from podrun.isolation import caps
 from podrun.isolation import syscalls as sc
-from podrun.lean import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import time
 
-from podrun.lean import signal
 from podrun.pod.layout import LOG_OLDER
 
 TYPE_CHECKING = False

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import time
 
 from podrun import faults, fsutil
 from podrun.isolation import syscalls as sc
-from podrun.lean import json_dumps, signal
 from podrun.pod import layout
 from podrun.stage1.default.init import become_init
 from podrun.stage1.default.logrelay import Relay
@@ -393,12 +393,14 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _record_bytes(code: int, status: int) -> bytes:
+    import json
+
     doc = {
         "exit_code": code,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "finished": time.time(),
     }
-    return json_dumps(doc).encode()
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _record(status_dir: str, name: str, record: bytes) -> None:

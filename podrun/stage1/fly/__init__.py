@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 
 from podrun import abi
 from podrun.isolation import syscalls as sc
-from podrun.lean import signal
 from podrun.pod import layout
 from podrun.stage2.app import (
     EXIT_NOT_EXECUTABLE,
