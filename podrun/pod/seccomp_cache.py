@@ -5,7 +5,7 @@
 Compiling costs ~60 ms (importing the policy, libseccomp's compiler); the cache key covers
 everything a program is built from, including the policy module's and libseccomp's identity, so
 an upgrade never reuses a stale program.  stage1 never compiles: a program missing from the pod
-dir, or cut short, refuses the app (the pod must be prepared again).
+dir, or cut short, refuses the app (the pod must be prepared again; podrun.stage2.confine reads it).
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ import os
 
 from podrun import __version__, fsutil
 from podrun.isolation.consts import LIBSECCOMP
-from podrun.model.manifest import SECCOMP_BPF, seccomp_bpf_path
+from podrun.model.manifest import SECCOMP_BPF
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from podrun.model.manifest import AppSpec
-
-__all__ = ["SECCOMP_BPF", "pod_program", "read_program", "seccomp_program"]
+__all__ = ["SECCOMP_BPF", "seccomp_program"]
 
 
 def _filter_key(flag: str | None, cap_names: frozenset[str]) -> bytes:
@@ -78,30 +74,3 @@ def seccomp_program(flag: str | None, cap_names: frozenset[str], cache_dir: str 
         except OSError:
             pass  # a cache that cannot be written only costs time
     return bpf
-
-
-def read_program(path: str) -> bytes | None:
-    """The program stored at *path*, or None if it is missing or not non-empty whole
-    instructions (a file cut short by a crash is never loaded)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    return data if len(data) > 0 and len(data) % 8 == 0 else None
-
-
-def pod_program(app: AppSpec, pod_dir: str) -> bytes | None:
-    """The program stage0 wrote for *app* into the pod dir (None: the manifest names none).
-    OSError if the manifest names another file than stage0 writes, or the file is missing or
-    cut short (a pod prepared before a power cut): stage1 compiles nothing."""
-    if app.seccomp_bpf is None:
-        return None
-    path = os.path.join(pod_dir, app.seccomp_bpf)
-    if app.seccomp_bpf != seccomp_bpf_path(app.name):
-        raise OSError(f"the manifest names {app.seccomp_bpf!r} as the seccomp program, not "
-                      f"{seccomp_bpf_path(app.name)!r}")
-    stored = read_program(path)
-    if stored is None:
-        raise OSError(f"{path}: the seccomp program is missing or damaged (prepare the pod again)")
-    return stored

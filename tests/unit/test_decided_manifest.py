@@ -20,6 +20,7 @@ from podrun.model.netspec import NetMode, NetSpec
 from podrun.pod import caps_policy, seccomp_cache
 from podrun.stage0 import appflags as af
 from podrun.stage0 import prepare
+from podrun.stage2 import confine
 from tests.conftest import ROOT
 
 SCHEMA = json.loads((ROOT / "podrun" / "schemas" / "pod-manifest.json").read_text())
@@ -117,20 +118,20 @@ def test_stage1_reads_the_program_and_never_compiles(tmp_path: Path) -> None:
     (tmp_path / "apps" / "web").mkdir(parents=True)
     program = tmp_path / "apps" / "web" / "seccomp.bpf"
     program.write_bytes(b"\x06" + b"\x00" * 7)
-    assert seccomp_cache.pod_program(_app("apps/web/seccomp.bpf"), str(tmp_path)) == program.read_bytes()
-    assert seccomp_cache.pod_program(_app(None), str(tmp_path)) is None
+    assert confine.pod_program(_app("apps/web/seccomp.bpf"), str(tmp_path)) == program.read_bytes()
+    assert confine.pod_program(_app(None), str(tmp_path)) is None
     code = (
-        "import sys; from podrun.model.manifest import AppSpec; from podrun.pod import seccomp_cache\n"
+        "import sys; from podrun.model.manifest import AppSpec; from podrun.stage2 import confine\n"
         f"app = AppSpec('web', 'x', 'demo', (), (), (), seccomp_bpf='apps/web/seccomp.bpf')\n"
         "for damage in (b'', b'half'):\n"
         f"    open({str(program)!r}, 'wb').write(damage)\n"
         "    try:\n"
-        f"        seccomp_cache.pod_program(app, {str(tmp_path)!r})\n"
+        f"        confine.pod_program(app, {str(tmp_path)!r})\n"
         "    except OSError as exc:\n"
         "        print('refused' if 'prepare the pod again' in str(exc) else exc)\n"
         f"import os; os.unlink({str(program)!r})\n"
         "try:\n"
-        f"    seccomp_cache.pod_program(app, {str(tmp_path)!r})\n"
+        f"    confine.pod_program(app, {str(tmp_path)!r})\n"
         "except OSError as exc:\n"
         "    print('refused' if 'prepare the pod again' in str(exc) else exc)\n"
         "print(any(m in sys.modules for m in ('podrun.pod.seccomp_policy', 'podrun.isolation.seccomp')))\n"
@@ -143,7 +144,7 @@ def test_stage1_refuses_a_program_path_stage0_does_not_write(tmp_path: Path) -> 
     (tmp_path / "x.bpf").write_bytes(b"\x06" + b"\x00" * 7)
     for path in ("x.bpf", "apps/other/seccomp.bpf", "/etc/passwd"):
         with pytest.raises(OSError):
-            seccomp_cache.pod_program(_app(path), str(tmp_path))
+            confine.pod_program(_app(path), str(tmp_path))
 
 
 def test_a_cache_entry_of_another_key_is_never_used(tmp_path: Path) -> None:

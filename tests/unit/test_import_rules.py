@@ -40,8 +40,6 @@ ALLOWED: dict[str, set[str]] = {
 # Imports that break the rules today: (importing module, imported module) -> the part that
 # removes them.
 KNOWN = {
-    ("podrun.stage2.confine", "podrun.pod.caps_policy"): "B: the manifest holds capability numbers",
-    ("podrun.stage2.confine", "podrun.pod.seccomp_cache"): "B: the manifest holds the BPF path",
     ("podrun.stage2.tty", "podrun.stage1.default.logrelay"): "type-only: the poll loop as a Protocol",
     ("podrun.stage2.app", "podrun.systemd.activation"): "socket activation belongs in stage2 or the doc says so",
 }
