@@ -13,6 +13,7 @@ Signal numbers are Linux's generic ones (x86_64 and aarch64 share them, signal(7
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sys
 
@@ -52,11 +53,24 @@ def sigprocmask(how: int, signals: tuple[int, ...] | frozenset[int]) -> frozense
     return _signals_of(old)
 
 
-def signalfd(signals: tuple[int, ...] | frozenset[int], nonblocking: bool = True) -> int:
-    """A new close-on-exec signalfd for *signals* (which the caller keeps blocked)."""
-    flags = _SFD_CLOEXEC | (_SFD_NONBLOCK if nonblocking else 0)
+def signalfd(signals: tuple[int, ...] | frozenset[int]) -> int:
+    """A new non-blocking, close-on-exec signalfd for *signals* (which the caller keeps blocked)."""
+    flags = _SFD_CLOEXEC | _SFD_NONBLOCK
     mask = _sigset(signals)  # kept alive across the call: the kernel reads it through its address
     return _check(_libc.signalfd(-1, ctypes.addressof(mask), flags), "signalfd")
+
+
+def wait_signal(signals: tuple[int, ...] | frozenset[int]) -> int:
+    """Wait for one of *signals* (which the caller keeps blocked) and take it: its number
+    (sigwaitinfo(2); no fd, unlike a signalfd).  Retried when interrupted."""
+    mask = _sigset(signals)  # kept alive across the call: libc reads it through its address
+    while True:
+        signum = _libc.sigwaitinfo(ctypes.addressof(mask), None)
+        if signum > 0:
+            return int(signum)
+        exc = oserror("sigwaitinfo")
+        if exc.errno != errno.EINTR:
+            raise exc
 
 
 def read_signals(fd: int) -> list[int]:

@@ -36,6 +36,15 @@ def test_a_blocked_signal_waits_in_the_signalfd() -> None:
     assert out == ["True"] * 5
 
 
+def test_wait_signal_takes_a_blocked_signal_without_an_fd() -> None:
+    out = _run(
+        "s.sigprocmask(s.SIG_BLOCK, (s.SIGHUP, s.SIGCHLD)); os.kill(os.getpid(), s.SIGHUP); "
+        "print(s.wait_signal((s.SIGCHLD, s.SIGHUP)) == s.SIGHUP, "
+        "[l.split()[1] for l in open('/proc/self/status') if l.startswith('ShdPnd:')][0])"
+    )
+    assert out[0] == "True" and int(out[1], 16) == 0
+
+
 def test_the_mask_is_what_the_kernel_shows() -> None:
     out = _run(
         "s.sigprocmask(s.SIG_SETMASK, (s.SIGCHLD, s.SIGHUP)); "

@@ -91,7 +91,6 @@ def become_init(signals_w: int, netns_fd: int, mountpoint: str) -> NoReturn:
         os.close(null)
         sc.close_fds_from(3, frozenset({signals_w}))
         os.set_blocking(signals_w, False)
-        signals = sig.signalfd(WAITED, nonblocking=False)
         _empty_root(mountpoint)
         _blank_cmdline_and_environ(layout)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
@@ -99,21 +98,22 @@ def become_init(signals_w: int, netns_fd: int, mountpoint: str) -> NoReturn:
         caps.set_caps(frozenset(), frozenset(), frozenset())
     except Exception:
         os._exit(EXIT_FAILED)  # the supervisor sees pid 1 end, kills the apps and says so
-    _reap_forever(signals, signals_w)
+    _reap_forever(signals_w)
 
 
-def _reap_forever(signals: int, signals_w: int) -> NoReturn:
-    # Blocked and read from a signalfd: no handler runs, none is needed.  A PID namespace's
-    # init gets no signal it has left at SIG_DFL (pid_namespaces(7)) unless the signal is
-    # blocked: the kernel queues a blocked signal whatever its disposition (sig_ignored()).
+def _reap_forever(signals_w: int) -> NoReturn:
+    # Blocked and taken with sigwaitinfo: no handler runs, none is needed, and no fd is open
+    # but the pipe.  A PID namespace's init gets no signal it has left at SIG_DFL
+    # (pid_namespaces(7)) unless the signal is blocked: the kernel queues a blocked signal
+    # whatever its disposition (kernel/signal.c, sig_ignored()).
     while True:
         _reap()
-        for signum in sig.read_signals(signals):
-            if signum in PASSED_ON:
-                try:
-                    os.write(signals_w, bytes((signum,)))
-                except OSError:
-                    pass  # a full pipe already says "stop"; a closed one: the supervisor is ending
+        signum = sig.wait_signal(WAITED)
+        if signum in PASSED_ON:
+            try:
+                os.write(signals_w, bytes((signum,)))
+            except OSError:
+                pass  # a full pipe already says "stop"; a closed one: the supervisor is ending
 
 
 def _reap() -> None:
