@@ -277,7 +277,20 @@ def read_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
 
 
 def read_manifest_at(pod_dir: str) -> PodManifest:
-    """stage1: the manifest of the pod directory *pod_dir* (read_manifest)."""
+    """stage1: the manifest stage0 handed over (podrun.abi.take_manifest_doc: the document it
+    wrote to pod.json, without json's import), else the one of the pod directory *pod_dir*
+    (read_manifest)."""
+    from podrun import abi
+
+    doc = abi.take_manifest_doc()
+    if doc is not None:
+        try:
+            manifest = PodManifest.from_doc(doc)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise abi.AbiError(f"stage1: the manifest handed over is not one: {type(exc).__name__}: {exc}") from None
+        if not manifest.apps:
+            raise abi.AbiError("stage1: the manifest handed over has no apps")
+        return manifest
     pod_fd = os.open(pod_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         return read_manifest(pod_fd)[0]

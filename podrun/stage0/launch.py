@@ -85,7 +85,7 @@ def run_pod(g: Globals, kw: dict[str, Any]) -> None:
         os.environ[ENV_NET_HELPER] = helper.start()  # loads pyroute2 while we prepare the pod
 
     manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
-    exec_stage1(entry or entrypoint(manifest.stage1, RUN), pod_dir, lock_fd, g.debug, g.data_dir)
+    exec_stage1(entry or entrypoint(manifest.stage1, RUN), pod_dir, lock_fd, g.debug, g.data_dir, manifest)
 
 
 def run_prepared(g: Globals, uuid: str) -> None:
@@ -113,4 +113,4 @@ def run_prepared(g: Globals, uuid: str) -> None:
         from podrun.net import helper
 
         os.environ[ENV_NET_HELPER] = helper.start()  # pyroute2 loads while stage1 starts
-    exec_stage1(entry, pod_dir, lock_fd, g.debug, g.data_dir)
+    exec_stage1(entry, pod_dir, lock_fd, g.debug, g.data_dir, manifest)

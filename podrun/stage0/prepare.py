@@ -482,15 +482,17 @@ def entrypoint(flavor: str, name: str) -> Path:
     return abi.entrypoint(stages_dir(), flavor, name)
 
 
-def exec_stage1(entry: Path, pod_dir: Path, lock_fd: int, debug: bool, data_dir: str) -> NoReturn:
+def exec_stage1(entry: Path, pod_dir: Path, lock_fd: int, debug: bool, data_dir: str,
+                manifest: PodManifest) -> NoReturn:
     """Replace this process with the flavor's ``run`` entrypoint *entry* (found, and its ABI
-    checked, before the pod was written), handing over the pod lock (the contract: podrun.abi,
-    man/podrun-stage1.7)."""
+    checked, before the pod was written), handing over the pod lock and, to podrun's own
+    flavors, the decided *manifest* (the contract: podrun.abi, man/podrun-stage1.7)."""
     from podrun import abi
 
     argv = abi.run_argv(entry, abi.RunArgs(str(pod_dir), debug))
     os.set_inheritable(lock_fd, True)
-    env = abi.stage1_env(data_dir, lock_fd)
+    manifest_fd = abi.manifest_memfd(manifest.to_doc()) if manifest.stage1 in abi.STAGE1_FLAVORS else None
+    env = abi.stage1_env(data_dir, lock_fd, manifest_fd)
     if debug:
         sys.stderr.write("podrun: exec " + " ".join(argv) + f"  ({abi.ENV_LOCK_FD}={lock_fd})\n")
     sys.stdout.flush()

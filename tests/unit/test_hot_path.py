@@ -56,6 +56,20 @@ def test_reading_the_manifest_adds_only_json() -> None:
     assert added == MANIFEST_IMPORTS, f"added: {sorted(added - MANIFEST_IMPORTS)}, gone: {sorted(MANIFEST_IMPORTS - added)}"
 
 
+def test_the_handed_over_manifest_and_stage1s_records_add_nothing() -> None:
+    """stage0 hands podrun's flavors the manifest in a memfd (podrun.abi): reading it, and the
+    records stage1 writes (exit statuses, cgroup paths), import nothing (no json, hence no re)."""
+    _, added = _stage1_modules(
+        "import os; from podrun import abi, fsutil; from podrun.model.manifest import PodManifest; "
+        "from podrun.pod import layout; "
+        "os.environ[abi.ENV_MANIFEST_FD] = str(abi.manifest_memfd(PodManifest('u', ()).to_doc())); "
+        "doc = abi.take_manifest_doc(); PodManifest.from_doc(doc); "
+        "fsutil.numbers_json({'exit_code': 0, 'signal': None, 'finished': 1.5}); "
+        "fsutil.strings_json(['/sys/fs/cgroup/podrun/pod-u'])"
+    )
+    assert added == set(), sorted(added)
+
+
 def test_stage0_run_path_skips_http_and_schema_code() -> None:
     code = (
         "import sys; from podrun.cli import run; from podrun.stage0 import prepare; from podrun.image import api; "

@@ -148,10 +148,8 @@ def main(argv: list[str]) -> NoReturn:
     sd.close()
     finished = os.path.join(pod_dir, layout.FINISHED)
     try:
-        import json
-
-        record = {"exit_code": code, "finished": time.time()}
-        fsutil.atomic_write(finished, json.dumps(record, separators=(",", ":")).encode(), 0o644, durable=False)
+        record = fsutil.numbers_json({"exit_code": code, "finished": time.time()})
+        fsutil.atomic_write(finished, record, 0o644, durable=False)
     except OSError as exc:  # a full disk: the pod still ends with its code; status reads "unknown"
         sys.stderr.write(f"podrun: warning: writing {finished}: {exc.strerror} (the exit code is not recorded)\n")
     if networked:
@@ -222,10 +220,7 @@ def _make_cgroups(
     name = f"pod-{manifest.uuid}"
     parent = placement.place_pods(own_scope=manifest.register)
     paths = cgroups.pod_cgroup_paths(name, parent)
-    import json
-
-    record = json.dumps(list(paths), separators=(",", ":")).encode()
-    fsutil.atomic_write(os.path.join(pod_dir, layout.CGROUPS), record, 0o644)
+    fsutil.atomic_write(os.path.join(pod_dir, layout.CGROUPS), fsutil.strings_json(list(paths)), 0o644)
     pod_cgroup = cgroups.create_pod_cgroup(name, parent)
     try:
         init_cgroup = pod_cgroup.child("init")

@@ -398,14 +398,11 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _record_bytes(code: int, status: int) -> bytes:
-    import json
-
-    doc = {
+    return fsutil.numbers_json({
         "exit_code": code,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "finished": time.time(),
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
+    })
 
 
 def _record(status_dir: str, name: str, record: bytes) -> None:
