@@ -179,6 +179,15 @@ def test_no_host_fds_or_cwd(pods: Pods) -> None:
     assert res.stdout.split()[-1] == "/"
 
 
+@pytest.mark.parametrize("flavor", ["default", "fly"])
+def test_the_manifest_handed_to_stage1_never_reaches_the_app(pods: Pods, flavor: str) -> None:
+    """stage0 hands stage1 the manifest in a memfd (PODRUN_MANIFEST_FD): stage1 closes it and
+    drops the variable before any app runs, in both flavors (fly's app inherits the lock fd)."""
+    res = pods.sh("ls -l /proc/self/fd/; env; echo END", "--stage1", flavor)
+    assert res.returncode == 0 and res.stdout.split()[-1] == "END", res.stderr
+    assert "memfd" not in res.stdout and "PODRUN_MANIFEST_FD" not in res.stdout, res.stdout
+
+
 def test_users_groups_env(pods: Pods) -> None:
     res = pods.sh("id -u; id -g; echo $HOME", app_flags=("--user", "nobody"))
     assert res.stdout.split() == ["65534", "65534", "/"]
