@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -106,6 +107,24 @@ def test_exit_codes(pods: Pods) -> None:
     assert multi.returncode == 5  # the failing app's code; the other app was stopped
     ok = pods.run("run", "demo", "--exec", "/bin/true", "---", "demo", "--exec", "/bin/true")
     assert ok.returncode == 0
+
+
+def test_an_app_that_ignores_the_stop_is_killed_after_the_stop_timeout(pods: Pods) -> None:
+    """rkt's exit rule: app a fails, the supervisor sends app b SIGTERM, which b ignores; the
+    stop timeout (SIGALRM, taken through the supervisor's signalfd) then kills it."""
+    mount = ("--mount", "volume=v,target=/shared")
+    res = pods.run(
+        "run", "--volume", "v,kind=empty", "--uuid-file-save", str(pods.data / "uuid"),
+        "demo", "--name", "a", *mount, "--exec", "/bin/sh", "--", "-c",
+        "while [ ! -e /shared/ready ]; do sleep 0.05; done; exit 3",
+        "---", "demo", "--name", "b", *mount, "--exec", "/bin/sh", "--", "-c",
+        "trap '' TERM; touch /shared/ready; while :; do sleep 1; done",
+        check=False, timeout=120,
+    )
+    assert res.returncode == 3, res.stderr
+    uuid = (pods.data / "uuid").read_text().strip()
+    [status] = (pods.data / "pods").glob(f"*/{uuid}/status/b")
+    assert json.loads(status.read_text())["signal"] == 9
 
 
 def test_namespaces_and_hostname(pods: Pods) -> None:
