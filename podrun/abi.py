@@ -3,7 +3,8 @@
 rkt keeps these in ``common/common.go`` (``EnvLockFd``, the stage1 manifest and its entrypoint
 names); here it is this module.  stage0 builds the entrypoint's argv and environment with
 :func:`run_argv`, :func:`enter_argv` and :func:`stage1_env`; stage1 parses them with
-:func:`parse_run_argv`, :func:`parse_enter_argv`, :func:`take_lock_fd` and :func:`data_dir`;
+:func:`parse_run_argv`, :func:`parse_enter_argv`, :func:`take_lock_fd`, :func:`take_manifest_doc` and
+:func:`data_dir`;
 :func:`entrypoint` finds a flavor's executable and refuses a flavor of another ABI.
 
 stage1 imports this module on the warm path: ``os`` and ``sys`` only (tests/unit/test_hot_path.py).
@@ -33,6 +34,11 @@ ENV_DIR = "PODRUN_DIR"  # the data dir (--dir), absolute
 ENV_RUNTIME_DIR = "PODRUN_RUNTIME_DIR"  # /run/podrun unless set (netns files, boot id)
 ENV_NET_HELPER = "PODRUN_NET_HELPER"  # PID:REQUEST_FD:RESULT_FD of stage0's network helper
 ENV_STAGES_DIR = "PODRUN_STAGES_DIR"  # where the flavors are (stage0 only)
+# The decided manifest (pod.json's document) as marshal data in a memfd, so that stage1 needs
+# no json (whose import, through re, costs ~13 ms of every start); podrun's own flavors only
+# (an other flavor reads pod.json).  Optional: without it stage1 reads pod.json.
+ENV_MANIFEST_FD = "PODRUN_MANIFEST_FD"
+MANIFEST_FD_LIMIT = 16 << 20  # bytes; pod.json is bounded by stage0's own checks far below this
 
 POD_DIR, DEBUG, APP = "--pod-dir", "--debug", "--app"
 
@@ -92,9 +98,10 @@ def parse_enter_argv(argv: list[str]) -> EnterArgs:
     raise AbiError(f"stage1 enter: arguments {argv[:6]!r} are not `{POD_DIR} DIR {APP} NAME -- CMD...` (ABI {ABI})")
 
 
-def stage1_env(data_dir: str, lock_fd: int | None = None) -> dict[str, str]:
+def stage1_env(data_dir: str, lock_fd: int | None = None, manifest_fd: int | None = None) -> dict[str, str]:
     """stage0's environment for an entrypoint: its own, plus podrun's import root, the
-    site-packages, the data dir (absolute) and the lock fd when one is handed over."""
+    site-packages, the data dir (absolute) and the lock fd and the manifest's memfd when they
+    are handed over."""
     import podrun
 
     site = os.pathsep.join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
@@ -102,9 +109,61 @@ def stage1_env(data_dir: str, lock_fd: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({ENV_PYTHONPATH: root, ENV_SITE_PATH: site, ENV_DIR: os.path.abspath(data_dir)})
     env.pop(ENV_LOCK_FD, None)
+    env.pop(ENV_MANIFEST_FD, None)
     if lock_fd is not None:
         env[ENV_LOCK_FD] = str(lock_fd)
+    if manifest_fd is not None:
+        env[ENV_MANIFEST_FD] = str(manifest_fd)
     return env
+
+
+def manifest_memfd(doc: dict[str, object]) -> int:
+    """stage0: an inheritable memfd holding *doc* (a manifest's ``to_doc()``) as marshal data,
+    at offset 0, for ``PODRUN_MANIFEST_FD``.  marshal needs no import in stage1, and the data
+    never leaves this process and the one it execs (no file a third party could write)."""
+    import marshal
+
+    data = marshal.dumps(doc)
+    if len(data) > MANIFEST_FD_LIMIT:
+        raise AbiError(f"the pod manifest is too large to hand over ({len(data)} bytes)")
+    fd = os.memfd_create("podrun-manifest", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def take_manifest_doc() -> dict[str, object] | None:
+    """stage1: the manifest document stage0 handed over in ``PODRUN_MANIFEST_FD`` (the fd closed,
+    the variable removed: apps never see either), or None when it handed none over."""
+    import marshal
+
+    text = os.environ.pop(ENV_MANIFEST_FD, "")
+    if not text:
+        return None
+    try:
+        fd = int(text)
+        chunks = []
+        size = 0
+        try:
+            while size <= MANIFEST_FD_LIMIT and (chunk := os.read(fd, 1 << 16)):
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+    except (ValueError, OSError):
+        raise AbiError(f"stage1: {ENV_MANIFEST_FD}={text!r} is not an open descriptor of the manifest") from None
+    if size > MANIFEST_FD_LIMIT:
+        raise AbiError(f"stage1: the manifest in {ENV_MANIFEST_FD} is larger than {MANIFEST_FD_LIMIT} bytes")
+    try:
+        doc = marshal.loads(b"".join(chunks))  # noqa: S302 (written by stage0, the process that exec'd us)
+    except (ValueError, EOFError, TypeError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise AbiError(f"stage1: {ENV_MANIFEST_FD} holds no manifest document")
+    return doc
 
 
 def take_lock_fd() -> int:

@@ -444,3 +444,41 @@ class user_output:  # lower-case: used like open(), ``with user_output(path) as 
         finally:
             self.close()
 
+
+
+# stage1 writes a few small JSON records (exit statuses, its cgroup paths) on every pod's
+# path; the json module would cost it ~13 ms of imports (it loads re, enum, functools).  These
+# two write the plain cases directly, byte for byte what json.dumps(..., separators=(",", ":"))
+# writes, and hand anything else to json.
+def numbers_json(fields: dict[str, int | float | None]) -> bytes:
+    """*fields* (keys plain, values ints, finite floats or None) as compact JSON."""
+    parts = []
+    for key, value in fields.items():
+        if not _plain(key):
+            break
+        if value is None:
+            text = "null"
+        elif type(value) is int or (type(value) is float and value - value == 0):  # not a bool, nan or inf
+            text = repr(value)
+        else:
+            break
+        parts.append(f'"{key}":{text}')
+    else:
+        return ("{" + ",".join(parts) + "}").encode()
+    import json
+
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def strings_json(items: list[str]) -> bytes:
+    """*items* as a compact JSON list of strings."""
+    if all(_plain(item) for item in items):
+        return ("[" + ",".join(f'"{item}"' for item in items) + "]").encode()
+    import json
+
+    return json.dumps(items, separators=(",", ":")).encode()
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII without a quote or a backslash: JSON writes it as it is."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text

@@ -11,11 +11,12 @@ from podrun.image.limits import DEFAULT_LIMITS
 from podrun.image.reference import DockerReference, ImageReference, parse_reference
 from podrun.image.source import ImageSource, LocalSource
 from podrun.image.store import ImageRecord, SourceMemo, Store, normalize_name
-from podrun.lean import dataclass, field
+from podrun.lean import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Final
 
     from podrun.image.pull import PullOptions
 
@@ -24,12 +25,24 @@ LOCAL_TRANSPORTS = ("oci", "oci-archive", "docker-archive")
 _IMAGE_ID_RE = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
 
 
-@dataclass(frozen=True)
-class FetchRequest:
-    image: str
-    pull_policy: str = "new"
-    insecure: frozenset[str] = field(default_factory=frozenset)
-    options: PullOptions | None = None
+class FetchRequest(Record):
+    image: Final[str]
+    pull_policy: Final[str]
+    insecure: Final[frozenset[str]]
+    options: Final[PullOptions | None]
+
+    __slots__ = ("image", "pull_policy", "insecure", "options")
+
+    def __init__(
+        self, image: str,
+        pull_policy: str = "new",
+        insecure: frozenset[str] | None = None,
+        options: PullOptions | None = None,
+    ) -> None:
+        self.image = image
+        self.pull_policy = pull_policy
+        self.insecure = frozenset() if insecure is None else insecure
+        self.options = options
 
 
 def open_source(ref: ImageReference, insecure: frozenset[str]) -> ImageSource:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 from podrun.errors import LimitExceededError, VerificationError
-from podrun.lean import dataclass
+from podrun.lean import Record
 
 TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
     import hashlib
-    from typing import BinaryIO, Protocol
+    from typing import BinaryIO, Final, Protocol
 else:
     Protocol = object
 
@@ -20,12 +20,20 @@ _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 CHUNK = 1 << 20
 
 
-@dataclass(frozen=True, order=True)
-class Digest:
+class Digest(Record):
     """A validated ``algorithm:hex`` digest; only sha256 and sha512 are accepted."""
 
-    algorithm: str
-    hex: str
+    algorithm: Final[str]
+    hex: Final[str]
+
+    __slots__ = ("algorithm", "hex")
+
+    def __init__(self, algorithm: str, hex: str) -> None:
+        self.algorithm = algorithm
+        self.hex = hex
+
+    def __lt__(self, other: Digest) -> bool:  # sorted() of digests: by algorithm, then hex
+        return (self.algorithm, self.hex) < (other.algorithm, other.hex)
 
     @classmethod
     def parse(cls, text: str) -> Digest:

@@ -17,7 +17,9 @@ an unchanged config names the same root filesystem, which the store verified whe
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 
 from podrun.errors import LimitExceededError, NotFoundError, PodrunError, UsageError, VerificationError
 from podrun.image import mediatypes as mt
@@ -25,7 +27,6 @@ from podrun.image.digest import CHUNK, Digest
 from podrun.image.layout import TarArchive, docker_name, load_json, ref_matches
 from podrun.image.limits import DEFAULT_LIMITS
 from podrun.image.source import ManifestBytes, reuse_key
-from podrun.lean import dataclass, sha256
 
 TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class DockerArchiveSource:
         """Digest, size and compression of *member* as stored (each member read once)."""
         if member in self._hashed:
             return self._hashed[member]
-        h = sha256()
+        h = hashlib.sha256()
         size = 0
         head = b""
         with self._archive.open(member, follow_symlinks=True) as f:

@@ -12,7 +12,11 @@ import re
 
 from podrun.errors import UsageError
 from podrun.image.digest import Digest
-from podrun.lean import dataclass
+from podrun.lean import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
@@ -28,14 +32,21 @@ _HOST_RE = re.compile(
 TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive")
 
 
-@dataclass(frozen=True)
-class DockerReference:
+class DockerReference(Record):
     """A registry image: ``registry/repository`` plus a tag or a digest (or both)."""
 
-    registry: str
-    repository: str
-    tag: str | None
-    digest: Digest | None
+    registry: Final[str]
+    repository: Final[str]
+    tag: Final[str | None]
+    digest: Final[Digest | None]
+
+    __slots__ = ("registry", "repository", "tag", "digest")
+
+    def __init__(self, registry: str, repository: str, tag: str | None, digest: Digest | None) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.tag = tag
+        self.digest = digest
 
     @property
     def name(self) -> str:
@@ -56,14 +67,26 @@ class DockerReference:
         return text
 
 
-@dataclass(frozen=True)
-class ImageReference:
+class ImageReference(Record):
     """A parsed image argument.  ``transport`` is one of TRANSPORTS or ``store`` (bare name)."""
 
-    transport: str
-    docker: DockerReference | None = None
-    path: str | None = None  # oci:, oci-archive:, docker-archive:
-    ref: str | None = None  # the :REF part of a local layout or archive
+    transport: Final[str]
+    docker: Final[DockerReference | None]
+    path: Final[str | None]  # oci:, oci-archive:, docker-archive:
+    ref: Final[str | None]  # the :REF part of a local layout or archive
+
+    __slots__ = ("transport", "docker", "path", "ref")
+
+    def __init__(
+        self, transport: str,
+        docker: DockerReference | None = None,
+        path: str | None = None,
+        ref: str | None = None,
+    ) -> None:
+        self.transport = transport
+        self.docker = docker
+        self.path = path
+        self.ref = ref
 
     def __str__(self) -> str:
         if self.transport == "store":

@@ -11,23 +11,29 @@ Local sources (``LocalSource``) also say which documents decide the image they n
 from __future__ import annotations
 
 from podrun.image.digest import Digest
-from podrun.lean import dataclass, sha256
+from podrun.lean import Record
 
 TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
-    from typing import BinaryIO, Protocol
+    from typing import BinaryIO, Final, Protocol
 else:
     Protocol = object
 
 
-@dataclass(frozen=True)
-class ManifestBytes:
+class ManifestBytes(Record):
     """Raw manifest or index bytes, their declared media type and, when the transport knows
     it (a digest reference, an index descriptor), the digest they must match."""
 
-    data: bytes
-    media_type: str
-    expected_digest: Digest | None = None
+    data: Final[bytes]
+    media_type: Final[str]
+    expected_digest: Final[Digest | None]
+
+    __slots__ = ("data", "media_type", "expected_digest")
+
+    def __init__(self, data: bytes, media_type: str, expected_digest: Digest | None = None) -> None:
+        self.data = data
+        self.media_type = media_type
+        self.expected_digest = expected_digest
 
 
 class ImageSource(Protocol):
@@ -83,7 +89,9 @@ class LocalSource(ImageSource, Protocol):
 
 def reuse_key(*parts: str | bytes) -> str:
     """The sha256 hex of *parts*, each length-prefixed (no two part lists give one input)."""
-    h = sha256()
+    import hashlib
+
+    h = hashlib.sha256()
     for part in parts:
         data = part.encode() if isinstance(part, str) else part
         h.update(b"%d:" % len(data))
@@ -92,9 +100,7 @@ def reuse_key(*parts: str | bytes) -> str:
 
 
 def content_matches(data: bytes, digest: Digest) -> bool:
-    """Whether *data* hashes to *digest* (sha256 without loading OpenSSL: podrun.lean)."""
-    if digest.algorithm == "sha256":
-        return sha256(data).hexdigest() == digest.hex
+    """Whether *data* hashes to *digest*."""
     import hashlib
 
     return hashlib.new(digest.algorithm, data).hexdigest() == digest.hex

@@ -34,36 +34,68 @@ from podrun.errors import NotFoundError, PodrunError, StoreError, UsageError
 from podrun.fsutil import remove_path, remove_tree
 from podrun.image.digest import Digest, copy_verified
 from podrun.image.reference import parse_docker_name
-from podrun.lean import dataclass
+from podrun.lean import Record
 
 TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from typing import Any, BinaryIO
+    from typing import Any, BinaryIO, Final
 
 
-@dataclass(frozen=True)
-class LayerRecord:
-    digest: Digest  # blob digest (compressed, as distributed)
-    diff_id: Digest
-    media_type: str
-    size: int  # compressed size
+class LayerRecord(Record):
+    digest: Final[Digest]  # blob digest (compressed, as distributed)
+    diff_id: Final[Digest]
+    media_type: Final[str]
+    size: Final[int]  # compressed size
+
+    __slots__ = ("digest", "diff_id", "media_type", "size")
+
+    def __init__(self, digest: Digest, diff_id: Digest, media_type: str, size: int) -> None:
+        self.digest = digest
+        self.diff_id = diff_id
+        self.media_type = media_type
+        self.size = size
 
 
-@dataclass(frozen=True)
-class ImageRecord:
+class ImageRecord(Record):
     """What the store knows of one complete image.  ``id`` is the manifest digest."""
 
-    id: Digest
-    manifest_media_type: str
-    manifest_size: int
-    config: Digest
-    config_size: int
-    layers: tuple[LayerRecord, ...]
-    created: str | None
-    fetched: float
-    source: str
-    unpacked_size: int
+    id: Final[Digest]
+    manifest_media_type: Final[str]
+    manifest_size: Final[int]
+    config: Final[Digest]
+    config_size: Final[int]
+    layers: Final[tuple[LayerRecord, ...]]
+    created: Final[str | None]
+    fetched: Final[float]
+    source: Final[str]
+    unpacked_size: Final[int]
+
+    __slots__ = ("id", "manifest_media_type", "manifest_size", "config", "config_size", "layers", "created",
+                 "fetched", "source", "unpacked_size")
+
+    def __init__(
+        self, id: Digest,
+        manifest_media_type: str,
+        manifest_size: int,
+        config: Digest,
+        config_size: int,
+        layers: tuple[LayerRecord, ...],
+        created: str | None,
+        fetched: float,
+        source: str,
+        unpacked_size: int,
+    ) -> None:
+        self.id = id
+        self.manifest_media_type = manifest_media_type
+        self.manifest_size = manifest_size
+        self.config = config
+        self.config_size = config_size
+        self.layers = layers
+        self.created = created
+        self.fetched = fetched
+        self.source = source
+        self.unpacked_size = unpacked_size
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,15 +138,21 @@ class ImageRecord:
         )
 
 
-@dataclass(frozen=True)
-class SourceMemo:
+class SourceMemo(Record):
     """What a local source named when it was last read in full, kept under a key that digests
     the documents deciding it (``LocalSource.reuse_key``).  A cache: a missing, damaged or
     stale memo only means the source is read in full again."""
 
-    image: Digest
-    checks: tuple[tuple[Digest, int], ...]  # documents read again and verified on reuse
-    name: str | None  # NAME:TAG the source gives the image
+    image: Final[Digest]
+    checks: Final[tuple[tuple[Digest, int], ...]]  # documents read again and verified on reuse
+    name: Final[str | None]  # NAME:TAG the source gives the image
+
+    __slots__ = ("image", "checks", "name")
+
+    def __init__(self, image: Digest, checks: tuple[tuple[Digest, int], ...], name: str | None) -> None:
+        self.image = image
+        self.checks = checks
+        self.name = name
 
     def to_json(self) -> dict[str, Any]:
         return {"image": str(self.image), "checks": [[str(d), n] for d, n in self.checks], "name": self.name}

@@ -17,7 +17,7 @@ import resource
 
 from podrun.isolation.libc import LIBC, check
 
-# Capability numbers: podrun.isolation.consts (no ctypes there, for stage0's flag parsing).
+# Capability numbers and names: podrun.model.caps (no ctypes there, for stage0's flag parsing).
 
 # prctl(2) options (linux/prctl.h)
 PR_SET_KEEPCAPS = 8

@@ -34,11 +34,16 @@ for _name, _args in (
     ("capset", [_ptr, _ptr]),
     ("setrlimit", [_int, _ptr]),
     ("syncfs", [_int]),
+    ("sigprocmask", [_int, _ptr, _ptr]),
+    ("signalfd", [_int, _ptr, _int]),
+    ("sigwaitinfo", [_ptr, _ptr]),
 ):
     _func = getattr(LIBC, _name)
     _func.argtypes = _args
     _func.restype = _int
 LIBC.syscall.restype = _long
+LIBC.signal.argtypes, LIBC.signal.restype = [_int, _ptr], _ptr  # returns the old handler, SIG_ERR on failure
+LIBC.alarm.argtypes, LIBC.alarm.restype = [_uint], _uint
 
 
 def oserror(call: str, path: str | None = None, err: int | None = None, hint: str = "") -> OSError:

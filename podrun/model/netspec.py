@@ -11,26 +11,57 @@
 from __future__ import annotations
 
 from podrun.errors import UsageError
-from podrun.lean import dataclass
+from podrun.lean import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 NET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
-@dataclass(frozen=True)
-class NetSpec:
-    name: str
-    args: tuple[tuple[str, str], ...] = ()  # (K, V) pairs, in the order given
+class NetMode:
+    """The pod's network mode as the manifest records it (a plain class: enum costs ~5 ms)."""
+
+    NONE = "none"  # a network namespace with loopback only
+    HOST = "host"  # the host's network namespace
+    NETWORKS = "networks"  # its own namespace, attached to the manifest's ``networks``
+    ALL = (NONE, HOST, NETWORKS)
+
+
+def net_mode(text: str) -> str:
+    """The NetMode of a ``--net`` text (already checked by ``parse_net``)."""
+    text = text.strip()
+    return text if text in (NetMode.NONE, NetMode.HOST) else NetMode.NETWORKS
+
+
+class NetSpec(Record):
+    name: Final[str]
+    args: Final[tuple[tuple[str, str], ...]]  # (K, V) pairs, in the order given
+
+    __slots__ = ("name", "args")
+
+    def __init__(self, name: str, args: tuple[tuple[str, str], ...] = ()) -> None:
+        self.name = name
+        self.args = args
 
     def arg(self, key: str) -> str | None:
         return next((v for k, v in self.args if k == key), None)
 
 
-@dataclass(frozen=True)
-class PortSpec:
-    proto: str        # "tcp" | "udp"
-    pod_port: int
-    host_port: int
-    host_ip: str = ""  # "" = every host address
+class PortSpec(Record):
+    proto: Final[str]  # "tcp" | "udp"
+    pod_port: Final[int]
+    host_port: Final[int]
+    host_ip: Final[str]  # "" = every host address
+
+    __slots__ = ("proto", "pod_port", "host_port", "host_ip")
+
+    def __init__(self, proto: str, pod_port: int, host_port: int, host_ip: str = "") -> None:
+        self.proto = proto
+        self.pod_port = pod_port
+        self.host_port = host_port
+        self.host_ip = host_ip
 
 
 def parse_net(text: str) -> tuple[NetSpec, ...]:

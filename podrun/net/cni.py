@@ -6,11 +6,11 @@ result; DEL runs them in reverse and ignores nothing but "not found" style failu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
 from podrun.errors import NotFoundError, PodrunError
-from podrun.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,18 +37,19 @@ def _run(command: str, conflist: dict[str, Any], plugin: dict[str, Any], prev: A
         conf["prevResult"] = prev
     exe = _find(str(plugin["type"]), path)
     env = dict(env, CNI_COMMAND=command, PATH=os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
-    res = subprocess.run([exe], input=json_dumps(conf).encode(), capture_output=True, timeout=120, env=env)
+    stdin = json.dumps(conf, separators=(",", ":")).encode()
+    res = subprocess.run([exe], input=stdin, capture_output=True, timeout=120, env=env)
     out = res.stdout.decode(errors="replace").strip()
     if res.returncode != 0:
         try:
-            doc = json_loads(out)
+            doc = json.loads(out)
             msg = f"{doc.get('msg', '')} {doc.get('details', '')}".strip() or out
         except ValueError:
             msg = out or res.stderr.decode(errors="replace").strip()
         raise CNIError(f"network {conflist['name']}: plugin {plugin['type']} {command} failed: {msg}")
     if command == "ADD":
         try:
-            return json_loads(out) if out else prev
+            return json.loads(out) if out else prev
         except ValueError:
             raise CNIError(f"network {conflist['name']}: plugin {plugin['type']} printed no JSON result") from None
     return None

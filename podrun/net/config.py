@@ -10,10 +10,15 @@ Debian's containernetworking-plugins installs them, then ``/opt/cni/bin``).
 
 from __future__ import annotations
 
+import json
 import os
 
 from podrun.errors import NotFoundError, UsageError
-from podrun.lean import dataclass, json_loads
+from podrun.lean import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 DEFAULT_NET_DIR = "/etc/podrun/net.d"
 DEFAULT_CNI_PATH = "/usr/lib/cni:/opt/cni/bin"
@@ -21,10 +26,15 @@ DEFAULT_BRIDGE = "podrun0"
 DEFAULT_SUBNET = "172.16.28.0/24"  # rkt's default network
 
 
-@dataclass(frozen=True)
-class DefaultNet:
-    bridge: str = DEFAULT_BRIDGE
-    subnet: str = DEFAULT_SUBNET  # IPv4 CIDR; the bridge (gateway) takes the first host address
+class DefaultNet(Record):
+    bridge: Final[str]
+    subnet: Final[str]  # IPv4 CIDR; the bridge (gateway) takes the first host address
+
+    __slots__ = ("bridge", "subnet")
+
+    def __init__(self, bridge: str = DEFAULT_BRIDGE, subnet: str = DEFAULT_SUBNET) -> None:
+        self.bridge = bridge
+        self.subnet = subnet
 
     @property
     def table(self) -> str:
@@ -89,7 +99,7 @@ def default_net() -> DefaultNet:
     path = os.path.join(net_dir(), "default.json")
     try:
         with open(path, "rb") as f:
-            doc = json_loads(f.read())
+            doc = json.loads(f.read())
     except FileNotFoundError:
         return DefaultNet()
     except (OSError, ValueError) as exc:
@@ -119,7 +129,7 @@ def load_cni(name: str) -> dict[str, object]:
         path = os.path.join(directory, fname)
         try:
             with open(path, "rb") as f:
-                doc = json_loads(f.read())
+                doc = json.loads(f.read())
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path}: unreadable network config ({exc})") from None
         if not isinstance(doc, dict) or doc.get("name") != name:

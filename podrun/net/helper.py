@@ -13,12 +13,13 @@ the variable leaves the helper waiting until the pod's process exits (EOF); it t
 
 from __future__ import annotations
 
+import json
 import os
 
 from podrun.abi import ENV_NET_HELPER
 from podrun.errors import PodrunError
 from podrun.isolation import syscalls as sc
-from podrun.lean import json_dumps, load_site_packages
+from podrun.lean import load_site_packages
 
 ENV = ENV_NET_HELPER  # the stage contract names it (podrun.abi)
 Handle = tuple[int, int, int]  # (pid, request fd, result fd)
@@ -70,7 +71,8 @@ def request(handle: Handle, pod_dir: str, data_dir: str, boot_id: str) -> None:
     """Ask the helper to attach the pod (its netns must exist)."""
     _, req_w, _ = handle
     try:
-        os.write(req_w, json_dumps({"pod_dir": pod_dir, "data_dir": data_dir, "boot_id": boot_id}).encode())
+        req = {"pod_dir": pod_dir, "data_dir": data_dir, "boot_id": boot_id}
+        os.write(req_w, json.dumps(req, separators=(",", ":")).encode())
     finally:
         os.close(req_w)
 
@@ -107,11 +109,10 @@ def _serve(req_r: int, res_w: int) -> None:
         chunks.append(chunk)
     if not chunks:
         os._exit(0)  # stage1 did not want us
-    from podrun.lean import json_loads
     from podrun.model.manifest import MANIFEST, PodManifest
     from podrun.net import setup
 
-    req = json_loads(b"".join(chunks))
+    req = json.loads(b"".join(chunks))
     with open(os.path.join(req["pod_dir"], MANIFEST), "rb") as f:
         manifest = PodManifest.from_json(f.read())
     setup.run_helper(req["pod_dir"], req["data_dir"], manifest, req["boot_id"], res_w)

@@ -13,11 +13,11 @@ of a pod (exit path and gc); it is idempotent.
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 from podrun import fsutil
 from podrun.errors import ConflictError, LimitExceededError, UsageError
-from podrun.lean import json_dumps, json_loads
 from podrun.net.config import DefaultNet, int_to_ip, ip_to_int
 
 TYPE_CHECKING = False
@@ -32,7 +32,7 @@ def _dir(data_dir: str, bridge: str) -> str:
 def _read(path: str) -> dict[str, str] | None:
     try:
         with open(path, "rb") as f:
-            doc = json_loads(f.read())
+            doc = json.loads(f.read())
         return doc if isinstance(doc, dict) else None
     except (OSError, ValueError):
         return None
@@ -91,8 +91,8 @@ def allocate(data_dir: str, net: DefaultNet, uuid: str, boot_id: str, wanted: st
                                      hint="every address is leased to a running pod")
         ip = int_to_ip(found)
     # not fsynced: after a power cut the lease names a boot that is over, so it is stale anyway
-    fsutil.atomic_write(os.path.join(lease_dir, ip), json_dumps({"pod": uuid, "boot_id": boot_id}).encode(),
-                        0o600, durable=False)
+    lease = json.dumps({"pod": uuid, "boot_id": boot_id}, separators=(",", ":")).encode()
+    fsutil.atomic_write(os.path.join(lease_dir, ip), lease, 0o600, durable=False)
     return ip
 
 

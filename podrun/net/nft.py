@@ -223,9 +223,9 @@ def _list(family: str, table: str) -> list[dict[str, Any]]:
         if "No such file or directory" in res.stderr:
             return []
         raise PodrunError(f"nft: listing table {family} {table}: {res.stderr.strip()}")
-    from podrun.lean import json_loads
+    import json
 
-    objects = json_loads(res.stdout).get("nftables", [])
+    objects = json.loads(res.stdout).get("nftables", [])
     return [o for o in objects if isinstance(o, dict)]
 
 

@@ -22,12 +22,12 @@ supervisor's own set-up.
 
 from __future__ import annotations
 
+import json
 import os
 
 from podrun import faults, fsutil
 from podrun.errors import PodrunError
 from podrun.isolation import syscalls as sc
-from podrun.lean import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class State:
     def load(self) -> State:
         try:
             with open(self.path, "rb") as f:
-                doc = json_loads(f.read())
+                doc = json.loads(f.read())
             self.doc = doc if isinstance(doc, dict) else {}
         except (OSError, ValueError):
             self.doc = {}
@@ -69,7 +69,7 @@ class State:
 
     def save(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        fsutil.atomic_write(self.path, json_dumps(self.doc).encode(), 0o644, durable=False)
+        fsutil.atomic_write(self.path, json.dumps(self.doc, separators=(",", ":")).encode(), 0o644, durable=False)
 
 
 def _make_netns(path: str) -> None:
@@ -177,7 +177,7 @@ def _attach_cni(st: State, pod_dir: str, manifest: PodManifest, netns: str, ifna
 
     conflist_path = os.path.join(pod_dir, "net", f"cni-{name}.json")
     with open(conflist_path, "rb") as f:  # copied by stage0: DEL must see the config ADD saw
-        conflist = json_loads(f.read())
+        conflist = json.loads(f.read())
     entry: dict[str, Any] = {"kind": "cni", "name": name, "ifname": ifname, "args": [list(a) for a in args],
                              "conflist": conflist_path}
     st.doc["networks"].append(entry)
@@ -300,7 +300,7 @@ def _detach_cni(entry: dict[str, Any], uuid: str, netns: str) -> None:
     from podrun.net import cni, config
 
     with open(entry["conflist"], "rb") as f:
-        conflist = json_loads(f.read())
+        conflist = json.loads(f.read())
     live = netns if netns and os.path.exists(netns) and os.path.ismount(netns) else ""
     cni.delete(conflist, uuid, live, entry["ifname"], [tuple(a) for a in entry.get("args", [])],
                config.cni_path(), entry.get("result"))

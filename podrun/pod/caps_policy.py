@@ -1,15 +1,14 @@
-"""Capability and rlimit policy for apps: the defaults and the ``--caps-retain``/``--caps-remove`` flags.
+"""Capability policy for apps: the default set and the ``--caps-retain``/``--caps-remove`` flags.
 
-Pure policy (no syscalls except reading the current limits for clamping); stage2 applies the result
-through ``podrun.isolation.caps``.
+Pure policy, decided by stage0 (the manifest records capability numbers); stage2 applies the
+result through ``podrun.isolation.caps``.  The default rlimits are stage2's (podrun.stage2.confine:
+they are clamped to what the pod's pid 1 may raise).
 """
 
 from __future__ import annotations
 
-import resource
-
 from podrun.errors import UsageError
-from podrun.isolation.consts import CAP_NAMES
+from podrun.model.caps import CAP_NAMES
 
 # podman's default set (containers.conf ``default_capabilities`` in containers/common): docker's
 # minus CAP_AUDIT_WRITE, CAP_MKNOD and CAP_NET_RAW.
@@ -26,13 +25,6 @@ DEFAULT_CAPS: frozenset[str] = frozenset({
     "CAP_SETUID",
     "CAP_SYS_CHROOT",
 })
-
-# podman's define.RLimitDefaultValue: RLIMIT_NOFILE and RLIMIT_NPROC default to this (soft = hard)
-# unless the user set them; when podman lacks CAP_SYS_RESOURCE (rootless, or a host that removed it)
-# it clamps both to the current limits instead of failing.
-RLIMIT_DEFAULT = 1048576
-
-_CAP_SYS_RESOURCE = CAP_NAMES["CAP_SYS_RESOURCE"]
 
 
 def _parse_names(value: str, flag: str) -> frozenset[str]:
@@ -69,45 +61,3 @@ def resolve_caps(retain: str | None, remove: str | None) -> frozenset[str]:
 def cap_numbers(names: frozenset[str]) -> frozenset[int]:
     """Capability names (as returned by resolve_caps) to the kernel's numbers."""
     return frozenset(CAP_NAMES[name] for name in names)
-
-
-def _has_cap_sys_resource() -> bool:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
-    return False
-
-
-def _nr_open() -> int:
-    try:
-        with open("/proc/sys/fs/nr_open") as f:
-            return int(f.read())
-    except OSError:
-        return RLIMIT_DEFAULT
-
-
-def default_rlimits(can_raise: bool | None = None) -> dict[str, tuple[int, int]]:
-    """Default rlimits for apps, following podman: NOFILE and NPROC at 1048576 (soft = hard).
-
-    Without CAP_SYS_RESOURCE (``can_raise`` False; detected from our effective set when None) a hard
-    limit cannot be raised, so each value is clamped to the current soft/hard limits, as podman does.
-    RLIMIT_NOFILE is also capped at fs.nr_open, which even CAP_SYS_RESOURCE cannot exceed.
-    Everything else is inherited unchanged.
-    """
-    if can_raise is None:
-        can_raise = _has_cap_sys_resource()
-    limits: dict[str, tuple[int, int]] = {}
-    for name, number in (("RLIMIT_NOFILE", resource.RLIMIT_NOFILE), ("RLIMIT_NPROC", resource.RLIMIT_NPROC)):
-        soft = hard = RLIMIT_DEFAULT
-        if name == "RLIMIT_NOFILE":
-            soft = hard = min(RLIMIT_DEFAULT, _nr_open())
-        if not can_raise:
-            cur_soft, cur_hard = resource.getrlimit(number)
-            if cur_hard != resource.RLIM_INFINITY:
-                hard = min(hard, cur_hard)
-            if cur_soft != resource.RLIM_INFINITY:
-                soft = min(soft, cur_soft)
-            soft = min(soft, hard)
-        limits[name] = (soft, hard)
-    return limits

@@ -16,7 +16,9 @@ import stat
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
 from podrun.model.manifest import MANIFEST as MANIFEST  # noqa: PLC0414 (re-exported: pod.json, named by its model)
+from podrun.model.manifest import SECCOMP_BPF as SECCOMP_BPF  # noqa: PLC0414 (in apps/APP/: compiled by stage0)
 from podrun.model.manifest import PodManifest
+from podrun.model.manifest import seccomp_bpf_path as app_seccomp_path  # noqa: F401 (the manifest records it)
 
 TYPE_CHECKING = False  # stage1 imports the names below: no pathlib, contextlib or typing at import
 if TYPE_CHECKING:
@@ -38,7 +40,6 @@ ETC_DIR = "etc"  # etc/hostname, etc/hosts, etc/resolv.conf, bound into every ap
 NET_DIR = "net"  # the network record and CNI configs: kept until the network is released
 NET_STATE = NET_DIR + "/state.json"
 LOG, LOG_OLDER = "log", "log.1"  # in apps/APP/
-SECCOMP_BPF = "seccomp.bpf"  # in apps/APP/: compiled by stage0
 
 
 def app_status_path(app: str) -> str:
@@ -51,10 +52,6 @@ def app_dir(app: str) -> str:
 
 def app_log_path(app: str) -> str:
     return f"{APPS_DIR}/{app}/{LOG}"
-
-
-def app_seccomp_path(app: str) -> str:
-    return f"{APPS_DIR}/{app}/{SECCOMP_BPF}"
 
 
 def volume_path(name: str) -> str:
@@ -84,9 +81,11 @@ class PodDirs:
     def path(self, phase: str, uuid: str) -> Path:
         return self.root / phase / uuid
 
-    def create_embryo(self, uuid: str, manifest: bytes, files: dict[str, bytes] | None = None) -> tuple[Path, int]:
+    def create_embryo(self, uuid: str, manifest: bytes, files: dict[str, bytes] | None = None,
+                      durable_files: bool = False) -> tuple[Path, int]:
         """Create ``embryo/<uuid>`` holding the manifest (and *files*, relative path → bytes,
-        e.g. compiled seccomp programs); returns it with its lock fd held.  On failure nothing
+        e.g. compiled seccomp programs; fsynced with *durable_files*: a prepared pod must find
+        them whole after a power cut, as stage1 rebuilds nothing); returns it with its lock fd held.  On failure nothing
         is left behind; after a ``kill -9`` the hidden directory is left unlocked, and gc
         removes it at once."""
         self.ensure()
@@ -97,9 +96,11 @@ class PodDirs:
         fd = fsutil.create_locked(tmp, directory=True)
         try:
             for rel, data in (files or {}).items():
-                # No fsync of their own: readers rebuild a file a power cut left empty or short.
                 (tmp / rel).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                (tmp / rel).write_bytes(data)
+                if durable_files:
+                    fsutil.atomic_write(tmp / rel, data, 0o644)
+                else:  # a pod that runs now: a power cut ends it, and it never runs again
+                    (tmp / rel).write_bytes(data)
             faults.checkpoint("prepare:embryo-hidden")
             fsutil.atomic_write(tmp / MANIFEST, manifest, 0o600)
             path = self.path("embryo", uuid)
@@ -276,7 +277,20 @@ def read_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
 
 
 def read_manifest_at(pod_dir: str) -> PodManifest:
-    """stage1: the manifest of the pod directory *pod_dir* (read_manifest)."""
+    """stage1: the manifest stage0 handed over (podrun.abi.take_manifest_doc: the document it
+    wrote to pod.json, without json's import), else the one of the pod directory *pod_dir*
+    (read_manifest)."""
+    from podrun import abi
+
+    doc = abi.take_manifest_doc()
+    if doc is not None:
+        try:
+            manifest = PodManifest.from_doc(doc)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise abi.AbiError(f"stage1: the manifest handed over is not one: {type(exc).__name__}: {exc}") from None
+        if not manifest.apps:
+            raise abi.AbiError("stage1: the manifest handed over has no apps")
+        return manifest
     pod_fd = os.open(pod_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         return read_manifest(pod_fd)[0]

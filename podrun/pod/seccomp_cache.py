@@ -1,10 +1,11 @@
 """Compiled seccomp programs: stage0 compiles each app's filter (or takes it from the cache
-``DIR/cache/seccomp``) and writes it into the pod dir as ``apps/NAME/seccomp.bpf``, so stage1
-only reads bytes and hands them to the kernel.
+``DIR/cache/seccomp``) and writes it into the pod dir where the manifest's ``seccomp_bpf`` says
+(``apps/NAME/seccomp.bpf``), so stage1 only reads bytes and hands them to the kernel.
 
 Compiling costs ~60 ms (importing the policy, libseccomp's compiler); the cache key covers
 everything a program is built from, including the policy module's and libseccomp's identity, so
-an upgrade never reuses a stale program.
+an upgrade never reuses a stale program.  stage1 never compiles: a program missing from the pod
+dir, or cut short, refuses the app (the pod must be prepared again; podrun.stage2.confine reads it).
 """
 
 from __future__ import annotations
@@ -13,62 +14,63 @@ import os
 
 from podrun import __version__, fsutil
 from podrun.isolation.consts import LIBSECCOMP
-from podrun.lean import sha256
-from podrun.model.manifest import AppSpec
-from podrun.pod.layout import app_seccomp_path
+from podrun.model.manifest import SECCOMP_BPF
+
+__all__ = ["SECCOMP_BPF", "seccomp_program"]
 
 
-def _filter_key(app: AppSpec, cap_set: frozenset[str]) -> str:
+def _filter_key(flag: str | None, cap_names: frozenset[str]) -> bytes:
+    """Everything the program is built from, as one line of text (repr escapes newlines)."""
     policy = os.stat(os.path.join(os.path.dirname(__file__), "seccomp_policy.py"))
     try:
         lib = os.stat(f"/usr/lib/{os.uname().machine}-linux-gnu/{LIBSECCOMP}")
         lib_id: tuple[int, int] = (lib.st_size, lib.st_mtime_ns)
     except OSError:
         lib_id = (0, 0)
-    text = repr((__version__, os.uname().machine, app.seccomp, sorted(cap_set), policy.st_size,
-                 policy.st_mtime_ns, lib_id))
-    return sha256(text.encode()).hexdigest()
+    return repr((__version__, os.uname().machine, flag, sorted(cap_names), policy.st_size,
+                 policy.st_mtime_ns, lib_id)).encode()
 
 
-def seccomp_program(app: AppSpec, cache_dir: str | None) -> bytes:
-    """The app's BPF program, from *cache_dir* when built before."""
-    cap_set = frozenset(app.capabilities)
-    path = os.path.join(cache_dir, f"{_filter_key(app, cap_set)}.bpf") if cache_dir else None
-    cached = read_program(path) if path is not None else None
+def _cache_name(key: bytes) -> str:
+    """The cache file of *key*.  The name only locates the entry (CRC-32 and length: zlib is
+    loaded already, hashlib would load OpenSSL on every run, ~4 ms); the entry starts with its
+    whole key and is used only if that matches, so two keys sharing a name cost a compile,
+    never the wrong program."""
+    import zlib
+
+    return f"{zlib.crc32(key):08x}-{len(key)}.bpf"
+
+
+def _read_cached(path: str, key: bytes) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    stored_key, newline, program = data.partition(b"\n")
+    if stored_key != key or not newline or not program or len(program) % 8:
+        return None
+    return program
+
+
+def seccomp_program(flag: str | None, cap_names: frozenset[str], cache_dir: str | None) -> bytes:
+    """The BPF program of an app with the ``--seccomp`` text *flag* (None: the default filter)
+    keeping *cap_names*, from *cache_dir* when built before (stage0 only)."""
+    key = _filter_key(flag, cap_names)
+    path = os.path.join(cache_dir, _cache_name(key)) if cache_dir else None
+    cached = _read_cached(path, key) if path is not None else None
     if cached is not None:
         return cached
     from podrun.pod import seccomp_policy
 
-    filt = (seccomp_policy.parse_seccomp_flag(app.seccomp, cap_set) if app.seccomp
-            else seccomp_policy.filter_for(cap_set))
+    filt = seccomp_policy.parse_seccomp_flag(flag, cap_names) if flag else seccomp_policy.filter_for(cap_names)
     from podrun.isolation import seccomp
 
     bpf = seccomp.compile_bpf(filt)
     if path is not None and cache_dir is not None:
         try:
             os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-            fsutil.atomic_write(path, bpf, 0o600)
+            fsutil.atomic_write(path, key + b"\n" + bpf, 0o600)
         except OSError:
             pass  # a cache that cannot be written only costs time
     return bpf
-
-
-def read_program(path: str) -> bytes | None:
-    """The program stored at *path*, or None if it is missing or not non-empty whole
-    instructions (a file cut short by a crash is rebuilt, never loaded)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    return data if len(data) > 0 and len(data) % 8 == 0 else None
-
-
-def pod_program(app: AppSpec, pod_dir: str) -> bytes:
-    """The program stage0 wrote for *app* into the pod dir; rebuilt (through the cache) if it is
-    missing or was cut short, e.g. a pod prepared before a power cut."""
-    stored = read_program(os.path.join(pod_dir, app_seccomp_path(app.name)))
-    if stored is not None:
-        return stored
-    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pod_dir))))
-    return seccomp_program(app, os.path.join(data_dir, "cache", "seccomp"))

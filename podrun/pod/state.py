@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from podrun.errors import StoreError
 from podrun.model.manifest import is_app_name
+from podrun.model.netspec import NetMode
 from podrun.pod.layout import (
     CGROUPS,
     FINISHED,
@@ -550,8 +551,8 @@ def _networks(manifest: PodManifest | None, files: _Reader, running: bool) -> tu
     nets = manifest.networks
     if not nets:
         net = manifest.net
-        if not (isinstance(net, str) and _NET_NAME.fullmatch(net)):
-            files.errors.append(f"{MANIFEST}: net is not a network name")
+        if net not in (NetMode.NONE, NetMode.HOST):  # NetMode.NETWORKS, yet none listed (a version 1 net text)
+            files.errors.append(f"{MANIFEST}: networks lists no network")
             return (), ()
         return (NetworkStatus(net),), ()
     if not all(isinstance(n.name, str) and _NET_NAME.fullmatch(n.name) for n in nets):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from podrun.errors import PodrunError, UsageError
-from podrun.lean import dataclass, field
+from podrun.lean import Record
 from podrun.model.manifest import is_app_name
 
 VALUE_FLAGS = (
@@ -23,13 +23,27 @@ BOOL_FLAGS = ("--readonly-rootfs", "--no-new-privileges")
 REPEATED = ("--environment", "--mount")
 
 
-@dataclass
-class AppArgs:
+class AppArgs(Record):
     image: str
-    flags: dict[str, str] = field(default_factory=dict)
-    environment: list[str] = field(default_factory=list)
-    mounts: list[str] = field(default_factory=list)
-    args: list[str] | None = None  # after "--": replaces the image's Cmd
+    flags: dict[str, str]
+    environment: list[str]
+    mounts: list[str]
+    args: list[str] | None  # after "--": replaces the image's Cmd
+
+    __slots__ = ("image", "flags", "environment", "mounts", "args")
+
+    def __init__(
+        self, image: str,
+        flags: dict[str, str] | None = None,
+        environment: list[str] | None = None,
+        mounts: list[str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.image = image
+        self.flags = dict() if flags is None else flags
+        self.environment = list() if environment is None else environment
+        self.mounts = list() if mounts is None else mounts
+        self.args = args
 
 
 def parse_bool(flag: str, text: str) -> bool:

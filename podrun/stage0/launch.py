@@ -16,18 +16,19 @@ if TYPE_CHECKING:
 
 def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest, Path, int]:
     """Fetch the images, write the pod dir in *phase* (``run`` or ``prepared``); lock held."""
+    import json
+
     from podrun.image.api import FetchRequest, fetch
     from podrun.image.store import Store
-    from podrun.lean import json_loads
     from podrun.pod.layout import PodDirs
     from podrun.stage0 import appflags
-    from podrun.stage0.prepare import ImageInfo, RunRequest, build_manifest, create_pod
+    from podrun.stage0.prepare import ImageInfo, RunRequest, build_pod, create_pod
 
     store = Store(g.data_dir)
 
     def resolve(image: str) -> ImageInfo:
         rec = fetch(store, FetchRequest(image, kw["pull_policy"], g.insecure))
-        config = json_loads(store.read_blob(rec.config))
+        config = json.loads(store.read_blob(rec.config))
         names = store.names_of(rec.id)
         return ImageInfo(str(rec.id), names[0] if names else "app", config,
                          tuple(str(store.layer_rootfs(layer.diff_id)) for layer in rec.layers))
@@ -53,10 +54,11 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
         # From resolving the images until the manifest naming their layers is on disk, `image gc`
         # must not run: it would not see this pod and delete what it is about to use.
         with store.using():
-            manifest = build_manifest(req, resolve)
+            plan = build_pod(req, resolve)
+            manifest = plan.manifest
             dirs = PodDirs(g.data_dir)
             with step("writing the pod directory", dirs.data_dir / "pods"):
-                pod_dir, lock_fd = create_pod(dirs, manifest, phase)
+                pod_dir, lock_fd = create_pod(dirs, plan, phase)
         if uuid_file is not None:
             with step("writing the pod's UUID", kw["uuid_file_save"]):
                 fsutil.write_all(uuid_file.fd, f"{manifest.uuid}\n".encode())
@@ -83,7 +85,7 @@ def run_pod(g: Globals, kw: dict[str, Any]) -> None:
         os.environ[ENV_NET_HELPER] = helper.start()  # loads pyroute2 while we prepare the pod
 
     manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
-    exec_stage1(entry or entrypoint(manifest.stage1, RUN), pod_dir, lock_fd, g.debug, g.data_dir)
+    exec_stage1(entry or entrypoint(manifest.stage1, RUN), pod_dir, lock_fd, g.debug, g.data_dir, manifest)
 
 
 def run_prepared(g: Globals, uuid: str) -> None:
@@ -111,4 +113,4 @@ def run_prepared(g: Globals, uuid: str) -> None:
         from podrun.net import helper
 
         os.environ[ENV_NET_HELPER] = helper.start()  # pyroute2 loads while stage1 starts
-    exec_stage1(entry, pod_dir, lock_fd, g.debug, g.data_dir)
+    exec_stage1(entry, pod_dir, lock_fd, g.debug, g.data_dir, manifest)

@@ -15,8 +15,8 @@ from pathlib import Path
 from podrun import faults
 from podrun.abi import STAGE1_FLAVORS
 from podrun.errors import NotFoundError, UsageError, VerificationError
-from podrun.lean import dataclass, field
-from podrun.model.manifest import LOG_MAX_SIZE, AppSpec, MountSpec, PodManifest, Resources, Volume
+from podrun.lean import Record
+from podrun.model.manifest import LOG_MAX_SIZE, AppSpec, MountSpec, PodManifest, Resources, Volume, seccomp_bpf_path
 from podrun.pod import layout
 from podrun.pod.layout import PodDirs
 from podrun.stage0 import appflags as af
@@ -24,39 +24,83 @@ from podrun.stage0 import appflags as af
 TYPE_CHECKING = False  # typing costs ~4 ms at start-up; annotations only (podrun.lean)
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, NoReturn
+    from typing import Any, Final, NoReturn
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True)
-class ImageInfo:
+class ImageInfo(Record):
     """What preparation needs from the store about one image."""
 
-    id: str
-    name: str
-    config: dict[str, Any]
-    lower_dirs: tuple[str, ...]  # bottom layer first
+    id: Final[str]
+    name: Final[str]
+    config: Final[dict[str, Any]]
+    lower_dirs: Final[tuple[str, ...]]  # bottom layer first
+
+    __slots__ = ("id", "name", "config", "lower_dirs")
+
+    def __init__(self, id: str, name: str, config: dict[str, Any], lower_dirs: tuple[str, ...]) -> None:
+        self.id = id
+        self.name = name
+        self.config = config
+        self.lower_dirs = lower_dirs
 
 
-@dataclass
-class RunRequest:
+class RunRequest(Record):
     apps: list[af.AppArgs]
-    stage1: str = "default"
-    hostname: str = ""
-    net: str = "default"
-    interactive: bool = False
-    volumes: list[str] = field(default_factory=list)
-    set_env: list[str] = field(default_factory=list)
-    set_env_file: str | None = None
-    dns: list[str] = field(default_factory=list)
-    hosts_entries: list[str] = field(default_factory=list)
-    ports: list[str] = field(default_factory=list)
-    dns_search: list[str] = field(default_factory=list)
-    dns_opts: list[str] = field(default_factory=list)
-    notify: str | None = None
-    register: bool = False
-    log_max_size: str | None = None  # the flag's text; None: the manifest's default
+    stage1: str
+    hostname: str
+    net: str
+    interactive: bool
+    volumes: list[str]
+    set_env: list[str]
+    set_env_file: str | None
+    dns: list[str]
+    hosts_entries: list[str]
+    ports: list[str]
+    dns_search: list[str]
+    dns_opts: list[str]
+    notify: str | None
+    register: bool
+    log_max_size: str | None  # the flag's text; None: the manifest's default
+
+    __slots__ = ("apps", "stage1", "hostname", "net", "interactive", "volumes", "set_env", "set_env_file", "dns",
+                 "hosts_entries", "ports", "dns_search", "dns_opts", "notify", "register", "log_max_size")
+
+    def __init__(
+        self, apps: list[af.AppArgs],
+        stage1: str = "default",
+        hostname: str = "",
+        net: str = "default",
+        interactive: bool = False,
+        volumes: list[str] | None = None,
+        set_env: list[str] | None = None,
+        set_env_file: str | None = None,
+        dns: list[str] | None = None,
+        hosts_entries: list[str] | None = None,
+        ports: list[str] | None = None,
+        dns_search: list[str] | None = None,
+        dns_opts: list[str] | None = None,
+        notify: str | None = None,
+        register: bool = False,
+        log_max_size: str | None = None,
+    ) -> None:
+        self.apps = apps
+        self.stage1 = stage1
+        self.hostname = hostname
+        self.net = net
+        self.interactive = interactive
+        self.volumes = list() if volumes is None else volumes
+        self.set_env = list() if set_env is None else set_env
+        self.set_env_file = set_env_file
+        self.dns = list() if dns is None else dns
+        self.hosts_entries = list() if hosts_entries is None else hosts_entries
+        self.ports = list() if ports is None else ports
+        self.dns_search = list() if dns_search is None else dns_search
+        self.dns_opts = list() if dns_opts is None else dns_opts
+        self.notify = notify
+        self.register = register
+        self.log_max_size = log_max_size
 
 
 ENV_FILE_MAX = 1 << 20  # --set-env-file: at most 1 MiB
@@ -177,18 +221,36 @@ def _volumes(specs: list[str]) -> dict[str, Volume]:
     return out
 
 
-@dataclass(frozen=True)
-class AppFlags:
+class AppFlags(Record):
     """One app's flags, parsed and checked before any image is fetched: bad input changes
     neither the store nor the pods."""
 
-    user: str | None
-    group: str | None
-    supplementary_gids: tuple[int, ...]
-    working_dir: str | None
-    mounts: tuple[MountSpec, ...]
-    resources: Resources
-    capabilities: tuple[str, ...]
+    user: Final[str | None]
+    group: Final[str | None]
+    supplementary_gids: Final[tuple[int, ...]]
+    working_dir: Final[str | None]
+    mounts: Final[tuple[MountSpec, ...]]
+    resources: Final[Resources]
+    capabilities: Final[tuple[str, ...]]  # names, as the seccomp policy takes them
+
+    __slots__ = ("user", "group", "supplementary_gids", "working_dir", "mounts", "resources", "capabilities")
+
+    def __init__(
+        self, user: str | None,
+        group: str | None,
+        supplementary_gids: tuple[int, ...],
+        working_dir: str | None,
+        mounts: tuple[MountSpec, ...],
+        resources: Resources,
+        capabilities: tuple[str, ...],
+    ) -> None:
+        self.user = user
+        self.group = group
+        self.supplementary_gids = supplementary_gids
+        self.working_dir = working_dir
+        self.mounts = mounts
+        self.resources = resources
+        self.capabilities = capabilities
 
 
 def parse_app_flags(args: af.AppArgs, vols: dict[str, Volume]) -> AppFlags:
@@ -256,6 +318,8 @@ def build_app(
     what = f"User of image {args.image!r}:"
     user = parsed.user or af.check_identity(f"{what} user", cfg_user or "0", VerificationError)
     group = parsed.group or (af.check_identity(f"{what} group", cfg_group, VerificationError) if cfg_group else None)
+    from podrun.pod import caps_policy
+
     return AppSpec(
         name=name,
         image_id=image.id,
@@ -270,8 +334,8 @@ def build_app(
         mounts=parsed.mounts,
         read_only_rootfs=flags.get("--readonly-rootfs") == "True",
         resources=parsed.resources,
-        capabilities=parsed.capabilities,
-        seccomp=flags.get("--seccomp"),
+        capabilities=tuple(sorted(caps_policy.cap_numbers(frozenset(parsed.capabilities)))),
+        seccomp_bpf=seccomp_bpf_path(name) if req.stage1 == "default" else None,  # fly confines nothing
         no_new_privileges=flags.get("--no-new-privileges", "True") == "True",
         stop_signal=_stop_signal(flags, cfg),
     )
@@ -292,7 +356,27 @@ def _stop_signal(flags: dict[str, str], cfg: dict[str, Any]) -> int:
         raise VerificationError(str(exc)) from None
 
 
+class PodPlan(Record):
+    """What stage0 decided: the manifest, and what each app's seccomp program (named by the
+    manifest) is compiled from: the ``--seccomp`` text (None: the default filter) and the
+    capability names the app keeps."""
+
+    manifest: Final[PodManifest]
+    seccomp: Final[dict[str, tuple[str | None, frozenset[str]]]]  # app name -> program source
+
+    __slots__ = ("manifest", "seccomp")
+
+    def __init__(self, manifest: PodManifest, seccomp: dict[str, tuple[str | None, frozenset[str]]]) -> None:
+        self.manifest = manifest
+        self.seccomp = seccomp
+
+
 def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodManifest:
+    """The pod manifest of *req* (``build_pod``)."""
+    return build_pod(req, resolve).manifest
+
+
+def build_pod(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodPlan:
     """Every flag is parsed and checked first, then the images are resolved (fetched)."""
     if req.stage1 not in STAGE1_FLAVORS:
         raise UsageError(f"unknown --stage1 {req.stage1!r} (choose from {', '.join(STAGE1_FLAVORS)})")
@@ -346,12 +430,15 @@ def build_manifest(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodM
         if key in seen:
             raise UsageError(f"--port: host port {p.host_port}/{p.proto} given twice")
         seen.add(key)
-    return PodManifest(
-        uuid=new_uuid(), apps=apps, volumes=tuple(vols.values()), hostname=req.hostname, net=net,
+    manifest = PodManifest(
+        uuid=new_uuid(), apps=apps, volumes=tuple(vols.values()), hostname=req.hostname, net=spec.net_mode(net),
         stage1=req.stage1, interactive=req.interactive, dns=tuple(req.dns), hosts_entries=tuple(req.hosts_entries),
         networks=networks, ports=ports, dns_search=tuple(req.dns_search), dns_opts=tuple(req.dns_opts),
         notify=req.notify or _notify_label(images), register=req.register, log_max_size=log_max_size,
     )
+    sources = {app.name: (a.flags.get("--seccomp"), frozenset(p.capabilities))
+               for a, p, app in zip(req.apps, parsed, apps, strict=True) if app.seccomp_bpf is not None}
+    return PodPlan(manifest, sources)
 
 
 def _notify_label(images: list[ImageInfo]) -> str:
@@ -395,15 +482,17 @@ def entrypoint(flavor: str, name: str) -> Path:
     return abi.entrypoint(stages_dir(), flavor, name)
 
 
-def exec_stage1(entry: Path, pod_dir: Path, lock_fd: int, debug: bool, data_dir: str) -> NoReturn:
+def exec_stage1(entry: Path, pod_dir: Path, lock_fd: int, debug: bool, data_dir: str,
+                manifest: PodManifest) -> NoReturn:
     """Replace this process with the flavor's ``run`` entrypoint *entry* (found, and its ABI
-    checked, before the pod was written), handing over the pod lock (the contract: podrun.abi,
-    man/podrun-stage1.7)."""
+    checked, before the pod was written), handing over the pod lock and, to podrun's own
+    flavors, the decided *manifest* (the contract: podrun.abi, man/podrun-stage1.7)."""
     from podrun import abi
 
     argv = abi.run_argv(entry, abi.RunArgs(str(pod_dir), debug))
     os.set_inheritable(lock_fd, True)
-    env = abi.stage1_env(data_dir, lock_fd)
+    manifest_fd = abi.manifest_memfd(manifest.to_doc()) if manifest.stage1 in abi.STAGE1_FLAVORS else None
+    env = abi.stage1_env(data_dir, lock_fd, manifest_fd)
     if debug:
         sys.stderr.write("podrun: exec " + " ".join(argv) + f"  ({abi.ENV_LOCK_FD}={lock_fd})\n")
     sys.stdout.flush()
@@ -412,21 +501,25 @@ def exec_stage1(entry: Path, pod_dir: Path, lock_fd: int, debug: bool, data_dir:
     os.execve(sys.executable, argv, env)
 
 
-def create_pod(dirs: PodDirs, manifest: PodManifest, phase: str) -> tuple[Path, int]:
+def create_pod(dirs: PodDirs, plan: PodPlan, phase: str) -> tuple[Path, int]:
     """Write the pod dir in embryo/ and move it to *phase* (``prepared`` or ``run``), lock held."""
+    manifest = plan.manifest
     files = {}
-    if manifest.stage1 == "default":
+    if plan.seccomp:
         from podrun.pod.seccomp_cache import seccomp_program
 
         cache = os.path.join(dirs.data_dir, "cache", "seccomp")
-        files = {layout.app_seccomp_path(app.name): seccomp_program(app, cache) for app in manifest.apps}
+        files = {seccomp_bpf_path(name): seccomp_program(flag, caps, cache)
+                 for name, (flag, caps) in plan.seccomp.items()}
     for net in manifest.networks:
         if net.name != "default":
-            from podrun.lean import json_dumps
+            import json
+
             from podrun.net import config
 
             # CNI DEL must see the configuration ADD saw, even if net.d changes meanwhile
-            files[layout.cni_config_path(net.name)] = json_dumps(config.load_cni(net.name)).encode()
-    _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json(), files)
+            cni = json.dumps(config.load_cni(net.name), separators=(",", ":"))
+            files[layout.cni_config_path(net.name)] = cni.encode()
+    _, fd = dirs.create_embryo(manifest.uuid, manifest.to_json(), files, durable_files=phase == "prepared")
     faults.checkpoint("prepare:embryo-created")
     return dirs.move(manifest.uuid, "embryo", phase), fd

@@ -14,9 +14,10 @@ from collections.abc import Callable
 import pytest
 
 from podrun.isolation import caps
-from podrun.isolation.consts import CAP_NAMES
 from podrun.isolation.kernel import KERNEL
-from podrun.pod.caps_policy import DEFAULT_CAPS, cap_numbers, default_rlimits
+from podrun.model.caps import CAP_NAMES
+from podrun.pod.caps_policy import DEFAULT_CAPS, cap_numbers
+from podrun.stage2.confine import default_rlimits
 
 DEFAULT = cap_numbers(DEFAULT_CAPS)
 DEFAULT_MASK = 0x800405FB   # podman's default CapBnd

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -108,6 +109,24 @@ def test_exit_codes(pods: Pods) -> None:
     assert ok.returncode == 0
 
 
+def test_an_app_that_ignores_the_stop_is_killed_after_the_stop_timeout(pods: Pods) -> None:
+    """rkt's exit rule: app a fails, the supervisor sends app b SIGTERM, which b ignores; the
+    stop timeout (SIGALRM, taken through the supervisor's signalfd) then kills it."""
+    mount = ("--mount", "volume=v,target=/shared")
+    res = pods.run(
+        "run", "--volume", "v,kind=empty", "--uuid-file-save", str(pods.data / "uuid"),
+        "demo", "--name", "a", *mount, "--exec", "/bin/sh", "--", "-c",
+        "while [ ! -e /shared/ready ]; do sleep 0.05; done; exit 3",
+        "---", "demo", "--name", "b", *mount, "--exec", "/bin/sh", "--", "-c",
+        "trap '' TERM; touch /shared/ready; while :; do sleep 1; done",
+        check=False, timeout=120,
+    )
+    assert res.returncode == 3, res.stderr
+    uuid = (pods.data / "uuid").read_text().strip()
+    [status] = (pods.data / "pods").glob(f"*/{uuid}/status/b")
+    assert json.loads(status.read_text())["signal"] == 9
+
+
 def test_namespaces_and_hostname(pods: Pods) -> None:
     res = pods.sh("for n in mnt pid net ipc uts; do readlink /proc/self/ns/$n; done; hostname; cat /etc/hostname; "
                   "cat /etc/hosts; echo pid=$$", "--hostname", "web")
@@ -171,12 +190,21 @@ def test_no_host_fds_or_cwd(pods: Pods) -> None:
     os.set_inheritable(extra, True)
     try:
         res = pods.run("run", "demo", "--exec", "/bin/sh", "--", "-c", "ls /proc/self/fd; pwd",
-                       pass_fds=(extra,), cwd="/etc")
+                       pass_fds=(extra,), cwd="/etc", env={**os.environ, "PYTHONPATH": str(ROOT)})  # this tree's podrun
     finally:
         os.close(extra)
     fds = res.stdout.split()[:-1]
     assert set(fds) <= {"0", "1", "2", "3"}, fds  # 3 is ls's own directory fd
     assert res.stdout.split()[-1] == "/"
+
+
+@pytest.mark.parametrize("flavor", ["default", "fly"])
+def test_the_manifest_handed_to_stage1_never_reaches_the_app(pods: Pods, flavor: str) -> None:
+    """stage0 hands stage1 the manifest in a memfd (PODRUN_MANIFEST_FD): stage1 closes it and
+    drops the variable before any app runs, in both flavors (fly's app inherits the lock fd)."""
+    res = pods.sh("ls -l /proc/self/fd/; env; echo END", "--stage1", flavor)
+    assert res.returncode == 0 and res.stdout.split()[-1] == "END", res.stderr
+    assert "memfd" not in res.stdout and "PODRUN_MANIFEST_FD" not in res.stdout, res.stdout
 
 
 def test_users_groups_env(pods: Pods) -> None:

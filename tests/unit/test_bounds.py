@@ -112,7 +112,7 @@ def test_log_max_size_refused(text: str) -> None:
 
 def test_log_max_size_default_is_the_manifests() -> None:
     flag = next(f for f in runflags.RUN_FLAGS if f.name == "--log-max-size")
-    assert af.parse_log_max_size(flag.name, flag.default) == LOG_MAX_SIZE == PodManifest.log_max_size
+    assert af.parse_log_max_size(flag.name, flag.default) == LOG_MAX_SIZE == PodManifest("u", ()).log_max_size
 
 
 @pytest.mark.parametrize("bad", [*BAD_CHARS, "#"])

@@ -8,8 +8,9 @@ import pytest
 
 from podrun.errors import UsageError
 from podrun.isolation.caps import cap_mask
-from podrun.isolation.consts import CAP_NAMES
-from podrun.pod.caps_policy import DEFAULT_CAPS, RLIMIT_DEFAULT, cap_numbers, default_rlimits, resolve_caps
+from podrun.model.caps import CAP_NAMES
+from podrun.pod.caps_policy import DEFAULT_CAPS, cap_numbers, resolve_caps
+from podrun.stage2.confine import RLIMIT_DEFAULT, default_rlimits
 
 PODMAN_DEFAULT = {
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",

@@ -39,10 +39,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 # Imports that break the rules today: (importing module, imported module) -> the part that
 # removes them.
-KNOWN = {
-    ("podrun.stage2.confine", "podrun.pod.caps_policy"): "B: the manifest holds capability numbers",
-    ("podrun.stage2.confine", "podrun.pod.seccomp_cache"): "B: the manifest holds the BPF path",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

@@ -64,7 +64,7 @@ DAMAGE: dict[str, Callable[[Path], object]] = {
     # a field renamed by a later podrun (or a hand edit): doubt, never "this pod uses no layer"
     "lower-dirs-renamed": lambda p: _edited(p, lambda d: d["apps"][0].update(layers=d["apps"][0].pop("lower_dirs"))),
     "no-apps": lambda p: _edited(p, lambda d: d.update(apps=[])),
-    "other-version": lambda p: p.write_bytes(manifest(LAYER).replace(b'"version": 1', b'"version": 9')),
+    "other-version": lambda p: _edited(p, lambda d: d.update(version=9)),
     "deeply-nested": lambda p: p.write_bytes(b"[" * 100_000),
     "missing": lambda p: p.unlink(),
     "directory": _directory,

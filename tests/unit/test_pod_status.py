@@ -323,7 +323,7 @@ def test_a_manifest_without_networks_names_its_net(dirs: PodDirs, net: Any) -> N
     manifest["net"] = net
     (pod / "pod.json").write_text(json.dumps(manifest))
     st = read_status(dirs, "run", UUID)
-    assert st.networks == () and st.errors == ("pod.json: net is not a network name",)
+    assert st.networks == () and st.errors == ("pod.json: networks lists no network",)
 
 
 def test_a_manifest_without_net_reads_as_the_readers_default(dirs: PodDirs) -> None:

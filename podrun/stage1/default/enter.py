@@ -11,13 +11,14 @@ before it touches the pod, so nothing in the pod can ptrace it or read its memor
 from __future__ import annotations
 
 import os
-import signal
+import select
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from podrun import abi
 from podrun.isolation import cgroups
+from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
 from podrun.model.manifest import AppSpec, PodManifest
 from podrun.stage1.default.logrelay import Relay  # imported here: the code below runs in the app's root
@@ -32,6 +33,7 @@ from podrun.stage2.app import (
     lookup_user,
 )
 
+FORWARDED = (sig.SIGTERM, sig.SIGINT, sig.SIGHUP)
 NAMESPACES = (("cgroup", sc.CLONE_NEWCGROUP), ("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
               ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID), ("mnt", sc.CLONE_NEWNS))
 
@@ -124,6 +126,8 @@ def _run(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
     a pty of the app's devpts (podrun.stage2.tty), else the caller's stdin and, in place of a
     terminal on stdout/stderr, pipes copied out here.  The caller's terminal never enters."""
     loop = Relay()
+    waited = (sig.SIGCHLD, *FORWARDED)
+    sig.sigprocmask(sig.SIG_BLOCK, waited)  # taken from a signalfd in the loop below
     try:
         pty = tty.open_pty("/dev/pts/ptmx") if os.isatty(0) else None
     except OSError as exc:
@@ -132,9 +136,8 @@ def _run(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
     pipes = None if pty is not None else tty.PipeOut(loop)
     child = os.fork()
     if child == 0:
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)  # Python ignores SIGPIPE and SIGXFSZ; the command must not
-        signal.set_wakeup_fd(-1)
+        sig.set_default((*waited, sig.SIGPIPE, sig.SIGXFSZ))  # Python ignores SIGPIPE and SIGXFSZ; the command must not
+        sig.sigprocmask(sig.SIG_SETMASK, ())
         os.setsid()
         if pty is not None:
             os.close(pty[0])
@@ -148,8 +151,8 @@ def _run(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
         relay = tty.PtyRelay(loop, pty[0])
     elif pipes is not None:
         pipes.in_parent()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda s, _f: os.kill(child, s))
+    signals = sig.signalfd(waited)
+    loop.watch(signals, select.POLLIN, lambda _events: _forward(signals, child))
     status = None
     while status is None:
         loop.wait(None)
@@ -161,6 +164,13 @@ def _run(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:
     elif pipes is not None:
         pipes.finish()
     sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
+
+
+def _forward(signals: int, child: int) -> None:
+    """Pass the signals sent to ``podrun enter`` on to its command (SIGCHLD: the loop reaps)."""
+    for signum in sig.read_signals(signals):
+        if signum in FORWARDED:
+            os.kill(child, signum)
 
 
 def _become(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:

@@ -26,15 +26,16 @@ from __future__ import annotations
 import os
 
 from podrun.isolation import caps
+from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
-from podrun.lean import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
 NAME = b"podrun-init"
-PASSED_ON = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PASSED_ON = (sig.SIGTERM, sig.SIGINT, sig.SIGHUP)
+WAITED = (sig.SIGCHLD, *PASSED_ON)
 EXIT_FAILED = 254
 
 
@@ -74,12 +75,14 @@ def _blank_cmdline_and_environ(layout: tuple[int, int, int, int]) -> None:
 
 
 def become_init(signals_w: int, netns_fd: int, mountpoint: str) -> NoReturn:
-    """Turn this freshly forked process into the pod's pid 1 (never returns).  *signals_w*: the
-    pipe to the supervisor; *netns_fd*: the pod's network namespace (-1: stay in this one);
+    """Turn this freshly forked process into the pod's pid 1 (never returns); it is forked with
+    ``WAITED`` blocked (the supervisor's mask), which it keeps.  *signals_w*: the pipe to the
+    supervisor; *netns_fd*: the pod's network namespace (-1: stay in this one);
     *mountpoint*: any directory, covered by the empty root in this process's namespace only."""
     try:
         layout = _memory_layout()  # read while /proc is still reachable
         caps.last_cap()  # the same (cached)
+        sig.sigprocmask(sig.SIG_SETMASK, WAITED)
         if netns_fd >= 0:
             sc.setns(netns_fd, sc.CLONE_NEWNET)
         null = os.open("/dev/null", os.O_RDWR)
@@ -99,25 +102,18 @@ def become_init(signals_w: int, netns_fd: int, mountpoint: str) -> NoReturn:
 
 
 def _reap_forever(signals_w: int) -> NoReturn:
-    # Blocked and taken with sigwait: no Python handler runs, no memory is allocated per
-    # signal.  Handlers are installed all the same, because a PID namespace's init gets no
-    # signal it has left at SIG_DFL, even from the supervisor (pid_namespaces(7)).
-    waited: set[int] = {signal.SIGCHLD, *PASSED_ON}
-    for sig in waited:
-        signal.signal(sig, _ignore)
-    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    # Blocked and taken with sigwaitinfo: no handler runs, none is needed, and no fd is open
+    # but the pipe.  A PID namespace's init gets no signal it has left at SIG_DFL
+    # (pid_namespaces(7)) unless the signal is blocked: the kernel queues a blocked signal
+    # whatever its disposition (kernel/signal.c, sig_ignored()).
     while True:
         _reap()
-        sig = int(signal.sigwait(waited))
-        if sig in PASSED_ON:
+        signum = sig.wait_signal(WAITED)
+        if signum in PASSED_ON:
             try:
-                os.write(signals_w, bytes((sig,)))
+                os.write(signals_w, bytes((signum,)))
             except OSError:
                 pass  # a full pipe already says "stop"; a closed one: the supervisor is ending
-
-
-def _ignore(_signum: int, _frame: object) -> None:
-    pass
 
 
 def _reap() -> None:

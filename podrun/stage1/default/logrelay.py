@@ -2,10 +2,10 @@
 copies them to the app's log file in the pod dir (kept until gc, read by ``podrun logs``) and
 to its own stdout/stderr (the caller's terminal, or the unit's journal under systemd).
 
-The same poll loop wakes on signals (``signal.set_wakeup_fd``; SIGCHLD included), so the
-supervisor reaps and relays in one thread without polling, and it carries the other fds the
-supervisor watches (``watch``): an interactive app's pty (podrun.stage2.tty) and the socket of
-``--notify=app``.  An interactive app with a terminal writes to its pty, not through here.
+The same poll loop carries the other fds the supervisor watches (``watch``): its signalfd
+(podrun.isolation.signals; SIGCHLD included, so it reaps and relays in one thread without
+polling), an interactive app's pty (podrun.stage2.tty) and the socket of ``--notify=app``.
+An interactive app with a terminal writes to its pty, not through here.
 
 Log files are bounded (``--log-max-size``, podman's ``log_size_max`` keeping the newest data):
 a log is filled up to the limit, then renamed to ``log.1`` (replacing the older one) and a new
@@ -20,7 +20,6 @@ import os
 import select
 import time
 
-from podrun.lean import signal
 from podrun.pod.layout import LOG_OLDER
 
 TYPE_CHECKING = False
@@ -99,11 +98,6 @@ class Relay:
         self.log_max_size = log_max_size
         self.senders: dict[int, object] = {}
         self.poll = select.poll()
-        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wake_w = wake_w
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # a handler, so the wakeup fd fires
-        self.poll.register(self.wake_r, select.POLLIN)
         self.pipes: dict[int, tuple[LogFile, int]] = {}  # read end -> (the app's log, 1 or 2)
         self.forward_ok = {1: True, 2: True}
         self.watched: dict[int, Callable[[int], None]] = {}  # other fds of the loop (tty, notify)
@@ -140,13 +134,6 @@ class Relay:
         except InterruptedError:
             return
         for fd, revents in events:
-            if fd == self.wake_r:
-                try:
-                    while os.read(self.wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
-                continue
             if fd in self.pipes:
                 self._copy(fd, *self.pipes[fd])
             elif fd in self.watched:

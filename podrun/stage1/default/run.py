@@ -26,7 +26,6 @@ from podrun import abi, faults, fsutil
 from podrun.errors import PodrunError
 from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
-from podrun.lean import json_dumps
 from podrun.model.manifest import PodManifest
 from podrun.pod import layout, placement
 from podrun.stage1.default.podfiles import default_hostname, write_pod_files
@@ -47,22 +46,17 @@ def _bring_up_loopback() -> None:
     import fcntl
     import struct
 
-    if TYPE_CHECKING:
-        import socket as _socket
-    else:
-        import _socket  # the socket module imports enum, selectors…: ~8 ms
-
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    s = sc.dgram_socket()  # not the socket module: it imports selectors, enum… (~8 ms)
     try:
         ifr = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), siocgifflags, ifr))[1]
-        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, siocgifflags, ifr))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
     except OSError as exc:
         hint = " (podrun needs CAP_NET_ADMIN)" if exc.errno == 1 else ""
         raise OSError(exc.errno, f"bringing up lo in the pod's network namespace: {exc.strerror}{hint}") from None
     finally:
-        s.close()
+        os.close(s)
 
 
 def _allow_ping() -> None:
@@ -155,8 +149,8 @@ def main(argv: list[str]) -> NoReturn:
     sd.close()
     finished = os.path.join(pod_dir, layout.FINISHED)
     try:
-        fsutil.atomic_write(finished, json_dumps({"exit_code": code, "finished": time.time()}).encode(), 0o644,
-                            durable=False)
+        record = fsutil.numbers_json({"exit_code": code, "finished": time.time()})
+        fsutil.atomic_write(finished, record, 0o644, durable=False)
     except OSError as exc:  # a full disk: the pod still ends with its code; status reads "unknown"
         sys.stderr.write(f"podrun: warning: writing {finished}: {exc.strerror} (the exit code is not recorded)\n")
     if networked:
@@ -227,7 +221,7 @@ def _make_cgroups(
     name = f"pod-{manifest.uuid}"
     parent = placement.place_pods(own_scope=manifest.register)
     paths = cgroups.pod_cgroup_paths(name, parent)
-    fsutil.atomic_write(os.path.join(pod_dir, layout.CGROUPS), json_dumps(list(paths)).encode(), 0o644)
+    fsutil.atomic_write(os.path.join(pod_dir, layout.CGROUPS), fsutil.strings_json(list(paths)), 0o644)
     pod_cgroup = cgroups.create_pod_cgroup(name, parent)
     try:
         init_cgroup = pod_cgroup.child("init")

@@ -17,8 +17,8 @@ import sys
 import time
 
 from podrun import faults, fsutil
+from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
-from podrun.lean import json_dumps, signal
 from podrun.pod import layout
 from podrun.stage1.default.init import become_init
 from podrun.stage1.default.logrelay import Relay
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from podrun.stage2.mountplan import Op
     from podrun.stage2.tty import PtyRelay
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FORWARDED = (sig.SIGTERM, sig.SIGINT, sig.SIGHUP)
+# What the supervisor takes through its signalfd (blocked from the start of run() on).
+SUPERVISED = (*FORWARDED, sig.SIGALRM, sig.SIGCHLD, sig.SIGWINCH)
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL when the pod stops other apps
 EXIT_STAGE1_FAILED = 254
 
@@ -77,17 +79,25 @@ class Supervisor:
 
     # signals -------------------------------------------------------------------------------
 
-    def _stop_apps(self, sig: int) -> None:
-        """Send *sig* to every running app; SIGTERM means "stop": each app gets its own stop
+    def _stop_apps(self, signum: int) -> None:
+        """Send *signum* to every running app; SIGTERM means "stop": each app gets its own stop
         signal instead (the image's StopSignal or --stop-signal, as Docker and podman do)."""
         for pid, name in self.running.items():
             try:
-                os.kill(pid, self.stop_signals[name] if sig == signal.SIGTERM else sig)
+                os.kill(pid, self.stop_signals[name] if signum == sig.SIGTERM else signum)
             except ProcessLookupError:
                 pass
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self._stop_apps(signum)
+    def _on_signals(self, fd: int) -> None:
+        """What the signalfd holds: forwarded signals stop (or reach) the apps, SIGALRM (the stop
+        timeout) kills them, SIGWINCH resizes the pty; SIGCHLD only wakes the loop, which reaps."""
+        for signum in sig.read_signals(fd):
+            if signum in FORWARDED:
+                self._stop_apps(signum)
+            elif signum == sig.SIGALRM:
+                self._stop_apps(sig.SIGKILL)
+            elif signum == sig.SIGWINCH and self.tty is not None:
+                self.tty.resize()
 
     def _signals_from_init(self, relay: Relay, fd: int) -> None:
         """Signals sent to the pod's pid 1 (``podrun stop``), passed on by it (podrun.stage1.default.init)."""
@@ -98,15 +108,8 @@ class Supervisor:
         if not data:
             relay.unwatch(fd)
             os.close(fd)
-        for sig in data:
-            self._on_signal(sig, None)
-
-    def _on_alarm(self, _signum: int, _frame: object) -> None:
-        self._stop_apps(signal.SIGKILL)
-
-    def _on_winch(self, _signum: int, _frame: object) -> None:
-        if self.tty is not None:
-            self.tty.resize()
+        for signum in data:
+            self._stop_apps(signum)
 
     # start ---------------------------------------------------------------------------------
 
@@ -130,12 +133,12 @@ class Supervisor:
         signals_r, signals_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            sc.prctl(sc.PR_SET_PDEATHSIG, sig.SIGKILL)
             # getppid() is 0 across the PID namespace boundary, so ask the pidfd whether the
             # supervisor died before PDEATHSIG was armed.
             if select.select([supervisor], [], [], 0)[0]:
                 os._exit(EXIT_STAGE1_FAILED)
-            _default_signals()
+            sig.set_default(CHILD_DEFAULTS)  # pid 1 keeps its signals blocked (podrun.stage1.default.init)
             become_init(signals_w, self.netns_fd, self.pod_dir)
         os.close(supervisor)
         os.close(signals_w)
@@ -150,9 +153,9 @@ class Supervisor:
 
     def _fail(self, message: str) -> NoReturn:
         sys.stderr.write(f"podrun: {message}\n")
-        self._stop_apps(signal.SIGKILL)
+        self._stop_apps(sig.SIGKILL)
         if self.init_pid > 0:
-            os.kill(self.init_pid, signal.SIGKILL)
+            os.kill(self.init_pid, sig.SIGKILL)
         if self.tty is not None:
             self.tty.finish()
         try:
@@ -248,11 +251,12 @@ class Supervisor:
 
     def run(self) -> int:
         """Start pid 1 and the apps, supervise them until the last one ends; the pod's exit code."""
-        relay = Relay(self.manifest.uuid if self.sd.journal else None, self.manifest.log_max_size)  # wakeup fd first
-        for sig in FORWARDED:
-            signal.signal(sig, self._on_signal)
-        signal.signal(signal.SIGALRM, self._on_alarm)
-        signal.signal(signal.SIGWINCH, self._on_winch)
+        relay = Relay(self.manifest.uuid if self.sd.journal else None, self.manifest.log_max_size)
+        # Blocked for good (the teardown after the loop ignores them as the handlers did): they
+        # wait in the signalfd, which wakes the poll loop, until it reads them.
+        sig.sigprocmask(sig.SIG_BLOCK, SUPERVISED)
+        signals = sig.signalfd(SUPERVISED)
+        relay.watch(signals, select.POLLIN, lambda _events: self._on_signals(signals))
         self._fork_init(relay)
         status_dir = os.path.join(self.pod_dir, layout.STATUS_DIR)
         try:
@@ -275,7 +279,7 @@ class Supervisor:
             faults.checkpoint("stage1:supervising")
             codes: dict[str, int] = {}
             while self.running:
-                relay.wait(None)  # output, input, or a signal (SIGCHLD included) through the wakeup fd
+                relay.wait(None)  # output, input, or a signal (SIGCHLD included) through the signalfd
                 for pid, status in _reap():
                     self._reaped(pid, status, status_dir, codes)
             relay.drain(0.5)
@@ -311,8 +315,8 @@ class Supervisor:
         if code != 0 and self.first_failure is None:
             self.first_failure = code
             if self.running:  # rkt: one failing app stops the pod
-                self._stop_apps(signal.SIGTERM)
-                signal.alarm(int(STOP_TIMEOUT))
+                self._stop_apps(sig.SIGTERM)
+                sig.alarm(int(STOP_TIMEOUT))
 
     def _write_pending_records(self) -> None:
         for name, (status_dir, record) in list(self.pending.items()):
@@ -328,7 +332,7 @@ class Supervisor:
         if self.init_status is not None:
             return
         try:
-            os.kill(self.init_pid, signal.SIGKILL)
+            os.kill(self.init_pid, sig.SIGKILL)
         except ProcessLookupError:
             pass
         try:
@@ -339,14 +343,15 @@ class Supervisor:
 
 # Python ignores SIGPIPE and SIGXFSZ in itself; an ignored signal stays ignored across execve,
 # so an app would never die of a closed pipe (``yes | head`` would spin forever).
-CHILD_DEFAULTS = (*FORWARDED, signal.SIGALRM, signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE, signal.SIGXFSZ)
+# Python's own SIGINT handler would run (KeyboardInterrupt) before the exec; a blocked mask
+# survives execve too.
+CHILD_DEFAULTS = (*SUPERVISED, sig.SIGPIPE, sig.SIGXFSZ)
 
 
 def _default_signals() -> None:
-    """In a forked child: the supervisor's handlers, ignored signals and wakeup fd are not the child's."""
-    for sig in CHILD_DEFAULTS:
-        signal.signal(sig, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
+    """In a forked app: the supervisor's blocked mask and ignored signals are not the app's."""
+    sig.set_default(CHILD_DEFAULTS)
+    sig.sigprocmask(sig.SIG_SETMASK, ())
 
 
 def exit_code(status: int) -> int:
@@ -393,12 +398,11 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _record_bytes(code: int, status: int) -> bytes:
-    doc = {
+    return fsutil.numbers_json({
         "exit_code": code,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "finished": time.time(),
-    }
-    return json_dumps(doc).encode()
+    })
 
 
 def _record(status_dir: str, name: str, record: bytes) -> None:

@@ -14,8 +14,8 @@ import os
 import sys
 
 from podrun import abi
+from podrun.isolation import signals
 from podrun.isolation import syscalls as sc
-from podrun.lean import signal
 from podrun.pod import layout
 from podrun.stage2.app import (
     EXIT_NOT_EXECUTABLE,
@@ -77,8 +77,7 @@ def main(argv: list[str]) -> NoReturn:
         sys.stderr.write(f"podrun: stage1 fly: {exc}\n")
         sys.exit(EXIT_SETUP_FAILED)
     argv_app = list(app.exec_argv)
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python, and ignoring survives execve
-        signal.signal(sig, signal.SIG_DFL)
+    signals.set_default((signals.SIGPIPE, signals.SIGXFSZ))  # ignored by Python, and ignoring survives execve
     try:
         exec_in_path(argv_app, env)
     except OSError as exc:
