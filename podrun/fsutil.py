@@ -105,6 +105,15 @@ class flocked:  # lower-case: used like a function, ``with flocked(path) as fd``
         os.close(self.fd)
 
 
+def read_at_most(fd: int, count: int) -> bytes:
+    """Read *fd* to its end or until *count* bytes (read ``limit + 1`` to tell "too big")."""
+    chunks: list[bytes] = []
+    while count > 0 and (chunk := os.read(fd, count)):
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
+
+
 def open_regular(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> int:
     """Open an existing *regular* file read-only without following a final symlink.
 

@@ -265,12 +265,7 @@ def read_manifest(pod_fd: int) -> tuple[PodManifest, bytes]:
     is not a pod manifest (decode_manifest)."""
     fd = fsutil.open_regular(MANIFEST, dir_fd=pod_fd)
     try:
-        data = b""
-        while len(data) <= MANIFEST_LIMIT:
-            chunk = os.read(fd, MANIFEST_LIMIT + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
+        data = fsutil.read_at_most(fd, MANIFEST_LIMIT + 1)
     finally:
         os.close(fd)
     return decode_manifest(data), data

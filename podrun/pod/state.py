@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from podrun import fsutil
 from podrun.errors import StoreError
 from podrun.model.manifest import is_app_name
 from podrun.model.netspec import NetMode
@@ -247,7 +248,7 @@ def read_pod_file(pod_fd: int, rel: str, limit: int) -> bytes | None:
         return None
     try:
         size = os.fstat(fd).st_size  # a huge file is refused before any of it is read
-        data = b"" if size > limit else _read_at_most(fd, limit + 1)
+        data = b"" if size > limit else fsutil.read_at_most(fd, limit + 1)
     except OSError as exc:
         raise PodFileDamage(f"{rel}: cannot be read ({exc.strerror})") from None
     finally:
@@ -255,14 +256,6 @@ def read_pod_file(pod_fd: int, rel: str, limit: int) -> bytes | None:
     if max(size, len(data)) > limit:
         raise PodFileDamage(f"{rel}: larger than {limit} bytes")
     return data
-
-
-def _read_at_most(fd: int, count: int) -> bytes:
-    chunks: list[bytes] = []
-    while count > 0 and (chunk := os.read(fd, count)):
-        chunks.append(chunk)
-        count -= len(chunk)
-    return b"".join(chunks)
 
 
 def _no_constant(name: str) -> Any:

@@ -18,6 +18,7 @@ import posixpath
 import stat
 import sys
 
+from podrun import fsutil
 from podrun.isolation import syscalls as sc
 from podrun.isolation.kernel import KERNEL, Kernel
 from podrun.stage2 import activation, confine
@@ -315,12 +316,7 @@ def read_db(root_fd: int, path: str) -> list[list[str]]:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode) or sc.fs_type(fd) in PSEUDO_FILESYSTEMS:
             raise SetupError(f"the image's {path} is not a regular file (refused)")
-        data = b""
-        while len(data) <= MAX_DB_BYTES:
-            chunk = os.read(fd, MAX_DB_BYTES + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
+        data = fsutil.read_at_most(fd, MAX_DB_BYTES + 1)
         if len(data) > MAX_DB_BYTES:
             raise SetupError(f"the image's {path} is larger than {MAX_DB_BYTES >> 20} MiB (refused)")
     finally:
