@@ -29,10 +29,9 @@ RUN, ENTER = "run", "enter"  # the entrypoints of ABI 1
 # The environment stage0 hands to an entrypoint.
 ENV_LOCK_FD = "PODRUN_LOCK_FD"  # the pod lock's fd (run): held for the pod's whole life
 ENV_PYTHONPATH = "PODRUN_PYTHONPATH"  # podrun's import root (the entrypoint runs as python -I -S)
-ENV_SITE_PATH = "PODRUN_SITE_PATH"  # stage0's site-packages (the network helper's pyroute2)
+ENV_SITE_PATH = "PODRUN_SITE_PATH"  # stage0's site-packages (python-systemd, for the journal)
 ENV_DIR = "PODRUN_DIR"  # the data dir (--dir), absolute
 ENV_RUNTIME_DIR = "PODRUN_RUNTIME_DIR"  # /run/podrun unless set (netns files, boot id)
-ENV_NET_HELPER = "PODRUN_NET_HELPER"  # PID:REQUEST_FD:RESULT_FD of stage0's network helper
 ENV_STAGES_DIR = "PODRUN_STAGES_DIR"  # where the flavors are (stage0 only)
 # The decided manifest (pod.json's document) as marshal data in a memfd, so that stage1 needs
 # no json (whose import, through re, costs ~13 ms of every start); podrun's own flavors only

@@ -43,8 +43,8 @@ class Record:
 
 def load_site_packages() -> None:
     """Make stage0's site-packages importable (``PODRUN_SITE_PATH``; idempotent).  stage1 runs
-    without them (``python -I -S``); the few parts that need a third-party package (pyroute2,
-    python-systemd) call this first, so pods that do not need them never search there."""
+    without them (``python -I -S``); the one part that needs a third-party package
+    (python-systemd, for the journal) calls this first, so pods that do not need them never search there."""
     import os
     import sys
 

@@ -17,6 +17,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final
 
+# The network's files in a pod directory (pod.layout re-exports them: net never imports pod).
+NET_DIR = "net"  # the network record and CNI configs: kept until the network is released
+NET_STATE = NET_DIR + "/state.json"  # every host side effect, recorded before it is made
+
+
+def cni_config_path(network: str) -> str:
+    """The CNI configuration a pod's network *network* was added with (DEL must see the same)."""
+    return f"{NET_DIR}/cni-{network}.json"
+
+
 NET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 

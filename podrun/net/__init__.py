@@ -8,11 +8,12 @@
   may send, per veth).
 - ``owners``: whether the pod a lease or forward names runs, and taking back at once what a
   dead pod holds.
-- ``link``: the netlink work through pyroute2 (bridge, veth pair, addresses, routes).
+- ``rtnl``: a minimal rtnetlink client (plain ``struct`` over one socket; no pyroute2).
+- ``link``: the default network's netlink work (bridge, veth pair, addresses, route).
 - ``cni``: runs CNI plugins (ADD, DEL) per the CNI spec.
 - ``setup``: stage1's attach/detach of a pod's networks; every host side effect is recorded in
   ``POD/net/state.json`` *before* it is made, so ``gc`` can undo it after any crash.
 
-Only ``link`` imports pyroute2 (~0.25 s), and only pods with a network other than none/host
-import ``link``.
+Only pods with a network other than none/host import ``setup`` and what it uses, and only in
+the network helper process stage1 forks (``helper``).
 """

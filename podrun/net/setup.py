@@ -16,7 +16,7 @@ A lease or forward in the way of a new pod is taken over at once when the pod ho
 provably dead, and refused (ConflictError, exit status 247) while it runs: podrun.net.owners.
 
 Attaching runs in a *helper process* forked by the stage1 supervisor (``run_helper``): the
-helper alone imports pyroute2 (~0.25 s, ~20 MB) and exits when done, and its work overlaps the
+helper does the netlink, nftables and CNI work and exits when done, and its work overlaps the
 supervisor's own set-up.
 """
 
@@ -28,6 +28,7 @@ import os
 from podrun import faults, fsutil
 from podrun.errors import PodrunError
 from podrun.isolation import syscalls as sc
+from podrun.model.netspec import NET_STATE, cni_config_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from podrun.model.manifest import PodManifest
 
-STATE = "net/state.json"
 POD_IF = "eth"  # interfaces inside the pod: eth0, eth1… in the order of --net
 
 
@@ -55,7 +55,7 @@ class State:
     gc must handle, loses nothing that was written."""
 
     def __init__(self, pod_dir: str) -> None:
-        self.path = os.path.join(pod_dir, STATE)
+        self.path = os.path.join(pod_dir, NET_STATE)
         self.doc: dict[str, Any] = {}
 
     def load(self) -> State:
@@ -158,14 +158,14 @@ def _attach_default(st: State, data_dir: str, manifest: PodManifest, netns: str,
     entry["filter"] = True
     st.save()
     faults.checkpoint("net:after-lease", with_parent=True)
-    adding = nft.start_filter(net.table, entry["host_if"], entry["mac"], entry["ip"])  # runs while pyroute2 loads
-    from podrun.net import link  # pyroute2: only pods on the default network pay for it
+    adding = nft.start_filter(net.table, entry["host_if"], entry["mac"], entry["ip"])  # runs while we do the links
+    from podrun.net import link
 
     with fsutil.flocked(lock):
         nft.finish_filter(adding, net.table, net.subnet, entry["host_if"], entry["mac"], entry["ip"])
-    with link.open_host() as ipr:
-        bridge = link.ensure_bridge(ipr, net)
-        link.add_veth(ipr, entry["host_if"], ifname, entry["mac"], netns, bridge)
+    with link.open_host() as nl:
+        bridge = link.ensure_bridge(nl, net)
+        link.add_veth(nl, entry["host_if"], ifname, entry["mac"], netns, bridge)
     faults.checkpoint("net:after-veth", with_parent=True)
     _, prefix = net.network()
     link.configure_pod_side(netns, ifname, entry["ip"], prefix, net.gateway())
@@ -175,7 +175,7 @@ def _attach_cni(st: State, pod_dir: str, manifest: PodManifest, netns: str, ifna
                 args: list[tuple[str, str]]) -> None:
     from podrun.net import cni, config
 
-    conflist_path = os.path.join(pod_dir, "net", f"cni-{name}.json")
+    conflist_path = os.path.join(pod_dir, cni_config_path(name))
     with open(conflist_path, "rb") as f:  # copied by stage0: DEL must see the config ADD saw
         conflist = json.loads(f.read())
     entry: dict[str, Any] = {"kind": "cni", "name": name, "ifname": ifname, "args": [list(a) for a in args],
@@ -198,9 +198,8 @@ def detach(pod_dir: str, delete_links: bool = True) -> list[str]:
     *delete_links* (gc) host interfaces that outlived it, then leases — an address is free
     only once the interface holding it is gone or going (recorded as ``detached``).  Then, with
     *delete_links*, the filter elements naming the pod's interfaces (recorded as ``cleaned``).
-    A pod's own exit path skips both: its veth dies with the netns, pyroute2 is not loaded
-    there, and an nft run would lengthen every pod's exit for elements that let nothing
-    through once the interface is gone."""
+    A pod's own exit path skips both: its veth dies with the netns, and an nft run would
+    lengthen every pod's exit for elements that let nothing through once the interface is gone."""
     st = State(pod_dir).load()
     if not st.doc or st.doc.get("cleaned") or (st.doc.get("detached") and not delete_links):
         return []

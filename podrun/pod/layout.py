@@ -19,6 +19,9 @@ from podrun.model.manifest import MANIFEST as MANIFEST  # noqa: PLC0414 (re-expo
 from podrun.model.manifest import SECCOMP_BPF as SECCOMP_BPF  # noqa: PLC0414 (in apps/APP/: compiled by stage0)
 from podrun.model.manifest import PodManifest
 from podrun.model.manifest import seccomp_bpf_path as app_seccomp_path  # noqa: F401 (the manifest records it)
+from podrun.model.netspec import NET_DIR as NET_DIR  # noqa: PLC0414 (re-exported: net/ of a pod, named by net's model)
+from podrun.model.netspec import NET_STATE as NET_STATE  # noqa: PLC0414
+from podrun.model.netspec import cni_config_path as cni_config_path  # noqa: PLC0414
 
 TYPE_CHECKING = False  # stage1 imports the names below: no pathlib, contextlib or typing at import
 if TYPE_CHECKING:
@@ -37,8 +40,6 @@ STATUS_DIR = "status"  # status/APP: {"exit_code", "signal", "finished"} of each
 APPS_DIR = "apps"  # apps/APP/: log, log.1, seccomp.bpf, and upper, work, rootfs (podrun.stage2.rootfs)
 VOLUMES_DIR = "volumes"  # volumes/NAME: the empty volumes
 ETC_DIR = "etc"  # etc/hostname, etc/hosts, etc/resolv.conf, bound into every app
-NET_DIR = "net"  # the network record and CNI configs: kept until the network is released
-NET_STATE = NET_DIR + "/state.json"
 LOG, LOG_OLDER = "log", "log.1"  # in apps/APP/
 
 
@@ -56,11 +57,6 @@ def app_log_path(app: str) -> str:
 
 def volume_path(name: str) -> str:
     return f"{VOLUMES_DIR}/{name}"
-
-
-def cni_config_path(network: str) -> str:
-    """The CNI configuration a pod's network *network* was added with (DEL must see the same)."""
-    return f"{NET_DIR}/cni-{network}.json"
 
 
 class PodDirs:

@@ -71,19 +71,11 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
 
 def run_pod(g: Globals, kw: dict[str, Any]) -> None:
     """``podrun run``: prepare, then become the pod (exec stage1); returns only on failure."""
-    import os
-
     from podrun.abi import RUN, STAGE1_FLAVORS
     from podrun.stage0.prepare import entrypoint, exec_stage1
 
     # Found (and its ABI checked) before any pod exists; an unknown name is build_manifest's to refuse.
     entry = entrypoint(kw["stage1"], RUN) if kw["stage1"] in STAGE1_FLAVORS else None
-    if kw["stage1"] == "default" and kw["net"].strip() not in ("none", "host"):
-        from podrun.abi import ENV_NET_HELPER
-        from podrun.net import helper
-
-        os.environ[ENV_NET_HELPER] = helper.start()  # loads pyroute2 while we prepare the pod
-
     manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
     exec_stage1(entry or entrypoint(manifest.stage1, RUN), pod_dir, lock_fd, g.debug, g.data_dir, manifest)
 
@@ -106,11 +98,4 @@ def run_prepared(g: Globals, uuid: str) -> None:
         raise PodrunError(f"pod {full}: unreadable manifest ({exc})") from None
     entry = entrypoint(manifest.stage1, RUN)  # a refused flavor leaves the pod prepared
     pod_dir = dirs.move(full, "prepared", "run")
-    if manifest.stage1 == "default" and manifest.networks:
-        import os
-
-        from podrun.abi import ENV_NET_HELPER
-        from podrun.net import helper
-
-        os.environ[ENV_NET_HELPER] = helper.start()  # pyroute2 loads while stage1 starts
     exec_stage1(entry, pod_dir, lock_fd, g.debug, g.data_dir, manifest)

@@ -3,6 +3,6 @@
 around ``podrun.stage1.<flavor>``; man/podrun-stage1.7 has the interface between stage0 and
 stage1.  Flavors never import each other; what both need is in ``podrun.stage2``.
 
-Import rule: stage1 never imports click, jsonschema, urllib3, pyroute2 or ``podrun.image`` /
+Import rule: stage1 never imports click, jsonschema, urllib3 or ``podrun.image`` /
 ``podrun.cli`` / ``podrun.stage0`` (warm-start cost; docs/architecture.md).
 """

@@ -1,4 +1,4 @@
-"""The warm start path stays lean: stage1 never imports click, jsonschema, pyroute2 or HTTP
+"""The warm start path stays lean: stage1 never imports click, jsonschema or HTTP
 code, imports exactly the standard modules listed here, and runs without site-packages
 (python -I -S, as stage0 execs it).  podrun.lean says why; a module added to these lists is a
 start-up cost every pod pays, so it is a decision, not a side effect."""
@@ -10,7 +10,7 @@ import sys
 
 from tests.conftest import ROOT
 
-HEAVY = ("click", "jsonschema", "pyroute2", "urllib3", "http.client", "podrun.image", "podrun.cli", "podrun.stage0")
+HEAVY = ("click", "jsonschema", "urllib3", "http.client", "podrun.image", "podrun.cli", "podrun.stage0")
 
 # Every module (other than podrun's) that importing stage1's run path loads, beyond what the
 # interpreter itself loaded: ctypes (the kernel layer) and small C or os-level modules.  Not

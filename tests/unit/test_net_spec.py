@@ -195,7 +195,7 @@ def test_the_network_helpers_report_carries_the_exit_status(report: bytes, statu
         os._exit(status)
     os.close(res_w)
     with pytest.raises((PodrunError, OSError)) as caught:
-        helper.wait((pid, -1, res_r))
+        helper.wait((pid, res_r))
     if code is None:
         assert isinstance(caught.value, OSError) and "the network helper died" in str(caught.value)
     else:

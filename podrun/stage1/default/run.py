@@ -176,16 +176,16 @@ def _exit(code: int) -> NoReturn:
 
 def _start_network(pod_dir: str, manifest: PodManifest, lock_fd: int) -> tuple[int, int, helper.Handle]:
     """Create the pod's netns here (in the host's mount namespace, before ours is unshared) and
-    ask the network helper (podrun.net.helper; stage0's, or one forked now) to attach the
-    networks while this process goes on.  Returns (host PID ns fd, netns fd, helper)."""
+    fork the network helper (podrun.net.helper) to attach the networks while this process goes
+    on.  Returns (host PID ns fd, netns fd, helper)."""
     from podrun.net import helper, setup
     from podrun.pod.boot import current_boot_id
 
     data_dir = abi.data_dir()  # named by stage0, never derived from the pod dir's place
     host_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     netns_fd = setup.create_netns(pod_dir, data_dir, manifest.uuid)
-    handle = helper.take() or helper.spawn(close_fds=(lock_fd,) if lock_fd >= 0 else ())
-    helper.request(handle, os.path.abspath(pod_dir), data_dir, current_boot_id())
+    handle = helper.spawn(os.path.abspath(pod_dir), data_dir, manifest, current_boot_id(),
+                          close_fds=(lock_fd,) if lock_fd >= 0 else ())
     return host_pidns, netns_fd, handle
 
 
