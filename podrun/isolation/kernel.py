@@ -1,10 +1,11 @@
-"""The kernel interface of stage2: every call that needs privilege or changes the process while
-an app is set up (youki's ``Syscall`` trait).
+"""The kernel interface of the stages: every call that needs privilege or changes the process
+while a pod's process is set up (youki's ``Syscall`` trait).
 
-Code that builds an app's root and confines it (``podrun.stage2``) calls these methods on a
-``Kernel`` it is handed (``KERNEL`` by default) instead of the syscall functions, so a test can
-pass a subclass that records the calls (tests/unit/recording_kernel.py) and check the mount plan
-and the confinement order without root; the integration tests apply the same code for real.
+Code that builds an app's root and confines it (``podrun.stage2``), the ``fly`` flavor, the pod's
+pid 1 and ``enter`` (``podrun.stage1``) call these methods on a ``Kernel`` they are handed
+(``KERNEL`` by default) instead of the syscall functions, so a test can pass a subclass that
+records the calls (tests/unit/recording_kernel.py) and check the mount plan, the confinement
+order and the namespaces joined without root; the integration tests apply the same code for real.
 Unprivileged path work (``syscalls.open_in_root``, mkdir inside the app's root) stays real in
 both: it works on any directory.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import errno
 import os
 
-from podrun.isolation import caps
+from podrun.isolation import caps, cgroups
 from podrun.isolation import syscalls as sc
 from podrun.isolation.libc import oserror
 
@@ -35,6 +36,9 @@ class Kernel:
               data: str | None = None) -> None:
         sc.mount(source, target, fstype, flags, data)
 
+    def setns(self, fd: int, nstype: int) -> None:
+        sc.setns(fd, nstype)
+
     def umount(self, target: str, flags: int = 0) -> None:
         sc.umount(target, flags)
 
@@ -44,12 +48,30 @@ class Kernel:
     def chdir(self, path: str) -> None:
         os.chdir(path)
 
+    def fchdir(self, fd: int) -> None:
+        os.fchdir(fd)
+
+    def chroot(self, path: str) -> None:
+        os.chroot(path)
+
     def mknod(self, name: str, mode: int, device: int, dir_fd: int) -> None:
         """A device node with exactly *mode* (mknod honours the umask: chmod follows)."""
         os.mknod(name, mode, device, dir_fd=dir_fd)
         os.chmod(name, mode & 0o7777, dir_fd=dir_fd)
 
+    def join_cgroup(self, dirs: list[str]) -> None:
+        """Move the calling process into the existing cgroup *dirs* (one per hierarchy)."""
+        cgroups.open_existing(dirs).join()
+
     # -- confinement ----------------------------------------------------------------------------
+    def set_dumpable(self, on: bool) -> None:
+        """PR_SET_DUMPABLE: off, no process of lesser privilege can ptrace this one or read its memory."""
+        sc.prctl(sc.PR_SET_DUMPABLE, int(on))
+
+    def set_mm(self, field: int, address: int) -> None:
+        """PR_SET_MM *field* (a PR_SET_MM_* constant) to *address*: what /proc shows of argv and environ."""
+        sc.prctl(sc.PR_SET_MM, field, address)
+
     def set_rlimits(self, limits: dict[str, tuple[int, int]]) -> None:
         caps.set_rlimits(limits)
 

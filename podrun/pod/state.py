@@ -131,19 +131,19 @@ class PodStatus:
 
 # -- reading pod files ------------------------------------------------------------------------
 
-def _open_dir(path: Path) -> int:
+def _open_dir(path: str | Path) -> int:
     try:
         return os.open(path, _DIR_FLAGS)
     except OSError as exc:
         raise PodFileDamage(f"the pod directory {_what_is(None, str(path), exc)}") from None
 
 
-def open_pod_dir(path: Path) -> int:
+def open_pod_dir(path: str | Path) -> int:
     """The pod directory's fd, never opened through a symbolic link (StoreError otherwise)."""
     try:
         return _open_dir(path)
     except PodFileDamage as exc:
-        raise StoreError(f"pod {path.name}: {exc}") from None
+        raise StoreError(f"pod {Path(path).name}: {exc}") from None
 
 
 def _what_is(dir_fd: int | None, name: str, exc: OSError) -> str:

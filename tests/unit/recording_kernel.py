@@ -86,3 +86,22 @@ class RecordingKernel(Kernel):
 
     def load_seccomp(self, bpf: bytes) -> None:
         self.calls.append(("load_seccomp", bpf))
+
+    def setns(self, fd: int, nstype: int) -> None:
+        """Recorded with the namespace the fd is (``net:[4026531840]``), so a test sees which one."""
+        self.calls.append(("setns", nstype, os.readlink(f"/proc/self/fd/{fd}")))
+
+    def fchdir(self, fd: int) -> None:
+        self.calls.append(("fchdir", self.in_root(f"/proc/self/fd/{fd}")))
+
+    def chroot(self, path: str) -> None:
+        self.calls.append(("chroot", path))
+
+    def join_cgroup(self, dirs: list[str]) -> None:
+        self.calls.append(("join_cgroup", list(dirs)))
+
+    def set_dumpable(self, on: bool) -> None:
+        self.calls.append(("set_dumpable", on))
+
+    def set_mm(self, field: int, address: int) -> None:
+        self.calls.append(("set_mm", field, address))

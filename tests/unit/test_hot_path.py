@@ -28,6 +28,10 @@ MANIFEST_IMPORTS = frozenset({
     "re._compiler", "re._constants", "re._parser", "reprlib",
 })
 
+# ... and what ``podrun enter``'s stage1 entrypoint adds: termios, for the pty it may allocate
+# (podrun.stage2.tty).  Not re, typing or pathlib: enter is a stage1 module like the others.
+ENTER_IMPORTS = frozenset({"termios"})
+
 
 def _stage1_modules(then: str = "") -> tuple[set[str], set[str]]:
     code = (
@@ -68,6 +72,13 @@ def test_the_handed_over_manifest_and_stage1s_records_add_nothing() -> None:
         "fsutil.strings_json(['/sys/fs/cgroup/podrun/pod-u'])"
     )
     assert added == set(), sorted(added)
+
+
+def test_enter_imports_only_the_listed_modules() -> None:
+    _, added = _stage1_modules("import podrun.stage1.default.enter")
+    other = {m for m in added if m != "podrun" and not m.startswith("podrun.")}
+    assert not other & {"re", "typing", "pathlib"}, sorted(other)
+    assert other == ENTER_IMPORTS, f"added: {sorted(other - ENTER_IMPORTS)}, gone: {sorted(ENTER_IMPORTS - other)}"
 
 
 def test_stage0_run_path_skips_http_and_schema_code() -> None:

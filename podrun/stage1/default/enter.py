@@ -13,14 +13,11 @@ from __future__ import annotations
 import os
 import select
 import sys
-from pathlib import Path
-from typing import NoReturn
 
 from podrun import abi
-from podrun.isolation import cgroups
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
-from podrun.model.manifest import AppSpec, PodManifest
+from podrun.isolation.kernel import KERNEL, Kernel
 from podrun.stage1.default.logrelay import Relay  # imported here: the code below runs in the app's root
 from podrun.stage2 import confine, tty
 from podrun.stage2.app import (
@@ -33,45 +30,53 @@ from podrun.stage2.app import (
     lookup_user,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from podrun.model.manifest import AppSpec, PodManifest
+
 FORWARDED = (sig.SIGTERM, sig.SIGINT, sig.SIGHUP)
 NAMESPACES = (("cgroup", sc.CLONE_NEWCGROUP), ("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS),
               ("net", sc.CLONE_NEWNET), ("pid", sc.CLONE_NEWPID), ("mnt", sc.CLONE_NEWNS))
 
 
 def _ppid(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("PPid:"):
-            return int(line.split()[1])
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
     return -1
 
 
-def _pod_records(pod_dir: Path) -> tuple[PodManifest, int, list[str]]:
+def _pod_records(pod_dir: str) -> tuple[PodManifest, int, list[str]]:
     """The manifest, pid 1's PID and the cgroup list, read as every pod file is
     (podrun.pod.state: no link followed, never a FIFO or device, bounded, type-checked)."""
     from podrun.pod.state import PodFileDamage, load_manifest, open_pod_dir, read_cgroups, read_pid
 
+    name = os.path.basename(os.path.normpath(pod_dir))
     fd = open_pod_dir(pod_dir)
     try:
         manifest, _ = load_manifest(fd)
         pid, cgroup_list = read_pid(fd), read_cgroups(fd)
     except PodFileDamage as exc:
-        raise LookupError(f"pod {pod_dir.name}: {exc}") from None
+        raise LookupError(f"pod {name}: {exc}") from None
     finally:
         os.close(fd)
     if pid is None or not cgroup_list:
-        raise LookupError(f"pod {pod_dir.name} has not started yet")
+        raise LookupError(f"pod {name} has not started yet")
     return manifest, pid, cgroup_list
 
 
 def app_cgroup_dirs(cgroup_list: list[str], app: str) -> list[str]:
-    return [str(Path(base) / f"app-{app}") for base in cgroup_list]
+    return [os.path.join(os.path.normpath(base), f"app-{app}") for base in cgroup_list]
 
 
-def app_main_pid(pod_dir: Path, app: str) -> int:
+def app_main_pid(pod_dir: str | os.PathLike[str], app: str) -> int:
     """Host PID of the app's main process: the member of its cgroup whose parent is the pod's
     supervisor, the parent of the pod's pid 1 (cgroupfs lists PIDs as the reader sees them,
     i.e. host PIDs)."""
-    _, init_pid, cgroup_list = _pod_records(pod_dir)
+    _, init_pid, cgroup_list = _pod_records(os.fspath(pod_dir))
     return _main_pid(init_pid, cgroup_list, app)
 
 
@@ -79,7 +84,8 @@ def _main_pid(init_pid: int, cgroup_list: list[str], app: str) -> int:
     supervisor = _ppid(init_pid)
     for base in app_cgroup_dirs(cgroup_list, app):
         try:
-            pids = [int(p) for p in Path(base, "cgroup.procs").read_text().split()]
+            with open(os.path.join(base, "cgroup.procs")) as f:
+                pids = [int(p) for p in f.read().split()]
         except OSError:
             continue
         for pid in sorted(pids):
@@ -98,27 +104,42 @@ def main(argv: list[str]) -> NoReturn:
     except abi.AbiError as exc:
         sys.stderr.write(f"podrun: enter: {exc}\n")
         sys.exit(EXIT_SETUP_FAILED)
-    pod_dir, name, cmd = Path(args.pod_dir), args.app, args.command
+    pod_dir, name, cmd = args.pod_dir, args.app, args.command
     try:
         manifest, init_pid, cgroup_list = _pod_records(pod_dir)
         app = next(a for a in manifest.apps if a.name == name)
-        conf = confine.prepare(app, str(pod_dir))
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        pid = _main_pid(init_pid, cgroup_list, name)
-        ns_fds = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag) for ns, flag in NAMESPACES]
-        root_fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        cgroups.open_existing(app_cgroup_dirs(cgroup_list, name)).join()
-        for fd, flag in ns_fds:
-            sc.setns(fd, flag)
-            os.close(fd)
-        os.fchdir(root_fd)
-        os.chroot(".")
-        os.close(root_fd)
-        os.chdir("/")
+        conf = confine.prepare(app, pod_dir)
+        join_app(init_pid, cgroup_list, name)
     except Exception as exc:
         sys.stderr.write(f"podrun: enter: {exc}\n")
         sys.exit(EXIT_SETUP_FAILED)
     _run(app, conf, cmd or ["/bin/sh"])
+
+
+def join_app(init_pid: int, cgroup_list: list[str], name: str, kernel: Kernel = KERNEL) -> None:
+    """Move this process into app *name*'s cgroup and namespaces and take its root, the app's
+    main process found from the pod's pid 1 *init_pid*.  Non-dumpable before anything of the pod
+    is touched; the cgroup joined while the host's cgroup tree is still mounted here; the mount
+    namespace joined last (the ``/proc`` fds are open by then), then the app's root entered."""
+    kernel.set_dumpable(False)
+    pid = _main_pid(init_pid, cgroup_list, name)
+    ns_fds: list[tuple[int, int]] = []
+    root_fd = -1
+    try:
+        for ns, flag in NAMESPACES:
+            ns_fds.append((os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag))
+        root_fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        kernel.join_cgroup(app_cgroup_dirs(cgroup_list, name))
+        for fd, flag in ns_fds:
+            kernel.setns(fd, flag)
+        kernel.fchdir(root_fd)
+        kernel.chroot(".")
+        kernel.chdir("/")
+    finally:
+        for fd, _ in ns_fds:
+            os.close(fd)
+        if root_fd >= 0:
+            os.close(root_fd)
 
 
 def _run(app: AppSpec, conf: confine.Confinement, cmd: list[str]) -> NoReturn:

@@ -28,6 +28,7 @@ import os
 from podrun.isolation import caps
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
+from podrun.isolation.kernel import KERNEL, Kernel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,17 +40,25 @@ WAITED = (sig.SIGCHLD, *PASSED_ON)
 EXIT_FAILED = 254
 
 
-def _empty_root(mountpoint: str) -> None:
+def empty_root(mountpoint: str, kernel: Kernel = KERNEL) -> None:
     """Make an empty, read-only tmpfs this process's root, in a mount namespace of its own."""
-    sc.unshare(sc.CLONE_NEWNS)
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    kernel.unshare(sc.CLONE_NEWNS)
+    kernel.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
-    sc.mount("podrun-init", mountpoint, "tmpfs", flags, "size=4k,nr_inodes=1,mode=0555")
-    os.chdir(mountpoint)
-    sc.pivot_root(".", ".")
-    sc.umount(".", sc.MNT_DETACH)
-    sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | flags)
-    os.chdir("/")
+    kernel.mount("podrun-init", mountpoint, "tmpfs", flags, "size=4k,nr_inodes=1,mode=0555")
+    kernel.chdir(mountpoint)
+    kernel.pivot_root(".", ".")
+    kernel.umount(".", sc.MNT_DETACH)
+    kernel.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | flags)
+    kernel.chdir("/")
+
+
+def lock_down(kernel: Kernel = KERNEL) -> None:
+    """The last steps: non-dumpable, then every capability gone (bounding set first: dropping it
+    needs CAP_SETPCAP, which the empty sets take away)."""
+    kernel.set_dumpable(False)
+    kernel.drop_bounding(frozenset())
+    kernel.set_caps(frozenset(), frozenset(), frozenset())
 
 
 def _memory_layout() -> tuple[int, int, int, int]:
@@ -60,21 +69,21 @@ def _memory_layout() -> tuple[int, int, int, int]:
     return int(fields[45]), int(fields[46]), int(fields[47]), int(fields[48])
 
 
-def _blank_cmdline_and_environ(layout: tuple[int, int, int, int]) -> None:
+def _blank_cmdline_and_environ(layout: tuple[int, int, int, int], kernel: Kernel) -> None:
     """Overwrite argv and environ in memory, then shrink what /proc shows of them."""
     arg_start, arg_end, env_start, env_end = layout
     sc.memset(arg_start, 0, arg_end - arg_start)
     sc.memset(env_start, 0, env_end - env_start)
     sc.memmove(arg_start, NAME + b"\0")
     try:
-        sc.prctl(sc.PR_SET_MM, sc.PR_SET_MM_ENV_END, env_start)
-        sc.prctl(sc.PR_SET_MM, sc.PR_SET_MM_ARG_END, arg_start + len(NAME) + 1)
+        kernel.set_mm(sc.PR_SET_MM_ENV_END, env_start)  # needs CAP_SYS_RESOURCE: before lock_down
+        kernel.set_mm(sc.PR_SET_MM_ARG_END, arg_start + len(NAME) + 1)
     except OSError:
         pass  # the memory is blank anyway; /proc then shows NUL bytes after the name
     sc.set_name(NAME)
 
 
-def become_init(signals_w: int, netns_fd: int, mountpoint: str) -> NoReturn:
+def become_init(signals_w: int, netns_fd: int, mountpoint: str, kernel: Kernel = KERNEL) -> NoReturn:
     """Turn this freshly forked process into the pod's pid 1 (never returns); it is forked with
     ``WAITED`` blocked (the supervisor's mask), which it keeps.  *signals_w*: the pipe to the
     supervisor; *netns_fd*: the pod's network namespace (-1: stay in this one);
@@ -84,18 +93,16 @@ def become_init(signals_w: int, netns_fd: int, mountpoint: str) -> NoReturn:
         caps.last_cap()  # the same (cached)
         sig.sigprocmask(sig.SIG_SETMASK, WAITED)
         if netns_fd >= 0:
-            sc.setns(netns_fd, sc.CLONE_NEWNET)
+            kernel.setns(netns_fd, sc.CLONE_NEWNET)
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
         sc.close_fds_from(3, frozenset({signals_w}))
         os.set_blocking(signals_w, False)
-        _empty_root(mountpoint)
-        _blank_cmdline_and_environ(layout)
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        caps.drop_bounding(frozenset())
-        caps.set_caps(frozenset(), frozenset(), frozenset())
+        empty_root(mountpoint, kernel)
+        _blank_cmdline_and_environ(layout, kernel)
+        lock_down(kernel)
     except Exception:
         os._exit(EXIT_FAILED)  # the supervisor sees pid 1 end, kills the apps and says so
     _reap_forever(signals_w)
