@@ -327,7 +327,8 @@ def read_db(root_fd: int, path: str) -> list[list[str]]:
 
 def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, interactive: bool,
            keep_fds: frozenset[int], cgroup_gate: int | None = None, listen: tuple[list[int], str] = ([], ""),
-           extra_env: dict[str, str] | None = None, tty_report: int | None = None) -> NoReturn:
+           extra_env: dict[str, str] | None = None, tty_report: int | None = None,
+           kernel: Kernel = KERNEL) -> NoReturn:
     """Become *app* (called in a freshly forked child; never returns).
 
     With *cgroup_gate* (a pipe's read end), the parent moves this process into the app's
@@ -341,7 +342,7 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
     try:
         # Other processes of the pod cannot read this one's /proc files while it is still
         # podrun (runc's init does the same); execve makes the app dumpable again.
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        kernel.set_dumpable(False)
         os.setsid()  # a session of its own: the caller's terminal is nobody's here (SECURITY-TESTS 25)
         # The user is looked up in the image's own files, before /proc, /sys or volumes are
         # mounted (as podman does): nothing but the image can answer.
@@ -350,7 +351,7 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
             uid, gid, groups, home = lookup_user(app.user, app.group, root_fd)
         finally:
             os.close(root_fd)
-        set_up_root(root, plan, app.read_only_rootfs)
+        set_up_root(root, plan, app.read_only_rootfs, kernel)
         if tty_report is not None:
             from podrun.stage2 import tty  # imported by the parent before the fork
 
@@ -369,13 +370,13 @@ def launch(app: AppSpec, root: str, plan: list[Op], conf: confine.Confinement, i
             if os.read(cgroup_gate, 1) != b"1":
                 raise OSError("the pod's supervisor did not place the app in its cgroup")
             os.close(cgroup_gate)
-            sc.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
+            kernel.unshare(sc.CLONE_NEWCGROUP)  # the app sees its own cgroup as "/"
         sc.close_fds_from(3, keep_fds | frozenset(listen[0]))
         if listen[0]:
             activation.install(listen[0])
             env.update(activation.environment(listen[0], listen[1]))
         enter_workdir(app.working_dir)
-        confine.apply(conf, uid, gid, groups)
+        confine.apply(conf, uid, gid, groups, kernel)
     except Exception as exc:
         fail(app.name, f"setting up: {describe(exc)}")
     argv = list(app.exec_argv)
