@@ -427,6 +427,45 @@ class RegistrySource:
         """Close all pooled connections."""
         self._pool.clear()
 
+    # -- for signature sources (podrun.trust.sources) ------------------------------------------
+
+    def manifest_by_tag(self, tag: str, limit: int) -> ManifestBytes:
+        """A manifest of this repository named by *tag* (e.g. a sigstore ``sha256-HEX.sig``
+        attachment); NotFoundError when the registry has none."""
+        return self._manifest(tag, limit, None)
+
+    def get_small(self, path: str, limit: int, what: str) -> tuple[int, dict[str, str], bytes]:
+        """GET *path* (``/v2/…``, ``/extensions/…``) on the registry with this source's
+        authentication, TLS rules, retries and deadline: the status, the headers (lower-case
+        names) and, for a 200 answer, its body (LimitExceededError beyond *limit* bytes)."""
+        return self._small(path, limit, what, external=False)
+
+    def get_url(self, url: str, limit: int, what: str) -> tuple[int, dict[str, str], bytes]:
+        """As get_small, for an absolute http(s) *url* outside the registry API (a signature
+        lookaside): never with credentials, and plain HTTP is allowed to any host, as
+        containers/image does: what is fetched this way must verify itself."""
+        return self._small(url, limit, what, external=True)
+
+    def _small(self, target: str, limit: int, what: str, external: bool) -> tuple[int, dict[str, str], bytes]:
+        deadline = _Deadline(self._deadline, self._stall, what, "request")
+        try:
+            if external:
+                resp, _ = self._get(target, {}, None, deadline, plain=True)
+            else:
+                resp = self._registry_get(target, {}, deadline)
+            headers = {name.lower(): value for name, value in resp.headers.items()}
+            if resp.status != 200:
+                _discard(resp)
+                return resp.status, headers, b""
+            data = _read_body(resp, limit + 1, deadline, "reading the answer")
+            if len(data) > limit:
+                resp.close()
+                raise LimitExceededError(f"{what}: limit exceeded ({limit} bytes)")
+            resp.release_conn()
+            return resp.status, headers, data
+        finally:
+            deadline.cancel()
+
     # -- manifests -----------------------------------------------------------------------------
 
     def _manifest(self, reference: str, limit: int, expected: Digest | None) -> ManifestBytes:
@@ -496,11 +535,14 @@ class RegistrySource:
         _discard(resp)
         return "https"
 
-    def _send(self, url: str, headers: Mapping[str, str], deadline: _Deadline) -> urllib3.BaseHTTPResponse:
-        """One GET with retries on connection errors, stalls, 408, 429 and 5xx (never other 4xx)."""
+    def _send(
+        self, url: str, headers: Mapping[str, str], deadline: _Deadline, plain: bool = False
+    ) -> urllib3.BaseHTTPResponse:
+        """One GET with retries on connection errors, stalls, 408, 429 and 5xx (never other
+        4xx).  *plain*: plain HTTP allowed to any host (get_url)."""
         what = deadline.what
         scheme, host, _ = origin_of(url, what)
-        if scheme == "http" and not self._plain_allowed(host):
+        if scheme == "http" and not plain and not self._plain_allowed(host):
             raise FetchError(
                 f"{what}: refusing plain HTTP to {host} ({url})",
                 hint="use --insecure-options=http to allow plain HTTP to this registry",
@@ -543,7 +585,8 @@ class RegistrySource:
             return resp
 
     def _get(
-        self, url: str, headers: Mapping[str, str], authorization: str | None, deadline: _Deadline
+        self, url: str, headers: Mapping[str, str], authorization: str | None, deadline: _Deadline,
+        plain: bool = False,
     ) -> tuple[urllib3.BaseHTTPResponse, bool]:
         """GET following redirects; *authorization* is sent only while the request stays on
         *url*'s origin.  Returns the response and whether it came from that origin."""
@@ -557,7 +600,7 @@ class RegistrySource:
             hop = dict(headers)
             if auth:
                 hop["Authorization"] = auth
-            resp = self._send(url, hop, deadline)
+            resp = self._send(url, hop, deadline, plain)
             if resp.status not in REDIRECT_STATUSES:
                 return resp, here == home
             location = resp.headers.get("Location")
@@ -565,7 +608,7 @@ class RegistrySource:
             if not location:
                 raise FetchError(f"{what}: HTTP {resp.status} redirect without a Location")
             target = urllib.parse.urljoin(url, location)
-            if here[0] == "https" and origin_of(target, what)[0] == "http" and not self._plain_ok:
+            if here[0] == "https" and origin_of(target, what)[0] == "http" and not (plain or self._plain_ok):
                 raise FetchError(
                     f"{what}: refusing redirect from HTTPS to plain HTTP ({target})",
                     hint="only a loopback registry or --insecure-options=http allows it",
