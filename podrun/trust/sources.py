@@ -61,7 +61,10 @@ _REPO_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 def _digest(text: str) -> Digest:
     """*text* as a digest, strictly (algorithm, lower-case hex of the right length)."""
-    return Digest.parse(text)
+    digest = Digest.parse(text)
+    if str(digest) != text:  # Digest.parse's "$" lets a trailing newline through
+        raise VerificationError(f"malformed digest {text!r}")
+    return digest
 
 
 def _repo_path(ref: DockerReference) -> str:

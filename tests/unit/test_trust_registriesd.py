@@ -1,0 +1,247 @@
+"""registries.d parsing and scope resolution (podrun.trust.registriesd), and the lookaside
+layout of podrun.trust.sources, without a registry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from podrun.errors import UsageError, VerificationError
+from podrun.image.digest import Digest
+from podrun.image.reference import DockerReference, parse_docker_name
+from podrun.trust import registriesd, sources
+from podrun.trust.registriesd import Entry, docker_scopes, load, registries_d_dir
+
+HEX = "0123456789abcdef" * 4
+DIGEST = f"sha256:{HEX}"
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def test_missing_directory_is_empty(tmp_path: Path) -> None:
+    config = load(str(tmp_path / "nope"))
+    assert config.for_image(parse_docker_name("example.com/a:1")) == Entry(None, None, False)
+
+
+def test_files_are_merged_and_others_ignored(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "docker:\n  example.com:\n    lookaside: https://sigs.example.com\n")
+    write(tmp_path, "b.yaml", "default-docker:\n  sigstore: file:///var/sigs\n")
+    write(tmp_path, "c.yml", "docker:\n  other.org:\n    lookaside: file:///never\n")  # not *.yaml
+    config = load(str(tmp_path))
+    assert config.for_image(parse_docker_name("example.com/ns/app:1")).lookaside == "https://sigs.example.com"
+    assert config.for_image(parse_docker_name("other.org/x")).lookaside == "file:///var/sigs"
+
+
+def test_debian_default_file_with_an_empty_default_docker(tmp_path: Path) -> None:
+    # Debian's default.yaml: "default-docker:" with every key commented out is no section at
+    # all, so another file may still define default-docker.
+    write(tmp_path, "default.yaml", "# comment\ndefault-docker:\n#  lookaside: https://x\n")
+    write(tmp_path, "mine.yaml", "default-docker:\n  lookaside: file:///srv/sigs\n")
+    assert load(str(tmp_path)).for_image(parse_docker_name("a.io/b")).lookaside == "file:///srv/sigs"
+
+
+def test_default_docker_twice_names_both_files(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "default-docker:\n  lookaside: file:///a\n")
+    write(tmp_path, "b.yaml", "default-docker:\n  use-sigstore-attachments: true\n")
+    with pytest.raises(UsageError) as exc:
+        load(str(tmp_path))
+    assert "default-docker" in str(exc.value)
+    assert str(tmp_path / "a.yaml") in str(exc.value) and str(tmp_path / "b.yaml") in str(exc.value)
+
+
+def test_scope_in_two_files_names_both_even_without_conflict(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "docker:\n  example.com/ns:\n    lookaside: file:///a\n")
+    write(tmp_path, "b.yaml", "docker:\n  example.com/ns:\n    use-sigstore-attachments: true\n")
+    with pytest.raises(UsageError) as exc:
+        load(str(tmp_path))
+    message = str(exc.value)
+    assert '"example.com/ns"' in message
+    assert str(tmp_path / "a.yaml") in message and str(tmp_path / "b.yaml") in message
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("docker:\n  example.com:\n    lookside: file:///a\n", "'lookside'"),  # misspelt
+        ("default-docker:\n  use-cosign-attachments: true\n", "'use-cosign-attachments'"),
+        ("dockers:\n  example.com: {}\n", "'dockers'"),
+        ("docker:\n  a.io:\n    lookaside: file:///a\n  a.io:\n    lookaside: file:///b\n", "'a.io' defined twice"),
+        ("docker:\n  a.io:\n    lookaside: [x]\n", "docker.a.io.lookaside"),
+        ("docker:\n  a.io:\n    use-sigstore-attachments: sometimes\n", "use-sigstore-attachments"),
+        ("docker: [a, b]\n", "docker must be a mapping"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+        ("docker: {a.io: {lookaside: x}\n", "invalid YAML"),
+    ],
+)
+def test_strict_errors_name_file_and_key(tmp_path: Path, text: str, named: str) -> None:
+    path = write(tmp_path, "conf.yaml", text)
+    with pytest.raises(UsageError) as exc:
+        load(str(tmp_path))
+    assert str(path) in str(exc.value)
+    assert named in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_old_and_new_names(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", """\
+docker:
+  old.io:
+    sigstore: https://old/read
+    sigstore-staging: file:///old/write
+  new.io:
+    lookaside: https://new/read
+    sigstore: https://ignored
+  read.io:
+    lookaside: file:///shared
+""")
+    config = load(str(tmp_path))
+    assert config.for_image(parse_docker_name("old.io/a")) == Entry("https://old/read", "file:///old/write", False)
+    assert config.for_image(parse_docker_name("new.io/a")).lookaside == "https://new/read"
+    # without a staging URL, signatures are written where they are read
+    assert config.for_image(parse_docker_name("read.io/a")).lookaside_staging == "file:///shared"
+
+
+def test_scope_precedence(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", """\
+default-docker:
+  lookaside: file:///default
+  use-sigstore-attachments: true
+docker:
+  reg.example.com:
+    lookaside: file:///host
+  reg.example.com:5000:
+    lookaside: file:///host-port
+  reg.example.com/team:
+    lookaside: file:///team
+  reg.example.com/team/app:
+    use-sigstore-attachments: false
+  reg.example.com/team/app:v1:
+    lookaside: file:///tag
+  "*.example.com":
+    lookaside: file:///wildcard
+  "*.com":
+    lookaside: file:///com
+""")
+    config = load(str(tmp_path))
+
+    def where(name: str) -> Entry:
+        return config.for_image(parse_docker_name(name))
+
+    assert where("reg.example.com/team/app:v1") == Entry("file:///tag", "file:///tag", False)
+    # the repository scope sets only use-sigstore-attachments: the lookaside falls through to team
+    assert where("reg.example.com/team/app:v2") == Entry("file:///team", "file:///team", False)
+    assert where("reg.example.com/team/other") == Entry("file:///team", "file:///team", True)
+    assert where("reg.example.com/solo").lookaside == "file:///host"
+    # a port is part of the host scope; the port-less host is not a parent of it
+    assert where("reg.example.com:5000/solo").lookaside == "file:///host-port"
+    assert where("reg.example.com:6000/solo").lookaside == "file:///wildcard"
+    assert where("a.b.example.com/x").lookaside == "file:///wildcard"
+    assert where("example.com/x").lookaside == "file:///com"  # *.example.com never matches example.com
+    assert where("example.org/x") == Entry("file:///default", "file:///default", True)
+    digest_ref = parse_docker_name(f"reg.example.com/team/app@{DIGEST}")
+    assert config.for_image(digest_ref).lookaside == "file:///team"
+
+
+def test_docker_scopes_order() -> None:
+    ref = parse_docker_name("a.example.com:5000/ns/app:1")
+    assert docker_scopes(ref) == [
+        "a.example.com:5000/ns/app:1", "a.example.com:5000/ns/app", "a.example.com:5000/ns",
+        "a.example.com:5000", "*.example.com", "*.com",
+    ]
+    assert docker_scopes(parse_docker_name("busybox"))[:3] == [
+        "docker.io/library/busybox:latest", "docker.io/library/busybox", "docker.io/library"]
+
+
+def test_registries_d_dir(tmp_path: Path) -> None:
+    assert registries_d_dir("/given", {"HOME": str(tmp_path)}) == "/given"
+    assert registries_d_dir(None, {"HOME": str(tmp_path)}) == registriesd.SYSTEM_DIR
+    user = tmp_path / ".config/containers/registries.d"
+    user.mkdir(parents=True)
+    assert registries_d_dir(None, {"HOME": str(tmp_path)}) == str(user)
+
+
+# -- lookaside layout ----------------------------------------------------------------------------
+
+
+def test_lookaside_url_layout() -> None:
+    ref = parse_docker_name("reg.example.com:5000/ns/app:1")
+    assert sources.lookaside_url("file:///srv/sigs", ref, DIGEST, 1) == \
+        f"file:///srv/sigs/ns/app@sha256={HEX}/signature-1"
+    assert sources.lookaside_url("https://sigs.example.com/base?x=1", ref, DIGEST, 12) == \
+        f"https://sigs.example.com/base/ns/app@sha256={HEX}/signature-12?x=1"
+    hub = parse_docker_name("busybox")
+    assert sources.lookaside_url("http://h", hub, DIGEST, 2) == f"http://h/library/busybox@sha256={HEX}/signature-2"
+
+
+@pytest.mark.parametrize(
+    "digest",
+    [
+        "sha256:../../x",
+        f"sha256:{HEX.upper()}",
+        f"sha256:{HEX[:-1]}",
+        f"sha256:{HEX}0",
+        f"sha256:{HEX[:-2]}/.",
+        f"sha256:{HEX}/../../etc",
+        f"sha256:{HEX}\n",
+        f"md5:{HEX[:32]}",
+        f"../sha256:{HEX}",
+        "",
+    ],
+)
+def test_lookaside_url_refuses_hostile_digests(digest: str) -> None:
+    # CVE-2024-3727: a digest that reaches a path unvalidated can climb out of the lookaside.
+    with pytest.raises(VerificationError):
+        sources.lookaside_url("file:///srv/sigs", parse_docker_name("a.io/b"), digest, 1)
+
+
+@pytest.mark.parametrize("repository", ["../etc", "a/../../b", "a//b", "/abs", "A", "a/.", ""])
+def test_lookaside_url_refuses_hostile_repositories(repository: str) -> None:
+    ref = DockerReference("a.io", repository, "t", None)  # not through the parser
+    with pytest.raises(VerificationError):
+        sources.lookaside_url("file:///srv/sigs", ref, DIGEST, 1)
+
+
+@pytest.mark.parametrize("base", ["/srv/sigs", "ftp://h/x", "file://host/srv", "docker://x"])
+def test_lookaside_url_refuses_bad_bases(base: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        sources.lookaside_url(base, parse_docker_name("a.io/b"), DIGEST, 1)
+    assert repr(base) in str(exc.value)
+
+
+@pytest.mark.parametrize("n", [0, -1, True])
+def test_lookaside_url_refuses_bad_indexes(n: int) -> None:
+    with pytest.raises(UsageError):
+        sources.lookaside_url("file:///s", parse_docker_name("a.io/b"), DIGEST, n)
+
+
+def test_lookaside_url_stays_under_base() -> None:
+    base = "/srv/sigs"
+    for ref in (parse_docker_name("a.io/b/c:1"), parse_docker_name("busybox")):
+        url = sources.lookaside_url("file://" + base, ref, DIGEST, 3)
+        path = url[len("file://"):]
+        assert os.path.normpath(path) == path and path.startswith(base + "/")
+
+
+def test_write_lookaside_takes_the_next_free_number(tmp_path: Path) -> None:
+    ref = parse_docker_name("a.io/ns/b:1")
+    base = f"file://{tmp_path}"
+    first = sources.write_lookaside(base, ref, DIGEST, b"one")
+    second = sources.write_lookaside(base, ref, DIGEST, b"two")
+    assert first == f"{tmp_path}/ns/b@sha256={HEX}/signature-1"
+    assert second.endswith("/signature-2")
+    assert Path(first).read_bytes() == b"one" and Path(second).read_bytes() == b"two"
+    assert sorted(os.listdir(os.path.dirname(first))) == ["signature-1", "signature-2"]  # no temporary left
+    with pytest.raises(UsageError):
+        sources.write_lookaside("https://h/x", ref, DIGEST, b"x")
+    with pytest.raises(VerificationError):
+        sources.write_lookaside(base, ref, "sha256:../../x", b"x")
+
+
+def test_digest_validation_is_the_image_one() -> None:
+    assert str(Digest.parse(DIGEST)) == DIGEST
