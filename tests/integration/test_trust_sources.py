@@ -234,13 +234,13 @@ def test_unreadable_lookaside_fails_closed(signed: Signed, tmp_path: Path) -> No
 class LookasideHandler(SimpleHTTPRequestHandler):
     fail_path: str | None = None
 
-    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+    def do_GET(self) -> None:
         if self.fail_path and self.path.endswith(self.fail_path):
             self.send_error(500)
             return
         super().do_GET()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 -- the base's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -248,7 +248,7 @@ def test_http_lookaside(signed: Signed, tmp_path: Path) -> None:
     shutil.copytree(signed.lookaside, tmp_path / "sigs")
     fill(tmp_path / "sigs", signed.ref, signed.digest, [2, 4])  # signature-3 missing: 404 ends it
     skopeo_sig = (lookaside_dir(signed.lookaside, signed.ref, signed.digest) / "signature-1").read_bytes()
-    handler = type("H", (LookasideHandler,), {})
+    handler: type[LookasideHandler] = type("H", (LookasideHandler,), {})
     with serving(partial(handler, directory=str(tmp_path))) as host, opened(signed.ref) as src:
         entry = Entry(f"http://{host}/sigs", None, False)
         found = sources.simple_signatures(signed.ref, signed.digest, entry, src)
@@ -272,7 +272,7 @@ EXT_DIGEST = "sha256:" + hashlib.sha256(b"some manifest").hexdigest()
 
 def extension_handler(routes: dict[str, tuple[int, dict[str, str], bytes]]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+        def do_GET(self) -> None:
             status, headers, body = routes.get(self.path, (404, {}, b'{"errors":[{"code":"NOT_FOUND"}]}'))
             self.send_response(status)
             for name, value in {"Content-Length": str(len(body)), **headers}.items():
@@ -280,7 +280,7 @@ def extension_handler(routes: dict[str, tuple[int, dict[str, str], bytes]]) -> t
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 -- the base's name
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     return Handler
