@@ -23,6 +23,7 @@ configuration serves them all:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +114,7 @@ def docker_scopes(ref: DockerReference) -> list[str]:
     return scopes
 
 
-def registries_d_dir(flag: str | None, env: dict[str, str] | None = None) -> str:
+def registries_d_dir(flag: str | None, env: Mapping[str, str] | None = None) -> str:
     """The registries.d directory: *flag* (``--registries.d``), else
     ``$HOME/.config/containers/registries.d`` if it exists, else the system one."""
     if flag:
@@ -126,7 +127,7 @@ def registries_d_dir(flag: str | None, env: dict[str, str] | None = None) -> str
     return SYSTEM_DIR
 
 
-def builtin_lookaside(env: dict[str, str] | None = None) -> str:
+def builtin_lookaside(env: Mapping[str, str] | None = None) -> str:
     """containers/image's lookaside when registries.d configures none: for root
     ``/var/lib/containers/sigstore``, for other users ``$HOME/.local/share/containers/sigstore``."""
     if os.geteuid() == 0:

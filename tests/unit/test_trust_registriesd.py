@@ -166,6 +166,12 @@ def test_registries_d_dir(tmp_path: Path) -> None:
     assert registries_d_dir(None, {"HOME": str(tmp_path)}) == str(user)
 
 
+def test_builtin_lookaside_is_containers_image_one(tmp_path: Path) -> None:
+    expected = registriesd.BUILTIN_LOOKASIDE_ROOT if os.geteuid() == 0 else \
+        f"file://{tmp_path}/.local/share/containers/sigstore"
+    assert registriesd.builtin_lookaside({"HOME": str(tmp_path)}) == expected
+
+
 # -- lookaside layout ----------------------------------------------------------------------------
 
 
