@@ -82,6 +82,13 @@ _NET_DIR = Path(f"/tmp/podrun-test-net.{os.getpid()}")
 _NET_DIR.mkdir(exist_ok=True)
 (_NET_DIR / "default.json").write_text(f'{{"bridge": "{TEST_BRIDGE}", "subnet": "{TEST_SUBNET}"}}\n')
 os.environ["PODRUN_NET_DIR"] = str(_NET_DIR)
+# The session's signature policy (containers-policy.json(5)) and registries.d: accept anything,
+# signatures nowhere, whatever the host's /etc/containers holds; the trust tests name their own
+# with --signature-policy / --registries.d.
+(_NET_DIR / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+(_NET_DIR / "registries.d").mkdir(exist_ok=True)
+os.environ["PODRUN_SIGNATURE_POLICY"] = str(_NET_DIR / "policy.json")
+os.environ["PODRUN_REGISTRIES_D"] = str(_NET_DIR / "registries.d")
 # The session's pods keep their netns files (and notify sockets, boot id) in a runtime dir of the
 # session's own instead of /run/podrun, shared with every other session and podrun on the machine:
 # what it holds is this session's doing.  Created by podrun as it makes /run/podrun on a fresh machine.

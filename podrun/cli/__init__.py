@@ -38,13 +38,16 @@ def parse_insecure(text: str) -> frozenset[str]:
     return words - {"none"}
 
 
-def make_globals(data_dir: str, debug: bool, insecure_options: str) -> Globals:
+def make_globals(data_dir: str, debug: bool, insecure_options: str, signature_policy: str = "",
+                 registries_d: str = "") -> Globals:
     import os
 
     from podrun import log
 
     log.set_debug(debug)
-    return Globals(os.path.abspath(data_dir), debug, parse_insecure(insecure_options))
+    return Globals(os.path.abspath(data_dir), debug, parse_insecure(insecure_options),
+                   os.path.abspath(signature_policy) if signature_policy else None,
+                   os.path.abspath(registries_d) if registries_d else None)
 
 
 def guarded(action: Callable[[], None], debug: bool) -> None:

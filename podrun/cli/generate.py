@@ -45,6 +45,10 @@ def unit_text(g: Globals, kw: dict[str, Any], description: str | None, podrun: s
     base = [podrun] + (["--dir", g.data_dir] if g.data_dir != DEFAULT_DIR else [])
     if g.insecure:
         base += ["--insecure-options", ",".join(sorted(g.insecure))]
+    if g.signature_policy:
+        base += ["--signature-policy", g.signature_policy]
+    if g.registries_d:
+        base += ["--registries.d", g.registries_d]
     flags: list[str] = []
     for flag in RUN_FLAGS:
         value = kw.get(flag.dest)

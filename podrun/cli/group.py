@@ -82,9 +82,10 @@ def click_options(flags: Sequence[RunFlag]) -> list[click.Option]:
 )
 @click.version_option(__version__, prog_name="podrun")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: str, debug: bool, insecure_options: str) -> None:
+def cli(ctx: click.Context, data_dir: str, debug: bool, insecure_options: str, signature_policy: str,
+        registries_d: str) -> None:
     """podrun: a daemonless pod runner for Linux (OCI images, namespaces, cgroups, systemd)."""
-    ctx.obj = make_globals(data_dir, debug, insecure_options)
+    ctx.obj = make_globals(data_dir, debug, insecure_options, signature_policy, registries_d)
 
 
 def click_main(args: list[str], debug: bool) -> None:

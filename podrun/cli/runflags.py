@@ -62,7 +62,16 @@ GLOBAL_FLAGS = (
             show_default=True, envvar="PODRUN_DIR"),
     RunFlag("--debug", "debug", FLAG, False, "Verbose logs and tracebacks on errors."),
     RunFlag("--insecure-options", "insecure_options", VALUE, "none",
-            "Comma-separated: http (plain HTTP to registries), tls (no TLS verification), all.", "LIST"),
+            "Comma-separated: http (plain HTTP to registries), tls (no TLS verification), image (no "
+            "signature policy: the image is marked so), all.", "LIST"),
+    RunFlag("--signature-policy", "signature_policy", VALUE, "",
+            "containers-policy.json(5) to fetch images under (default: ~/.config/containers/policy.json, "
+            "else /etc/containers/policy.json); env PODRUN_SIGNATURE_POLICY.", "FILE",
+            envvar="PODRUN_SIGNATURE_POLICY", file=True),
+    RunFlag("--registries.d", "registries_d", VALUE, "",
+            "containers-registries.d(5) directory: where signatures are (default: ~/.config/containers/"
+            "registries.d, else /etc/containers/registries.d); env PODRUN_REGISTRIES_D.", "DIR",
+            envvar="PODRUN_REGISTRIES_D"),
 )
 RUN_FLAGS = (
     RunFlag("--stage1", "stage1", VALUE, "default", "Stage1 flavor: default or fly.", show_default=True),

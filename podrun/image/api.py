@@ -16,9 +16,18 @@ from podrun.lean import Record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Final
+    from typing import Any, Final, Protocol
 
-    from podrun.image.pull import PullOptions
+    from podrun.image.pull import Admit, PullOptions
+
+    class Gate(Protocol):
+        """The signature policy (podrun.trust.decide.PolicyGate; image never imports trust)."""
+
+        def admit_local(self, ref: ImageReference) -> dict[str, Any]:
+            """What admits an image of a layout or archive (no signatures there), or raise."""
+
+        def admit_registry(self, ref: DockerReference, source: ImageSource) -> Admit:
+            """The check ``pull`` makes on the chosen manifest, before any config or layer."""
 
 PULL_POLICIES = ("new", "update", "never")
 LOCAL_TRANSPORTS = ("oci", "oci-archive", "docker-archive")
@@ -26,23 +35,38 @@ _IMAGE_ID_RE = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
 
 
 class FetchRequest(Record):
+    """One image to fetch.  *gate*: the signature policy every image read from a source must
+    pass (stage0 always hands one; None only for callers that fetch without a policy, tests
+    of the store)."""
+
     image: Final[str]
     pull_policy: Final[str]
     insecure: Final[frozenset[str]]
     options: Final[PullOptions | None]
+    gate: Final[Gate | None]
 
-    __slots__ = ("image", "pull_policy", "insecure", "options")
+    __slots__ = ("image", "pull_policy", "insecure", "options", "gate")
 
     def __init__(
         self, image: str,
         pull_policy: str = "new",
         insecure: frozenset[str] | None = None,
         options: PullOptions | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.image = image
         self.pull_policy = pull_policy
         self.insecure = frozenset() if insecure is None else insecure
         self.options = options
+        self.gate = gate
+
+
+def _with_admit(options: PullOptions | None, admit: Admit) -> PullOptions:
+    import dataclasses
+
+    from podrun.image.pull import PullOptions
+
+    return dataclasses.replace(options or PullOptions(), admit=admit)
 
 
 def open_source(ref: ImageReference, insecure: frozenset[str]) -> ImageSource:
@@ -111,7 +135,11 @@ def fetch(store: Store, req: FetchRequest) -> ImageRecord:
         name = source.default_name
         if ref.docker is not None and ref.docker.tag:
             name = f"{ref.docker.name}:{ref.docker.tag}"
-        return _pull(store, source, req.options, name)
+        options = req.options
+        if req.gate is not None:
+            assert ref.docker is not None
+            options = _with_admit(options, req.gate.admit_registry(ref.docker, source))
+        return _pull(store, source, options, name)
     finally:
         source.close()
 
@@ -125,6 +153,9 @@ def _fetch_local(store: Store, ref: ImageReference, req: FetchRequest) -> ImageR
     anything or reading any config or layer.  Otherwise the source is read and verified in
     full and what the store lacks is stored.  Pull policies concern bare names only.
     """
+    # The policy decides before anything of the source is used (local sources carry no
+    # signatures: a policy that asks for them refuses; containers/image's rule).
+    trust = req.gate.admit_local(ref) if req.gate is not None else None
     source = open_local(ref, deferred=True)
     try:
         key = None
@@ -134,6 +165,10 @@ def _fetch_local(store: Store, ref: ImageReference, req: FetchRequest) -> ImageR
         if key is not None:
             record = _reuse(store, source, key)
             if record is not None:
+                if trust is not None and trust != record.trust:
+                    with store.writing():
+                        record = record.admitted(trust)
+                        store.write_image(record)
                 return record
         source.load()
 
@@ -141,7 +176,8 @@ def _fetch_local(store: Store, ref: ImageReference, req: FetchRequest) -> ImageR
             if key is not None:
                 store.remember_source(key, SourceMemo(record.id, source.reuse_checks(), source.default_name))
 
-        return _pull(store, source, req.options, source.default_name, remember)
+        options = req.options if trust is None else _with_admit(req.options, lambda _top, _digest: trust)
+        return _pull(store, source, options, source.default_name, remember)
     finally:
         source.close()
 

@@ -38,7 +38,7 @@ class Digest(Record):
     @classmethod
     def parse(cls, text: str) -> Digest:
         """Parse and validate *text*; raises VerificationError naming it when malformed."""
-        m = _DIGEST_RE.match(text)
+        m = _DIGEST_RE.fullmatch(text)
         if not m:
             raise VerificationError(f"malformed digest {text!r}")
         alg, hexpart = m.group(1), m.group(2)

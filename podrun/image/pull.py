@@ -40,11 +40,18 @@ Progress = Callable[[str, int, int], None]
 MAX_PARALLEL_LAYERS = 4
 
 
+# Admission (podrun.trust.decide, handed in by stage0: image never imports trust): called with
+# the exact bytes and digest of the chosen per-platform manifest, before any config or layer is
+# read; returns what admitted the image (recorded with it) or raises VerificationError.
+Admit = Callable[[ManifestBytes, Digest], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class PullOptions:
     platform: Platform | None = None
     limits: Limits = DEFAULT_LIMITS
     progress: Progress | None = None
+    admit: Admit | None = None
 
 
 class _ProgressReader:
@@ -129,8 +136,12 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
     with store.writing():
         top, manifest, image_id = resolve_manifest(source, options.platform, limits)
         faults.checkpoint("pull:after-manifest")
+        trust = options.admit(top, image_id) if options.admit is not None else None
         existing = store.complete_image(image_id)
         if existing is not None:
+            if trust is not None and trust != existing.trust:
+                existing = existing.admitted(trust)
+                store.write_image(existing)
             return existing
         if manifest.config.size > limits.manifest_bytes:
             raise LimitExceededError(f"{what}: config limit exceeded ({manifest.config.size} bytes)")
@@ -181,6 +192,7 @@ def pull(store: Store, source: ImageSource, options: PullOptions | None = None) 
             fetched=time.time(),
             source=what,
             unpacked_size=unpacked,
+            trust=trust,
         )
         faults.checkpoint("pull:before-record")
         store.write_image(record)

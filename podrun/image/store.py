@@ -70,9 +70,13 @@ class ImageRecord(Record):
     fetched: Final[float]
     source: Final[str]
     unpacked_size: Final[int]
+    # What admitted the image at its last fetch (podrun.trust.decide): the policy, the scope,
+    # each requirement with the key and signature that satisfied it, or {"insecure": true}.
+    # None: fetched before podrun checked policies, or imported (``image import``).
+    trust: Final[dict[str, Any] | None]
 
     __slots__ = ("id", "manifest_media_type", "manifest_size", "config", "config_size", "layers", "created",
-                 "fetched", "source", "unpacked_size")
+                 "fetched", "source", "unpacked_size", "trust")
 
     def __init__(
         self, id: Digest,
@@ -85,6 +89,7 @@ class ImageRecord(Record):
         fetched: float,
         source: str,
         unpacked_size: int,
+        trust: dict[str, Any] | None = None,
     ) -> None:
         self.id = id
         self.manifest_media_type = manifest_media_type
@@ -96,6 +101,12 @@ class ImageRecord(Record):
         self.fetched = fetched
         self.source = source
         self.unpacked_size = unpacked_size
+        self.trust = trust
+
+    def admitted(self, trust: dict[str, Any] | None) -> ImageRecord:
+        """This record with *trust* as what admitted the image."""
+        return ImageRecord(self.id, self.manifest_media_type, self.manifest_size, self.config, self.config_size,
+                           self.layers, self.created, self.fetched, self.source, self.unpacked_size, trust)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +126,7 @@ class ImageRecord(Record):
             "fetched": self.fetched,
             "source": self.source,
             "unpacked_size": self.unpacked_size,
+            **({"trust": self.trust} if self.trust is not None else {}),
         }
 
     @classmethod
@@ -135,6 +147,7 @@ class ImageRecord(Record):
             fetched=float(doc["fetched"]),
             source=str(doc.get("source", "")),
             unpacked_size=int(doc.get("unpacked_size", 0)),
+            trust=doc["trust"] if isinstance(doc.get("trust"), dict) else None,
         )
 
 

@@ -12,8 +12,8 @@ configuration serves them all:
   ``sigstore-staging`` (the new name wins within a scope), ``use-sigstore-attachments``.
   A ``null`` value is "not set"; so is ``default-docker:`` left empty (Debian's default.yaml).
 - Unknown keys: containers/image decodes with yaml.v3's non-strict ``Unmarshal``, which ignores
-  them.  podrun refuses them, naming file and key, so that a misspelt ``lookaside`` does not
-  silently send signature look-ups elsewhere (a deliberate difference; ``STRICT_KEYS``).
+  them, so a file podman reads must read here too: podrun ignores them as well, with one warning
+  naming file and key (a misspelt ``lookaside`` does not pass unnoticed).
 - Scope resolution, per setting (a scope that does not set one falls through to the next):
   the image's identity (``host[:port]/repo:tag`` or ``@digest``), the repository and each parent
   namespace down to ``host[:port]``, then ``*.domain`` wildcards of the host without its port,
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # no types-PyYAML installed
+import yaml
 
 from podrun.errors import UsageError
 from podrun.image.reference import DockerReference
@@ -40,7 +40,6 @@ BUILTIN_LOOKASIDE_USER = ".local/share/containers/sigstore"  # under $HOME
 
 SECTION_KEYS = ("lookaside", "lookaside-staging", "sigstore", "sigstore-staging", "use-sigstore-attachments")
 TOP_KEYS = ("default-docker", "docker")
-STRICT_KEYS = True
 MAX_FILE = 1 << 20  # a registries.d file larger than this is a mistake, not a configuration
 
 
@@ -178,9 +177,11 @@ def _check_keys(path: str, where: str, doc: dict[Any, Any], known: tuple[str, ..
     for key in doc:
         if not isinstance(key, str):
             raise UsageError(f"registries.d file {path}: {where}key {key!r} is not a string")
-        if key not in known and STRICT_KEYS:
-            raise UsageError(f"registries.d file {path}: unknown key {where}{key!r}",
-                             hint=f"known keys: {', '.join(known)}")
+        if key not in known:
+            from podrun import log
+
+            log.get(__name__).warning("registries.d file %s: unknown key %s%r ignored (known keys: %s)",
+                                      path, where, key, ", ".join(known))
 
 
 def _section(path: str, where: str, value: object) -> Section:

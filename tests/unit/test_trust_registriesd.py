@@ -3,6 +3,7 @@ layout of podrun.trust.sources, without a registry."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -68,9 +69,6 @@ def test_scope_in_two_files_names_both_even_without_conflict(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("text", "named"),
     [
-        ("docker:\n  example.com:\n    lookside: file:///a\n", "'lookside'"),  # misspelt
-        ("default-docker:\n  use-cosign-attachments: true\n", "'use-cosign-attachments'"),
-        ("dockers:\n  example.com: {}\n", "'dockers'"),
         ("docker:\n  a.io:\n    lookaside: file:///a\n  a.io:\n    lookaside: file:///b\n", "'a.io' defined twice"),
         ("docker:\n  a.io:\n    lookaside: [x]\n", "docker.a.io.lookaside"),
         ("docker:\n  a.io:\n    use-sigstore-attachments: sometimes\n", "use-sigstore-attachments"),
@@ -86,6 +84,28 @@ def test_strict_errors_name_file_and_key(tmp_path: Path, text: str, named: str) 
     assert str(path) in str(exc.value)
     assert named in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("docker:\n  example.com:\n    lookside: file:///a\n", "'lookside'"),  # misspelt
+        ("default-docker:\n  use-cosign-attachments: true\n", "'use-cosign-attachments'"),
+        ("dockers:\n  example.com: {}\n", "'dockers'"),
+    ],
+)
+def test_unknown_keys_are_ignored_with_a_warning_as_containers_image_does(
+        tmp_path: Path, text: str, named: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "conf.yaml", text)
+    podrun_logger = logging.getLogger("podrun")  # does not propagate to the root logger caplog watches
+    podrun_logger.addHandler(caplog.handler)
+    try:
+        config = load(str(tmp_path))
+    finally:
+        podrun_logger.removeHandler(caplog.handler)
+    assert config.for_image(parse_docker_name("example.com/a/b:1")).lookaside != "file:///a"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(path) in warnings[0] and named in warnings[0]
 
 
 def test_old_and_new_names(tmp_path: Path) -> None:
