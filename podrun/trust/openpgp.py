@@ -268,6 +268,8 @@ def verify(blob: bytes, keyring: Keyring, now: float | None = None) -> VerifiedS
     if len(signatures) != 1:
         # containers/image: "Unexpected GPG signature count"
         raise SignatureError(f"the message holds {len(signatures)} signatures, not exactly one")
+    if sum(p.tag == Tag.Literal for p in packets) != 1:
+        raise SignatureError("the message does not hold exactly one literal data packet")
     issuer = signatures[0].issuer_fingerprint or signatures[0].issuer_key_id
     if issuer is None or issuer.lower() not in keyring.owner:
         raise SignatureError(f"signed by key {(issuer or 'unnamed').upper()}, which the policy does not trust")

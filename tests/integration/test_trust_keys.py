@@ -155,6 +155,17 @@ def test_a_key_that_expires_later_is_fine(home: GpgHome, tmp_path: Path) -> None
     assert openpgp.verify(signature, keyring(home, key)).key == key
 
 
+def test_an_expired_signature(home: GpgHome, tmp_path: Path) -> None:
+    # the signature's own expiry (gpg's EXPSIG), the key still valid
+    key = home.generate("alice", at=NOW - YEAR)
+    signature = home.gpg("--default-sig-expire", "1d", "--sign", "--local-user", key, "--output", "-",
+                         stdin=payload(), at=NOW - 3 * 86400)
+    assert not skopeo_accepts(home, key, signature, tmp_path)
+    with pytest.raises(SignatureError, match="does not verify"):
+        openpgp.verify(signature, keyring(home, key))
+    assert openpgp.verify(home.sign(payload(), key), keyring(home, key)).key == key
+
+
 def test_a_corrupt_signature(home: GpgHome, tmp_path: Path) -> None:
     key = home.generate("alice")
     signature = bytearray(home.sign(payload(), key))
