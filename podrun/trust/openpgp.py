@@ -245,8 +245,9 @@ def _first_line(error: BaseException) -> str:
 
 # ---- verification ----------------------------------------------------------------------------
 
-# The packets of a signed message (RFC 9580 §10.3) once compression is undone: nothing else.
-_MESSAGE_TAGS = ("CompressedData", "OnePassSig", "Literal", "Signature", "Marker", "Padding")
+# The packets of a signed message (RFC 9580 §10.3) once compression is undone (_flatten):
+# nothing else.
+_MESSAGE_TAGS = ("OnePassSig", "Literal", "Signature", "Marker", "Padding")
 
 
 def verify(blob: bytes, keyring: Keyring, now: float | None = None) -> VerifiedSignature:
@@ -256,6 +257,7 @@ def verify(blob: bytes, keyring: Keyring, now: float | None = None) -> VerifiedS
     import pysequoia
     from pysequoia.packet import PacketPile, Tag
 
+    blob = _flatten(blob)
     try:
         packets = list(PacketPile.from_bytes(blob))
     except Exception as e:
@@ -285,9 +287,127 @@ def verify(blob: bytes, keyring: Keyring, now: float | None = None) -> VerifiedS
     cert = keyring.certs.get(primary)
     if cert is None or keyring.owner.get(signing_key) != primary:
         raise SignatureError(f"signed by key {signing_key.upper()}, which the policy does not trust")
-    _check_valid_now(cert, signing_key, time.time() if now is None else now)
+    try:
+        _check_valid_now(cert, signing_key, time.time() if now is None else now)
+    except SignatureError:
+        raise
+    except Exception as e:  # a certificate sequoia cannot evaluate now
+        raise SignatureError(f"key {primary}: {_first_line(e)}") from None
     digest, reference, created = parse_payload(result.bytes, SIMPLE_SIGNING_TYPE)
     return VerifiedSignature(digest, reference, primary, created)
+
+
+# What a compressed message may expand to: a payload is well under 1 KiB (a signature is read
+# up to 4 MiB); sequoia, like gpg, would inflate a bzip2 bomb of a few KiB to gigabytes in memory.
+EXPANSION_LIMIT = 4 << 20
+_COMPRESSED = 8  # the Compressed Data packet's tag
+
+
+def _flatten(blob: bytes) -> bytes:
+    """*blob* in binary with each compressed packet replaced by the packets it holds, inflated
+    here within EXPANSION_LIMIT (sequoia inflates nothing then; it also lacks bzip2, which gpg
+    writes).  The signature covers the literal data, not its compression, so this is the same
+    signed message.  Nested compression is refused: gpg never writes it."""
+    data = _dearmor(blob) if blob.lstrip().startswith(b"-----BEGIN PGP") else blob
+    out = []
+    for tag, body, raw in _top_level_packets(data):
+        if tag != _COMPRESSED:
+            out.append(raw)
+            continue
+        inflated = _inflate(body)
+        if any(inner == _COMPRESSED for inner, _, _ in _top_level_packets(inflated)):
+            raise SignatureError("the message nests compressed data")
+        out.append(inflated)
+    return b"".join(out)
+
+
+def _inflate(body: bytes) -> bytes:
+    import bz2
+    import zlib
+
+    algorithm, data = (body[0], body[1:]) if body else (-1, b"")
+    if algorithm == 0:  # uncompressed
+        return data
+    decompressor: zlib._Decompress | bz2.BZ2Decompressor
+    if algorithm in (1, 2):  # ZIP (raw deflate), ZLIB
+        decompressor = zlib.decompressobj(-15 if algorithm == 1 else 15)
+    elif algorithm == 3:
+        decompressor = bz2.BZ2Decompressor()
+    else:
+        raise SignatureError(f"the message uses unknown compression algorithm {algorithm}")
+    try:
+        out = decompressor.decompress(data, EXPANSION_LIMIT + 1)
+    except (OSError, ValueError, zlib.error) as e:
+        raise SignatureError(f"the message's compressed data is corrupt: {e}") from None
+    if len(out) > EXPANSION_LIMIT:
+        raise SignatureError(f"the message's compressed data expands past {EXPANSION_LIMIT} bytes")
+    if not decompressor.eof:
+        raise SignatureError("the message's compressed data is truncated")
+    return out
+
+
+def _top_level_packets(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """(tag, body, the packet's bytes) of each packet of *data* (RFC 9580 §4.2: both header
+    formats, partial lengths); what follows malformed framing is kept, for sequoia to refuse."""
+    packets = []
+    pos = 0
+    while pos < len(data):
+        start, first = pos, data[pos]
+        if not first & 0x80:
+            packets.append((-1, b"", data[pos:]))
+            break
+        if first & 0x40:  # new format
+            tag, pos, chunks = first & 0x3F, pos + 1, []
+            while True:
+                length, pos, partial = _new_length(data, pos)
+                chunks.append(data[pos:pos + length])
+                pos += length
+                if not partial:
+                    break
+            packets.append((tag, b"".join(chunks), data[start:pos]))
+            continue
+        tag, kind = (first >> 2) & 0x0F, first & 0x03
+        if kind == 3:  # indeterminate: to the end (how gpg frames a compressed packet)
+            packets.append((tag, data[pos + 1:], data[start:]))
+            break
+        size = 1 << kind
+        length = int.from_bytes(data[pos + 1:pos + 1 + size], "big")
+        pos += 1 + size + length
+        packets.append((tag, data[pos - length:pos], data[start:pos]))
+    return packets
+
+
+def _new_length(data: bytes, pos: int) -> tuple[int, int, bool]:
+    """(length, position after the length, partial?) of a new-format length at *pos*."""
+    octet = data[pos] if pos < len(data) else 0
+    if octet < 192:
+        return octet, pos + 1, False
+    if octet < 224:
+        second = data[pos + 1] if pos + 1 < len(data) else 0
+        return ((octet - 192) << 8) + second + 192, pos + 2, False
+    if octet == 255:
+        return int.from_bytes(data[pos + 1:pos + 5], "big"), pos + 5, False
+    return 1 << (octet & 0x1F), pos + 1, True
+
+
+def _dearmor(blob: bytes) -> bytes:
+    """The binary form of an ASCII-armored message (headers and the CRC line dropped)."""
+    import base64
+    import binascii
+
+    lines = blob.strip().splitlines()[1:]  # after the BEGIN line
+    blank = next((i for i, line in enumerate(lines) if not line.strip()), None)
+    if blank is not None and all(b":" in line for line in lines[:blank]):
+        lines = lines[blank + 1:]  # armor headers (Version: …) end at a blank line
+    body = []
+    for line in lines:
+        if line.startswith((b"=", b"-----END")):
+            break
+        body.append(line.strip())
+    try:
+        return base64.b64decode(b"".join(body), validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError("the message's ASCII armor is not valid base64") from None
 
 
 def _check_valid_now(cert: Cert, signing_key: str, now: float) -> None:

@@ -166,6 +166,37 @@ def test_an_expired_signature(home: GpgHome, tmp_path: Path) -> None:
     assert openpgp.verify(home.sign(payload(), key), keyring(home, key)).key == key
 
 
+@pytest.mark.parametrize("algorithm", ["uncompressed", "zip", "zlib", "bzip2"])
+def test_every_compression_gpg_writes(home: GpgHome, algorithm: str) -> None:
+    key = home.generate("alice")
+    signature = home.gpg("--compress-algo", algorithm, "--sign", "--local-user", key, "--output", "-", stdin=payload())
+    assert openpgp.verify(signature, keyring(home, key)).key == key
+
+
+@pytest.mark.parametrize("algorithm", ["zip", "zlib", "bzip2"])
+def test_a_compression_bomb_is_refused_before_it_inflates(home: GpgHome, algorithm: str) -> None:
+    # a hostile lookaside server's few KiB that sequoia (or gpg) would inflate in memory
+    key = home.generate("alice")
+    huge = b"{" + b" " * (openpgp.EXPANSION_LIMIT + 1) + b"}"
+    signature = home.gpg("--compress-algo", algorithm, "-z", "9", "--sign", "--local-user", key, "--output", "-",
+                         stdin=huge)
+    assert len(signature) < len(huge) // 100
+    with pytest.raises(SignatureError, match="expands past"):
+        openpgp.verify(signature, keyring(home, key))
+
+
+def test_nested_compression_is_refused(home: GpgHome) -> None:
+    key = home.generate("alice")
+    signed = home.gpg("--compress-algo", "uncompressed", "--sign", "--local-user", key, "--output", "-",
+                      stdin=payload())
+    assert openpgp.verify(signed, keyring(home, key)).key == key
+    nested = bytes([0xA3, 0x00, 0xA3, 0x00]) + signed  # compressed (algorithm 0) twice, old format
+    with pytest.raises(SignatureError, match="nests compressed data"):
+        openpgp.verify(nested, keyring(home, key))
+    once = bytes([0xA3, 0x00]) + signed
+    assert openpgp.verify(once, keyring(home, key)).key == key
+
+
 def test_a_corrupt_signature(home: GpgHome, tmp_path: Path) -> None:
     key = home.generate("alice")
     signature = bytearray(home.sign(payload(), key))
@@ -187,8 +218,18 @@ def test_two_signatures_in_one_message(home: GpgHome, tmp_path: Path) -> None:
 def test_an_armored_message_is_what_gpg_would_verify_too(home: GpgHome) -> None:
     key = home.generate("alice")
     armored = home.gpg("--armor", "--sign", "--local-user", key, "--output", "-", stdin=payload())
-    assert armored.startswith(b"-----BEGIN PGP MESSAGE-----")
+    assert armored.startswith(b"-----BEGIN PGP MESSAGE-----\n")
     assert openpgp.verify(armored, keyring(home, key)).key == key
+    with_headers = armored.replace(b"-----\n", b"-----\nVersion: x\nComment: y\n", 1)
+    assert b"\n\n" in with_headers and with_headers != armored
+    assert openpgp.verify(with_headers, keyring(home, key)).key == key
+
+
+def test_truncated_compressed_data_is_refused(home: GpgHome) -> None:
+    key = home.generate("alice")
+    signature = home.gpg("--compress-algo", "zlib", "--sign", "--local-user", key, "--output", "-", stdin=payload())
+    with pytest.raises(SignatureError, match="truncated|corrupt|does not verify|not an OpenPGP message"):
+        openpgp.verify(signature[:-20], keyring(home, key))
 
 
 def test_keyrings_from_files(home: GpgHome, stranger: GpgHome, tmp_path: Path) -> None:
