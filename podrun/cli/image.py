@@ -98,7 +98,23 @@ def _inspect_doc(store: Store, rec: ImageRecord) -> dict[str, Any]:
     doc["devices_skipped"] = sum(n for n in skipped if isinstance(n, int))
     doc["manifest"] = json.loads(store.read_blob(rec.id))
     doc["config"] = config
+    doc["trust"] = rec.trust
     return doc
+
+
+def _admitted(trust: dict[str, Any] | None) -> str:
+    """What admitted the image, in one line (``Admitted by`` of ``image inspect``)."""
+    if trust is None:
+        return "not recorded (imported, or fetched before podrun checked a signature policy)"
+    if trust.get("insecure"):
+        return "nothing: fetched with --insecure-options image (no signature policy)"
+    parts = []
+    for req in trust.get("requirements", []):
+        if req.get("type") == "insecureAcceptAnything":
+            parts.append("insecureAcceptAnything")
+        else:
+            parts.append(f"{req.get('type')}: key {req.get('key')}, signature {req.get('signature')}")
+    return f"{'; '.join(parts) or '?'} (policy {trust.get('policy')}, scope {trust.get('scope')})"
 
 
 def _text_or_none(doc: Any, key: str) -> str | None:
@@ -132,7 +148,29 @@ def _inspect_fields(doc: dict[str, Any]) -> list[tuple[str, str]]:
     fields += [("Label", show(f"{k}={v}")) for k, v in doc["labels"].items()]
     if doc["devices_skipped"]:
         fields.append(("Devices skipped", str(doc["devices_skipped"])))
+    fields.append(("Admitted by", show(_admitted(doc["trust"]))))
     return fields
+
+
+@image_group.command("sign")
+@click.argument("image")
+@click.option("--sign-by", required=True, metavar="FINGERPRINT",
+              help="The gpg key to sign with (simple signing, as skopeo's and podman's --sign-by).")
+@click.option("--identity", metavar="HOST[:PORT]/REPO:TAG",
+              help="The reference the image will be fetched as (default: IMAGE).")
+@click.option("--lookaside", metavar="DIR|file://DIR",
+              help="Lookaside to write into (default: registries.d's lookaside-staging for the identity).")
+@click.option("--sign-passphrase-file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="The key's passphrase, from this file (for gpg --batch).")
+@click.pass_obj
+def sign_cmd(g: Globals, image: str, sign_by: str, identity: str | None, lookaside: str | None,
+             sign_passphrase_file: str | None) -> None:
+    """Sign IMAGE (from the store) for the reference it will be fetched as, and print the
+    signature file written (BASE/REPO@sha256=HEX/signature-N, containers-registries.d(5))."""
+    from podrun.trust.sign import sign_image
+
+    click.echo(sign_image(Store(g.data_dir), image, identity, sign_by, lookaside, g.registries_d,
+                          sign_passphrase_file))
 
 
 @image_group.command("rm")
