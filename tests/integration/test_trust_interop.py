@@ -61,6 +61,7 @@ class Case:
     registries_d: str
     reference: str
     podman: Verdict
+    podman_says: str = ""  # for a refusal: a part of podman's message, so it is refused for this reason
     podrun: Verdict | None = None  # only where podrun deliberately differs from this podman
     why_podrun_differs: str = ""
 
@@ -69,27 +70,37 @@ NEWER_SUBKEYS = ("containers/image accepts signatures by a signing subkey of a t
                  "containers/image#2905 (2025); Debian 12's podman 4.3.1 predates it; issue 15 "
                  "follows the newer rule")
 MATCH_REPOSITORY = {"type": "matchRepository"}
+# what podman says for each kind of refusal (gpgme's error codes for the key's state)
+NO_SIGNATURE = "A signature was required, but no signature exists"
+IDENTITY = "Signature for identity"
+DIGEST = "does not match"
+REJECTED = "is rejected by policy"
+NO_PUBKEY = "Status:gpgme.Error{err:0x9}"  # GPG_ERR_NO_PUBKEY
+BAD_SIGNATURE = "Status:gpgme.Error{err:0x7000008}"  # GPG_ERR_BAD_SIGNATURE
+REVOKED = "Status:gpgme.Error{err:0x700005e}"  # GPG_ERR_CERT_REVOKED
+EXPIRED = "Status:gpgme.Error{err:0x7000099}"  # GPG_ERR_KEY_EXPIRED
+KEY_NOT_ACCEPTED = "is not accepted"  # a signature by a key the policy does not list
 MATRIX = [
     Case("signed-tag", "signed", only(signed_by()), LOOKASIDE, "$HOST/signed:v1", ALLOW),
     Case("signed-digest", "signed", only(signed_by()), LOOKASIDE, "$HOST/signed@$A", ALLOW),
-    Case("retagged-matchRepoDigestOrExact", "retagged", only(signed_by()), LOOKASIDE, "$HOST/retagged:b", REFUSE),
+    Case("retagged-matchRepoDigestOrExact", "retagged", only(signed_by()), LOOKASIDE, "$HOST/retagged:b", REFUSE, IDENTITY),
     Case("retagged-matchRepository", "retagged", only(signed_by(identity=MATCH_REPOSITORY)), LOOKASIDE,
          "$HOST/retagged:b", ALLOW),
     Case("retagged-exactReference", "retagged",
          only(signed_by(identity={"type": "exactReference", "dockerReference": "$HOST/retagged:a"})),
          LOOKASIDE, "$HOST/retagged:b", ALLOW),
-    Case("unsigned", "unsigned", only(signed_by()), LOOKASIDE, "$HOST/unsigned:v1", REFUSE),
+    Case("unsigned", "unsigned", only(signed_by()), LOOKASIDE, "$HOST/unsigned:v1", REFUSE, NO_SIGNATURE),
     Case("unsigned-insecureAcceptAnything", "unsigned", only(ACCEPT), LOOKASIDE, "$HOST/unsigned:v1", ALLOW),
-    Case("signature-copied-to-other-repo", "copied", only(signed_by()), LOOKASIDE, "$HOST/copied-to:v1", REFUSE),
+    Case("signature-copied-to-other-repo", "copied", only(signed_by()), LOOKASIDE, "$HOST/copied-to:v1", REFUSE, IDENTITY),
     Case("signature-copied-matchRepository", "copied", only(signed_by(identity=MATCH_REPOSITORY)), LOOKASIDE,
-         "$HOST/copied-to:v1", REFUSE),
-    Case("digest-swapped", "swapped", only(signed_by()), LOOKASIDE, "$HOST/swapped:v1", REFUSE),
-    Case("untrusted-key", "stranger", only(signed_by()), LOOKASIDE, "$HOST/stranger:v1", REFUSE),
-    Case("corrupt-signature", "corrupt", only(signed_by()), LOOKASIDE, "$HOST/corrupt:v1", REFUSE),
-    Case("gap-in-signature-N", "gap", only(signed_by()), LOOKASIDE, "$HOST/gap:v1", REFUSE),
+         "$HOST/copied-to:v1", REFUSE, IDENTITY),
+    Case("digest-swapped", "swapped", only(signed_by()), LOOKASIDE, "$HOST/swapped:v1", REFUSE, DIGEST),
+    Case("untrusted-key", "stranger", only(signed_by()), LOOKASIDE, "$HOST/stranger:v1", REFUSE, NO_PUBKEY),
+    Case("corrupt-signature", "corrupt", only(signed_by()), LOOKASIDE, "$HOST/corrupt:v1", REFUSE, BAD_SIGNATURE),
+    Case("gap-in-signature-N", "gap", only(signed_by()), LOOKASIDE, "$HOST/gap:v1", REFUSE, NO_SIGNATURE),
     Case("extra-invalid-signature", "extra", only(signed_by()), LOOKASIDE, "$HOST/extra:v1", ALLOW),
     Case("every-requirement-must-allow", "signed", only(signed_by(), signed_by("stranger")), LOOKASIDE,
-         "$HOST/signed:v1", REFUSE),
+         "$HOST/signed:v1", REFUSE, NO_PUBKEY),
     Case("every-requirement-allows", "extra", only(signed_by(), signed_by("stranger")), LOOKASIDE,
          "$HOST/extra:v1", ALLOW),
     Case("keyPaths-one-matches", "stranger", only(signed_by("trusted", "stranger")), LOOKASIDE,
@@ -97,23 +108,23 @@ MATRIX = [
     Case("remapIdentity", "remapped",
          only(signed_by(identity={"type": "remapIdentity", "prefix": "$HOST", "signedPrefix": "mirror.podrun.test"})),
          LOOKASIDE, "$HOST/remapped:v1", ALLOW),
-    Case("remapped-without-remapIdentity", "remapped", only(signed_by()), LOOKASIDE, "$HOST/remapped:v1", REFUSE),
+    Case("remapped-without-remapIdentity", "remapped", only(signed_by()), LOOKASIDE, "$HOST/remapped:v1", REFUSE, IDENTITY),
     Case("list-instances-signed", "list-instances", only(signed_by()), LOOKASIDE, "$HOST/list-instances:v1", ALLOW),
-    Case("list-only-signed", "list-only", only(signed_by()), LOOKASIDE, "$HOST/list-only:v1", REFUSE),
+    Case("list-only-signed", "list-only", only(signed_by()), LOOKASIDE, "$HOST/list-only:v1", REFUSE, NO_SIGNATURE),
     Case("list-and-instances-signed-by-skopeo", "list-all", only(signed_by()), LOOKASIDE, "$HOST/list-all:v1", ALLOW),
-    Case("default-reject", "signed", {"default": [REJECT]}, LOOKASIDE, "$HOST/signed:v1", REFUSE),
+    Case("default-reject", "signed", {"default": [REJECT]}, LOOKASIDE, "$HOST/signed:v1", REFUSE, REJECTED),
     Case("docker-reject-beats-default-accept", "unsigned", scopes(ACCEPT, {"": [REJECT]}), LOOKASIDE,
-         "$HOST/unsigned:v1", REFUSE),
+         "$HOST/unsigned:v1", REFUSE, REJECTED),
     Case("repo-scope-beats-docker-reject", "unsigned", scopes(REJECT, {"": [REJECT], "$HOST/unsigned": [ACCEPT]}),
          LOOKASIDE, "$HOST/unsigned:v1", ALLOW),
     Case("tag-scope-beats-repo-scope", "unsigned",
          scopes(ACCEPT, {"$HOST/unsigned": [ACCEPT], "$HOST/unsigned:v1": [REJECT]}), LOOKASIDE,
-         "$HOST/unsigned:v1", REFUSE),
-    Case("subkey-signature", "subkey", only(signed_by("subkey")), LOOKASIDE, "$HOST/subkey:v1", REFUSE,
+         "$HOST/unsigned:v1", REFUSE, REJECTED),
+    Case("subkey-signature", "subkey", only(signed_by("subkey")), LOOKASIDE, "$HOST/subkey:v1", REFUSE, KEY_NOT_ACCEPTED,
          podrun=ALLOW, why_podrun_differs=NEWER_SUBKEYS),
-    Case("revoked-subkey", "subkey", only(signed_by("subkey_revoked")), LOOKASIDE, "$HOST/subkey:v1", REFUSE),
-    Case("expired-key", "expired", only(signed_by("expired")), LOOKASIDE, "$HOST/expired:v1", REFUSE),
-    Case("signed-but-no-lookaside-configured", "signed", only(signed_by()), EMPTY, "$HOST/signed:v1", REFUSE),
+    Case("revoked-subkey", "subkey", only(signed_by("subkey_revoked")), LOOKASIDE, "$HOST/subkey:v1", REFUSE, REVOKED),
+    Case("expired-key", "expired", only(signed_by("expired")), LOOKASIDE, "$HOST/expired:v1", REFUSE, EXPIRED),
+    Case("signed-but-no-lookaside-configured", "signed", only(signed_by()), EMPTY, "$HOST/signed:v1", REFUSE, NO_SIGNATURE),
 ]
 
 
@@ -327,6 +338,7 @@ def world(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -
 def test_podman_decides_as_the_table_says(world: World, case: Case) -> None:
     got = world.podman(case)
     assert got.verdict == case.podman, f"podman: {got.verdict}: {got.detail}"
+    assert case.podman_says in got.detail
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=lambda c: c.name)
@@ -347,8 +359,10 @@ def test_podrun_decides_as_podman(world: World, case: Case, tmp_path: Path) -> N
 
 
 def test_matrix_covers_issue_15() -> None:
-    """At least 16 rows, both verdicts, and every repository a row names is set up."""
+    """At least 16 rows, both verdicts, every refusal with podman's reason, and every repository a
+    row names set up."""
     assert len(MATRIX) >= 16
     assert {c.podman for c in MATRIX} == {ALLOW, REFUSE}
     assert {c.setup for c in MATRIX} <= set(SETUPS)
+    assert all(c.podman_says for c in MATRIX if c.podman == REFUSE)
     assert len({c.name for c in MATRIX}) == len(MATRIX)
