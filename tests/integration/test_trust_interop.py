@@ -12,6 +12,7 @@ two images' manifest digests), ``$KEY_name`` (a public key file).
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ __all__ = ["registry"]  # a fixture, imported for pytest to find
 
 LOOKASIDE, EMPTY = "lookaside", "empty"
 Requirement = dict[str, object]
+# the instance of a manifest list that podman and podrun pick on this machine
+HOST_ARCH = {"aarch64": "arm64"}.get(platform.machine(), "amd64")
 REJECT: Requirement = {"type": "reject"}
 ACCEPT: Requirement = {"type": "insecureAcceptAnything"}
 
@@ -152,7 +155,7 @@ class World:
         key = self.keys[sign_by] if sign_by else None
         tm.skopeo_push(self.layouts[image], "latest", f"{self.registry.host}/{repo_tag}", self.registries[LOOKASIDE],
                        sign_by=key, all_images=all_images)
-        self.served[repo_tag.split(":")[0]] = self.digests["amd64" if image == "list" else image]
+        self.served[repo_tag.split(":")[0]] = self.digests[HOST_ARCH if image == "list" else image]
 
     def sign(self, image: str, identity: str, key: str, repo: str, digest: str, n: int = 1) -> Path:
         """A signature by *key* of *image*'s manifest for *identity*, stored as ``signature-N`` of
