@@ -86,6 +86,8 @@ KEY_NOT_ACCEPTED = "is not accepted"  # a signature by a key the policy does not
 MATRIX = [
     Case("signed-tag", "signed", only(signed_by()), LOOKASIDE, "$HOST/signed:v1", ALLOW),
     Case("signed-digest", "signed", only(signed_by()), LOOKASIDE, "$HOST/signed@$A", ALLOW),
+    Case("signed-digest-matchExact", "signed", only(signed_by(identity={"type": "matchExact"})), LOOKASIDE,
+         "$HOST/signed@$A", REFUSE, IDENTITY),
     Case("retagged-matchRepoDigestOrExact", "retagged", only(signed_by()), LOOKASIDE, "$HOST/retagged:b", REFUSE, IDENTITY),
     Case("retagged-matchRepository", "retagged", only(signed_by(identity=MATCH_REPOSITORY)), LOOKASIDE,
          "$HOST/retagged:b", ALLOW),
@@ -97,6 +99,9 @@ MATRIX = [
     Case("signature-copied-to-other-repo", "copied", only(signed_by()), LOOKASIDE, "$HOST/copied-to:v1", REFUSE, IDENTITY),
     Case("signature-copied-matchRepository", "copied", only(signed_by(identity=MATCH_REPOSITORY)), LOOKASIDE,
          "$HOST/copied-to:v1", REFUSE, IDENTITY),
+    Case("signature-copied-exactRepository", "copied",
+         only(signed_by(identity={"type": "exactRepository", "dockerRepository": "$HOST/copied-from"})), LOOKASIDE,
+         "$HOST/copied-to:v1", ALLOW),
     Case("digest-swapped", "swapped", only(signed_by()), LOOKASIDE, "$HOST/swapped:v1", REFUSE, DIGEST),
     Case("untrusted-key", "stranger", only(signed_by()), LOOKASIDE, "$HOST/stranger:v1", REFUSE, NO_PUBKEY),
     Case("corrupt-signature", "corrupt", only(signed_by()), LOOKASIDE, "$HOST/corrupt:v1", REFUSE, BAD_SIGNATURE),
@@ -114,6 +119,8 @@ MATRIX = [
     Case("remapped-without-remapIdentity", "remapped", only(signed_by()), LOOKASIDE, "$HOST/remapped:v1", REFUSE, IDENTITY),
     Case("list-instances-signed", "list-instances", only(signed_by()), LOOKASIDE, "$HOST/list-instances:v1", ALLOW),
     Case("list-only-signed", "list-only", only(signed_by()), LOOKASIDE, "$HOST/list-only:v1", REFUSE, NO_SIGNATURE),
+    Case("list-signature-at-instance-path", "list-confused", only(signed_by()), LOOKASIDE,
+         "$HOST/list-confused:v1", REFUSE, DIGEST),
     Case("list-and-instances-signed-by-skopeo", "list-all", only(signed_by()), LOOKASIDE, "$HOST/list-all:v1", ALLOW),
     Case("default-reject", "signed", {"default": [REJECT]}, LOOKASIDE, "$HOST/signed:v1", REFUSE, REJECTED),
     Case("docker-reject-beats-default-accept", "unsigned", scopes(ACCEPT, {"": [REJECT]}), LOOKASIDE,
@@ -277,6 +284,14 @@ def push_list_only(w: World) -> None:
     """The index pushed unsigned; only the index itself signed for the tag."""
     w.push("list", "list-only:v1", all_images=True)
     w.sign("list", f"{w.registry.host}/list-only:v1", "trusted", "list-only", w.digests["list"])
+
+
+@setup
+def push_list_confused(w: World) -> None:
+    """The index pushed unsigned; a signature of the index's digest stored at each instance's path."""
+    w.push("list", "list-confused:v1", all_images=True)
+    for arch in ("amd64", "arm64"):
+        w.sign("list", f"{w.registry.host}/list-confused:v1", "trusted", "list-confused", w.digests[arch])
 
 
 @setup
