@@ -354,6 +354,7 @@ def world(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.mark.parametrize("case", MATRIX, ids=lambda c: c.name)
 def test_podman_decides_as_the_table_says(world: World, case: Case) -> None:
+    """The reference: podman's verdict (and, for a refusal, its reason) is the row's."""
     got = world.podman(case)
     assert got.verdict == case.podman, f"podman: {got.verdict}: {got.detail}"
     assert case.podman_says in got.detail
@@ -361,13 +362,16 @@ def test_podman_decides_as_the_table_says(world: World, case: Case) -> None:
 
 @pytest.mark.parametrize("case", MATRIX, ids=lambda c: c.name)
 def test_podrun_decides_as_podman(world: World, case: Case, tmp_path: Path) -> None:
+    """podrun fetch allows what podman allows (and stores exactly that manifest), refuses what it
+    refuses (exit 250, one line, nothing stored); a row may name a deliberate difference."""
     reference = world.podman(case)
     assert reference.verdict != "error", f"podman failed: {reference.detail}"
     want = case.podrun or reference.verdict
     data = tmp_path / "data"
     got = tm.podrun_fetch(data, world.policy_file(case), world.registries[case.registries_d],
                           tm.expand(case.reference, world.values))
-    assert got.verdict == want, f"podrun: {got.verdict}: {got.detail} (podman: {reference.detail})"
+    assert got.verdict == want, (f"podrun: {got.verdict}: {got.detail} (podman: {reference.detail}) "
+                                 f"{case.why_podrun_differs}")
     repo = case.reference.removeprefix("$HOST/").split(":")[0].split("@")[0]
     if want == ALLOW:
         assert got.detail == world.served[repo]
