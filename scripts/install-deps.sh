@@ -12,6 +12,8 @@ APT_PACKAGES=(
   busybox-static
   # tests: a real registry, skopeo/umoci/podman for interop, htpasswd for registry auth, zstd
   docker-registry skopeo umoci podman apache2-utils zstd ca-certificates
+  # the signature-policy interop tests make and revoke OpenPGP keys with gpg
+  gnupg
   # openssl makes the fake registries' TLS certificates; libseccomp2 is loaded by podrun (ctypes)
   openssl libseccomp2
   # the bench's peers (bench/host.py PEER_PACKAGES), which its smoke test runs: installed here,
