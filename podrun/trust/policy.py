@@ -674,8 +674,9 @@ def _path_scope(scope: str) -> str | None:
         return "must be an absolute path"
     if scope == "/":
         return 'use the transport default "" instead of "/"'
-    if os.path.normpath(scope) != scope or scope.startswith("//"):
-        return f"not in canonical form (use {os.path.normpath(scope)!r})"
+    clean = "/" + os.path.normpath(scope).lstrip("/")  # Go's filepath.Clean: "//a" is "/a"
+    if clean != scope:
+        return f"not in canonical form (use {clean!r})"
     return None
 
 
@@ -852,16 +853,15 @@ def validate_scope(transport: str, scope: str) -> None:
     elif not scope:
         pass
     elif transport == "docker":
-        if scope.startswith("*."):
-            ok = bool(_DOMAIN_NAME_RE.fullmatch(scope[2:]))
-        elif _DOMAIN_RE.fullmatch(scope):
-            ok = True
-        else:
-            try:
-                named = _parse(scope)
-                ok = named.name == parse_canonical(named.name).name
-            except ValueError:
-                ok = False
+        try:
+            if scope.startswith("*."):
+                ok = bool(_DOMAIN_NAME_RE.fullmatch(scope[2:]))
+            elif "/" not in scope or _parse(scope).name_only:  # a host or a namespace: its children expand to it
+                ok = parse_normalized(scope + "/x/y").name == scope + "/x/y"
+            else:
+                ok = str(parse_canonical(scope)) == scope
+        except ValueError:
+            ok = False
         if not ok:
             problem = "not *.domain, host[:port] or a fully expanded host[:port]/path[:tag|@digest]"
     else:
