@@ -824,3 +824,143 @@ def test_fixture_like_real_policy(tmp_path: Path) -> None:
     assert os.fspath(f) == policy.path
     name, reqs = policy.requirements_for("docker", ref("registry.example/app:1"))  # type: ignore[arg-type]
     assert name == 'transports.docker["registry.example"]' and reqs[0].needs_unsupported is False
+
+
+# --- every field's own key path, and what the records hold --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requirement", "expected"),
+    [
+        ({**GPG, "signedIdentity": {"type": "exactRepository", "dockerRepository": 5}},
+         "default[0].signedIdentity.dockerRepository: must be a string, not 5"),
+        ({**GPG, "signedIdentity": {"type": "remapIdentity", "prefix": 5, "signedPrefix": "b.com"}},
+         "default[0].signedIdentity.prefix: must be a string"),
+        ({**GPG, "signedIdentity": {"type": "remapIdentity", "prefix": "a.com", "signedPrefix": []}},
+         "default[0].signedIdentity.signedPrefix: must be a string"),
+        ({"type": "signedBy", "keyType": "GPGKeys"}, "default[0]: exactly one of keyPath"),
+        ({"type": "signedBy", "keyType": "GPGKeys", "keyData": 1}, "default[0].keyData: must be a string"),
+        ({"type": "sigstoreSigned"}, "default[0]: exactly one of keyPath"),
+        ({**COSIGN, "keyPath": 1}, "default[0].keyPath: must be a string"),
+        ({"type": "sigstoreSigned", "keyData": 1}, "default[0].keyData: must be a string"),
+        ({**COSIGN, "signedIdentity": {"type": "x"}}, 'default[0].signedIdentity.type: unknown signedIdentity type "x"'),
+        ({**COSIGN, "rekorPublicKeyPath": "/a", "rekorPublicKeyData": "QQ=="}, "default[0]: at most one of rekorPublicKeyPath"),
+        ({"type": "sigstoreSigned", "fulcio": FULCIO}, "default[0]: fulcio needs one of"),
+        ({"type": "sigstoreSigned", "fulcio": {**FULCIO, "oidcIssuer": 1}, "rekorPublicKeyPath": "/r"},
+         "default[0].fulcio.oidcIssuer: must be a string"),
+        ({"type": "sigstoreSigned", "fulcio": {**FULCIO, "subjectEmail": 1}, "rekorPublicKeyPath": "/r"},
+         "default[0].fulcio.subjectEmail: must be a string"),
+        ({"type": "sigstoreSigned", "fulcio": {**FULCIO, "caPath": 1}, "rekorPublicKeyPath": "/r"},
+         "default[0].fulcio.caPath: must be a string"),
+        ({"type": "sigstoreSigned", "pki": {"caRootsPath": "/r", "subjectEmail": "e", "x": 1}}, 'default[0].pki: unknown key "x"'),
+        ({"type": "sigstoreSigned", "pki": {"caRootsPath": "/r", "caIntermediatesPath": "/i", "caIntermediatesData": "QQ==",
+                                            "subjectEmail": "e"}}, "default[0].pki: caIntermediatesPath and"),
+        ({"type": "sigstoreSigned", "pki": {"caRootsPath": "/r", "subjectHostname": 1}}, "default[0].pki.subjectHostname: must be"),
+        ({"type": "sigstoreSigned", "pki": {"caRootsPath": 1, "subjectEmail": "e"}}, "default[0].pki.caRootsPath: must be"),
+        ({"type": "sigstoreSigned", "pki": {"caRootsData": "%", "subjectEmail": "e"}}, "default[0].pki.caRootsData: invalid base64"),
+        ({"type": "sigstoreSigned", "fulcio": {**FULCIO, "caPath": None}, "rekorPublicKeyPath": "/r"},
+         "default[0].fulcio.caPath: must be a string, not null"),
+        ({"type": "signedBaseLayer", "baseLayerIdentity": {"type": "matchExact"}, "x": 1}, 'default[0]: unknown key "x"'),
+        ({"type": "signedBaseLayer", "baseLayerIdentity": {"type": "y"}}, 'default[0].baseLayerIdentity.type: unknown signedIdentity'),
+    ],
+)
+def test_field_refusals_name_their_key(requirement: object, expected: str) -> None:
+    assert refused(doc([requirement])).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (f"{'{'}\"default\": [{'{'}\"type\": \"signedBy\", \"keyType\": \"GPGKeys\", \"keyPath\": \"/k\", \"n\": Infinity}}]}}",
+         "Infinity is not JSON"),
+        ('{"default": [{"type": "reject"}], "x": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]}', 'unknown key "x"'),
+        ('{"default": "' + "r" * 60 + '"}', 'default: must be a list, not "' + "r" * 39),
+    ],
+)
+def test_messages(data: str, expected: str) -> None:
+    message = refused(data)
+    assert expected in message
+    if "must be a list" in message:
+        assert message == 'default: must be a list, not "' + "r" * 39  # a long value is cut at 40 characters
+
+
+def test_messages_of_bad_references() -> None:
+    with pytest.raises(ValueError, match="invalid digest 'sha256:abc"):
+        parse_normalized(f"a.com/x@sha256:abc{'d' * 30}")
+    with pytest.raises(ValueError, match="64-hex-digit image ID"):
+        parse_normalized(HEX)
+
+
+def test_records_hold_what_was_parsed() -> None:
+    cosign = req({"type": "sigstoreSigned", "keyPath": "/k.pub", "signedIdentity": {"type": "matchExact"}})
+    assert isinstance(cosign, SigstoreSigned)
+    assert (cosign.key_path, cosign.key_paths, cosign.key_data, cosign.key_datas, cosign.fulcio, cosign.pki, cosign.rekor) == (
+        "/k.pub", None, None, None, None, None, None)
+    assert cosign.signed_identity == MatchExact() and not cosign.needs_unsupported
+    assert cosign.keys() == "keyPath=/k.pub" and cosign.identity() == "matchExact"
+    gpg = req({"type": "signedBy", "keyType": "GPGKeys", "keyPaths": ["/a"]})
+    assert isinstance(gpg, SignedBy)
+    assert (gpg.key_type, gpg.key_path, gpg.key_paths, gpg.key_data) == ("GPGKeys", None, ("/a",), None)
+    assert isinstance(gpg.signed_identity, MatchRepoDigestOrExact)
+    fulcio = req({"type": "sigstoreSigned", "fulcio": {"caData": "QQ==", "oidcIssuer": "i", "subjectEmail": "e"},
+                  "rekorPublicKeyPath": "/r"})
+    assert isinstance(fulcio, SigstoreSigned)
+    assert fulcio.fulcio == (("caData", b"A"), ("oidcIssuer", "i"), ("subjectEmail", "e"))
+    assert fulcio.keys() == "fulcio rekorPublicKeyPath=/r"
+    pki = req({"type": "sigstoreSigned", "pki": {"caRootsPath": "/r", "caIntermediatesData": "QQ==", "subjectHostname": "h"}})
+    assert isinstance(pki, SigstoreSigned)
+    assert pki.pki == (("caRootsPath", "/r"), ("caIntermediatesData", b"A"), ("subjectHostname", "h"))
+    assert pki.keys() == "pki"
+    both = req({"type": "sigstoreSigned", "keyPaths": ["/a", "/b"], "rekorPublicKeyData": "QQ=="})
+    assert isinstance(both, SigstoreSigned) and both.keys() == "keyPaths=/a,/b rekorPublicKeyData=(1 bytes)"
+    row = describe(parse_policy(doc([GPG], docker={"a.com": [ACCEPT]}), "p"))[1]
+    assert (row.transport, row.scope, row.type, row.keys, row.identity) == ("docker", "a.com", "insecureAcceptAnything", "", "")
+    row = describe(parse_policy(doc([GPG]), "p"))[0]
+    assert (row.transport, row.scope, row.type, row.keys, row.identity) == (
+        "", "default", "signedBy", "keyPath=/k.gpg", "matchRepoDigestOrExact")
+
+
+def test_name_only_image_matches_only_by_repository() -> None:
+    from podrun.image.reference import DockerReference
+
+    bare = DockerReference("docker.io", "library/busybox", None, None)
+    assert not MatchRepoDigestOrExact().matches(bare, f"{BB}:latest")
+    assert not MatchExact().matches(bare, BB)
+    assert MatchRepository().matches(bare, f"{BB}:1")
+    assert not RemapIdentity("docker.io", "docker.io").matches(bare, f"{BB}:latest")
+
+
+def test_scope_edge_cases() -> None:
+    assert parse_policy(doc(oci={"/Xdir/XX": [ACCEPT]}), "p").transports["oci"] == {"/Xdir/XX": (InsecureAcceptAnything(),)}
+    validate_scope("docker", "*.a")
+    with pytest.raises(PolicyError, match="unknown transport"):
+        validate_scope("nosuch", "")
+    with pytest.raises(PolicyError, match="not \\*.domain, host"):
+        validate_scope("docker", "busybox")
+    with pytest.raises(PolicyError, match='no scopes but the default ""'):
+        validate_scope("docker-archive", "/x")
+    with pytest.raises(UsageError, match="invalid image reference 'a.com/UP:t'"):
+        from podrun.image.reference import DockerReference
+
+        docker_scopes(DockerReference("a.com", "UP", "t", None))
+
+
+def test_unreadable_and_unresolvable_messages(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="No such file or directory"):
+        load_policy(str(tmp_path / "nope.json"))
+    with pytest.raises(UsageError, match="No such file or directory"):
+        resolve_path(str(tmp_path / "no" / "such"))
+
+
+def test_edit_output_format_and_paths() -> None:
+    out = set_scope(None, "oci", "/ключ", [ACCEPT])
+    assert "/ключ".encode() in out and b'\n    "default": [\n' in out
+    assert set_default(None, [ACCEPT]) == b'{\n    "default": [\n        {\n            "type": "insecureAcceptAnything"\n        }\n    ]\n}\n'
+    with pytest.raises(PolicyError, match=r"^policy.json: transports.docker\[\"a.com\"\]\[0\].keyType"):
+        set_scope(doc(), "docker", "a.com", [{**GPG, "keyType": "Y"}])
+    with pytest.raises(PolicyError, match=r"^/x/p.json: transports.docker\[\"a.com\"\]\[0\].keyType"):
+        set_scope(doc(), "docker", "a.com", [{**GPG, "keyType": "Y"}], "/x/p.json")
+    with pytest.raises(PolicyError, match=r"^policy.json: default: the list"):
+        set_default(None, [])
+    with pytest.raises(PolicyError, match=r"^/y.json: default: the list"):
+        set_default(doc(), [], "/y.json")
