@@ -28,12 +28,15 @@ def fetch_cmd(g: Globals, images: tuple[str, ...], pull_policy: str, platform: s
     Credentials go only to the registry's own origin; PODRUN_REGISTRY_STALL_TIMEOUT and
     PODRUN_REGISTRY_DEADLINE bound slow registries (see podrun-fetch(1)).
     """
+    from podrun.trust.decide import PolicyGate
+
     store = Store(g.data_dir)
+    gate = PolicyGate(g.signature_policy, g.registries_d, "image" in g.insecure)
     progress = Progress()
     options = PullOptions(platform=Platform.parse(platform) if platform else None, progress=progress)
     for image in images:
         try:
-            record = fetch(store, FetchRequest(image, pull_policy, g.insecure, options))
+            record = fetch(store, FetchRequest(image, pull_policy, g.insecure, options, gate))
         finally:
             progress.finish()
         click.echo(str(record.id))

@@ -52,6 +52,7 @@ COMMANDS = {
     "enter": "podrun.cli.pods:enter_cmd",
     "logs": "podrun.cli.pods:logs_cmd",
     "generate": "podrun.cli.generate:generate_group",
+    "trust": "podrun.cli.trust:trust_group",
     "version": "podrun.cli.version:version_cmd",
 }
 

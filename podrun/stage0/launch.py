@@ -23,11 +23,13 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
     from podrun.pod.layout import PodDirs
     from podrun.stage0 import appflags
     from podrun.stage0.prepare import ImageInfo, RunRequest, build_pod, create_pod
+    from podrun.trust.decide import PolicyGate
 
     store = Store(g.data_dir)
+    gate = PolicyGate(g.signature_policy, g.registries_d, "image" in g.insecure)
 
     def resolve(image: str) -> ImageInfo:
-        rec = fetch(store, FetchRequest(image, kw["pull_policy"], g.insecure))
+        rec = fetch(store, FetchRequest(image, kw["pull_policy"], g.insecure, gate=gate))
         config = json.loads(store.read_blob(rec.config))
         names = store.names_of(rec.id)
         return ImageInfo(str(rec.id), names[0] if names else "app", config,

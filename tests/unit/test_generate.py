@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,10 +24,20 @@ def test_quote() -> None:
     assert quote("") == '""'
 
 
-def _generate(*args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "podrun", "--dir", "/srv/pods", "generate", "unit", *args],
-                         capture_output=True, text=True, cwd=ROOT, check=True)
+def _generate(*args: str, trust: tuple[str, ...] = ()) -> str:
+    # the session's own policy (tests/conftest.py) is not the unit's
+    env = {k: v for k, v in os.environ.items() if k not in ("PODRUN_SIGNATURE_POLICY", "PODRUN_REGISTRIES_D")}
+    res = subprocess.run([sys.executable, "-m", "podrun", "--dir", "/srv/pods", *trust, "generate", "unit", *args],
+                         capture_output=True, text=True, cwd=ROOT, check=True, env=env)
     return res.stdout
+
+
+def test_the_trust_options_reach_the_units_commands() -> None:
+    lines = _generate("--podrun-path", str(PODRUN), "web",
+                      trust=("--signature-policy", "/etc/pods/policy.json", "--registries.d", "/etc/pods/reg.d")).splitlines()
+    trust = "--signature-policy /etc/pods/policy.json --registries.d /etc/pods/reg.d"
+    assert f"ExecStartPre={PODRUN} --dir /srv/pods {trust} fetch web" in lines
+    assert f"ExecStart={PODRUN} --dir /srv/pods {trust} run web" in lines
 
 
 def _verify(unit: Path) -> None:

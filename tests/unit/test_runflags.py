@@ -71,8 +71,10 @@ def _podrun_parse(args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     def fake_run(g: Any, kw: dict[str, Any]) -> None:
         seen["run"] = kw
 
-    def fake_globals(data_dir: str, debug: bool, insecure_options: str) -> None:
-        seen["globals"] = {"data_dir": data_dir, "debug": debug, "insecure_options": insecure_options}
+    def fake_globals(data_dir: str, debug: bool, insecure_options: str, signature_policy: str,
+                     registries_d: str) -> None:
+        seen["globals"] = {"data_dir": data_dir, "debug": debug, "insecure_options": insecure_options,
+                           "signature_policy": signature_policy, "registries_d": registries_d}
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(launch, "run_pod", fake_run)
