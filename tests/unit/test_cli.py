@@ -75,13 +75,13 @@ NEEDS_ARGUMENT = {
     "prepare": "Missing argument 'ARGS...'.", "generate unit": "Missing argument 'ARGS...'.",
     "run-prepared": "Missing argument 'UUID'.", "status": "no pod UUID given", "stop": "no pod UUID given",
     "rm": "no pod UUID given", "cat-manifest": "no pod UUID given", "enter": "no pod UUID given",
-    "logs": "no pod UUID given",
+    "logs": "no pod UUID given", "trust set": "give a SCOPE or --prefix (one of them)",
 }
-TAKES_NO_ARGUMENT = ["image list", "image gc", "image fsck", "list", "gc", "version"]
+TAKES_NO_ARGUMENT = ["image list", "image gc", "image fsck", "list", "gc", "version", "trust show"]
 
 
 def test_the_command_tree_is_covered() -> None:
-    assert len(PATHS) == 22 and GROUPS == ["generate", "image"]
+    assert len(PATHS) == 24 and GROUPS == ["generate", "image", "trust"]
     assert sorted([*NEEDS_ARGUMENT, *TAKES_NO_ARGUMENT]) == sorted(PATHS)
 
 
