@@ -11,6 +11,7 @@ another's writeback.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import tempfile
@@ -24,7 +25,9 @@ from bench.context import BenchContext
 from bench.host import remove_tree, restore_host_paths, tree_bytes, wait_for_quiet
 from bench.image import build_image
 from bench.report import ScenarioResult, ToolResult
+from podrun.image.reference import parse_docker_name
 from tests.fixtures.registry import RunningRegistry, start_registry
+from tests.fixtures.trust.gpg import GpgHome
 
 DESCRIPTION = (
     "Pull one image from a local registry (Debian's docker-registry on 127.0.0.1, plain HTTP) into an "
@@ -80,10 +83,12 @@ class Tool(Protocol):
 
 @dataclass
 class Podrun:
-    """``podrun --dir DIR fetch docker://…`` through the venv's console script."""
+    """``podrun --dir DIR fetch docker://…`` through the venv's console script, under the
+    signature policy *trust* names (``--signature-policy``, ``--registries.d``)."""
 
     binary: Path
     env: dict[str, str]
+    trust: list[str]
     name: str = "podrun"
     command: str = "podrun --dir TMP fetch docker://HOST/bench:TAG"
 
@@ -92,8 +97,8 @@ class Podrun:
 
     def run_once(self, ref: str, scratch: Path) -> dict[str, float]:
         """Fetch *ref* into a fresh data dir below *scratch*."""
-        return {"fetch": timed([str(self.binary), "--dir", str(scratch / "data"), "fetch", f"docker://{ref}"],
-                               self.env)}
+        return {"fetch": timed([str(self.binary), "--dir", str(scratch / "data"), *self.trust, "fetch",
+                                f"docker://{ref}"], self.env)}
 
     def clean(self, scratch: Path) -> None:
         """Delete the data dir."""
@@ -214,21 +219,48 @@ def scratch_dir() -> Iterator[Path]:
         remove_tree(base)
 
 
-def make_tools(ctx: BenchContext, base: Path, env: dict[str, str]) -> list[Tool]:
-    """The contenders, in the order they run within each round."""
-    return [Podrun(ctx.podrun_bin, env), Podman(base / "podman-conf", env), SkopeoUmoci(env)]
+def _signed(base: Path, registry: RunningRegistry, ref: str, gpg: GpgHome) -> list[str]:
+    """Sign the pushed image (simple signing, a file:// lookaside); the podrun options of a
+    policy that requires that key for it."""
+    from podrun.trust import openpgp, sources
+
+    digest = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{ref}"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    key = gpg.generate("podrun bench")
+    (base / "key.gpg").write_bytes(gpg.export(key))
+    docker = parse_docker_name(ref)
+    sources.write_lookaside(f"file://{base}/sigs", docker, digest,
+                            gpg.sign(openpgp.payload(digest, f"{docker.name}:{docker.tag}"), key))
+    (base / "registries.d").mkdir()
+    (base / "registries.d" / "bench.yaml").write_text(
+        f"docker:\n  {registry.host}:\n    lookaside: file://{base}/sigs\n")
+    policy = {"default": [{"type": "reject"}], "transports": {"docker": {docker.name: [
+        {"type": "signedBy", "keyType": "GPGKeys", "keyPath": str(base / "key.gpg")}]}}}
+    (base / "signed-policy.json").write_text(json.dumps(policy))
+    return ["--signature-policy", str(base / "signed-policy.json"), "--registries.d", str(base / "registries.d")]
+
+
+def make_tools(ctx: BenchContext, base: Path, env: dict[str, str], signed: list[str]) -> list[Tool]:
+    """The contenders, in the order they run within each round: podrun under an accept-anything
+    policy and under one that requires the image's signature, podman, skopeo + umoci."""
+    (base / "accept-policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+    accept = ["--signature-policy", str(base / "accept-policy.json")]
+    verified = Podrun(ctx.podrun_bin, env, signed, name="podrun (signed)",
+                      command="podrun --dir TMP --signature-policy P --registries.d D fetch docker://HOST/bench:TAG")
+    verified.notes.append("P requires a simple signature by one GPG key (signedBy); D names a file:// lookaside")
+    return [Podrun(ctx.podrun_bin, env, accept), verified, Podman(base / "podman-conf", env), SkopeoUmoci(env)]
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
     """Run the pull scenario: build/push the image, then N interleaved rounds of every tool."""
     image = build_image(ctx.work, ctx.profile)
     runs = ctx.runs_for(DEFAULT_RUNS, QUICK_RUNS)
-    with restore_host_paths(), scratch_dir() as base, running_registry(False) as registry:
+    with restore_host_paths(), scratch_dir() as base, running_registry(False) as registry, GpgHome() as gpg:
         (base / "tmp").mkdir()
         # Every tool gets the same TMPDIR, on the same filesystem as its store.
         env = dict(os.environ, TMPDIR=str(base / "tmp"))
         ref = _push(registry, image.layout, image.tag)
-        tools = make_tools(ctx, base, env)
+        tools = make_tools(ctx, base, env, _signed(base, registry, ref, gpg))
         results = {t.name: ToolResult(t.name, t.command) for t in tools}
         waits: list[float] = []
         probes: list[float] = []

@@ -87,8 +87,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     doc = json.loads((out / "results.json").read_text())
     pull = doc["scenarios"]["pull"]
     tools = pull["tools"]
-    assert set(tools) == {"podrun", "podman", "skopeo+umoci"}
-    for name in ("podrun", "skopeo+umoci"):
+    assert set(tools) == {"podrun", "podrun (signed)", "podman", "skopeo+umoci"}
+    for name in ("podrun", "podrun (signed)", "skopeo+umoci"):
         assert tools[name]["status"] == "ok", f"{name}: {tools[name]['reason']}"
         assert tools[name]["seconds"]["median"] > 0
         assert tools[name]["mb_per_s"] > 0
