@@ -15,9 +15,9 @@ import pytest
 from podrun.errors import UsageError
 from podrun.image.digest import Digest
 from podrun.image.reference import ImageReference, parse_docker_name
-from podrun.trust import decide, openpgp
+from podrun.trust import cosign, decide, openpgp
 from podrun.trust.decide import PolicyGate, PolicyRefusal
-from podrun.trust.signature import SIMPLE, FoundSignature
+from podrun.trust.signature import COSIGN, SIMPLE, FoundSignature
 
 MANIFEST = b'{"schemaVersion": 2, "layers": []}'
 DIGEST = Digest.of_bytes(MANIFEST)
@@ -165,3 +165,100 @@ def test_matches_bytes() -> None:
     assert not decide._matches_bytes("sha256:" + "A" * 64, MANIFEST)
     assert not decide._matches_bytes("md5:abc", MANIFEST)
     assert not decide._matches_bytes(str(DIGEST) + "\n", MANIFEST)
+
+
+# ---- sigstore (cosign) keys, key files, and which signatures reach the checks -----------------
+
+def _p256() -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+def cosign_gate(tmp_path: Path, policy: dict[str, Any], sigs: list[FoundSignature]) -> PolicyGate:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy))
+    g = PolicyGate(str(path), None, False)
+    g._signatures = lambda kind, ref, digest, source: sigs if kind == COSIGN else []  # type: ignore[method-assign]
+    return g
+
+
+def cosign_sig(private: bytes, digest: str = str(DIGEST), identity: str = "registry.example/team/app:1",
+               origin: str = "attachment-1") -> FoundSignature:
+    payload = cosign.payload(digest, identity)
+    return FoundSignature(COSIGN, payload, origin, cosign.sign(payload, private))
+
+
+def test_sigstore_signed_with_key_data_and_key_files(tmp_path: Path) -> None:
+    private, public = _p256()
+    other_private, other_public = _p256()
+    (tmp_path / "a.pem").write_bytes(public)
+    (tmp_path / "b.pem").write_bytes(other_public)
+    name = cosign.load_public_keys(data=public)[0].name
+    by_data = {"type": "sigstoreSigned", "keyData": base64.b64encode(public).decode()}
+    trust = decided(cosign_gate(tmp_path, {"default": [by_data]}, [cosign_sig(private)]))
+    assert trust["requirements"] == [{"type": "sigstoreSigned", "key": name, "signature": "attachment-1",
+                                      "identity": "registry.example/team/app:1"}]
+    by_datas = {"type": "sigstoreSigned", "keyDatas": [base64.b64encode(k).decode() for k in (other_public, public)]}
+    assert decided(cosign_gate(tmp_path, {"default": [by_datas]}, [cosign_sig(private)]))["requirements"][0]["key"] == name
+    by_path = {"type": "sigstoreSigned", "keyPath": str(tmp_path / "a.pem")}
+    assert decided(cosign_gate(tmp_path, {"default": [by_path]}, [cosign_sig(private)]))["requirements"][0]["key"] == name
+    by_paths = {"type": "sigstoreSigned", "keyPaths": [str(tmp_path / "b.pem"), str(tmp_path / "a.pem")]}
+    assert decided(cosign_gate(tmp_path, {"default": [by_paths]}, [cosign_sig(private)]))["requirements"][0]["key"] == name
+    with pytest.raises(PolicyRefusal, match="no valid signature: attachment-1: "):
+        decided(cosign_gate(tmp_path, {"default": [by_path]}, [cosign_sig(other_private)]))
+
+
+def test_a_cosign_layer_without_its_signature_annotation(tmp_path: Path) -> None:
+    private, public = _p256()
+    bare = FoundSignature(COSIGN, cosign.payload(str(DIGEST), "registry.example/team/app:1"), "attachment-1")
+    policy = {"default": [{"type": "sigstoreSigned", "keyData": base64.b64encode(public).decode()}]}
+    with pytest.raises(PolicyRefusal, match="attachment-1: no signature annotation$"):
+        decided(cosign_gate(tmp_path, policy, [bare]))
+    assert decided(cosign_gate(tmp_path, policy, [bare, cosign_sig(private, origin="attachment-2")]))[
+        "requirements"][0]["signature"] == "attachment-2"
+
+
+def test_signed_by_key_files(tmp_path: Path, alice: pysequoia.Tsk, mallory: pysequoia.Tsk) -> None:
+    (tmp_path / "alice.gpg").write_bytes(bytes(alice.extract_certificate()))
+    (tmp_path / "mallory.gpg").write_bytes(bytes(mallory.extract_certificate()))
+    one = {"type": "signedBy", "keyType": "GPGKeys", "keyPath": str(tmp_path / "alice.gpg")}
+    assert decided(gate(tmp_path, {"default": [one]}, [sign(alice)]))["requirements"][0]["type"] == "signedBy"
+    many = {"type": "signedBy", "keyType": "GPGKeys",
+            "keyPaths": [str(tmp_path / "mallory.gpg"), str(tmp_path / "alice.gpg")]}
+    assert decided(gate(tmp_path, {"default": [many]}, [sign(alice)]))["requirements"][0]["signature"] == "sig-1"
+    with pytest.raises(PolicyRefusal):
+        decided(gate(tmp_path, {"default": [one]}, [sign(mallory)]))
+
+
+def test_a_good_signature_after_each_kind_of_bad_one(tmp_path: Path, alice: pysequoia.Tsk) -> None:
+    wrong_digest = sign(alice, digest=str(Digest.of_bytes(b"x")))
+    wrong_identity = sign(alice, identity="registry.example/other/app:1")
+    g = gate(tmp_path, {"default": [signed_by(alice)]}, [wrong_digest, wrong_identity, sign(alice)])
+    assert decided(g)["requirements"][0]["signature"] == "sig-3"
+    g = gate(tmp_path, {"default": [signed_by(alice)]}, [wrong_identity])
+    with pytest.raises(PolicyRefusal) as caught:
+        decided(g)
+    assert not str(caught.value).endswith("more)")  # one reason: no "(and N more)"
+
+
+def test_signatures_are_looked_up_for_this_reference_and_digest_once(tmp_path: Path, alice: pysequoia.Tsk) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"default": [signed_by(alice), signed_by(alice)]}))
+    g = PolicyGate(str(path), None, False)
+    asked: list[tuple[str, object, object, object]] = []
+    source = object()
+
+    def signatures(kind: str, ref: object, digest: object, src: object) -> list[FoundSignature]:
+        asked.append((kind, ref, digest, src))
+        return [FoundSignature(SIMPLE, sign(alice), "sig-1")]
+
+    g._signatures = signatures  # type: ignore[method-assign, assignment]
+    g.decide_registry(REF, source, MANIFEST, DIGEST)  # type: ignore[arg-type]
+    assert asked == [(SIMPLE, REF, DIGEST, source)]
