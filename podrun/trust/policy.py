@@ -440,8 +440,11 @@ class _Object(dict[str, object]):
 
 def _object(pairs: list[tuple[str, object]]) -> _Object:
     obj = _Object()
-    obj.duplicates = [k for i, (k, _) in enumerate(pairs) if any(k == p for p, _ in pairs[:i])]
-    obj.update(pairs)
+    obj.duplicates = []
+    for key, value in pairs:
+        if key in obj:
+            obj.duplicates.append(key)
+        obj[key] = value
     return obj
 
 
