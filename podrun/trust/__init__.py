@@ -2,7 +2,8 @@
 skopeo and containers/image read them, so one host policy governs them all and podrun decides
 as they do.  stage0 only (never imported on the ``run`` path of a stored image).
 
-- ``policy``: strict parsing of policy.json, scope resolution, ``signedIdentity`` matching.
+- ``policy``: strict parsing of policy.json, scope resolution, editing (``trust set``).
+- ``identity``: Docker references as containers/image normalises them; ``signedIdentity`` rules.
 - ``openpgp``: simple signing (the "atomic container signature"): verification (pysequoia) and
   signing (gpg).
 - ``cosign``: sigstore signatures with public keys (``cryptography``).

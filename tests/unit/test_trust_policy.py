@@ -12,35 +12,37 @@ import pytest
 
 from podrun.errors import UsageError
 from podrun.image.reference import parse_docker_name
-from podrun.trust.policy import (
+from podrun.trust.identity import (
     ExactReference,
     ExactRepository,
     IdentityRule,
-    InsecureAcceptAnything,
     MatchExact,
     MatchRepoDigestOrExact,
     MatchRepository,
     Named,
+    RemapIdentity,
+    parse_canonical,
+    parse_normalized,
+    valid_remap_prefix,
+)
+from podrun.trust.policy import (
+    InsecureAcceptAnything,
     Policy,
     PolicyError,
     PolicyRow,
     Reject,
-    RemapIdentity,
     SignedBaseLayer,
     SignedBy,
     SigstoreSigned,
     describe,
     docker_scopes,
     load_policy,
-    parse_canonical,
-    parse_normalized,
     parse_policy,
     path_scopes,
     policy_path,
     resolve_path,
     set_default,
     set_scope,
-    valid_remap_prefix,
     validate_scope,
 )
 
