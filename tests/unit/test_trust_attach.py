@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def built(existing: object | None, payload: bytes = PAYLOAD, signature: str = "c2lnLTE=") -> tuple[dict, dict]:
+def built(existing: object | None, payload: bytes = PAYLOAD, signature: str = "c2lnLTE=") -> tuple[dict[str, Any], dict[str, Any]]:
     result = attach.build_attachment(existing, payload, signature, CREATED)
     assert result is not None
     config, manifest = result
