@@ -154,23 +154,43 @@ def _inspect_fields(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
 @image_group.command("sign")
 @click.argument("image")
-@click.option("--sign-by", required=True, metavar="FINGERPRINT",
+@click.option("--sign-by", metavar="FINGERPRINT",
               help="The gpg key to sign with (simple signing, as skopeo's and podman's --sign-by).")
+@click.option("--sign-by-sigstore-key", metavar="KEYFILE", type=click.Path(dir_okay=False),
+              help="The PEM private key to sign with (sigstore); the signature is pushed to --to.")
 @click.option("--identity", metavar="HOST[:PORT]/REPO:TAG",
-              help="The reference the image will be fetched as (default: IMAGE).")
+              help="The reference the image will be fetched as (default: --to with a tag, else IMAGE).")
 @click.option("--lookaside", metavar="DIR|file://DIR",
-              help="Lookaside to write into (default: registries.d's lookaside-staging for the identity).")
+              help="With --sign-by: the lookaside to write into (default: registries.d's "
+              "lookaside-staging for the identity).")
+@click.option("--to", metavar="docker://HOST/REPO",
+              help="With --sign-by-sigstore-key: the repository (holding the image) to push the signature to.")
 @click.option("--sign-passphrase-file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="The key's passphrase, from this file (for gpg --batch).")
+              help="The key's passphrase, from this file.")
 @click.pass_obj
-def sign_cmd(g: Globals, image: str, sign_by: str, identity: str | None, lookaside: str | None,
-             sign_passphrase_file: str | None) -> None:
-    """Sign IMAGE (from the store) for the reference it will be fetched as, and print the
-    signature file written (BASE/REPO@sha256=HEX/signature-N, containers-registries.d(5))."""
-    from podrun.trust.sign import sign_image
+def sign_cmd(g: Globals, image: str, sign_by: str | None, sign_by_sigstore_key: str | None, identity: str | None,
+             lookaside: str | None, to: str | None, sign_passphrase_file: str | None) -> None:
+    """Sign IMAGE (from the store) for the reference it will be fetched as.  With --sign-by,
+    print the signature file written (BASE/REPO@sha256=HEX/signature-N,
+    containers-registries.d(5)); with --sign-by-sigstore-key, the sigstore attachment the
+    signature was pushed to (HOST/REPO:sha256-HEX.sig)."""
+    from podrun.trust import sign
 
-    click.echo(sign_image(Store(g.data_dir), image, identity, sign_by, lookaside, g.registries_d,
-                          sign_passphrase_file))
+    if (sign_by is None) == (sign_by_sigstore_key is None):
+        raise UsageError("image sign: give exactly one of --sign-by and --sign-by-sigstore-key")
+    if sign_by is not None:
+        if to is not None:
+            raise UsageError("image sign: --to is for --sign-by-sigstore-key (--sign-by writes to a lookaside)")
+        click.echo(sign.sign_image(Store(g.data_dir), image, identity, sign_by, lookaside, g.registries_d,
+                                   sign_passphrase_file))
+        return
+    assert sign_by_sigstore_key is not None
+    if lookaside is not None:
+        raise UsageError("image sign: --lookaside is for --sign-by (sigstore signatures go to the registry, --to)")
+    if to is None:
+        raise UsageError("image sign: --sign-by-sigstore-key needs --to docker://HOST/REPO")
+    click.echo(sign.sign_image_sigstore(Store(g.data_dir), image, identity, sign_by_sigstore_key, to, g.insecure,
+                                        sign_passphrase_file))
 
 
 @image_group.command("rm")

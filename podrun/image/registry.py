@@ -1,7 +1,8 @@
 """The ``docker://`` transport: a client for the OCI distribution API (registry v2).
 
-Only what a pull needs: ``GET`` of manifests and blobs, Basic and Bearer-token auth, redirects
-and retries.  urllib3 is used with its own redirects and retries off, because both carry
+What a pull needs: ``GET`` of manifests and blobs, Basic and Bearer-token auth, redirects
+and retries; and what attaching a signature needs: ``put_blob`` and ``put_manifest`` (a token
+asked for with ``pull,push`` scope).  urllib3 is used with its own redirects and retries off, because both carry
 security decisions this module makes itself (SECURITY-TESTS case 10):
 
 - HTTPS always, except for loopback registries and with ``--insecure-options=http``; for those
@@ -466,6 +467,46 @@ class RegistrySource:
         finally:
             deadline.cancel()
 
+    # -- push (podrun.trust.attach) --------------------------------------------------------------
+
+    def put_blob(self, data: bytes, digest: Digest) -> None:
+        """Upload blob *digest* (*data*) to this repository unless the registry has it: a
+        monolithic upload (POST, then PUT to the upload location with ``?digest=``), the
+        location on the registry's origin only."""
+        what = f"docker://{self.ref.name} blob {digest}"
+        deadline = _Deadline(self._deadline, self._stall, what, "upload")
+        try:
+            blobs = f"/v2/{self.ref.repository}/blobs/"
+            resp = self._registry_get(blobs + str(digest), {}, deadline, method="HEAD")
+            _discard(resp)
+            if resp.status == 200:
+                return
+            resp = self._registry_get(blobs + "uploads/", {}, deadline, method="POST", body=b"")
+            location = resp.headers.get("Location", "")
+            _expect_status(resp, 202, what)
+            base = self._base_url(deadline)
+            target = urllib.parse.urljoin(base + blobs + "uploads/", location)
+            if not location or origin_of(target, what) != origin_of(base, what):
+                raise FetchError(f"{what}: the registry gave an upload location off its origin: {location!r}")
+            parts = urllib.parse.urlsplit(target)
+            query = "&".join(q for q in (parts.query, urllib.parse.urlencode({"digest": str(digest)})) if q)
+            resp = self._registry_get(urllib.parse.urlunsplit(parts._replace(query=query)),
+                                      {"Content-Type": "application/octet-stream"}, deadline, method="PUT", body=data)
+            _expect_status(resp, 201, what)
+        finally:
+            deadline.cancel()
+
+    def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
+        """Store manifest *data* of *media_type* in this repository as *reference* (a tag)."""
+        what = f"docker://{self.ref.name}:{reference}"
+        deadline = _Deadline(self._deadline, self._stall, what, "manifest upload")
+        try:
+            resp = self._registry_get(f"/v2/{self.ref.repository}/manifests/{reference}",
+                                      {"Content-Type": media_type}, deadline, method="PUT", body=data)
+            _expect_status(resp, 201, what)
+        finally:
+            deadline.cancel()
+
     # -- manifests -----------------------------------------------------------------------------
 
     def _manifest(self, reference: str, limit: int, expected: Digest | None) -> ManifestBytes:
@@ -510,12 +551,13 @@ class RegistrySource:
                 self._scheme = self._probe_scheme(deadline)
             return f"{self._scheme}://{self._api_host}"
 
-    def _urlopen(self, url: str, headers: Mapping[str, str], deadline: _Deadline) -> urllib3.BaseHTTPResponse:
-        """One GET through the pool, its socket watched by *deadline*."""
+    def _urlopen(self, url: str, headers: Mapping[str, str], deadline: _Deadline, method: str = "GET",
+                 body: bytes | None = None) -> urllib3.BaseHTTPResponse:
+        """One request through the pool, its socket watched by *deadline*."""
         _ACTIVE.deadline = deadline
         try:
             return self._pool.urlopen(
-                "GET", url, headers=headers, redirect=False, retries=False,
+                method, url, body=body, headers=headers, redirect=False, retries=False,
                 preload_content=False, decode_content=False,
             )
         finally:
@@ -536,9 +578,10 @@ class RegistrySource:
         return "https"
 
     def _send(
-        self, url: str, headers: Mapping[str, str], deadline: _Deadline, plain: bool = False
+        self, url: str, headers: Mapping[str, str], deadline: _Deadline, plain: bool = False,
+        method: str = "GET", body: bytes | None = None,
     ) -> urllib3.BaseHTTPResponse:
-        """One GET with retries on connection errors, stalls, 408, 429 and 5xx (never other
+        """One request with retries on connection errors, stalls, 408, 429 and 5xx (never other
         4xx).  *plain*: plain HTTP allowed to any host (get_url)."""
         what = deadline.what
         scheme, host, _ = origin_of(url, what)
@@ -551,7 +594,7 @@ class RegistrySource:
         attempt = 0
         while True:
             try:
-                resp = self._urlopen(url, full, deadline)
+                resp = self._urlopen(url, full, deadline, method, body)
             except SSLError as exc:
                 deadline.check()
                 # A certificate or handshake problem does not heal by retrying.
@@ -624,24 +667,32 @@ class RegistrySource:
             self._creds_loaded = True
         return self._creds
 
-    def _registry_get(self, path: str, headers: Mapping[str, str], deadline: _Deadline) -> urllib3.BaseHTTPResponse:
-        """GET *path* on the registry, answering 401 challenges (at most once per scheme)."""
+    def _registry_get(self, path: str, headers: Mapping[str, str], deadline: _Deadline,
+                      method: str = "GET", body: bytes | None = None) -> urllib3.BaseHTTPResponse:
+        """GET *path* on the registry, answering 401 challenges (at most once per scheme).
+        Another *method* (a push: HEAD, POST, PUT, with a token for ``pull,push``) follows no
+        redirect; its *path* may be a URL on the registry's origin (an upload location)."""
         base = self._base_url(deadline)
-        url = base + path
+        url = path if "://" in path else base + path
         tried: set[str] = set()
         for _ in range(MAX_AUTH_ROUNDS):
             authorization = self._authorization
-            resp, same_origin = self._get(url, headers, authorization, deadline)
+            if method == "GET":
+                resp, same_origin = self._get(url, headers, authorization, deadline)
+            else:
+                auth = {"Authorization": authorization} if authorization else {}
+                resp, same_origin = self._send(url, {**headers, **auth}, deadline, method=method, body=body), True
             if resp.status != 401 or not same_origin:
                 return resp
             header = resp.headers.get("WWW-Authenticate", "")
             _discard(resp)
             challenges = parse_www_authenticate(header)
-            self._answer_challenge(challenges, authorization, tried, base, deadline)
+            self._answer_challenge(challenges, authorization, tried, base, deadline, push=method != "GET")
         raise FetchError(f"{deadline.what}: registry {self.registry} keeps asking for authentication")
 
     def _answer_challenge(
-        self, challenges: list[Challenge], sent: str | None, tried: set[str], base: str, deadline: _Deadline
+        self, challenges: list[Challenge], sent: str | None, tried: set[str], base: str, deadline: _Deadline,
+        push: bool = False,
     ) -> None:
         what = deadline.what
         by_scheme = {c.scheme: c for c in challenges}
@@ -650,7 +701,8 @@ class RegistrySource:
                 return  # another thread already authenticated meanwhile; just retry
             if "bearer" in by_scheme:
                 challenge = by_scheme["bearer"]
-                scope = challenge.params.get("scope") or f"repository:{self.ref.repository}:pull"
+                scope = f"repository:{self.ref.repository}:pull,push" if push else \
+                    challenge.params.get("scope") or f"repository:{self.ref.repository}:pull"
                 if "bearer:" + scope in tried:
                     raise self._refused(what, "the registry refused the token")
                 tried.add("bearer:" + scope)
@@ -743,6 +795,13 @@ def _expect_ok(resp: urllib3.BaseHTTPResponse, what: str, missing: str) -> None:
         raise NotFoundError(f"{what}: {missing}")
     if resp.status != 200:
         body = _discard(resp)
+        raise FetchError(f"{what}: registry answered HTTP {resp.status}{_registry_message(body)}")
+
+
+def _expect_status(resp: urllib3.BaseHTTPResponse, status: int, what: str) -> None:
+    """Release *resp*; FetchError unless it answered *status*."""
+    body = _discard(resp)
+    if resp.status != status:
         raise FetchError(f"{what}: registry answered HTTP {resp.status}{_registry_message(body)}")
 
 

@@ -199,7 +199,7 @@ def simple_signatures(
     return _from_lookaside(entry.lookaside or builtin_lookaside(), ref, digest, registry)
 
 
-def _attachment_layers(doc: object, what: str) -> list[tuple[Digest, int, str | None]]:
+def attachment_layers(doc: object, what: str) -> list[tuple[Digest, int, str | None]]:
     """(digest, size, signature annotation) of the signature layers of an attachment manifest."""
     layers = doc.get("layers") if isinstance(doc, dict) else None
     if not isinstance(layers, list):
@@ -223,24 +223,39 @@ def _attachment_layers(doc: object, what: str) -> list[tuple[Digest, int, str | 
     return chosen
 
 
-def cosign_signatures(ref: DockerReference, manifest_digest: str, registry: RegistrySource) -> list[FoundSignature]:
-    """The sigstore signatures attached to manifest *manifest_digest* of *ref* (the
-    ``ALG-HEX.sig`` tag of the same repository); none when there is no such tag."""
+def attachment_tag(manifest_digest: str) -> str:
+    """The tag of the sigstore attachment of *manifest_digest*: ``ALG-HEX.sig``."""
     digest = _digest(manifest_digest)
-    tag = f"{digest.algorithm}-{digest.hex}.sig"
+    return f"{digest.algorithm}-{digest.hex}.sig"
+
+
+def read_attachment(ref: DockerReference, manifest_digest: str, registry: RegistrySource) -> object | None:
+    """The parsed sigstore attachment manifest of *manifest_digest* in *ref*'s repository (an
+    OCI manifest, else VerificationError); None when there is no such tag."""
+    tag = attachment_tag(manifest_digest)
     what = f"docker://{ref.name}:{tag}"
     try:
         manifest = registry.manifest_by_tag(tag, MAX_ATTACHMENT_MANIFEST)
     except NotFoundError:
-        return []
+        return None
     if manifest.media_type != OCI_MANIFEST:
         raise VerificationError(f"{what}: sigstore attachment is {manifest.media_type!r}, not an OCI manifest")
     try:
-        doc = json.loads(manifest.data)
+        doc: object = json.loads(manifest.data)
     except ValueError as exc:
         raise VerificationError(f"{what}: invalid manifest: {exc}") from None
+    return doc
+
+
+def cosign_signatures(ref: DockerReference, manifest_digest: str, registry: RegistrySource) -> list[FoundSignature]:
+    """The sigstore signatures attached to manifest *manifest_digest* of *ref* (the
+    ``ALG-HEX.sig`` tag of the same repository); none when there is no such tag."""
+    what = f"docker://{ref.name}:{attachment_tag(manifest_digest)}"
+    doc = read_attachment(ref, manifest_digest, registry)
+    if doc is None:
+        return []
     found: list[FoundSignature] = []
-    for layer_digest, size, signature in _attachment_layers(doc, what):
+    for layer_digest, size, signature in attachment_layers(doc, what):
         with registry.open_blob(layer_digest, size) as stream:
             payload = read_bounded(stream, MAX_SIGNATURE_SIZE, f"{what} layer {layer_digest}")
         if Digest.of_bytes(payload, layer_digest.algorithm) != layer_digest:
