@@ -156,12 +156,20 @@ def test_local_transports_under_the_policy(env: Env, layout: Path, transport: st
                                    "requirements": [{"type": "insecureAcceptAnything"}]}
 
 
-def test_oci_scope_of_a_parent_directory(env: Env, layout: Path) -> None:
-    """An ``oci`` scope is a directory prefix: the layout's parent directory's scope applies to it."""
-    parent = env.policy({"default": [{"type": "reject"}],
-                         "transports": {"oci": {str(layout.parent): [{"type": "insecureAcceptAnything"}]}}})
-    image_id = env.ok(parent, "fetch", f"oci:{layout}")
+def test_oci_scopes_name_resolved_directories(env: Env, layout: Path) -> None:
+    """An ``oci`` scope is a directory prefix matched against the layout's resolved path (as
+    containers/image): the parent directory's scope applies, through a symlink too; a scope
+    naming the symlink itself does not."""
+    link = env.work / "link"
+    link.symlink_to(layout)
+
+    def only(scope: Path) -> Path:
+        return env.policy({"default": [{"type": "reject"}],
+                           "transports": {"oci": {str(scope): [{"type": "insecureAcceptAnything"}]}}})
+
+    image_id = env.ok(only(layout.parent), "fetch", f"oci:{link}")
     assert env.trust(image_id)["scope"] == f"transports.oci[{json.dumps(str(layout.parent))}]"
+    refused(env.podrun(only(link), "fetch", f"oci:{link}"), "rejected", "scope default")
 
 
 # -- 2. --insecure-options image, missing and invalid policies ----------------------------------------
@@ -270,6 +278,11 @@ def signed_by_policy(env: Env, host: str, key: Path) -> Path:
 
 def test_image_sign_is_read_by_fetch_and_podman(env: Env, pushed: Pushed, registry: RunningRegistry) -> None:
     lookaside = env.work / "sigs"
+    invalid = f"{pushed.name.split('/')[0]}/Trust-Fetch/signed:v1"  # no upper case in a repository
+    signer = Env(pushed.data, env.work, env.registries_d)
+    refused(signer.podrun(env.policy(ACCEPT), "image", "sign", "--sign-by", pushed.key.fingerprint, "--identity",
+                       invalid, "--lookaside", str(lookaside), pushed.image_id), invalid, "--identity", code=USAGE)
+    assert not lookaside.exists()
     first = sign(pushed, lookaside, pushed.name)
     assert first == tm.signature_dir(lookaside, "trust-fetch/signed", pushed.image_id) / "signature-1"
     registries_d = tm.write_registries_d(env.work / "rd", registry.host, lookaside)
