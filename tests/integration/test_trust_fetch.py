@@ -172,6 +172,26 @@ def test_oci_scopes_name_resolved_directories(env: Env, layout: Path) -> None:
     refused(env.podrun(only(link), "fetch", f"oci:{link}"), "rejected", "scope default")
 
 
+def test_docker_archive_has_only_the_transport_scope(env: Env, layout: Path) -> None:
+    """A docker-archive (made by skopeo) carries no signatures either; its transport has no
+    scope but ``""`` (containers/image), which wins over the default."""
+    archive = env.work / "docker.tar"
+    done = subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", f"oci:{layout}:latest",
+                           f"docker-archive:{archive}:trust/archive:v1"], capture_output=True, text=True,
+                          timeout=tm.TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    image = f"docker-archive:{archive}"
+    signed_by = env.policy({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/dev/null"}]})
+    refused(env.podrun(signed_by, "fetch", image), image, "docker-archive: images carry none")
+    transport = env.policy({"default": [{"type": "reject"}],
+                            "transports": {"docker-archive": {"": [{"type": "insecureAcceptAnything"}]}}})
+    image_id = env.ok(transport, "fetch", image)
+    assert env.trust(image_id)["scope"] == 'transports.docker-archive[""]'
+    path_scope = env.policy({"default": [{"type": "reject"}],
+                             "transports": {"docker-archive": {str(archive): [{"type": "insecureAcceptAnything"}]}}})
+    refused(env.podrun(path_scope, "fetch", image), str(path_scope), "no scopes", code=USAGE)
+
+
 # -- 2. --insecure-options image, missing and invalid policies ----------------------------------------
 
 def test_insecure_options_image_skips_the_policy(env: Env, layout: Path, registry: RunningRegistry) -> None:
@@ -310,6 +330,21 @@ def test_image_sign_for_another_identity_is_refused(env: Env, pushed: Pushed, re
     assert env.stored() == []
     podman = tm.podman_pull(env.work, policy, registries_d, pushed.name)
     assert podman.verdict == tm.REFUSE, podman.detail
+
+
+def test_image_sign_finds_where_to_write_before_signing(env: Env, pushed: Pushed, registry: RunningRegistry) -> None:
+    """No lookaside to write to (none given, none in registries.d; an http:// one): a usage
+    error naming it, before gpg is asked to sign (a key that does not exist is not reached)."""
+    signer = Env(pushed.data, env.work, env.registries_d)
+    sign_args = ("image", "sign", "--sign-by", "0" * 40, "--identity", pushed.name)
+    accept = env.policy(ACCEPT)
+    refused(signer.podrun(accept, *sign_args, pushed.image_id), "no lookaside", pushed.name, code=USAGE)
+    http = f"http://{registry.host}/sigs"
+    refused(signer.podrun(accept, *sign_args, "--lookaside", http, pushed.image_id), http, "file://", code=USAGE)
+    staging = env.work / "rd"
+    staging.mkdir()
+    (staging / "http.yaml").write_text(f"docker:\n  {registry.host}:\n    lookaside-staging: {http}\n")
+    refused(signer.podrun(accept, *sign_args, pushed.image_id, registries_d=staging), http, "file://", code=USAGE)
 
 
 # -- 5. sigstore attachments with a public key -----------------------------------------------------
