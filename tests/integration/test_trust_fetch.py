@@ -239,10 +239,12 @@ def test_run_under_the_policy(env: Env, layout: Path, registry: RunningRegistry)
         assert env.stored() == []
         env.ok(accept, *run, f"docker://{name}", "--exec", "/bin/true")
         env.ok(reject, *run, "--pull-policy", "new", name, "--exec", "/bin/true")
-        assert len(json.loads(env.ok(reject, "list", "--format", "json"))) == 2
-        # docker:// always asks the registry, and so the policy
+        env.ok(reject, *run, "--pull-policy", "never", name, "--exec", "/bin/true")
+        assert len(json.loads(env.ok(reject, "list", "--format", "json"))) == 3
+        # what asks the registry asks the policy: docker://, and a name under the pull policy update
         refused(env.podrun(reject, *run, f"docker://{name}", "--exec", "/bin/true"), "rejected")
-        assert len(pod_dirs(env.data)) == 2
+        refused(env.podrun(reject, *run, "--pull-policy", "update", name, "--exec", "/bin/true"), "rejected")
+        assert len(pod_dirs(env.data)) == 3
     finally:
         env.ok(accept, "gc", "--grace-period", "0s")
     assert pod_dirs(env.data) == []
