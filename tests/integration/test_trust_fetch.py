@@ -250,6 +250,21 @@ def test_run_under_the_policy(env: Env, layout: Path, registry: RunningRegistry)
     assert pod_dirs(env.data) == []
 
 
+def test_run_asks_the_policy_for_a_stored_layout(env: Env, layout: Path) -> None:
+    """A layout that an earlier run stored is reused without reading its layers, yet the
+    policy is asked again: ``run`` and ``prepare`` under reject start no pod."""
+    reject, accept = env.policy(REJECT, "reject.json"), env.policy(ACCEPT, "accept.json")
+    app = (f"oci:{layout}", "--exec", "/bin/true")
+    try:
+        env.ok(accept, "run", "--net", "none", *app)
+        for command in ("run", "prepare"):
+            refused(env.podrun(reject, command, "--net", "none", *app), f"oci:{layout}", "rejected")
+        assert len(pod_dirs(env.data)) == 1
+    finally:
+        env.ok(accept, "gc", "--grace-period", "0s")
+    assert pod_dirs(env.data) == []
+
+
 # -- 4. podrun image sign -----------------------------------------------------------------------------
 
 @dataclass
