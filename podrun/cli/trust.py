@@ -8,7 +8,7 @@ import os
 import click
 
 from podrun.cli.output import FORMAT_OPTION, NO_LEGEND_OPTION, print_json, print_table, printable
-from podrun.errors import UsageError
+from podrun.errors import UsageError, VerificationError
 from podrun.stage0 import Globals
 
 TYPES = {"accept": "insecureAcceptAnything", "reject": "reject", "signedBy": "signedBy",
@@ -101,6 +101,13 @@ def _requirement(kind: str, keys: tuple[str, ...]) -> dict[str, object]:
     if not keys:
         raise UsageError(f"--type {kind} needs at least one --pubkeysfile")
     paths = [os.path.abspath(k) for k in keys]
+    try:
+        return _key_requirement(kind, kind_name, paths)
+    except VerificationError as exc:  # a key file that is not a key: a bad argument
+        raise UsageError(str(exc)) from None
+
+
+def _key_requirement(kind: str, kind_name: str, paths: list[str]) -> dict[str, object]:
     if kind == "signedBy":
         from podrun.trust import openpgp
 

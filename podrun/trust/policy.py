@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 
 SYSTEM_POLICY = "/etc/containers/policy.json"
 USER_POLICY = ".config/containers/policy.json"  # under $HOME
-CREATE_HINT = 'create one with "podrun trust set --type accept default", or name one with --signature-policy FILE'
+CREATE_HINT = ('create one with "podrun trust set --type signedBy --pubkeysfile KEY SCOPE" (everything else is '
+               'then refused; "--type accept default" accepts any image), or name one with --signature-policy FILE')
 
 
 class PolicyError(UsageError):

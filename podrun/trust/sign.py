@@ -12,6 +12,7 @@ else the ``lookaside-staging`` (or ``lookaside``) registries.d gives for *identi
 from __future__ import annotations
 
 import os
+import urllib.parse
 
 from podrun.errors import UsageError
 from podrun.image.reference import DockerReference, parse_docker_name
@@ -20,25 +21,29 @@ from podrun.trust import openpgp, registriesd, sources
 
 
 def lookaside_base(lookaside: str | None, identity: str, registries_d: str | None) -> str:
-    """The file:// base to write into: *lookaside* (a path or URL), else registries.d's."""
+    """The file:// base to write into: *lookaside* (a path or URL), else registries.d's;
+    UsageError when there is none or it is not a file:// URL."""
     if lookaside:
-        return lookaside if "://" in lookaside else "file://" + os.path.abspath(lookaside)
-    ref = parse_docker_name(identity)
-    entry = registriesd.load(registriesd.registries_d_dir(registries_d)).for_image(ref)
-    if entry.lookaside_staging is None:
-        raise UsageError(f"no lookaside for {identity} in registries.d",
-                         hint="give --lookaside DIR, or set lookaside-staging for it in registries.d")
-    return entry.lookaside_staging
+        base = lookaside if "://" in lookaside else "file://" + os.path.abspath(lookaside)
+    else:
+        ref = parse_docker_name(identity)
+        entry = registriesd.load(registriesd.registries_d_dir(registries_d)).for_image(ref)
+        if entry.lookaside_staging is None:
+            raise UsageError(f"no lookaside for {identity} in registries.d",
+                             hint="give --lookaside DIR, or set lookaside-staging for it in registries.d")
+        base = entry.lookaside_staging
+    if urllib.parse.urlsplit(base).scheme.lower() != "file":
+        raise UsageError(f"lookaside {base!r}: signatures can be written to file:// lookasides only")
+    return base
 
 
 def _identity(name: str) -> tuple[DockerReference, str]:
-    """The parsed identity *name* and the docker reference a signature vouches for."""
+    """The parsed identity *name* and the docker reference a signature vouches for (a name
+    without a tag vouches for ``:latest``, as skopeo signs it)."""
     try:
         ref = parse_docker_name(name)
     except (UsageError, ValueError) as exc:
         raise UsageError(f"invalid --identity {name!r}: {exc}") from None
-    if ref.tag is None and ref.digest is None:
-        raise UsageError(f"identity {name!r}: name a tag (HOST/REPO:TAG), as the signature vouches for one")
     return ref, f"{ref.name}:{ref.tag}" if ref.tag else str(ref)
 
 
@@ -49,8 +54,9 @@ def sign_image(store: Store, image: str, identity: str | None, sign_by: str, loo
     record = store.image(store.resolve(image))
     name = identity or image
     ref, reference = _identity(name)
+    base = lookaside_base(lookaside, name, registries_d)  # known before gpg is asked to sign
     blob = openpgp.sign(openpgp.payload(str(record.id), reference), sign_by, passphrase_file=passphrase_file)
-    return sources.write_lookaside(lookaside_base(lookaside, name, registries_d), ref, str(record.id), blob)
+    return sources.write_lookaside(base, ref, str(record.id), blob)
 
 
 def _read_secret(path: str, what: str) -> bytes:

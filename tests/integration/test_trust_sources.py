@@ -12,12 +12,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from podrun.trust.signature import COSIGN, SIMPLE
 from tests.fixtures import images as img
 from tests.fixtures.registry import RunningRegistry, registry
 from tests.fixtures.registry_client import LIMIT, busybox
+from tests.fixtures.trust.servers import serving, sig_layout
 
 __all__ = ["busybox", "registry"]  # fixtures, imported for pytest to find
 
@@ -119,20 +119,6 @@ def opened(ref: DockerReference) -> Iterator[RegistrySource]:
         yield src
     finally:
         src.close()
-
-
-@contextmanager
-def serving(handler: Callable[..., BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A ThreadingHTTPServer on 127.0.0.1 in a thread; yields ``127.0.0.1:PORT``."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # -- lookaside (file://) ---------------------------------------------------------------------------
@@ -320,29 +306,6 @@ def test_extension_api_is_preferred_to_the_lookaside(tmp_path: Path) -> None:
 
 
 # -- sigstore attachments --------------------------------------------------------------------------
-
-def sig_layout(layout: Path, layers: list[tuple[str, bytes, dict[str, str]]]) -> None:
-    """An OCI layout holding one attachment image as cosign builds it (tag ``sig``)."""
-    layout.mkdir(parents=True)
-    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-
-    def put(data: bytes) -> dict[str, object]:
-        digest = hashlib.sha256(data).hexdigest()
-        (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        (layout / "blobs" / "sha256" / digest).write_bytes(data)
-        return {"digest": f"sha256:{digest}", "size": len(data)}
-
-    config = json.dumps({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [
-        f"sha256:{hashlib.sha256(data).hexdigest()}" for _, data, _ in layers]}}).encode()
-    manifest = {
-        "schemaVersion": 2, "mediaType": img.OCI_MANIFEST,
-        "config": {"mediaType": img.OCI_CONFIG, **put(config)},
-        "layers": [{"mediaType": media_type, **put(data), "annotations": notes} for media_type, data, notes in layers],
-    }
-    desc = {"mediaType": img.OCI_MANIFEST, **put(json.dumps(manifest).encode()),
-            "annotations": {"org.opencontainers.image.ref.name": "sig"}}
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [desc]}))
-
 
 def test_sigstore_attachment_pushed_with_skopeo(registry: RunningRegistry, busybox: img.BuiltImage,
                                                tmp_path: Path) -> None:

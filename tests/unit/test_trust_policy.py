@@ -109,7 +109,7 @@ def test_missing_policy_says_how_to_create_one(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(PolicyError) as exc:
         policy_path(missing if use_flag else None)
     text = str(exc.value)
-    assert missing in text and "podrun trust set --type accept default" in text and "\n" not in text
+    assert missing in text and "podrun trust set --type signedBy --pubkeysfile KEY SCOPE" in text and "\n" not in text
     assert isinstance(exc.value, UsageError)
 
 
