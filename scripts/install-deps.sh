@@ -20,7 +20,7 @@ APT_PACKAGES=(
   # never by the bench in the middle of the suite
   crun runc catatonit
   # tools the tests and bench call
-  util-linux procps iproute2 git groff-base
+  util-linux procps iproute2 git groff-base time
   # networking: nft for podrun's NAT table, Debian's CNI plugins, curl for the port-forward tests
   nftables containernetworking-plugins curl
   # the systemd end-to-end test boots a Debian root made by debootstrap with systemd-nspawn

@@ -192,36 +192,41 @@ class Run:
     max_rss_kb: int
 
 
+# The peak memory of a podrun command, measured by GNU time: the rusage of a child pytest
+# forks counts the pages it had before exec (the kernel keeps the highest RSS across exec), so
+# the test session's own size (larger with every module its tests import) would be charged to
+# podrun; time's child starts from time's own small image.
+TIME = "/usr/bin/time"
+
+
 def run_all(p: Pods, *commands: tuple[str, ...], stdout_to_null: bool = False, timeout: float = TIMEOUT) -> list[Run]:
     """Run podrun commands side by side; each must end within *timeout* (a hang fails the
     test, the hung command is killed)."""
+    assert os.access(TIME, os.X_OK), f"{TIME} missing (Debian package time, scripts/install-deps.sh)"
     started = []
     for i, args in enumerate(commands):
         out = open(os.devnull, "wb") if stdout_to_null else open(p.data.parent / f"out.{i}", "w+b")
         err = open(p.data.parent / f"err.{i}", "w+b")
-        proc = subprocess.Popen([*PODRUN, "--dir", str(p.data), *args], cwd=ROOT, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL)
-        started.append((args, proc, out, err))
+        rss = p.data.parent / f"rss.{i}"
+        proc = subprocess.Popen([TIME, "-q", "-f", "%M", "-o", str(rss), *PODRUN, "--dir", str(p.data), *args],
+                                cwd=ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        started.append((args, proc, out, err, rss))
     deadline = time.monotonic() + timeout
     runs = []
     try:
-        for args, proc, out, err in started:
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    proc.returncode = os.waitstatus_to_exitcode(status)
-                    break
+        for args, proc, out, err, rss in started:
+            while proc.poll() is None:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"podrun {' '.join(args)} hangs")
                 time.sleep(0.02)
             out.seek(0) if not stdout_to_null else None
             err.seek(0)
             runs.append(Run(args, proc.returncode, "" if stdout_to_null else out.read().decode(errors="replace"),
-                            err.read().decode(errors="replace"), usage.ru_maxrss))
+                            err.read().decode(errors="replace"), int(rss.read_text().split()[-1])))
     finally:
-        for _, proc, out, err in started:
+        for _, proc, out, err, _rss in started:
             if proc.returncode is None:
-                proc.kill()
+                os.killpg(proc.pid, 9)  # time and the podrun command it runs
                 proc.wait()
             out.close()
             err.close()

@@ -64,7 +64,7 @@ class Case:
     registries_d: str
     reference: str
     podman: Verdict
-    podman_says: str = ""  # for a refusal: a part of podman's message, so it is refused for this reason
+    podman_says: str = ""  # for a refusal: a part of podman's message (" || " between alternatives)
     podrun: Verdict | None = None  # only where podrun deliberately differs from this podman
     why_podrun_differs: str = ""
 
@@ -104,7 +104,10 @@ MATRIX = [
          "$HOST/copied-to:v1", ALLOW),
     Case("digest-swapped", "swapped", only(signed_by()), LOOKASIDE, "$HOST/swapped:v1", REFUSE, DIGEST),
     Case("untrusted-key", "stranger", only(signed_by()), LOOKASIDE, "$HOST/stranger:v1", REFUSE, NO_PUBKEY),
-    Case("corrupt-signature", "corrupt", only(signed_by()), LOOKASIDE, "$HOST/corrupt:v1", REFUSE, BAD_SIGNATURE),
+    # the flipped byte lands in the signature or, when gpg compressed the message, in the
+    # compressed stream (then gpg finds no signature): both are refusals of a corrupt signature
+    Case("corrupt-signature", "corrupt", only(signed_by()), LOOKASIDE, "$HOST/corrupt:v1", REFUSE,
+         f"{BAD_SIGNATURE} || Unexpected GPG signature count 0"),
     Case("gap-in-signature-N", "gap", only(signed_by()), LOOKASIDE, "$HOST/gap:v1", REFUSE, NO_SIGNATURE),
     Case("extra-invalid-signature", "extra", only(signed_by()), LOOKASIDE, "$HOST/extra:v1", ALLOW),
     Case("every-requirement-must-allow", "signed", only(signed_by(), signed_by("stranger")), LOOKASIDE,
@@ -357,7 +360,7 @@ def test_podman_decides_as_the_table_says(world: World, case: Case) -> None:
     """The reference: podman's verdict (and, for a refusal, its reason) is the row's."""
     got = world.podman(case)
     assert got.verdict == case.podman, f"podman: {got.verdict}: {got.detail}"
-    assert case.podman_says in got.detail
+    assert any(part in got.detail for part in case.podman_says.split(" || ")), got.detail
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=lambda c: c.name)
