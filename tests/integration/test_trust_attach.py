@@ -180,7 +180,9 @@ def test_what_debian_skopeo_does_with_the_attachment(registry: RunningRegistry, 
     verified = skopeo_copy(f"docker://{reference}", f"oci:{tmp_path / 'out'}:x",
                            "--policy", str(policy), "--registries.d", str(registries_d))
     if verified.returncode != 0 and "sigstore disabled" in verified.stderr:
-        pytest.skip(f"this skopeo does not verify sigstore signatures: {verified.stderr.strip()}")
+        # Debian's build refuses every sigstore requirement, ours included: nothing more to compare
+        assert "Debian-local change" in verified.stderr, verified.stderr
+        return
     assert verified.returncode == 0, verified.stderr
     other_policy, _ = policy_files(setup, registry.host, "c")
     refused = skopeo_copy(f"docker://{reference}", f"oci:{tmp_path / 'out2'}:x",
