@@ -22,6 +22,7 @@ from podrun.model.manifest import AppSpec, MountSpec, PodManifest, Resources, Vo
 from podrun.pod import seccomp_policy
 from podrun.pod.caps_policy import DEFAULT_CAPS, cap_numbers
 from podrun.stage1.oci import spec
+from podrun.stage2.app import SetupError
 from podrun.stage2.confine import default_rlimits
 from podrun.stage2.mountplan import DEVICES, MASKED_PATHS, READONLY_PATHS, Mount, app_plan
 from tests.fixtures.schemas import validate
@@ -166,6 +167,10 @@ def test_home_is_looked_up_in_the_root_when_not_given(tmp_path: Path) -> None:
     assert "HOME=/var/www" in config(app(user="web"), rootfs=str(tmp_path), home=None)["process"]["env"]
     assert "HOME=/" in config(app(user="1234"), rootfs=str(tmp_path), home=None)["process"]["env"]
     assert "HOME=/elsewhere" in config(app(user="web"), rootfs=str(tmp_path), home="/elsewhere")["process"]["env"]
+    with pytest.raises(SetupError, match="group 'staff' not found"):  # the same lookup as the driver's
+        config(app(user="web", group="staff"), rootfs=str(tmp_path), home=None)
+    with pytest.raises(NotADirectoryError):
+        config(app(user="0"), rootfs=str(tmp_path / "etc" / "passwd"), home=None)
 
 
 def test_user_groups_workdir_terminal_and_read_only_root() -> None:
@@ -251,7 +256,8 @@ def test_resources_from_the_decided_limits() -> None:
     assert res["cpu"] == {"quota": 150000, "period": 100000}
     assert res["pids"] == {"limit": 64}
     assert set(config(app(resources=Resources(cpu_millis=1)))["linux"]["resources"]) == {"devices", "cpu"}
-    assert config(app(resources=Resources(cpu_millis=1)))["linux"]["resources"]["cpu"]["quota"] == 100
+    quota = config(app(resources=Resources(cpu_millis=1)))["linux"]["resources"]["cpu"]["quota"]
+    assert quota == 100 and isinstance(quota, int)  # a JSON integer, as the schema and runtimes want
 
 
 def test_namespaces_joined_new_or_shared() -> None:

@@ -47,10 +47,6 @@ _FLAG_OPTIONS = (
     (sc.MS_STRICTATIME, "strictatime"),
 )
 
-# libseccomp's ABI names (podrun.isolation.seccomp) as runtime-spec architectures.
-_ARCHES = {"x86_64": "SCMP_ARCH_X86_64", "x86": "SCMP_ARCH_X86", "x32": "SCMP_ARCH_X32",
-           "aarch64": "SCMP_ARCH_AARCH64", "arm": "SCMP_ARCH_ARM"}
-
 
 def build_config(
     manifest: PodManifest,
@@ -244,6 +240,7 @@ def oci_seccomp(f: Filter) -> dict[str, Any]:
     return {
         "defaultAction": default["action"],
         **({"defaultErrnoRet": default["errnoRet"]} if "errnoRet" in default else {}),
-        "architectures": [_ARCHES.get(a, f"SCMP_ARCH_{a.upper()}") for a in f.architectures],
+        # libseccomp's ABI names (x86_64, x32, aarch64…) are the runtime-spec's without the prefix
+        "architectures": [f"SCMP_ARCH_{a.upper()}" for a in f.architectures],
         "syscalls": syscalls,
     }
