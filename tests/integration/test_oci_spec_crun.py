@@ -57,7 +57,8 @@ class Bundles:
         (self.volume / "data").write_text("from the host\n")
         (self.volume / "data").chmod(0o666)  # only the read-only mount stands in the way
 
-    def run(self, runtime: str, app: AppSpec, manifest: PodManifest | None = None) -> dict[str, Any]:
+    def run(self, runtime: str, app: AppSpec, manifest: PodManifest | None = None,
+            namespaces: dict[str, str] | None = None) -> dict[str, Any]:
         manifest = manifest or PodManifest("0123456789abcdef0123456789abcdef", (app,), hostname="spec-test",
                                            volumes=(Volume("shared", "host", str(self.volume), True),))
         fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY)
@@ -67,7 +68,7 @@ class Bundles:
             os.close(fd)
         name = f"podrun-spec-{uuid.uuid4().hex[:12]}"
         config = build_config(manifest, app, rootfs=str(self.rootfs), pod_dir=str(self.pod_dir),
-                              namespaces=NEW_NAMESPACES, cgroups_path=f"/{name}", user=(uid, gid, groups), home=home)
+                              namespaces=NEW_NAMESPACES if namespaces is None else namespaces, cgroups_path=f"/{name}", user=(uid, gid, groups), home=home)
         validate(config, "runtime-spec-config")
         bundle = self.base / name
         bundle.mkdir()
@@ -183,3 +184,28 @@ def test_seccomp_off_and_extra_caps(bundles: Bundles, runtime: str) -> None:
     assert r["seccomp"] == 0 and r["no_new_privs"] == 0
     assert int(r["caps"]["eff"], 16) == DEFAULT_CAPS_MASK | 1 << 13 | 1 << 21
     assert r["checks"]["keyctl"]["errno"] != errno.EPERM  # no filter: the kernel answers
+
+
+@pytest.fixture
+def infra() -> Iterator[int]:
+    """A process in new PID, IPC, UTS and network namespaces, standing for the pod's infra
+    process (catatonit in the flavor); its pid.  Killed (with its namespaces) at the end."""
+    holder = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--ipc", "--uts", "--net",
+                               "sh", "-c", "echo ready; exec sleep 600"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
+        yield int(children[0])
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_joins_the_pods_namespaces_by_path(bundles: Bundles, runtime: str, infra: int) -> None:
+    kinds = {"pid": "pid", "ipc": "ipc", "uts": "uts", "network": "net"}
+    r = bundles.run(runtime, probe_app(), namespaces={kind: f"/proc/{infra}/ns/{ns}" for kind, ns in kinds.items()})
+    for ns in kinds.values():
+        assert r["ns"][ns] == os.readlink(f"/proc/{infra}/ns/{ns}"), ns
+    assert r["ns"]["mnt"] != os.readlink(f"/proc/{infra}/ns/mnt")
+    assert r["pid"] > 1  # pid 1 of that namespace is the infra process
+    assert r["hostname"] == "spec-test"  # set in the joined UTS namespace
