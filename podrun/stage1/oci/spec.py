@@ -6,12 +6,12 @@ nodes, devpts, shm, mqueue, read-only /sys, the pod's files, volumes), its maske
 read-only paths, the app's decided capabilities and no_new_privs, the default rlimits
 (podrun.stage2.confine), and the seccomp allowlist (podrun.pod.seccomp_policy) written as
 runtime-spec rules, with the TIOCSTI/TIOCLINUX refusal expressed as argument conditions so
-crun, runc and runsc refuse exactly what podrun's own filter refuses.
+the runtime's filter refuses exactly what podrun's own refuses.
 
 Format: runtime-spec config.md and config-linux.md; the subset emitted here is described by
 podrun/schemas/runtime-spec-config.json, which the tests check every generated document against.
-The seccomp section uses ``defaultErrnoRet`` (runtime-spec 1.1; crun, runc ≥ 1.0.0 and runsc
-read it whatever ``ociVersion`` says): without it the default for unknown syscalls, ENOSYS,
+The seccomp section uses ``defaultErrnoRet`` (runtime-spec 1.1; crun and runc ≥ 1.0.0 read it
+whatever ``ociVersion`` says): without it the default for unknown syscalls, ENOSYS,
 would become EPERM, and libc then gives up instead of falling back to an older call.
 """
 
