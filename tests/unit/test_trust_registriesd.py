@@ -330,6 +330,7 @@ def test_builtin_lookaside_for_a_user() -> None:
     # an empty $HOME in env: the home directory as Python finds it (~ from the environment)
     assert builtin_lookaside_as_a_user({"HOME": ""}, "/from/environ") == \
         "file:///from/environ/.local/share/containers/sigstore"
+    assert builtin_lookaside_as_a_user({}, "/from/environ") == "file:///from/environ/.local/share/containers/sigstore"
 
 
 def test_a_key_twice_is_refused_with_its_line(tmp_path: Path) -> None:
