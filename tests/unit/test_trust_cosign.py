@@ -203,3 +203,50 @@ def test_sign_with_an_encrypted_key() -> None:
         cosign.sign(payload, private_pem(key, b"secret"), b"wrong")
     with pytest.raises(UsageError):
         cosign.sign(payload, b"not a key")
+
+
+def test_messages_name_the_source_and_the_key_type(tmp_path: Path) -> None:
+    with pytest.raises(VerificationError) as caught:
+        cosign.load_public_keys(data=[public_pem(ec.generate_private_key(ec.SECP256R1())), b"junk"])
+    assert str(caught.value) == "keyData: no PEM block"
+    with pytest.raises(VerificationError) as caught:
+        cosign.load_public_keys(paths=[], data=[])
+    assert str(caught.value) == "no sigstore public keys given"
+    dsa_public = public_pem(dsa.generate_private_key(2048))
+    kind = type(serialization.load_pem_public_key(dsa_public)).__name__
+    with pytest.raises(VerificationError) as caught:
+        cosign.load_public_keys(data=dsa_public)
+    assert str(caught.value) == f"keyData: a {kind} cannot verify sigstore signatures"
+
+
+def test_sign_messages() -> None:
+    with pytest.raises(UsageError) as caught:
+        cosign.sign(b"{}", b"not a key")
+    assert str(caught.value).startswith("cannot read the sigstore private key: ")
+    assert len(str(caught.value)) > len("cannot read the sigstore private key: ")
+    dsa_key = dsa.generate_private_key(2048)
+    with pytest.raises(UsageError) as caught:
+        cosign.sign(b"{}", private_pem(dsa_key))
+    assert str(caught.value) == f"a {type(dsa_key).__name__} cannot make sigstore signatures"
+
+
+@pytest.mark.parametrize("signature", ["", "not base64!", "AAA", "AA==AA==", "QUFB\tQUFB"])
+def test_the_base64_refusal_is_exact(signature: str) -> None:
+    keys = cosign.load_public_keys(data=public_pem(ec.generate_private_key(ec.SECP256R1())))
+    with pytest.raises(SignatureError) as caught:
+        cosign.verify(cosign.payload(DIGEST, REF), signature, keys)
+    message = str(caught.value)
+    expected = ("the sigstore signature was not made by a trusted key over this payload" if signature == ""
+                else "the sigstore signature is not valid base64")
+    assert message == expected
+
+
+def test_a_key_that_cannot_verify_never_verifies() -> None:
+    # load_public_keys refuses such a key; a PublicKey made another way must not pass either
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    payload = cosign.payload(DIGEST, REF)
+    signature = cosign.sign(payload, private_pem(ec_key))
+    keys = [cosign.PublicKey(x25519.X25519PrivateKey.generate().public_key(), "sha256:x")]
+    with pytest.raises(SignatureError) as caught:
+        cosign.verify(payload, signature, keys)
+    assert str(caught.value) == "the sigstore signature was not made by a trusted key over this payload"

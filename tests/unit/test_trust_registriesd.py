@@ -271,3 +271,156 @@ def test_write_lookaside_takes_the_next_free_number(tmp_path: Path) -> None:
 
 def test_digest_validation_is_the_image_one() -> None:
     assert str(Digest.parse(DIGEST)) == DIGEST
+
+
+# -- every branch of the reader, with its exact message ------------------------------------------
+
+
+def test_docker_scopes_of_a_digest_an_untagged_name_and_ipv6() -> None:
+    assert docker_scopes(parse_docker_name(f"a.io/ns/app@{DIGEST}")) == [
+        f"a.io/ns/app@{DIGEST}", "a.io/ns/app", "a.io/ns", "a.io", "*.io"]
+    untagged = DockerReference(registry="b.io", repository="app", tag=None, digest=None)
+    assert docker_scopes(untagged) == ["b.io/app:latest", "b.io/app", "b.io", "*.io"]
+    # an IPv6 literal gets no wildcards, even with dots in it (containers/image cuts at the first ":")
+    assert docker_scopes(parse_docker_name("[::ffff:10.0.0.1]:5000/app")) == [
+        "[::ffff:10.0.0.1]:5000/app:latest", "[::ffff:10.0.0.1]:5000/app", "[::ffff:10.0.0.1]:5000"]
+
+
+def test_registries_d_dir_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert registries_d_dir(None) == registriesd.SYSTEM_DIR
+    (tmp_path / registriesd.USER_DIR).mkdir(parents=True)
+    assert registries_d_dir(None) == str(tmp_path / registriesd.USER_DIR)
+    assert registries_d_dir(None, {}) == registriesd.SYSTEM_DIR
+    assert registries_d_dir("", {"HOME": str(tmp_path)}) == str(tmp_path / registriesd.USER_DIR)
+
+
+def builtin_lookaside_as_a_user(env: dict[str, str] | None, environ_home: str) -> str:
+    """builtin_lookaside(*env*) in a forked child that is not root (nobody, when the tests run
+    as root), with $HOME = *environ_home*."""
+    read, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the answer or the error, never return into pytest
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
+            os.environ["HOME"] = environ_home
+            answer = registriesd.builtin_lookaside(env)
+        except BaseException as e:  # reported to the parent
+            answer = f"error: {e!r}"
+        os.write(write_end, answer.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read, "rb") as f:
+        answer = f.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0
+    return answer
+
+
+def test_builtin_lookaside_for_a_user() -> None:
+    if os.geteuid() == 0:
+        assert registriesd.builtin_lookaside({"HOME": "/home/u"}) == "file:///var/lib/containers/sigstore"
+    assert builtin_lookaside_as_a_user({"HOME": "/home/u"}, "/from/environ") == \
+        "file:///home/u/.local/share/containers/sigstore"
+    assert builtin_lookaside_as_a_user(None, "/from/environ") == \
+        "file:///from/environ/.local/share/containers/sigstore"
+    # an empty $HOME in env: the home directory as Python finds it (~ from the environment)
+    assert builtin_lookaside_as_a_user({"HOME": ""}, "/from/environ") == \
+        "file:///from/environ/.local/share/containers/sigstore"
+    assert builtin_lookaside_as_a_user({}, "/from/environ") == "file:///from/environ/.local/share/containers/sigstore"
+
+
+def test_a_key_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.yaml", "docker:\n  a.io:\n    lookaside: file:///a\n    lookaside: file:///b\n")
+    with pytest.raises(UsageError) as exc:
+        load(str(tmp_path))
+    assert str(exc.value) == (f"registries.d file {path}: invalid YAML: key 'lookaside' defined twice "
+                              f'in "<byte string>", line 4, column 5: lookaside: file:///b ^')
+
+
+def test_repeated_keys_in_different_mappings_are_fine(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "docker:\n  a.io:\n    lookaside: file:///a\n  b.io:\n    lookaside: file:///b\n"
+                              "default-docker:\n  lookaside: file:///d\n")
+    config = load(str(tmp_path))
+    assert config.docker == {"a.io": registriesd.Section(lookaside="file:///a"),
+                             "b.io": registriesd.Section(lookaside="file:///b")}
+    assert config.default_docker == registriesd.Section(lookaside="file:///d")
+
+
+def refusal(directory: Path) -> str:
+    with pytest.raises(UsageError) as exc:
+        load(str(directory))
+    return str(exc.value)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("- a\n", "must be a YAML mapping, not list"),
+    ("just text\n", "must be a YAML mapping, not str"),
+    ("1: x\n", "key 1 is not a string"),
+    ("docker:\n  a.io:\n    2: x\n", "docker.a.io.key 2 is not a string"),
+    ("default-docker:\n  true: y\n", "default-docker.key True is not a string"),
+    ("docker:\n  a.io: [x]\n", "docker.a.io must be a mapping"),
+    ("docker:\n  X: [x]\n", "docker.X must be a mapping"),
+    ("default-docker: 5\n", "default-docker must be a mapping"),
+    ("docker:\n  a.io:\n    sigstore-staging: 5\n", "docker.a.io.sigstore-staging must be a URL string"),
+    ("default-docker:\n  use-sigstore-attachments: 1\n", "default-docker.use-sigstore-attachments must be true or false"),
+    ("docker:\n  '': {}\n", "docker scope '' is not a non-empty string"),
+    ("docker:\n  1: {}\n", "docker scope 1 is not a non-empty string"),
+    ("docker: x\n", "docker must be a mapping of scopes"),
+    (b"docker: \xff\xfe\n", "invalid YAML: unacceptable character #x00ff: invalid start byte "
+                            'in "<byte string>", position 8'),
+])
+def test_each_refusal_names_file_and_reason(tmp_path: Path, text: str | bytes, reason: str) -> None:
+    path = tmp_path / "conf.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert refusal(tmp_path) == f"registries.d file {path}: {reason}"
+
+
+def test_the_size_bound(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    header = b"docker:\n  a.io:\n    lookaside: file:///a\n#"
+    path.write_bytes(header + b"x" * (registriesd.MAX_FILE - len(header)))
+    assert load(str(tmp_path)).docker["a.io"].lookaside == "file:///a"
+    path.write_bytes(header + b"x" * (registriesd.MAX_FILE + 1 - len(header)))
+    assert refusal(tmp_path) == f"registries.d file {path}: larger than 1048576 bytes"
+
+
+def test_unreadable_files_and_directories(tmp_path: Path) -> None:
+    (tmp_path / "dir.yaml").mkdir()
+    assert refusal(tmp_path) == f"registries.d file {tmp_path / 'dir.yaml'}: is a directory"
+    (tmp_path / "dir.yaml").rmdir()
+    (tmp_path / "dangling.yaml").symlink_to(tmp_path / "absent")
+    assert refusal(tmp_path) == f"registries.d file {tmp_path / 'dangling.yaml'}: cannot read: No such file or directory"
+    not_a_dir = write(tmp_path, "file", "")
+    assert refusal(not_a_dir) == f"registries.d directory {not_a_dir}: Not a directory"
+
+
+def test_the_warning_for_an_unknown_key_names_where_and_the_known_keys(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "conf.yaml", "dockers: {}\ndefault-docker:\n  lookside: x\ndocker:\n  a.io:\n    sigstor: y\n")
+    podrun_logger = logging.getLogger("podrun")  # does not propagate to the root logger caplog watches
+    podrun_logger.addHandler(caplog.handler)
+    try:
+        load(str(tmp_path))
+    finally:
+        podrun_logger.removeHandler(caplog.handler)
+    section = "lookaside, lookaside-staging, sigstore, sigstore-staging, use-sigstore-attachments"
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("podrun.trust.registriesd",
+         f"registries.d file {path}: unknown key 'dockers' ignored (known keys: default-docker, docker)"),
+        ("podrun.trust.registriesd",
+         f"registries.d file {path}: unknown key default-docker.'lookside' ignored (known keys: {section})"),
+        ("podrun.trust.registriesd",
+         f"registries.d file {path}: unknown key docker.a.io.'sigstor' ignored (known keys: {section})"),
+    ]
+
+
+def test_empty_values_are_not_set(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "docker:\n  a.io:\n  b.io:\n    lookaside: ''\n    sigstore: ~\n")
+    write(tmp_path, "b.yaml", "")
+    config = load(str(tmp_path))
+    assert config.docker == {"a.io": registriesd.Section(), "b.io": registriesd.Section()}
+    assert config.default_docker is None
