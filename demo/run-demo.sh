@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 podrun=.venv/bin/podrun
 work=$(mktemp -d /tmp/podrun-demo.XXXXXX)
 registry_pid=
-cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
-  [ -d "$work/gnupg" ] && gpgconf --homedir "$work/gnupg" --kill all 2>/dev/null
+cleanup() {  # every step runs whatever the one before did (set -e would stop at a failed wait)
+  if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
+  if [ -d "$work/gnupg" ]; then gpgconf --homedir "$work/gnupg" --kill all 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
