@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from podrun.errors import UsageError, VerificationError
 from podrun.trust.openpgp import CREATOR, make_payload, parse_payload
-from podrun.trust.signature import SignatureError, VerifiedSignature
+from podrun.trust.signature import SignatureError, VerifiedSignature, key_sources
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,15 +47,8 @@ def load_public_keys(paths: list[str] | None = None, data: list[bytes] | bytes |
     ``keyDatas``): one PEM public key per source, its first PEM block as sigstore's
     UnmarshalPEMToPublicKey reads it (``PUBLIC KEY``, or ``RSA PUBLIC KEY`` in PKCS#1).  A
     source that does not hold a usable key is refused with its name."""
-    sources: list[tuple[str, bytes]] = []
-    for path in paths or ():
-        try:
-            with open(path, "rb") as f:
-                sources.append((path, f.read()))
-        except OSError as e:
-            raise VerificationError(f"{path}: cannot read the public key file: {e.strerror}") from None
     blobs = [data] if isinstance(data, bytes) else (data or [])
-    sources.extend(("keyData", blob) for blob in blobs)
+    sources = key_sources(paths, blobs, "public key file")
     keys = [_load(name, blob) for name, blob in sources]
     if not keys:
         raise VerificationError("no sigstore public keys given")

@@ -25,7 +25,7 @@ import time
 
 from podrun import __version__
 from podrun.errors import PodrunError, UsageError, VerificationError
-from podrun.trust.signature import SignatureError, VerifiedSignature
+from podrun.trust.signature import SignatureError, VerifiedSignature, key_sources
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -196,15 +196,7 @@ def load_keyring(paths: list[str] | None = None, data: bytes | None = None) -> K
     refused with its name; so is an empty keyring (containers/image: "No public keys imported")."""
     import pysequoia
 
-    sources: list[tuple[str, bytes]] = []
-    for path in paths or ():
-        try:
-            with open(path, "rb") as f:
-                sources.append((path, f.read()))
-        except OSError as e:
-            raise VerificationError(f"{path}: cannot read the key file: {e.strerror}") from None
-    if data is not None:
-        sources.append(("keyData", data))
+    sources = key_sources(paths, [] if data is None else [data], "key file")
     certs: dict[str, Cert] = {}
     for name, blob in sources:
         try:

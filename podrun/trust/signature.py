@@ -13,6 +13,27 @@ SIMPLE = "simple"  # an OpenPGP message whose literal data is the simple-signing
 COSIGN = "cosign"  # a sigstore (cosign) payload with a detached base64 signature
 
 
+KEY_FILE_LIMIT = 1 << 20  # a key file larger than this is not a key file
+
+
+def key_sources(paths: list[str] | None, data: list[bytes], what: str) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each key source of a requirement: the files *paths* (``keyPath``/
+    ``keyPaths``, read up to KEY_FILE_LIMIT) then the inline *data* (``keyData``/``keyDatas``).
+    A file that cannot be read is refused with its name and *what* it should hold."""
+    sources: list[tuple[str, bytes]] = []
+    for path in paths or ():
+        try:
+            with open(path, "rb") as f:
+                blob = f.read(KEY_FILE_LIMIT + 1)
+        except OSError as e:
+            raise VerificationError(f"{path}: cannot read the {what}: {e.strerror}") from None
+        if len(blob) > KEY_FILE_LIMIT:
+            raise VerificationError(f"{path}: {what} larger than {KEY_FILE_LIMIT} bytes")
+        sources.append((path, blob))
+    sources.extend(("keyData", blob) for blob in data)
+    return sources
+
+
 class SignatureError(VerificationError):
     """One signature does not verify (or says something else); exit status 250 when it decides
     the outcome.  Under a policy, one bad signature among others does no harm."""

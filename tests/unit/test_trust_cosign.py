@@ -250,3 +250,15 @@ def test_a_key_that_cannot_verify_never_verifies() -> None:
     with pytest.raises(SignatureError) as caught:
         cosign.verify(payload, signature, keys)
     assert str(caught.value) == "the sigstore signature was not made by a trusted key over this payload"
+
+
+def test_key_files_are_read_bounded_by_both_verifiers(tmp_path: Path) -> None:
+    from podrun.trust import openpgp
+    from podrun.trust.signature import KEY_FILE_LIMIT
+
+    big = tmp_path / "big.key"
+    big.write_bytes(b"x" * (KEY_FILE_LIMIT + 1))
+    with pytest.raises(VerificationError, match=f"{big}: public key file larger than {KEY_FILE_LIMIT} bytes"):
+        cosign.load_public_keys([str(big)])
+    with pytest.raises(VerificationError, match=f"{big}: key file larger than {KEY_FILE_LIMIT} bytes"):
+        openpgp.load_keyring([str(big)])
