@@ -87,7 +87,11 @@ def set_cmd(g: Globals, scope: str | None, kind: str, keys: tuple[str, ...], pre
     else:
         out = policy.set_scope(doc, "docker", target, requirements, path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fsutil.atomic_write(path, out, 0o644)
+    # a file the user names: never written through a link (fsutil.user_output's rules)
+    with fsutil.user_output(path) as dest:
+        if not dest.in_place:
+            os.fchmod(dest.fd, 0o644)
+        fsutil.write_all(dest.fd, out)
     click.echo(f"{path}: {'default' if target == 'default' else 'docker ' + target}: {TYPES[kind]}", err=True)
 
 

@@ -182,3 +182,13 @@ def test_show_without_a_policy_file(tmp_path: Path) -> None:
     assert one_line_hint.returncode == USAGE
     assert str(tmp_path / "none.json") in one_line_hint.stderr and "podrun trust set" in one_line_hint.stderr
     assert "Traceback" not in one_line_hint.stderr
+
+
+def test_set_never_writes_through_a_link(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.json"
+    target.write_text(json.dumps(EXISTING))
+    before = target.read_bytes()
+    policy = tmp_path / "policy.json"
+    policy.symlink_to(target)
+    one_line(trust(tmp_path, policy, "set", "-t", "accept", "default"), USAGE, str(policy))
+    assert policy.is_symlink() and target.read_bytes() == before
