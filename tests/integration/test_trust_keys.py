@@ -263,10 +263,11 @@ def test_skopeo_standalone_sign_verified_by_podrun(home: GpgHome, tmp_path: Path
 
 def test_podrun_sign_verified_by_skopeo(home: GpgHome, tmp_path: Path) -> None:
     key = home.generate("alice")
-    signature = openpgp.sign(payload(), key, gnupg_home=str(home.path))
+    signed = payload()  # one payload: it carries a creation time in seconds
+    signature = openpgp.sign(signed, key, gnupg_home=str(home.path))
     assert skopeo_accepts(home, key, signature, tmp_path)
     assert openpgp.verify(signature, keyring(home, key)) == VerifiedSignature(
-        DIGEST, REF, key, openpgp.parse_payload(payload(), openpgp.SIMPLE_SIGNING_TYPE)[2])
+        DIGEST, REF, key, openpgp.parse_payload(signed, openpgp.SIMPLE_SIGNING_TYPE)[2])
 
 
 def test_podrun_sign_with_a_subkey_and_a_passphrase(home: GpgHome, tmp_path: Path) -> None:
