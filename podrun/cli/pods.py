@@ -300,7 +300,7 @@ def enter_cmd(g: Globals, app: str | None, uuid_file: str | None, args: tuple[st
 
 
 class AppLog:
-    """One app's output as ``podrun.stage1.default.logrelay`` keeps it: ``log.1`` (older, once the log
+    """One app's output as ``podrun.pod.logrelay`` keeps it: ``log.1`` (older, once the log
     was rotated) then ``log``, read beneath the directory *base_fd* as ``PREFIX + log`` with the
     pod files' rules (no symbolic link followed, regular files only; PodFileDamage otherwise).
     ``chunks`` yields what is new since the last call, across rotations, in pieces of at most

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     class Relay(Protocol):
         """The poll loop a flavor runs these relays in (the default flavor's is
-        ``podrun.stage1.default.logrelay.Relay``); stage2 imports no flavor."""
+        ``podrun.pod.logrelay.Relay``); stage2 imports no flavor."""
 
         def watch(self, fd: int, events: int, callback: Callable[[int], None]) -> None: ...
 

@@ -10,7 +10,7 @@ Sends never wait (issue 18): the manager's socket is shared by every service, an
 there must not stall the supervisor, whose one poll loop also reaps, relays output and forwards
 signals.  What the manager cannot take now waits in a ``Backlog``, coalesced so that an app
 flooding its socket costs bounded memory, and goes out when the manager's socket has room (the
-supervisor's poll loop watches it: podrun.stage1.default.sdglue).  The pod's end makes one more attempt
+supervisor's poll loop watches it: podrun.pod.sdglue).  The pod's end makes one more attempt
 and never waits: what the manager still cannot take then is dropped.
 """
 

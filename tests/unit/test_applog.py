@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from podrun.cli.pods import AppLog
-from podrun.stage1.default.logrelay import LogFile
+from podrun.pod.logrelay import LogFile
 
 
 def _files(d: Path) -> tuple[bytes, bytes]:

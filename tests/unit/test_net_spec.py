@@ -24,7 +24,7 @@ from podrun.model.netspec import (
 )
 from podrun.net import ipam
 from podrun.net.config import DefaultNet, pod_mac
-from podrun.stage1.default.podfiles import hosts_file, resolv_conf
+from podrun.pod.podfiles import hosts_file, resolv_conf
 
 EXPOSED = exposed_port_names({"config": {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "8443": {}, "x/tcp": {}}}})
 

@@ -18,7 +18,7 @@ from podrun import abi
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
 from podrun.isolation.kernel import KERNEL, Kernel
-from podrun.stage1.default.logrelay import Relay  # imported here: the code below runs in the app's root
+from podrun.pod.logrelay import Relay  # imported here: the code below runs in the app's root
 from podrun.stage2 import confine, tty
 from podrun.stage2.app import (
     EXIT_NOT_EXECUTABLE,

@@ -28,8 +28,8 @@ from podrun.isolation import cgroups
 from podrun.isolation import syscalls as sc
 from podrun.model.manifest import PodManifest
 from podrun.pod import layout, placement
-from podrun.stage1.default.podfiles import default_hostname, write_pod_files
-from podrun.stage1.default.sdglue import Systemd
+from podrun.pod.podfiles import default_hostname, write_pod_files
+from podrun.pod.sdglue import Systemd
 from podrun.stage1.default.supervise import EXIT_STAGE1_FAILED, Supervisor
 from podrun.stage2.rootfs import mount_app_root
 

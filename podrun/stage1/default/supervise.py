@@ -3,7 +3,7 @@
 It forks the pod's pid 1 first (podrun.stage1.default.init: a reaper in an empty root), then every app
 into the pod's namespaces (stage2: podrun.stage2.app), so the apps are the supervisor's own
 children and the only podrun process a pod can see is that empty pid 1.  Then, in one poll
-loop (podrun.stage1.default.logrelay), it relays the apps' output, an interactive app's pty
+loop (podrun.pod.logrelay), it relays the apps' output, an interactive app's pty
 (podrun.stage2.tty) and ``--notify=app`` messages, forwards signals, reaps, records each app's
 exit status and applies rkt's exit rule: the first app that fails stops the others.  When the
 last app has ended it kills pid 1, which takes every leftover process of the pod with it.
@@ -20,8 +20,8 @@ from podrun import faults, fsutil
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
 from podrun.pod import layout
+from podrun.pod.logrelay import Relay
 from podrun.stage1.default.init import become_init
-from podrun.stage1.default.logrelay import Relay
 from podrun.stage2 import app as stage2
 from podrun.stage2 import confine
 from podrun.stage2.mountplan import app_plan
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from podrun.isolation import cgroups
     from podrun.model.manifest import AppSpec, PodManifest
-    from podrun.stage1.default.sdglue import Systemd
+    from podrun.pod.sdglue import Systemd
     from podrun.stage2.mountplan import Op
     from podrun.stage2.tty import PtyRelay
 

@@ -117,7 +117,7 @@ def build_config(
 
 
 def default_hostname(manifest: PodManifest) -> str:
-    """The pod's hostname, as the ``default`` flavor sets it (podrun.stage1.default.podfiles)."""
+    """The pod's hostname, as the ``default`` flavor sets it (podrun.pod.podfiles)."""
     return manifest.hostname or f"podrun-{manifest.uuid[:8]}"
 
 
@@ -132,7 +132,7 @@ def _home_in(rootfs: str, app: AppSpec) -> str:
 
 
 def pod_files(manifest: PodManifest, pod_dir: str) -> dict[str, str]:
-    """{in-pod path: host path} of the pod's files (podrun.stage1.default.podfiles writes them
+    """{in-pod path: host path} of the pod's files (podrun.pod.podfiles writes them
     into etc/): hostname and hosts always, resolv.conf unless ``--dns none`` keeps the image's."""
     names = ["hostname", "hosts"] + ([] if manifest.dns == ("none",) else ["resolv.conf"])
     return {f"/etc/{name}": os.path.join(pod_dir, layout.ETC_DIR, name) for name in names}

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import socket
 
     from podrun.model.manifest import PodManifest
-    from podrun.stage1.default.logrelay import Relay
+    from podrun.pod.logrelay import Relay
     from podrun.systemd.notify import Notifier
 
 # Datagrams of the app read at the pod's end: the pod's processes are gone by then, but the
