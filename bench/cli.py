@@ -39,7 +39,9 @@ SCENARIOS: list[Scenario] = [
              startnet.run),
     Scenario("pod2", "two-app pod of /bin/true: podrun multi-app run vs podman pod create + 2 run + pod rm",
              pod2.run),
-    Scenario("memory", "host-side PSS of a running pod: podrun vs conmon, crun, systemd-nspawn", memory.run),
+    Scenario("memory", "host-side PSS of a running pod: podrun vs conmon, crun, runc, systemd-nspawn", memory.run),
+    Scenario("memory-20", "host-side PSS per pod with 20 pods running at once: podrun vs conmon, crun, runc, nspawn",
+             memory.run_many),
     Scenario("lifecycle", "list and gc with 1,000 exited pods: podrun vs podman ps -a / container prune",
              lifecycle.run, ("list", "gc")),
 ]

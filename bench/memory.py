@@ -1,11 +1,13 @@
-"""Scenario ``memory``: host memory a running pod costs, podrun vs conmon (podman), crun, systemd-nspawn.
+"""Scenarios ``memory`` and ``memory-20``: host memory a running pod costs, podrun (both stage1 flavors)
+vs conmon (podman), crun, runc, systemd-nspawn; with one pod, and with twenty pods of a tool at once.
 
 Each tool starts ``sleep 30`` from the busybox rootfs; once the app runs, the bench sums the PSS
 (``/proc/PID/smaps_rollup``) of the tool's processes that stay on the host beside the app, without
 the app itself: podrun's supervisor (the PID ``podrun run`` started, after stage0 exec'd stage1)
-and the pod's pid 1; podman's conmon (podman itself exits after ``run -d``); systemd-nspawn's
-process; crun nothing with ``run -d`` (it has no monitor: the app is re-parented to the host's
-init), and the waiting ``crun run`` process when run in the foreground.  PSS splits shared pages
+and the pod's pid 1 (podrun's own, or catatonit in flavor ``oci``, whose runtime has exited by
+then); podman's conmon (podman itself exits after ``run -d``); systemd-nspawn's process; crun
+nothing with ``run -d`` (it has no monitor: the app is re-parented to the host's init), and the
+waiting ``crun run`` (``runc run``) process when run in the foreground.  PSS splits shared pages
 between the processes sharing them, so a sum over processes counts each page once.
 """
 
@@ -25,10 +27,21 @@ from pathlib import Path
 from bench.context import BenchContext
 from bench.pull import ToolFailed
 from bench.report import MEMORY, ScenarioResult, ToolResult
-from bench.runtimes import PODMAN_IMAGE, PODRUN_IMAGE, Runtimes, prepared_runtimes, unique_id
+from bench.runtimes import (
+    FLAVORS,
+    PODMAN_IMAGE,
+    PODRUN_IMAGE,
+    Runtimes,
+    flavor_command,
+    flavor_name,
+    prepared_runtimes,
+    unique_id,
+)
 
 DEFAULT_RUNS = 5
 QUICK_RUNS = 2
+MANY_PODS = 20  # scenario memory-20 (the smoke run starts 2)
+MANY_RUNS = 3
 APP = "sleep"
 APP_ARGS = ["/bin/sleep", "30"]
 START_TIMEOUT = 30.0
@@ -126,6 +139,15 @@ def _check(argv: list[str], env: dict[str, str]) -> str:
         return out.read().decode(errors="replace").strip()
 
 
+def _merge(parts: list[dict[str, float]], pods: int) -> dict[str, float]:
+    """Per-pod PSS by label: the sum over *pods* pods' host-side processes, divided by *pods*."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for label, mb in part.items():
+            out[label] = out.get(label, 0.0) + mb
+    return {label: mb / pods for label, mb in out.items()}
+
+
 @dataclass
 class Foreground:
     """A tool whose command stays in the foreground for the pod's life: measure its process tree."""
@@ -137,31 +159,37 @@ class Foreground:
     cleanup: Callable[[str], None] = lambda _id: None
     notes: list[str] = field(default_factory=list)
 
-    def measure(self) -> dict[str, float]:
-        """Start the pod, wait for the app, measure the host side, stop and clean up."""
-        run_id = unique_id()
-        proc = subprocess.Popen(self.argv(run_id), env=self.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        app = None
+    def measure(self, pods: int = 1) -> dict[str, float]:
+        """Start *pods* pods side by side, wait for every app, measure the host side of all of them
+        at once (PSS shares pages between the pods), stop and clean up; the per-pod mean."""
+        started: list[tuple[str, subprocess.Popen[bytes]]] = []
+        apps: list[int] = []
         try:
-            app = _wait_for_app(proc.pid, proc)
-            time.sleep(0.3)  # let the supervisor finish its start-up work before measuring
-            return _host_side(proc.pid)
-        except ToolFailed as exc:
-            err = proc.stderr.read().decode(errors="replace")[-300:] if proc.poll() is not None and proc.stderr \
-                else ""
-            raise ToolFailed(f"{exc}: {err.strip()}") from exc
+            for _ in range(pods):
+                run_id = unique_id()
+                started.append((run_id, subprocess.Popen(self.argv(run_id), env=self.env, stdin=subprocess.DEVNULL,
+                                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+            for _run_id, proc in started:
+                try:
+                    apps.append(_wait_for_app(proc.pid, proc))
+                except ToolFailed as exc:
+                    err = proc.stderr.read().decode(errors="replace")[-300:] \
+                        if proc.poll() is not None and proc.stderr else ""
+                    raise ToolFailed(f"{exc}: {err.strip()}") from exc
+            time.sleep(0.3 + 0.05 * pods)  # let the supervisors finish their start-up work before measuring
+            return _merge([_host_side(proc.pid) for _id, proc in started], pods)
         finally:
-            if app is not None:
+            for app in apps:
                 _kill(app)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
-            self.cleanup(run_id)
+            for run_id, proc in started:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                if proc.stderr:
+                    proc.stderr.close()
+                self.cleanup(run_id)
 
 
 @dataclass
@@ -174,27 +202,36 @@ class Detached:
     cleanup: Callable[[str], None]
     notes: list[str] = field(default_factory=list)
 
-    def measure(self) -> dict[str, float]:
-        """Start the pod detached, measure its monitor (if any), stop and clean up."""
-        run_id = unique_id()
+    def measure(self, pods: int = 1) -> dict[str, float]:
+        """Start *pods* pods detached, one after the other, measure their monitors (if any) at once,
+        stop and clean up; the per-pod mean."""
+        ids: list[str] = []
+        monitors: list[int] = []
         try:
-            monitor, _app = self.start(run_id)
-            time.sleep(0.3)
-            if monitor is None:
-                return {}
-            return _host_side(monitor)
+            for _ in range(pods):
+                ids.append(unique_id())
+                monitor, _app = self.start(ids[-1])
+                if monitor is not None:
+                    monitors.append(monitor)
+            time.sleep(0.3 + 0.05 * pods)
+            return _merge([_host_side(m) for m in monitors], pods)
         finally:
-            self.cleanup(run_id)
+            for run_id in ids:
+                self.cleanup(run_id)
 
 
 def contenders(rt: Runtimes) -> list[Foreground | Detached]:
-    """podrun and its peers."""
-    podrun = Foreground(
-        "podrun", f"podrun --dir DATA run --net none {PODRUN_IMAGE} --exec /bin/sleep -- 30",
-        lambda _id: rt.podrun("run", "--net", "none", PODRUN_IMAGE, "--exec", APP_ARGS[0], "--", *APP_ARGS[1:]),
-        rt.env, lambda _id: rt.remove_podrun_pods(),
-        notes=["main process = the supervisor (the PID `podrun run` started; stage0 exec'd stage1), "
-               "child = the pod's pid 1"])
+    """podrun (each flavor) and its peers."""
+    def podrun(flavor: str) -> Foreground:
+        return Foreground(
+            flavor_name(flavor), flavor_command(flavor, f"{PODRUN_IMAGE} --exec /bin/sleep -- 30"),
+            lambda _id: rt.podrun_run(flavor, PODRUN_IMAGE, "--exec", APP_ARGS[0], "--", *APP_ARGS[1:]),
+            rt.env, lambda _id: rt.remove_podrun_pods(),
+            notes=["main process = the supervisor (the PID `podrun run` started; stage0 exec'd stage1), "
+                   + ("child = the pod's pid 1" if flavor == "default" else
+                      "child (catatonit) = the pod's pid 1; the runtime has exited once the app runs")])
+
+    podruns = [podrun(flavor) for flavor in FLAVORS]
 
     def podman_start(name: str) -> tuple[int | None, int]:
         _check(rt.podman("run", "-d", "--name", name, "--network=none", PODMAN_IMAGE, *APP_ARGS), rt.podman_env)
@@ -233,9 +270,21 @@ def contenders(rt: Runtimes) -> list[Foreground | Detached]:
         crun_delete,
         notes=["the `crun run` process that waits in the foreground for the app"])
     nspawn = Foreground(
-        "systemd-nspawn", "systemd-nspawn --register=no --keep-unit -q --private-network -D ROOTFS /bin/sleep 30",
-        lambda _id: rt.nspawn(*APP_ARGS), rt.env, notes=["the systemd-nspawn process (and any helper it keeps)"])
-    return [podrun, podman, crun_detached, crun_fg, nspawn]
+        "systemd-nspawn",
+        "systemd-nspawn --register=no --keep-unit -q --private-network --read-only -D ROOTFS /bin/sleep 30",
+        lambda _id: rt.nspawn(*APP_ARGS, read_only=True), rt.env,
+        notes=["the systemd-nspawn process (and any helper it keeps); `--read-only`, so that pods side by side "
+               "may share the tree (nspawn locks a writable one)"])
+    runc_bundle = rt.bundle("runc", APP_ARGS)
+
+    def runc_delete(cid: str) -> None:
+        subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
+
+    runc_fg = Foreground(
+        "runc (foreground)", "runc run --bundle BUNDLE ID  (args /bin/sleep 30; runc waits for the app)",
+        lambda cid: ["runc", "run", "--bundle", str(runc_bundle), cid], rt.env, runc_delete,
+        notes=["the `runc run` process that waits in the foreground for the app"])
+    return [*podruns, podman, crun_detached, crun_fg, runc_fg, nspawn]
 
 
 def _crun_pid(cid: str, env: dict[str, str]) -> int:
@@ -244,8 +293,17 @@ def _crun_pid(cid: str, env: dict[str, str]) -> int:
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
-    """Run the memory scenario: interleaved rounds, one pod per tool per round."""
-    runs = ctx.runs_for(DEFAULT_RUNS, QUICK_RUNS)
+    """The ``memory`` scenario: one pod per tool at a time."""
+    return _scenario(ctx, "memory", 1, ctx.runs_for(DEFAULT_RUNS, QUICK_RUNS))
+
+
+def run_many(ctx: BenchContext) -> ScenarioResult:
+    """The ``memory-20`` scenario: twenty pods per tool running side by side, PSS per pod."""
+    return _scenario(ctx, "memory-20", MANY_PODS if not ctx.smoke else 2, ctx.runs_for(MANY_RUNS, 1))
+
+
+def _scenario(ctx: BenchContext, name: str, pods: int, runs: int) -> ScenarioResult:
+    """Interleaved rounds; in each, every tool runs *pods* pods at once and is measured."""
     with prepared_runtimes(ctx) as rt:
         tools = contenders(rt)
         results = {t.name: ToolResult(t.name, t.command, notes=t.notes) for t in tools}
@@ -256,16 +314,19 @@ def run(ctx: BenchContext) -> ScenarioResult:
                 if res.status != "ok":
                     continue
                 try:
-                    parts = tool.measure()
+                    parts = tool.measure(pods)
                 except ToolFailed as exc:
                     res.status = "failed" if res.totals else "skipped"
                     res.reason = str(exc)
-                    ctx.log(f"memory: {tool.name} {res.status}: {exc}")
+                    ctx.log(f"{name}: {tool.name} {res.status}: {exc}")
                     continue
                 res.add_run(sum(parts.values()), parts)
-            ctx.log(f"memory round {round_no + 1}/{runs}: "
+            ctx.log(f"{name} round {round_no + 1}/{runs}: "
                     + ", ".join(f"{n} {r.totals[-1]:.1f} MB" for n, r in results.items() if r.totals))
         notes = list(rt.notes)
     ordered = [results[t.name] for t in tools]
-    return ScenarioResult("memory", DESCRIPTION, None, runs, ordered, notes=notes, kind=MEMORY,
+    description = DESCRIPTION if pods == 1 else (
+        f"Host memory per running pod with {pods} pods of a tool running at once (the sum of the PSS of every "
+        "pod's host-side processes, divided by the pods); otherwise as scenario `memory`.")
+    return ScenarioResult(name, description, None, runs, ordered, notes=notes, kind=MEMORY,
                           subject=f"App: `{' '.join(APP_ARGS)}` from the busybox rootfs of scenario `start`.")

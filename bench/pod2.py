@@ -12,7 +12,17 @@ import subprocess
 
 from bench.context import BenchContext
 from bench.report import TIME, ScenarioResult
-from bench.runtimes import PODMAN_IMAGE, PODRUN_IMAGE, Contender, Runtimes, prepared_runtimes, run_rounds
+from bench.runtimes import (
+    FLAVORS,
+    PODMAN_IMAGE,
+    PODRUN_IMAGE,
+    Contender,
+    Runtimes,
+    flavor_command,
+    flavor_name,
+    prepared_runtimes,
+    run_rounds,
+)
 
 DEFAULT_RUNS = 10
 QUICK_RUNS = 3
@@ -23,15 +33,18 @@ DESCRIPTION = (
 
 
 def contenders(rt: Runtimes) -> list[Contender]:
-    """podrun's multi-app pod and podman's pod."""
-    podrun = Contender(
-        "podrun", f"podrun --dir DATA run --net none {PODRUN_IMAGE} --name a --exec /bin/true --- "
-                  f"{PODRUN_IMAGE} --name b --exec /bin/true",
-        lambda _id: [("run", rt.podrun("run", "--net", "none", PODRUN_IMAGE, "--name", "a", "--exec", "/bin/true",
-                                       "---", PODRUN_IMAGE, "--name", "b", "--exec", "/bin/true"))],
-        rt.env, lambda _id: rt.remove_podrun_pods(),
-        notes=["the exited pod is removed (`podrun rm`) after each run, untimed; podrun's own `rm` of a pod "
-               "is not part of its time, while podman's `pod rm -f` is (podman has no pod that removes itself)"])
+    """podrun's multi-app pod (each flavor) and podman's pod."""
+    apps = (PODRUN_IMAGE, "--name", "a", "--exec", "/bin/true", "---", PODRUN_IMAGE, "--name", "b", "--exec",
+            "/bin/true")
+
+    def podrun(flavor: str) -> Contender:
+        return Contender(
+            flavor_name(flavor), flavor_command(flavor, " ".join(apps)),
+            lambda _id: [("run", rt.podrun_run(flavor, *apps))],
+            rt.env, lambda _id: rt.remove_podrun_pods(),
+            notes=["the exited pod is removed (`podrun rm`) after each run, untimed; podrun's own `rm` of a pod "
+                   "is not part of its time, while podman's `pod rm -f` is (podman has no pod that removes "
+                   "itself)"] if flavor == "default" else [])
 
     def podman_steps(pod: str) -> list[tuple[str, list[str]]]:
         return [
@@ -50,7 +63,7 @@ def contenders(rt: Runtimes) -> list[Contender]:
                   "(each with --root R --runroot RR)",
         podman_steps, rt.podman_env, podman_cleanup,
         notes=["the infra (pause) image is built by the untimed warm-up run, from Debian's catatonit"])
-    return [podrun, podman]
+    return [*(podrun(flavor) for flavor in FLAVORS), podman]
 
 
 def run(ctx: BenchContext) -> ScenarioResult:

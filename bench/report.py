@@ -252,7 +252,7 @@ def _time_table(s: dict[str, Any]) -> list[str]:
 def _memory_table(s: dict[str, Any]) -> list[str]:
     tools = s["tools"]
     lines = [
-        f"Pods per tool: {s['runs']}, interleaved. MB = 10^6 bytes of PSS (proportional set size, from "
+        f"Measurements per tool: {s['runs']}, interleaved. MB = 10^6 bytes of PSS (proportional set size, from "
         "/proc/PID/smaps_rollup), summed over the runtime's host-side processes while the app sleeps.",
         "",
         "| tool | status | median MB | min MB | max MB | podrun ÷ tool (median) |",

@@ -33,6 +33,19 @@ PODMAN_IMAGE = "localhost/bench-busybox:latest"
 # podman, started as root, lowers its own RLIMIT_NPROC hard limit to this before it starts the
 # runtime, so the container cannot ask for more.
 PODMAN_NPROC = 32768
+# podrun's stage1 flavors the run-time scenarios compare: its own, and ``oci`` on crun and on runc.
+FLAVORS = ("default", "oci/crun", "oci/runc")
+
+
+def flavor_name(flavor: str) -> str:
+    """The contender's name of a podrun flavor: ``podrun``, ``podrun oci (crun)``."""
+    return "podrun" if flavor == "default" else f"podrun oci ({flavor.partition('/')[2]})"
+
+
+def flavor_command(flavor: str, rest: str) -> str:
+    """The command line shown for a podrun flavor, *rest* after ``run``."""
+    stage1 = "" if flavor == "default" else f"--stage1 oci --runtime {flavor.partition('/')[2]} "
+    return f"podrun --dir DATA run {stage1}--net none {rest}"
 
 
 @dataclass
@@ -56,14 +69,20 @@ class Runtimes:
         """``podrun --dir DATA ARGS…``."""
         return [str(self.podrun_bin), "--dir", str(self.podrun_dir), *args]
 
+    def podrun_run(self, flavor: str, *args: str) -> list[str]:
+        """``podrun --dir DATA run --net none [--stage1 oci --runtime R] ARGS…`` for a flavor of
+        :data:`FLAVORS` ("default", or "oci/RUNTIME")."""
+        stage1 = [] if flavor == "default" else ["--stage1", "oci", "--runtime", flavor.partition("/")[2]]
+        return self.podrun("run", *stage1, "--net", "none", *args)
+
     def podman(self, *args: str) -> list[str]:
         """``podman --root … --runroot … ARGS…`` (run it with :attr:`podman_env`)."""
         return ["podman", "--root", str(self.podman_root), "--runroot", str(self.podman_runroot), *args]
 
-    def nspawn(self, *command: str) -> list[str]:
+    def nspawn(self, *command: str, read_only: bool = False) -> list[str]:
         """``systemd-nspawn`` on the private rootfs copy, no registration, no network, running *command*."""
         return ["systemd-nspawn", "--register=no", "--keep-unit", "-q", "--private-network",
-                "-D", str(self.nspawn_rootfs), *command]
+                *(["--read-only"] if read_only else []), "-D", str(self.nspawn_rootfs), *command]
 
     def bundle(self, runtime: str, args: list[str]) -> Path:
         """An OCI bundle for *runtime* (crun or runc) running *args* in the shared rootfs (made once)."""
@@ -153,6 +172,8 @@ def prepared_runtimes(ctx: BenchContext) -> Iterator[Runtimes]:
         build_rootfs(rt.rootfs)
         rt.rootfs_bytes = _tree_size(rt.rootfs)
         subprocess.run(["cp", "-a", str(rt.rootfs), str(rt.nspawn_rootfs)], check=True)
+        for mount_point in ("run", "tmp", "var/tmp"):  # what nspawn mounts over a --read-only tree
+            (rt.nspawn_rootfs / mount_point).mkdir(parents=True, exist_ok=True)
         subprocess.run(rt.podrun("image", "import", str(rt.rootfs), PODRUN_IMAGE), check=True, capture_output=True,
                        env=env)
         stack.callback(rt.remove_podrun_pods)

@@ -17,10 +17,13 @@ from bench.context import BenchContext
 from bench.pull import ToolFailed
 from bench.report import TIME, ScenarioResult
 from bench.runtimes import (
+    FLAVORS,
     PODMAN_IMAGE,
     PODRUN_IMAGE,
     Contender,
     Runtimes,
+    flavor_command,
+    flavor_name,
     harness_overhead,
     prepared_runtimes,
     run_rounds,
@@ -68,14 +71,21 @@ def _wheel_podrun(rt: Runtimes, wheel: Path | WheelInstallFailed) -> Contender:
                "at install) into a fresh virtualenv; the same data dir as `podrun`, the editable install"])
 
 
+def _podrun(rt: Runtimes, flavor: str) -> Contender:
+    notes = ["the exited pod is removed (`podrun rm`) after each run, untimed; `podrun` is the editable "
+             "install (scripts/install-deps.sh)"]
+    if flavor != "default":
+        notes = [f"stage1 flavor `oci`: catatonit as the pod's pid 1, the app a runtime-spec bundle run by "
+                 f"`{flavor.partition('/')[2]} create`/`start`; the same data dir and pod removal as `podrun`"]
+    return Contender(
+        flavor_name(flavor), flavor_command(flavor, f"{PODRUN_IMAGE} --exec /bin/true"),
+        lambda _id: [("run", rt.podrun_run(flavor, PODRUN_IMAGE, "--exec", "/bin/true"))],
+        rt.env, lambda _id: rt.remove_podrun_pods(), notes=notes)
+
+
 def contenders(rt: Runtimes, wheel: Path | WheelInstallFailed) -> list[Contender]:
-    """podrun, the wheel-installed podrun and the peers, in their order within the first round."""
-    podrun = Contender(
-        "podrun", f"podrun --dir DATA run --net none {PODRUN_IMAGE} --exec /bin/true",
-        lambda _id: [("run", rt.podrun("run", "--net", "none", PODRUN_IMAGE, "--exec", "/bin/true"))],
-        rt.env, lambda _id: rt.remove_podrun_pods(),
-        notes=["the exited pod is removed (`podrun rm`) after each run, untimed; `podrun` is the editable "
-               "install (scripts/install-deps.sh)"])
+    """podrun (each flavor), the wheel-installed podrun and the peers, in their order within the first round."""
+    podruns = [_podrun(rt, flavor) for flavor in FLAVORS]
     nspawn = Contender(
         "systemd-nspawn", "systemd-nspawn --register=no --keep-unit -q --private-network -D ROOTFS /bin/true",
         lambda _id: [("run", rt.nspawn("/bin/true"))], rt.env)
@@ -83,7 +93,8 @@ def contenders(rt: Runtimes, wheel: Path | WheelInstallFailed) -> list[Contender
         "podman", f"podman --root R --runroot RR run --rm --network=none {PODMAN_IMAGE} /bin/true",
         lambda _id: [("run", rt.podman("run", "--rm", "--network=none", PODMAN_IMAGE, "/bin/true"))],
         rt.podman_env)
-    return [podrun, _wheel_podrun(rt, wheel), _oci_runtime(rt, "crun"), _oci_runtime(rt, "runc"), nspawn, podman]
+    return [podruns[0], _wheel_podrun(rt, wheel), *podruns[1:], _oci_runtime(rt, "crun"), _oci_runtime(rt, "runc"),
+            nspawn, podman]
 
 
 def run(ctx: BenchContext) -> ScenarioResult:

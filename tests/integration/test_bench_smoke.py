@@ -23,6 +23,8 @@ from bench.hostprep import NSPAWN_RUNTIME, UNIFIED, is_mount_point, peer_cgroup_
 from bench.report import TIME, ScenarioResult, ToolResult, write_results
 from tests.conftest import ROOT, require_root
 
+OCI_FLAVORS = ("podrun oci (crun)", "podrun oci (runc)")  # podrun's stage1 flavor oci on each runtime
+
 
 def _bench_leftovers() -> list[str]:
     """Scratch dirs, mounts and registry processes of the bench that exist right now."""
@@ -111,12 +113,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     # start: every tool timed or explained; podrun really ran.
     start = doc["scenarios"]["start"]
-    assert set(start["tools"]) == {"podrun", "podrun (wheel)", "crun", "runc", "systemd-nspawn", "podman"}
+    assert set(start["tools"]) == {"podrun", "podrun (wheel)", *OCI_FLAVORS, "crun", "runc", "systemd-nspawn", "podman"}
     for name in ("podrun", "podrun (wheel)"):  # the editable install, and pip install . into a fresh venv
         assert start["tools"][name]["status"] == "ok", start["tools"][name]["reason"]
         assert start["tools"][name]["seconds"]["median"] > 0
     assert start["ratios"]["podrun/podrun (wheel)"]["time_ratio"] > 0
-    for name in ("crun", "runc", "systemd-nspawn", "podman"):
+    for name in (*OCI_FLAVORS, "crun", "runc", "systemd-nspawn", "podman"):
         _check_peer(start, md, name)
         if start["tools"][name]["status"] == "ok":
             assert start["ratios"][f"podrun/{name}"]["time_ratio"] > 0
@@ -133,7 +135,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     pod2 = doc["scenarios"]["pod2"]
     assert pod2["tools"]["podrun"]["status"] == "ok", pod2["tools"]["podrun"]["reason"]
     assert pod2["tools"]["podrun"]["seconds"]["median"] > 0
-    _check_peer(pod2, md, "podman")
+    for name in ("podman", *OCI_FLAVORS):
+        _check_peer(pod2, md, name)
     if pod2["tools"]["podman"]["status"] == "ok":
         assert set(pod2["tools"]["podman"]["phases"]) == {"pod create", "run a", "run b", "pod rm"}
 
@@ -143,11 +146,20 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert podrun_mem["status"] == "ok", podrun_mem["reason"]
     assert podrun_mem["mb"]["median"] > 0
     assert len(podrun_mem["phases"]) == 2 and not any("sleep" in p for p in podrun_mem["phases"])
-    for name in ("podman (conmon)", "crun (foreground)", "systemd-nspawn"):
+    for name in (*OCI_FLAVORS, "podman (conmon)", "crun (foreground)", "runc (foreground)", "systemd-nspawn"):
         _check_peer(mem, md, name, "mb")
     if mem["tools"]["crun -d"]["status"] == "ok":
         assert mem["tools"]["crun -d"]["mb"]["median"] == 0
     assert "Scenario `memory`" in md
+
+    # memory-20 (two pods per tool in the smoke run, side by side): the same tools, per pod.
+    many = doc["scenarios"]["memory-20"]
+    assert set(many["tools"]) == set(mem["tools"])
+    assert many["tools"]["podrun"]["status"] == "ok", many["tools"]["podrun"]["reason"]
+    assert many["tools"]["podrun"]["mb"]["median"] > 0
+    for name in set(many["tools"]) - {"podrun", "crun -d"}:
+        _check_peer(many, md, name, "mb")
+    assert "Scenario `memory-20`" in md and "with 2 pods of a tool running at once" in md
 
     # list and gc (the lifecycle scenario): pods made, listed, collected to the last one.
     for name in ("list", "gc"):
