@@ -16,6 +16,10 @@ POLL = 0.02
 # After SIGKILL of the lock holder found in /proc/locks, how long its lock may take to go: a
 # process that inherited the lock (a fly app's child) keeps the pod running past this.
 HOLDER_KILL_WAIT = 10.0
+# Flavors whose supervisor takes ``podrun stop``'s SIGTERM itself and passes each app its stop
+# signal (their pod's pid 1 is a plain init that would end the pod at once: SIGKILL for the
+# apps); SIGKILL after the timeout, or with --force, still goes to pid 1.
+SUPERVISOR_TAKES_STOP = ("oci",)
 
 
 def wait_unlocked(fd: int, timeout: float | None) -> bool:
@@ -43,20 +47,20 @@ def _in_pod(pid: int, uuid: str) -> bool:
         return False
 
 
-def _is_fly(fd: int) -> bool:
+def _flavor(fd: int) -> str | None:
     try:
         manifest, _ = read_manifest(fd)
     except (OSError, ValueError):
-        return False  # damaged: wait for the pid file as for any pod, then signal the lock holder
-    return manifest.stage1 == "fly"
+        return None  # damaged: wait for the pid file as for any pod, then signal the lock holder
+    return manifest.stage1
 
 
-def _target(fd: int, uuid: str, timeout: float) -> tuple[int | None, bool]:
+def _target(fd: int, uuid: str, timeout: float, flavor: str | None) -> tuple[int | None, bool]:
     """What to signal: ``(pid 1, False)`` from the pod's ``pid`` file, or ``(lock holder, True)``
     when that file is damaged, names a process that is not the pod's, or is still absent after
     *timeout* (a starting pod writes it within moments; a fly pod never: no wait for one).
     ``(None, True)`` when the lock went meanwhile or no holder can be signalled."""
-    deadline = time.monotonic() + (0 if _is_fly(fd) else timeout)
+    deadline = time.monotonic() + (0 if flavor == "fly" else timeout)
     while True:
         try:
             pid = read_pid(fd)
@@ -132,15 +136,19 @@ def stop_pod(fd: int, uuid: str, force: bool, timeout: float) -> str:
 
     The signal goes to the pod's pid 1 named by its ``pid`` file (a starting pod's is waited
     for); when that file is damaged or never comes (``fly`` pods), to the holder of the pod's
-    lock, which is the pod's supervisor (or a fly pod's app) by construction."""
+    lock, which is the pod's supervisor (or a fly pod's app) by construction.  SIGTERM to a pod
+    of a flavor in SUPERVISOR_TAKES_STOP goes to its supervisor (the lock holder), once its
+    pid 1 is known (the supervisor is then past its setup and supervising)."""
     if not lock_held_fd(fd):
         return f"{uuid} was not running"
-    pid, holder = _target(fd, uuid, timeout)
+    flavor = _flavor(fd)
+    pid, holder = _target(fd, uuid, timeout, flavor)
     if pid is None:
         if wait_unlocked(fd, timeout):  # released meanwhile: the pod ended
             return f"{uuid} stopped"
         raise ConflictError(f"pod {uuid}: still running, and no process of it to signal was found")
-    _kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+    supervisor = lock_holder(fd) if flavor in SUPERVISOR_TAKES_STOP and not force and not holder else None
+    _kill(supervisor or pid, signal.SIGKILL if force else signal.SIGTERM)
     faults.checkpoint("stop:after-signal")
     if not wait_unlocked(fd, timeout):
         _kill(pid, signal.SIGKILL)  # the PID namespace and every app in it die with pid 1

@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import select
 import sys
-import time
 
-from podrun import faults, fsutil
+from podrun import faults
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
-from podrun.pod import layout
+from podrun.pod import exits, layout
 from podrun.pod.logrelay import Relay
+from podrun.pod.podsetup import EXIT_STAGE1_FAILED
 from podrun.stage1.default.init import become_init
 from podrun.stage2 import app as stage2
 from podrun.stage2 import confine
@@ -40,7 +40,6 @@ FORWARDED = (sig.SIGTERM, sig.SIGINT, sig.SIGHUP)
 # What the supervisor takes through its signalfd (blocked from the start of run() on).
 SUPERVISED = (*FORWARDED, sig.SIGALRM, sig.SIGCHLD, sig.SIGWINCH)
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL when the pod stops other apps
-EXIT_STAGE1_FAILED = 254
 
 
 class Started:
@@ -67,8 +66,6 @@ class Supervisor:
         self.netns_fd = netns_fd
         self.running: dict[int, str] = {}
         self.stop_signals = {app.name: app.stop_signal for app in manifest.apps}
-        self.pending: dict[str, tuple[str, bytes]] = {}  # exit records not written yet (full disk)
-        self.first_failure: int | None = None
         self.init_pid = -1
         self.init_status: int | None = None
         self.tty: PtyRelay | None = None
@@ -146,9 +143,9 @@ class Supervisor:
         self.init_pid = pid
         path = os.path.join(self.pod_dir, layout.PID)
         try:
-            _write_text(path, f"{pid}\n")
+            exits.write_text(path, f"{pid}\n")
         except OSError as exc:  # a full disk: the pod runs all the same, podrun stop cannot find it
-            _warn(f"writing {path}: {exc.strerror} (podrun stop will not find the pod: signal PID "
+            exits.warn(f"writing {path}: {exc.strerror} (podrun stop will not find the pod: signal PID "
                   f"{os.getpid()} instead)")
 
     def _fail(self, message: str) -> NoReturn:
@@ -242,7 +239,7 @@ class Supervisor:
             except (ProcessLookupError, BrokenPipeError):
                 pass  # the app failed before its gate (and said why): reaped and recorded as usual
             except OSError as exc:
-                if not _ended(s.pid):
+                if not exits.ended(s.pid):
                     self._fail(f"app {s.name}: joining its cgroup: {exc}")
             finally:
                 os.close(s.gate)
@@ -258,74 +255,42 @@ class Supervisor:
         signals = sig.signalfd(SUPERVISED)
         relay.watch(signals, select.POLLIN, lambda _events: self._on_signals(signals))
         self._fork_init(relay)
-        status_dir = os.path.join(self.pod_dir, layout.STATUS_DIR)
-        try:
-            os.makedirs(status_dir, mode=0o755, exist_ok=True)
-        except OSError:
-            pass  # a full disk: each exit record says so when it cannot be written
+        records = exits.Records(self.pod_dir)
         started: list[Started] = []
         for app in self.manifest.apps:
             self._fork_app(app, relay, started)
         self._place(started, relay)
-        path = os.path.join(self.pod_dir, layout.READY)
-        try:
-            _write_text(path, f"{time.time():.6f}\n")
-        except OSError as exc:
-            _warn(f"writing {path}: {exc.strerror} (status --wait-ready will not see the pod ready)")
+        exits.write_ready(self.pod_dir)
         self.sd.attach(relay)  # first: READY=1 too may wait in the loop for room at the manager
         try:
             self.sd.apps_started()
             faults.checkpoint("stage1:apps-started")
             faults.checkpoint("stage1:supervising")
-            codes: dict[str, int] = {}
             while self.running:
                 relay.wait(None)  # output, input, or a signal (SIGCHLD included) through the signalfd
-                for pid, status in _reap():
-                    self._reaped(pid, status, status_dir, codes)
+                for pid, status in exits.reap():
+                    self._reaped(pid, status, records)
             relay.drain(0.5)
-            self._write_pending_records()
+            records.flush()
             if self.tty is not None:
                 self.tty.finish()
             self._end_init()
         finally:  # the app's last notifications, never waiting for the manager; the socket removed
             self.sd.finish()
-        result = 0 if self.first_failure is None else self.first_failure
-        if len(self.manifest.apps) == 1:
-            result = codes.get(self.manifest.apps[0].name, result)
-        return result
+        return records.pod_exit_code([app.name for app in self.manifest.apps])
 
-    def _reaped(self, pid: int, status: int, status_dir: str, codes: dict[str, int]) -> None:
+    def _reaped(self, pid: int, status: int, records: exits.Records) -> None:
         if pid == self.init_pid:
             self.init_status = status
             if self.running:  # the kernel kills every app now
-                sys.stderr.write(f"podrun: the pod's pid 1 ended ({describe(status)}): the pod stops\n")
+                sys.stderr.write(f"podrun: the pod's pid 1 ended ({exits.describe(status)}): the pod stops\n")
             return
         name = self.running.pop(pid, None)
         if name is None:
             return
-        code = exit_code(status)
-        record = _record_bytes(code, status)
-        try:
-            _record(status_dir, name, record)
-        except OSError as exc:  # a full disk: kept, written at the end if there is room by then
-            self.pending[name] = (status_dir, record)
-            _warn(f"app {name}: recording its exit status in {os.path.join(status_dir, name)}: {exc.strerror} "
-                  "(retried when the pod ends)")
-        codes[name] = code
-        if code != 0 and self.first_failure is None:
-            self.first_failure = code
-            if self.running:  # rkt: one failing app stops the pod
-                self._stop_apps(sig.SIGTERM)
-                sig.alarm(int(STOP_TIMEOUT))
-
-    def _write_pending_records(self) -> None:
-        for name, (status_dir, record) in list(self.pending.items()):
-            try:
-                _record(status_dir, name, record)
-            except OSError as exc:
-                _warn(f"app {name}: its exit status is not recorded ({exc.strerror}); the pod's exit code is "
-                      "still the app's")
-            del self.pending[name]
+        if records.ended(name, status) and self.running:  # rkt: one failing app stops the pod
+            self._stop_apps(sig.SIGTERM)
+            sig.alarm(int(STOP_TIMEOUT))
 
     def _end_init(self) -> None:
         """Kill pid 1 (and so every process left in the pod) and reap it."""
@@ -352,68 +317,3 @@ def _default_signals() -> None:
     """In a forked app: the supervisor's blocked mask and ignored signals are not the app's."""
     sig.set_default(CHILD_DEFAULTS)
     sig.sigprocmask(sig.SIG_SETMASK, ())
-
-
-def exit_code(status: int) -> int:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.waitstatus_to_exitcode(status)
-
-
-def describe(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit code {os.waitstatus_to_exitcode(status)}"
-
-
-def _ended(pid: int) -> bool:
-    """Whether child *pid* has exited (a zombie not yet reaped counts)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] == b"Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-
-
-def _reap() -> list[tuple[int, int]]:
-    """Every child that has ended."""
-    out: list[tuple[int, int]] = []
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return out
-        if pid == 0:
-            return out
-        out.append((pid, status))
-
-
-def _write_text(path: str, text: str) -> None:
-    # never through a link, never blocked by a FIFO put in its place (ENXIO then: warned about)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _record_bytes(code: int, status: int) -> bytes:
-    return fsutil.numbers_json({
-        "exit_code": code,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        "finished": time.time(),
-    })
-
-
-def _record(status_dir: str, name: str, record: bytes) -> None:
-    # Atomic but not fsynced (podrun-state(5)): an exit record lost to a power cut reads as
-    # "exited, code unknown", and two fsyncs would sit on every pod's exit path.
-    fsutil.atomic_write(os.path.join(status_dir, name), record, 0o644, durable=False)
-
-
-def _warn(message: str) -> None:
-    try:
-        sys.stderr.write(f"podrun: warning: {message}\n")
-        sys.stderr.flush()
-    except OSError:
-        pass
