@@ -68,10 +68,6 @@ class Kernel:
         """PR_SET_DUMPABLE: off, no process of lesser privilege can ptrace this one or read its memory."""
         sc.prctl(sc.PR_SET_DUMPABLE, int(on))
 
-    def set_mm(self, field: int, address: int) -> None:
-        """PR_SET_MM *field* (a PR_SET_MM_* constant) to *address*: what /proc shows of argv and environ."""
-        sc.prctl(sc.PR_SET_MM, field, address)
-
     def set_rlimits(self, limits: dict[str, tuple[int, int]]) -> None:
         caps.set_rlimits(limits)
 
@@ -92,6 +88,14 @@ class Kernel:
             os.setresgid(gid, gid, gid)
         except OSError as exc:
             raise oserror(f"setresgid({gid})", err=exc.errno) from exc
+
+    def set_gids(self, real: int, effective: int) -> None:
+        """Real gid *real*, effective and saved gid *effective* (setresgid(2)): with the two
+        apart, the next execve leaves the process non-dumpable (podrun.stage1.default.init)."""
+        try:
+            os.setresgid(real, effective, effective)
+        except OSError as exc:
+            raise oserror(f"setresgid({real}, {effective}, {effective})", err=exc.errno) from exc
 
     def setresuid(self, uid: int) -> None:
         try:

@@ -36,7 +36,6 @@ for _name, _args in (
     ("syncfs", [_int]),
     ("sigprocmask", [_int, _ptr, _ptr]),
     ("signalfd", [_int, _ptr, _int]),
-    ("sigwaitinfo", [_ptr, _ptr]),
 ):
     _func = getattr(LIBC, _name)
     _func.argtypes = _args

@@ -3,9 +3,7 @@
 Kernel layer, no policy.  The run path takes signals through a signalfd (signalfd(2)) in its
 poll loop rather than through Python handlers: the ``signal`` module pulls ``enum``,
 ``functools`` and ``collections`` into every pod's start (~8 ms), and a signalfd needs no
-handler, no wakeup pipe and no re-entrancy.  A blocked signal is queued even for a PID
-namespace's init that left it at SIG_DFL (the kernel's ``sig_ignored()`` never drops a
-blocked signal), so pid 1 takes its signals the same way.
+handler, no wakeup pipe and no re-entrancy.
 
 Signal numbers are Linux's generic ones (x86_64 and aarch64 share them, signal(7)).
 """
@@ -13,7 +11,7 @@ Signal numbers are Linux's generic ones (x86_64 and aarch64 share them, signal(7
 from __future__ import annotations
 
 import ctypes
-import errno
+import fcntl
 import os
 import sys
 
@@ -60,19 +58,6 @@ def signalfd(signals: tuple[int, ...] | frozenset[int]) -> int:
     return _check(_libc.signalfd(-1, ctypes.addressof(mask), flags), "signalfd")
 
 
-def wait_signal(signals: tuple[int, ...] | frozenset[int]) -> int:
-    """Wait for one of *signals* (which the caller keeps blocked) and take it: its number
-    (sigwaitinfo(2); no fd, unlike a signalfd).  Retried when interrupted."""
-    mask = _sigset(signals)  # kept alive across the call: libc reads it through its address
-    while True:
-        signum = _libc.sigwaitinfo(ctypes.addressof(mask), None)
-        if signum > 0:
-            return int(signum)
-        exc = oserror("sigwaitinfo")
-        if exc.errno != errno.EINTR:
-            raise exc
-
-
 def read_signals(fd: int) -> list[int]:
     """Signal numbers waiting on signalfd *fd* (empty when none: a non-blocking fd).  Not
     always all of them: one read may dequeue fewer than are pending, and the fd stays readable
@@ -95,3 +80,13 @@ def set_default(signals: tuple[int, ...] | frozenset[int]) -> None:
 def alarm(seconds: int) -> None:
     """Have SIGALRM sent to this process in *seconds* (0: cancel), alarm(2)."""
     _libc.alarm(seconds)
+
+
+def signal_on_hangup(fd: int, signum: int) -> None:
+    """Have the kernel send *signum* to this process when the pipe whose read end is *fd*
+    loses its last writer (or is written to): O_ASYNC with F_SETOWN and F_SETSIG (fcntl(2);
+    fs/pipe.c ``pipe_release`` signals the readers' owner).  Set on the open file, not the fd:
+    it holds across dup and execve, as long as the read end stays open."""
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETSIG, signum)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)

@@ -40,13 +40,6 @@ MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
-PR_SET_NAME = 15
-PR_SET_MM = 35
-PR_SET_CHILD_SUBREAPER = 36
-PR_SET_MM_ARG_START = 8
-PR_SET_MM_ARG_END = 9
-PR_SET_MM_ENV_START = 10
-PR_SET_MM_ENV_END = 11
 
 _NR = {"x86_64": {"openat2": 437, "pivot_root": 155, "close_range": 436, "pidfd_getfd": 438},
        "aarch64": {"openat2": 437, "pivot_root": 41, "close_range": 436, "pidfd_getfd": 438}}
@@ -126,21 +119,6 @@ def path_fs_type(path: str) -> int:
 def _f_type(buf: ctypes.Array[ctypes.c_char]) -> int:
     # f_type is the struct's first member, a long; magic numbers are 32-bit
     return int.from_bytes(buf.raw[:ctypes.sizeof(ctypes.c_long)], "little" if _LITTLE else "big") & 0xFFFFFFFF
-
-
-def set_name(name: bytes) -> None:
-    """The calling thread's name (``comm``, 15 bytes at most; PR_SET_NAME)."""
-    buf = ctypes.create_string_buffer(name[:15])
-    _check(_libc.prctl(PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0), "prctl(PR_SET_NAME)")
-
-
-def memset(address: int, value: int, size: int) -> None:
-    """Fill *size* bytes of this process's memory at *address* (used to scrub argv/environ)."""
-    ctypes.memset(address, value, size)
-
-
-def memmove(address: int, data: bytes) -> None:
-    ctypes.memmove(address, data, len(data))
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:

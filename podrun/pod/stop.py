@@ -17,9 +17,9 @@ POLL = 0.02
 # process that inherited the lock (a fly app's child) keeps the pod running past this.
 HOLDER_KILL_WAIT = 10.0
 # Flavors whose supervisor takes ``podrun stop``'s SIGTERM itself and passes each app its stop
-# signal (their pod's pid 1 is a plain init that would end the pod at once: SIGKILL for the
-# apps); SIGKILL after the timeout, or with --force, still goes to pid 1.
-SUPERVISOR_TAKES_STOP = ("oci",)
+# signal (their pod's pid 1 is a plain init such as catatonit, which would end the pod at
+# once: SIGKILL for the apps); SIGKILL after the timeout, or with --force, still goes to pid 1.
+SUPERVISOR_TAKES_STOP = ("default", "oci")
 
 
 def wait_unlocked(fd: int, timeout: float | None) -> bool:

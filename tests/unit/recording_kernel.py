@@ -103,5 +103,5 @@ class RecordingKernel(Kernel):
     def set_dumpable(self, on: bool) -> None:
         self.calls.append(("set_dumpable", on))
 
-    def set_mm(self, field: int, address: int) -> None:
-        self.calls.append(("set_mm", field, address))
+    def set_gids(self, real: int, effective: int) -> None:
+        self.calls.append(("set_gids", real, effective))

@@ -1,5 +1,6 @@
 """stage1's privileged sequences against the recording kernel (tests/unit/recording_kernel.py),
-without root: the pod's pid 1 moving into its empty root and giving up every privilege, the
+without root: the pod's pid 1 moving into its empty root and giving up every privilege before
+it execs catatonit (test_pod_init.py runs it for real), the
 ``fly`` flavor's chroot with /dev, /proc, /sys and volumes bound at targets resolved inside the
 app's root, and ``enter`` joining the app's cgroup, namespaces and root in order.  Paths inside
 a root are resolved for real; only the privileged calls are recorded.  The integration tests
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import pytest
 
 from podrun.isolation import syscalls as sc
 from podrun.model.manifest import AppSpec, MountSpec, PodManifest, Volume
@@ -37,11 +40,31 @@ def test_init_moves_into_an_empty_read_only_root_of_its_own() -> None:
     ]
 
 
-def test_init_drops_the_bounding_set_before_its_capabilities() -> None:
+def test_init_splits_its_gid_then_drops_the_bounding_set_before_its_capabilities() -> None:
+    """Effective gid apart from the real one: the exec of catatonit leaves pid 1 non-dumpable."""
     kernel = RecordingKernel()
     init.lock_down(kernel)
     none = frozenset[int]()
-    assert kernel.calls == [("set_dumpable", False), ("drop_bounding", none), ("set_caps", none, none, none)]
+    assert kernel.calls == [("setgroups", []), ("set_gids", 0, 65534), ("drop_bounding", none),
+                            ("set_caps", none, none, none), ("clear_ambient",)]
+
+
+def test_catatonit_is_the_first_executable_regular_file_of_the_directories(tmp_path: Path) -> None:
+    dirs = [tmp_path / name for name in ("a", "b", "c", "d", "e")]
+    for d in dirs:
+        d.mkdir()
+    (dirs[1] / "catatonit").write_bytes(b"not executable")
+    (dirs[2] / "catatonit").mkdir(mode=0o755)
+    for d in dirs[3:]:
+        (d / "catatonit").write_bytes(d.name.encode())
+        (d / "catatonit").chmod(0o755)
+    fd = init.open_catatonit(tuple(map(str, dirs)))
+    try:
+        assert os.read(fd, 10) == b"d" and os.get_inheritable(fd) is False
+    finally:
+        os.close(fd)
+    with pytest.raises(FileNotFoundError, match="install the catatonit package"):
+        init.open_catatonit(tuple(map(str, dirs[:3])))
 
 
 def test_fly_binds_the_host_trees_and_volumes_inside_the_root_then_chroots(tmp_path: Path) -> None:

@@ -1,43 +1,85 @@
-"""The pod's pid 1: a reaper that shows the pod nothing of the host (SECURITY-TESTS 24).
+"""The pod's pid 1: Debian's ``catatonit -P``, confined so that it shows the pod nothing of the
+host (SECURITY-TESTS 24), and bound to die with the supervisor (issue 16).
 
-The supervisor forks it first into the pod's new PID namespace; it then only reaps the
-orphans re-parented to it and passes SIGTERM/SIGINT/SIGHUP (``podrun stop`` signals the pod's
-pid 1) on to the supervisor, as one byte each on a pipe (a pidfd cannot signal a process of
-an ancestor PID namespace).  Apps are the supervisor's children, not its own.
+The supervisor forks pid 1 first into the pod's new PID namespace; this module turns that
+fork into catatonit in pause mode (catatonit(1), package ``catatonit``): a small static C
+program that only reaps the orphans re-parented to it and exits on SIGTERM or SIGINT.  Apps
+are the supervisor's children, not its own, and a pod has one Python process, its supervisor.
 
 Every process of a pod can name pid 1 in /proc, and the kernel follows ``/proc/1/cwd`` and
-``/proc/1/root`` for whoever may trace pid 1 (a process of the pod being set up as root, an
-app given CAP_SYS_PTRACE).  So before anything of the pod runs, pid 1:
+``/proc/1/root`` for whoever may trace pid 1 (an app given CAP_SYS_PTRACE).  So the fork,
+non-dumpable from its first step (until the exec it is a copy of the supervisor):
 
+- leaves the caller's session (``setsid``): Ctrl-C on the caller's terminal reaches the
+  supervisor, which passes SIGINT on to the apps, never pid 1, which would end the pod;
+- keeps three fds: stdin, the read end of the supervisor's *lifeline* (below), and /dev/null
+  as stdout and stderr (catatonit's diagnostics); every other fd is closed;
 - moves into a mount namespace of its own whose only mount is an empty read-only tmpfs, made
   its root by ``pivot_root`` with the old root detached: ``/proc/1/{cwd,root}`` lead into that
   empty tree and ``/proc/1/mountinfo`` lists that one mount;
-- replaces stdio with /dev/null and closes every other fd but that pipe;
-- blanks its argv and environment (``/proc/1/cmdline`` reads ``podrun-init``, ``environ`` is
-  empty: no venv, stages or data dir paths), names itself ``podrun-init``;
-- becomes non-dumpable and drops every capability: nothing in the pod can ptrace it, and it
-  can do nothing but reap and signal its parent.
+- drops its supplementary groups, splits its gid (real 0, effective and saved 65534) and drops
+  every capability, the bounding and ambient sets included;
+- execs catatonit through an fd the supervisor opened on the host (``fexecve``: the empty
+  root holds no file), with an empty environment: ``/proc/1/cmdline`` reads ``catatonit -P``,
+  ``environ`` is empty.
 
-It dies with the supervisor (PR_SET_PDEATHSIG), and the kernel then kills the whole pod.
+Why the split gid: an exec by a process whose effective id differs from its real one leaves
+it non-dumpable (fs/exec.c ``begin_new_exec``: fs.suid_dumpable, 0 by default, never "user"),
+and no plain exec does (it makes the process dumpable again, whatever PR_SET_DUMPABLE said
+before).  Non-dumpable, pid 1 cannot be ptraced and its /proc links and memory cannot be read
+by anything of the pod without CAP_SYS_PTRACE; its ids (gid 0 real, 65534 effective) match no
+app's either, and with no capability it can do nothing but reap.
+
+That exec is a "secure exec" (AT_SECURE) too, which clears PR_SET_PDEATHSIG: pid 1 would no
+longer die with the supervisor by that.  Hence the *lifeline*: a pipe whose only write end
+the supervisor holds (close-on-exec, and closed by each app's fork), its read end pid 1's
+stdin, armed with O_ASYNC, F_SETOWN (pid 1) and F_SETSIG (SIGTERM).  When its last write end
+closes, however the supervisor ends (exit, crash, ``kill -9``), the kernel signals the read
+end's owner (fs/pipe.c ``pipe_release`` -> ``kill_fasync``); catatonit takes that SIGTERM
+through its signalfd and exits, and the kernel then kills every process of the PID namespace.
+catatonit keeps fds 0-2 open and never reads stdin.  Until the exec, the PDEATHSIG the
+supervisor's fork armed covers the same case.  ``podrun stop`` signals the supervisor, not
+pid 1: catatonit would end the pod at once (SIGKILL for every app).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 from podrun.isolation import caps
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
 from podrun.isolation.kernel import KERNEL, Kernel
+from podrun.stage2.app import describe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-NAME = b"podrun-init"
-PASSED_ON = (sig.SIGTERM, sig.SIGINT, sig.SIGHUP)
-WAITED = (sig.SIGCHLD, *PASSED_ON)
+CATATONIT = "catatonit"
+ARGV = [CATATONIT, "-P"]
+SEARCHED = ("/usr/bin", "/usr/sbin", "/bin", "/sbin")
+# pid 1's effective (and saved) gid: any gid but its real one (0) makes the exec leave it
+# non-dumpable; nogroup owns nothing on a Debian host.
+EFFECTIVE_GID = 65534
 EXIT_FAILED = 254
+
+
+def open_catatonit(searched: tuple[str, ...] = SEARCHED) -> int:
+    """An fd (read-only, close-on-exec: enough for ``fexecve``, which an O_PATH fd is not
+    meant for) on the first executable regular file named catatonit in *searched*.  Raises
+    FileNotFoundError when there is none."""
+    for directory in searched:
+        try:
+            fd = os.open(os.path.join(directory, CATATONIT), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return fd
+        os.close(fd)
+    raise FileNotFoundError(2, f"{CATATONIT} not found in {', '.join(searched)} (install the catatonit package)")
 
 
 def empty_root(mountpoint: str, kernel: Kernel = KERNEL) -> None:
@@ -54,80 +96,43 @@ def empty_root(mountpoint: str, kernel: Kernel = KERNEL) -> None:
 
 
 def lock_down(kernel: Kernel = KERNEL) -> None:
-    """The last steps: non-dumpable, then every capability gone (bounding set first: dropping it
-    needs CAP_SETPCAP, which the empty sets take away)."""
-    kernel.set_dumpable(False)
+    """The last steps before the exec: no supplementary groups, the split gid (both need
+    CAP_SETGID), then every capability gone (bounding set first: dropping it needs
+    CAP_SETPCAP, which the empty sets take away)."""
+    kernel.setgroups([])
+    kernel.set_gids(0, EFFECTIVE_GID)
     kernel.drop_bounding(frozenset())
     kernel.set_caps(frozenset(), frozenset(), frozenset())
+    kernel.clear_ambient()
 
 
-def _memory_layout() -> tuple[int, int, int, int]:
-    """(arg_start, arg_end, env_start, env_end) of this process (proc(5), stat fields 48-51)."""
-    with open("/proc/self/stat", "rb") as f:
-        fields = f.read().rpartition(b")")[2].split()
-    # fields[0] is field 3 (state): field N is fields[N - 3]
-    return int(fields[45]), int(fields[46]), int(fields[47]), int(fields[48])
-
-
-def _blank_cmdline_and_environ(layout: tuple[int, int, int, int], kernel: Kernel) -> None:
-    """Overwrite argv and environ in memory, then shrink what /proc shows of them."""
-    arg_start, arg_end, env_start, env_end = layout
-    sc.memset(arg_start, 0, arg_end - arg_start)
-    sc.memset(env_start, 0, env_end - env_start)
-    sc.memmove(arg_start, NAME + b"\0")
+def become_init(exe: int, lifeline: int, report: int, netns_fd: int, mountpoint: str,
+                kernel: Kernel = KERNEL) -> NoReturn:
+    """Turn this freshly forked process into the pod's pid 1: catatonit (never returns).
+    *exe*: catatonit (:func:`open_catatonit`); *lifeline*: the read end of the pipe whose write
+    end only the supervisor holds; *report*: a close-on-exec pipe on which a failure is told
+    (the supervisor reads its end until the exec closes it); *netns_fd*: the pod's network
+    namespace (-1: stay in this one); *mountpoint*: any directory, covered by the empty root
+    in this process's namespace only."""
     try:
-        kernel.set_mm(sc.PR_SET_MM_ENV_END, env_start)  # needs CAP_SYS_RESOURCE: before lock_down
-        kernel.set_mm(sc.PR_SET_MM_ARG_END, arg_start + len(NAME) + 1)
-    except OSError:
-        pass  # the memory is blank anyway; /proc then shows NUL bytes after the name
-    sc.set_name(NAME)
-
-
-def become_init(signals_w: int, netns_fd: int, mountpoint: str, kernel: Kernel = KERNEL) -> NoReturn:
-    """Turn this freshly forked process into the pod's pid 1 (never returns); it is forked with
-    ``WAITED`` blocked (the supervisor's mask), which it keeps.  *signals_w*: the pipe to the
-    supervisor; *netns_fd*: the pod's network namespace (-1: stay in this one);
-    *mountpoint*: any directory, covered by the empty root in this process's namespace only."""
-    try:
-        layout = _memory_layout()  # read while /proc is still reachable
-        caps.last_cap()  # the same (cached)
-        sig.sigprocmask(sig.SIG_SETMASK, WAITED)
+        kernel.set_dumpable(False)
+        caps.last_cap()  # read while /proc is still reachable (drop_bounding needs it; cached)
+        os.setsid()
         if netns_fd >= 0:
             kernel.setns(netns_fd, sc.CLONE_NEWNET)
+        os.dup2(lifeline, 0)
+        sig.signal_on_hangup(0, sig.SIGTERM)
         null = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
         os.close(null)
-        sc.close_fds_from(3, frozenset({signals_w}))
-        os.set_blocking(signals_w, False)
+        sc.close_fds_from(3, frozenset({exe, report}))
         empty_root(mountpoint, kernel)
-        _blank_cmdline_and_environ(layout, kernel)
         lock_down(kernel)
-    except Exception:
-        os._exit(EXIT_FAILED)  # the supervisor sees pid 1 end, kills the apps and says so
-    _reap_forever(signals_w)
-
-
-def _reap_forever(signals_w: int) -> NoReturn:
-    # Blocked and taken with sigwaitinfo: no handler runs, none is needed, and no fd is open
-    # but the pipe.  A PID namespace's init gets no signal it has left at SIG_DFL
-    # (pid_namespaces(7)) unless the signal is blocked: the kernel queues a blocked signal
-    # whatever its disposition (kernel/signal.c, sig_ignored()).
-    while True:
-        _reap()
-        signum = sig.wait_signal(WAITED)
-        if signum in PASSED_ON:
-            try:
-                os.write(signals_w, bytes((signum,)))
-            except OSError:
-                pass  # a full pipe already says "stop"; a closed one: the supervisor is ending
-
-
-def _reap() -> None:
-    while True:
+        os.execve(exe, ARGV, {})
+    except Exception as exc:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            os.write(report, describe(exc).encode())
+        except OSError:
+            pass
+    os._exit(EXIT_FAILED)  # the supervisor reads why, kills the apps and says so

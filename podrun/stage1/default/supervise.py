@@ -1,12 +1,13 @@
 """The default flavor's supervisor at work, once the pod is set up (podrun.stage1.default).
 
-It forks the pod's pid 1 first (podrun.stage1.default.init: a reaper in an empty root), then every app
-into the pod's namespaces (stage2: podrun.stage2.app), so the apps are the supervisor's own
-children and the only podrun process a pod can see is that empty pid 1.  Then, in one poll
-loop (podrun.pod.logrelay), it relays the apps' output, an interactive app's pty
-(podrun.stage2.tty) and ``--notify=app`` messages, forwards signals, reaps, records each app's
-exit status and applies rkt's exit rule: the first app that fails stops the others.  When the
-last app has ended it kills pid 1, which takes every leftover process of the pod with it.
+It forks the pod's pid 1 first (podrun.stage1.default.init: ``catatonit -P`` in an empty root),
+then every app into the pod's namespaces (stage2: podrun.stage2.app), so the apps are the
+supervisor's own children and the pod sees no podrun process at all.  Then, in one poll loop
+(podrun.pod.logrelay), it relays the apps' output, an interactive app's pty (podrun.stage2.tty)
+and ``--notify=app`` messages, forwards signals (``podrun stop`` sends its SIGTERM here), reaps,
+records each app's exit status and applies rkt's exit rule: the first app that fails stops the
+others.  When the last app has ended it kills pid 1, which takes every leftover process of the
+pod with it; pid 1 also ends when the supervisor does, however (its lifeline, init.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Started:
 class Supervisor:
     def __init__(self, pod_dir: str, manifest: PodManifest, roots: dict[str, str], files: dict[str, str],
                  init_cgroup: cgroups.CgroupTree, app_cgroups: dict[str, cgroups.CgroupTree], sd: Systemd,
-                 netns_fd: int) -> None:
+                 netns_fd: int, init_exe: int) -> None:
         self.pod_dir = pod_dir
         self.manifest = manifest
         self.roots = roots
@@ -64,6 +65,9 @@ class Supervisor:
         self.app_cgroups = app_cgroups
         self.sd = sd
         self.netns_fd = netns_fd
+        self.init_exe = init_exe  # catatonit, opened on the host (init.open_catatonit)
+        self.lifeline = -1  # the write end of pid 1's lifeline: held until this process ends
+        self.init_report = -1  # the read end of pid 1's report pipe until it has exec'd
         self.running: dict[int, str] = {}
         self.stop_signals = {app.name: app.stop_signal for app in manifest.apps}
         self.init_pid = -1
@@ -96,18 +100,6 @@ class Supervisor:
             elif signum == sig.SIGWINCH and self.tty is not None:
                 self.tty.resize()
 
-    def _signals_from_init(self, relay: Relay, fd: int) -> None:
-        """Signals sent to the pod's pid 1 (``podrun stop``), passed on by it (podrun.stage1.default.init)."""
-        try:
-            data = os.read(fd, 64)
-        except OSError:
-            data = b""
-        if not data:
-            relay.unwatch(fd)
-            os.close(fd)
-        for signum in data:
-            self._stop_apps(signum)
-
     # start ---------------------------------------------------------------------------------
 
     def _plan_for(self, app: AppSpec) -> list[Op]:
@@ -125,21 +117,26 @@ class Supervisor:
             files[APP_SOCKET] = self.sd.app_socket  # NOTIFY_SOCKET of the app (--notify=app)
         return app_plan(files, binds)
 
-    def _fork_init(self, relay: Relay) -> None:
+    def _fork_init(self) -> None:
         supervisor = os.pidfd_open(os.getpid())
-        signals_r, signals_w = os.pipe2(os.O_CLOEXEC)
+        lifeline_r, self.lifeline = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
+            # Until pid 1 execs catatonit (whose exec clears it: podrun.stage1.default.init).
             sc.prctl(sc.PR_SET_PDEATHSIG, sig.SIGKILL)
             # getppid() is 0 across the PID namespace boundary, so ask the pidfd whether the
             # supervisor died before PDEATHSIG was armed.
             if select.select([supervisor], [], [], 0)[0]:
                 os._exit(EXIT_STAGE1_FAILED)
-            sig.set_default(CHILD_DEFAULTS)  # pid 1 keeps its signals blocked (podrun.stage1.default.init)
-            become_init(signals_w, self.netns_fd, self.pod_dir)
+            # catatonit blocks every signal itself; a signal Python ignores would stay ignored
+            sig.set_default(CHILD_DEFAULTS)
+            become_init(self.init_exe, lifeline_r, report_w, self.netns_fd, self.pod_dir)
         os.close(supervisor)
-        os.close(signals_w)
-        relay.watch(signals_r, select.POLLIN, lambda _events: self._signals_from_init(relay, signals_r))
+        os.close(lifeline_r)
+        os.close(report_w)
+        os.close(self.init_exe)
+        self.init_report = report_r
         self.init_pid = pid
         path = os.path.join(self.pod_dir, layout.PID)
         try:
@@ -178,6 +175,7 @@ class Supervisor:
             self._fail(f"app {app.name}: cannot start it in the pod ({exc.strerror}; did the pod's pid 1 fail?)")
         if pid == 0:
             _default_signals()
+            os.close(self.lifeline)  # the supervisor's alone: pid 1 ends when it closes
             os.close(gate_w)
             for s in started:
                 os.close(s.gate)
@@ -218,18 +216,32 @@ class Supervisor:
             os.close(pidfd)
         self.tty = PtyRelay(relay, master)
 
+    def _init_started(self) -> None:
+        """Wait until pid 1 is catatonit: its report pipe closes when it execs, or tells why it
+        could not.  Before any app's gate opens, so no image code ever runs beside a pid 1
+        that is still a copy of the supervisor."""
+        chunks = []
+        try:
+            while chunk := os.read(self.init_report, 4096):
+                chunks.append(chunk)
+        finally:
+            os.close(self.init_report)
+        if chunks:
+            self._fail(f"stage1: the pod's pid 1 (catatonit): {b''.join(chunks).decode(errors='replace')}")
+
     def _place(self, started: list[Started], relay: Relay) -> None:
         """Move pid 1 and each forked app into its cgroup, then open the app's gate.  Done here,
         after every fork, rather than by the app itself: the first cgroup migration of a burst
         waits for an RCU grace period (~10 ms here), which thus overlaps the apps' own mount
         work instead of delaying each of them in turn.  An app never runs its image's code
-        before its gate opens."""
+        before its gate opens, nor before pid 1 is catatonit."""
         try:
             self.init_cgroup.add_process(self.init_pid)
         except ProcessLookupError:
             pass  # pid 1 has already ended: the loop sees it
         except OSError as exc:
             sys.stderr.write(f"podrun: warning: moving the pod's pid 1 into the pod's cgroup: {exc}\n")
+        self._init_started()
         for s in started:
             try:
                 if s.report >= 0:
@@ -254,7 +266,7 @@ class Supervisor:
         sig.sigprocmask(sig.SIG_BLOCK, SUPERVISED)
         signals = sig.signalfd(SUPERVISED)
         relay.watch(signals, select.POLLIN, lambda _events: self._on_signals(signals))
-        self._fork_init(relay)
+        self._fork_init()
         records = exits.Records(self.pod_dir)
         started: list[Started] = []
         for app in self.manifest.apps:
