@@ -173,9 +173,10 @@ def test_pid1_shows_nothing_of_the_host(pods: Pods) -> None:
     lines = res.stdout.split("\n")
     assert lines[0].split() == [".", ".."] and lines[1].split() == [".", ".."]
     assert lines[2].strip() == "1" and lines[3] == "/"
-    assert lines[4] == "podrun-init" and lines[5].strip() == "0" and lines[6] == "podrun-init"
-    assert lines[7].split()[:3] == ["0", "1", "2"] and len(lines[7].split()) == 4  # and the pipe to the supervisor
-    assert all(t.endswith("null") for t in lines[8:11]) and lines[11].startswith("pipe:"), lines[8:12]
+    assert lines[4] == "catatonit" and lines[5].strip() == "0" and lines[6] == "catatonit"
+    assert lines[7].split() == ["0", "1", "2", "3"]  # its lifeline, /dev/null twice, its signalfd
+    assert lines[8].startswith("pipe:") and all(t.endswith("null") for t in lines[9:11]), lines[8:12]
+    assert "signalfd" in lines[11], lines[8:12]
     assert "WROTE" not in res.stdout
     for host_path in (str(ROOT), str(pods.data), ".venv", "stages", "PODRUN", "site-packages", "/work"):
         assert host_path not in res.stdout, host_path
