@@ -4,7 +4,7 @@ vs conmon (podman), crun, runc, systemd-nspawn; with one pod, and with twenty po
 Each tool starts ``sleep 30`` from the busybox rootfs; once the app runs, the bench sums the PSS
 (``/proc/PID/smaps_rollup``) of the tool's processes that stay on the host beside the app, without
 the app itself: podrun's supervisor (the PID ``podrun run`` started, after stage0 exec'd stage1)
-and the pod's pid 1 (podrun's own, or catatonit in flavor ``oci``, whose runtime has exited by
+and the pod's pid 1 (catatonit in both flavors; in flavor ``oci`` the runtime has exited by
 then); podman's conmon (podman itself exits after ``run -d``); systemd-nspawn's process; crun
 nothing with ``run -d`` (it has no monitor: the app is re-parented to the host's init), and the
 waiting ``crun run`` (``runc run``) process when run in the foreground.  PSS splits shared pages
@@ -228,7 +228,7 @@ def contenders(rt: Runtimes) -> list[Foreground | Detached]:
             lambda _id: rt.podrun_run(flavor, PODRUN_IMAGE, "--exec", APP_ARGS[0], "--", *APP_ARGS[1:]),
             rt.env, lambda _id: rt.remove_podrun_pods(),
             notes=["main process = the supervisor (the PID `podrun run` started; stage0 exec'd stage1), "
-                   + ("child = the pod's pid 1" if flavor == "default" else
+                   + ("child (catatonit) = the pod's pid 1" if flavor == "default" else
                       "child (catatonit) = the pod's pid 1; the runtime has exited once the app runs")])
 
     podruns = [podrun(flavor) for flavor in FLAVORS]
