@@ -7,7 +7,7 @@ A pod's state is its phase directory plus whether its lock is held (rkt's model)
     exited-garbage/ exited-garbage   garbage/ locked: deleting   unlocked: garbage
 
 Files read (see man/podrun-state.5): pod.json (manifest), pid and ready (stage1), status/APP
-(exit of each app, written by the pod's pid 1), finished (the supervisor's exit), cgroups (the
+(exit of each app, written by the supervisor), finished (the supervisor's exit), cgroups (the
 cgroup directories, recorded before they are created), net/state.json (the network record).
 
 One damaged pod must never break the others (issue 12).  Every pod file is read relative to

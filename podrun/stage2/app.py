@@ -1,4 +1,4 @@
-"""stage2 launcher: turns a forked child of the pod's pid 1 into one app.
+"""stage2 launcher: turns a forked child of the pod's supervisor into one app.
 
 Everything this code needs must be imported (and every ctypes library loaded) *before*
 ``pivot_root``: afterwards the host's files, podrun's own modules included, are out of reach.

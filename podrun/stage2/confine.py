@@ -1,6 +1,6 @@
 """The last steps before an app's execve: rlimits, identity, capabilities, no_new_privs, seccomp.
 
-``prepare`` runs in the pod's pid 1 before the app is forked (it reads the app's compiled
+``prepare`` runs in the pod's supervisor before the app is forked (it reads the app's compiled
 seccomp program, written by stage0 where the manifest's ``seccomp_bpf`` says
 (podrun.pod.seccomp_cache), while the host's files are still reachable, and computes the default
 rlimits); ``apply`` runs in the app's process after pivot_root.  Order (runc's):

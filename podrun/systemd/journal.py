@@ -1,6 +1,6 @@
 """App output to the journal, with fields naming the pod and the app.
 
-Used by the pod's pid 1 when podrun's own stdout or stderr is a journal stream (systemd sets
+Used by the pod's supervisor when podrun's own stdout or stderr is a journal stream (systemd sets
 ``JOURNAL_STREAM`` to its ``DEVICE:INODE``): each line becomes an entry with
 ``SYSLOG_IDENTIFIER=APP`` (``journalctl -t APP``), ``PODRUN_POD_UUID``, ``PODRUN_APP`` and a
 priority of 6 (stdout) or 3 (stderr), instead of an untagged line of the unit's.
