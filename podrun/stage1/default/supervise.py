@@ -129,7 +129,7 @@ class Supervisor:
             # supervisor died before PDEATHSIG was armed.
             if select.select([supervisor], [], [], 0)[0]:
                 os._exit(EXIT_STAGE1_FAILED)
-            # catatonit blocks every signal itself; a signal Python ignores would stay ignored
+            # an ignored signal stays ignored across the exec (catatonit blocks the others itself)
             sig.set_default(CHILD_DEFAULTS)
             become_init(self.init_exe, lifeline_r, report_w, self.netns_fd, self.pod_dir)
         os.close(supervisor)
