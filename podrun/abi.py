@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 ABI = 1  # the "abi" a flavor's manifest.json must name
-STAGE1_FLAVORS = ("default", "fly")
+STAGE1_FLAVORS = ("default", "fly", "oci")
 FLAVOR_MANIFEST = "manifest.json"  # in STAGES/FLAVOR/: {"name", "abi", "entrypoints"}
 RUN, ENTER = "run", "enter"  # the entrypoints of ABI 1
 

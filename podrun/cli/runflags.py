@@ -74,7 +74,10 @@ GLOBAL_FLAGS = (
             envvar="PODRUN_REGISTRIES_D"),
 )
 RUN_FLAGS = (
-    RunFlag("--stage1", "stage1", VALUE, "default", "Stage1 flavor: default or fly.", show_default=True),
+    RunFlag("--stage1", "stage1", VALUE, "default", "Stage1 flavor: default, oci (each app through an OCI "
+            "runtime, --runtime) or fly.", show_default=True),
+    RunFlag("--runtime", "runtime", VALUE, None, "OCI runtime of --stage1 oci: crun (default), runc, runsc, "
+            "or a path.", "NAME|PATH"),
     RunFlag("--hostname", "hostname", VALUE, "", "Pod hostname (default podrun-UUIDPREFIX)."),
     RunFlag("--net", "net", VALUE, "default",
             "Network: default (bridge + NAT), none (lo only), host, or CNI networks NAME[:IP=A][,NAME…].",

@@ -91,7 +91,7 @@ class Kernel:
 
     def set_gids(self, real: int, effective: int) -> None:
         """Real gid *real*, effective and saved gid *effective* (setresgid(2)): with the two
-        apart, the next execve leaves the process non-dumpable (podrun.stage1.default.init)."""
+        apart, the next execve leaves the process non-dumpable (podrun.pod.init)."""
         try:
             os.setresgid(real, effective, effective)
         except OSError as exc:

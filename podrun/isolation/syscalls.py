@@ -40,6 +40,7 @@ MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 
 _NR = {"x86_64": {"openat2": 437, "pivot_root": 155, "close_range": 436, "pidfd_getfd": 438},
        "aarch64": {"openat2": 437, "pivot_root": 41, "close_range": 436, "pidfd_getfd": 438}}

@@ -165,10 +165,12 @@ class PodManifest(Record):
     notify: Final[str]  # "ready": READY=1 once the apps run; "app": the app notifies (--notify)
     register: Final[bool]  # run in a transient systemd scope podrun-UUID.scope (--register)
     log_max_size: Final[int]  # bytes per app log file before rotation; -1: no limit
+    runtime: Final[str]  # the OCI runtime's absolute path (stage1 oci); "" for other flavors
     version: Final[int]
 
     __slots__ = ("uuid", "apps", "volumes", "hostname", "net", "stage1", "interactive", "dns", "hosts_entries",
-                 "networks", "ports", "dns_search", "dns_opts", "notify", "register", "log_max_size", "version")
+                 "networks", "ports", "dns_search", "dns_opts", "notify", "register", "log_max_size", "runtime",
+                 "version")
 
     def __init__(
         self, uuid: str,
@@ -187,6 +189,7 @@ class PodManifest(Record):
         notify: str = "ready",
         register: bool = False,
         log_max_size: int = LOG_MAX_SIZE,
+        runtime: str = "",
         version: int = MANIFEST_VERSION,
     ) -> None:
         self.uuid = uuid
@@ -205,6 +208,7 @@ class PodManifest(Record):
         self.notify = notify
         self.register = register
         self.log_max_size = log_max_size
+        self.runtime = runtime
         self.version = version
 
     def to_json(self) -> bytes:
@@ -225,6 +229,7 @@ class PodManifest(Record):
                       for p in self.ports],
             "dns_search": list(self.dns_search), "dns_opts": list(self.dns_opts), "notify": self.notify,
             "register": self.register, "log_max_size": self.log_max_size,
+            **({"runtime": self.runtime} if self.runtime else {}),
         }
 
     @classmethod
@@ -258,7 +263,7 @@ class PodManifest(Record):
                         for p in doc.get("ports", ())),
             dns_search=tuple(doc.get("dns_search", ())), dns_opts=tuple(doc.get("dns_opts", ())),
             notify=str(doc.get("notify", "ready")), register=bool(doc.get("register", False)),
-            log_max_size=int(doc.get("log_max_size", LOG_MAX_SIZE)),
+            log_max_size=int(doc.get("log_max_size", LOG_MAX_SIZE)), runtime=str(doc.get("runtime", "")),
         )
 
 

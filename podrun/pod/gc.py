@@ -41,7 +41,7 @@ def _undo_host_effects(path: Path) -> list[str]:
     record.  So ``rm`` and ``gc`` work on a full disk."""
     from podrun.isolation import syscalls as sc
 
-    done = []
+    done = _delete_containers(path)
     for point in mounts_under(path):
         try:
             sc.umount(point, sc.MNT_DETACH)
@@ -62,6 +62,37 @@ def _undo_host_effects(path: Path) -> list[str]:
         done += [f"removed cgroup {p}" for p in paths]
     _delete(path, keep=(NET_DIR, MANIFEST))  # the network record: read by the teardown
     return done + _detach_network(path)
+
+
+def _delete_containers(path: Path) -> list[str]:
+    """An ``oci`` pod's containers, deleted with its runtime (state under --root; a supervisor
+    killed before it could delete them leaves them): podrun.pod.ociruntime."""
+    from podrun.pod.state import PodFileDamage, load_manifest, open_pod_dir
+
+    try:
+        fd = open_pod_dir(path)
+    except StoreError:
+        return []
+    try:
+        manifest, _ = load_manifest(fd)
+    except (PodFileDamage, OSError):
+        return []  # damaged: the containers' state (a few small files in a tmpfs) stays
+    finally:
+        os.close(fd)
+    if manifest.stage1 != "oci" or not manifest.runtime:
+        return []
+    from podrun.pod import ociruntime
+
+    ids = [ociruntime.container_id(manifest.uuid, app.name) for app in manifest.apps]
+    root = ociruntime.state_root(manifest.runtime)
+    present = [cid for cid in ids if os.path.lexists(os.path.join(root, cid))]
+    problems = ociruntime.delete(manifest.runtime, present)
+    if ociruntime.manages_cgroups(manifest.runtime):
+        paths, _ = _own_cgroups(path)
+        for app in manifest.apps if paths else ():
+            ociruntime.remove_cgroup_dirs(ociruntime.cgroups_path(paths[0]) + f"/app-{app.name}")
+    return [f"warning: pod {path.name}: {p}" for p in problems] + [
+        f"deleted container {cid} ({ociruntime.name_of(manifest.runtime)})" for cid in present]
 
 
 def _own_cgroups(path: Path) -> tuple[list[str], list[str]]:

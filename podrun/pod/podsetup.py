@@ -74,6 +74,20 @@ def start(argv: list[str], mount_root: MountRoot) -> tuple[Pod, int]:
     return setup(args.pod_dir, lock_fd, args.debug, mount_root), lock_fd
 
 
+def start_with_init(argv: list[str], mount_root: MountRoot) -> tuple[Pod, int]:
+    """:func:`start`, after opening catatonit, the pod's pid 1 (podrun.pod.init), before anything
+    of the pod is made: a host without it is refused in one line, with nothing to undo.
+    Returns the pod and catatonit's fd."""
+    from podrun.pod import init
+
+    try:
+        init_exe = init.open_catatonit()
+    except OSError as exc:
+        sys.stderr.write(f"podrun: stage1: the pod's pid 1: {exc.strerror}\n")
+        sys.exit(EXIT_STAGE1_FAILED)
+    return start(argv, mount_root)[0], init_exe
+
+
 def setup(pod_dir: str, lock_fd: int, debug: bool, mount_root: MountRoot) -> Pod:
     """Set the pod of *pod_dir* up (module docstring); on failure say why and exit.
     *mount_root(app_dir, app)* mounts an app's root and returns its path (the stage2 layer's

@@ -40,7 +40,7 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
         interactive=kw["interactive"], volumes=list(kw["volumes"]), set_env=list(kw["set_env"]),
         set_env_file=kw["set_env_file"], dns=list(kw["dns"]), hosts_entries=list(kw["hosts_entries"]),
         ports=list(kw["ports"]), dns_search=list(kw["dns_search"]), dns_opts=list(kw["dns_opts"]),
-        notify=kw["notify"], register=kw["register"], log_max_size=kw["log_max_size"],
+        notify=kw["notify"], register=kw["register"], log_max_size=kw["log_max_size"], runtime=kw["runtime"],
     )
     uuid_file = None
     if kw["uuid_file_save"]:

@@ -63,9 +63,10 @@ class RunRequest(Record):
     notify: str | None
     register: bool
     log_max_size: str | None  # the flag's text; None: the manifest's default
+    runtime: str | None  # --runtime (stage1 oci): a name looked up in PATH, or a path
 
     __slots__ = ("apps", "stage1", "hostname", "net", "interactive", "volumes", "set_env", "set_env_file", "dns",
-                 "hosts_entries", "ports", "dns_search", "dns_opts", "notify", "register", "log_max_size")
+                 "hosts_entries", "ports", "dns_search", "dns_opts", "notify", "register", "log_max_size", "runtime")
 
     def __init__(
         self, apps: list[af.AppArgs],
@@ -84,6 +85,7 @@ class RunRequest(Record):
         notify: str | None = None,
         register: bool = False,
         log_max_size: str | None = None,
+        runtime: str | None = None,
     ) -> None:
         self.apps = apps
         self.stage1 = stage1
@@ -101,6 +103,7 @@ class RunRequest(Record):
         self.notify = notify
         self.register = register
         self.log_max_size = log_max_size
+        self.runtime = runtime
 
 
 ENV_FILE_MAX = 1 << 20  # --set-env-file: at most 1 MiB
@@ -335,7 +338,8 @@ def build_app(
         read_only_rootfs=flags.get("--readonly-rootfs") == "True",
         resources=parsed.resources,
         capabilities=tuple(sorted(caps_policy.cap_numbers(frozenset(parsed.capabilities)))),
-        seccomp_bpf=seccomp_bpf_path(name) if req.stage1 == "default" else None,  # fly confines nothing
+        # fly confines nothing; oci's runtime gets the default allowlist in runtime-spec form
+        seccomp_bpf=seccomp_bpf_path(name) if req.stage1 == "default" else None,
         no_new_privileges=flags.get("--no-new-privileges", "True") == "True",
         stop_signal=_stop_signal(flags, cfg),
     )
@@ -411,6 +415,14 @@ def build_pod(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodPlan:
         raise UsageError("--interactive needs exactly one app")
     if req.stage1 == "fly" and len(req.apps) != 1:
         raise UsageError("--stage1 fly runs exactly one app")
+    runtime = ""
+    if req.stage1 == "oci":
+        from podrun.stage0 import runtime as oci_runtime
+
+        runtime = oci_runtime.resolve(req.runtime or oci_runtime.DEFAULT)
+        oci_runtime.check_request(req)
+    elif req.runtime is not None:
+        raise UsageError(f"--runtime {req.runtime!r} needs --stage1 oci")
     log_max_size = LOG_MAX_SIZE if req.log_max_size is None else af.parse_log_max_size("--log-max-size",
                                                                                          req.log_max_size)
     base_env = _env_file(req.set_env_file) if req.set_env_file else []
@@ -435,6 +447,7 @@ def build_pod(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodPlan:
         stage1=req.stage1, interactive=req.interactive, dns=tuple(req.dns), hosts_entries=tuple(req.hosts_entries),
         networks=networks, ports=ports, dns_search=tuple(req.dns_search), dns_opts=tuple(req.dns_opts),
         notify=req.notify or _notify_label(images), register=req.register, log_max_size=log_max_size,
+        runtime=runtime,
     )
     sources = {app.name: (a.flags.get("--seccomp"), frozenset(p.capabilities))
                for a, p, app in zip(req.apps, parsed, apps, strict=True) if app.seccomp_bpf is not None}

@@ -406,6 +406,55 @@ def exec_in_path(argv: list[str], env: dict[str, str]) -> NoReturn:
     raise saved or last
 
 
+def make_targets(root_fd: int, targets: list[tuple[str, bool]], workdir: str) -> None:
+    """Create what a runtime will mount on or enter, inside the root open as *root_fd*, as the
+    default flavor's launcher does (:func:`ensure_in_root`: a dangling symlink's target is made
+    inside the root): each (path, is a file) of *targets*, then the working directory.  So an
+    app's mounts land where they land in the default flavor, whatever the runtime resolves
+    by itself.  SetupError, in the launcher's words, when one cannot be made."""
+    for path, is_file in targets:
+        try:
+            os.close(ensure_in_root(root_fd, path, is_file))
+        except OSError as exc:
+            raise _path_error("mount target", path, exc) from None
+    try:
+        os.close(ensure_in_root(root_fd, workdir or "/", False))
+    except OSError as exc:
+        raise _path_error("working directory", workdir, exc) from None
+
+
+def check_executable(root_fd: int, argv0: str, env: dict[str, str]) -> tuple[int, str] | None:
+    """What :func:`exec_in_path` would fail with for *argv0* in the root open as *root_fd*, as
+    (exit code, reason), or None if it names an executable file: for a flavor whose apps are
+    exec'd by another program (an OCI runtime), so that a missing or unexecutable command gets
+    the same one line and code (127, 126) in every flavor.  The search is the same (PATH, or
+    the name itself with a slash), resolved inside the root; the check is the file's type and
+    any execute bit (the runtime's exec decides for other users' bits)."""
+    if "/" in argv0:
+        candidates = [argv0]
+    else:
+        candidates = [posixpath.join(d, argv0) for d in env.get("PATH", "/bin:/usr/bin").split(":") if d]
+    denied = None
+    for path in candidates:
+        try:
+            fd = sc.open_in_root(root_fd, path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and denied is None:
+                denied = exc.strerror or str(exc)
+            continue
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return None
+        if denied is None:
+            denied = os.strerror(errno.EACCES)
+    if denied is not None:
+        return EXIT_NOT_EXECUTABLE, f"cannot execute {argv0!r}: {denied}"
+    return EXIT_NOT_FOUND, f"cannot execute {argv0!r}: {os.strerror(errno.ENOENT)}"
+
+
 def describe(exc: Exception) -> str:
     """One line for the user: an OSError without its "[Errno N]" prefix, with its path."""
     if isinstance(exc, OSError) and exc.strerror:

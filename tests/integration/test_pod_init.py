@@ -1,4 +1,4 @@
-"""The default flavor's pod pid 1 on the real kernel (issue 16; podrun.stage1.default.init):
+"""The default flavor's pod pid 1 on the real kernel (issue 16; podrun.pod.init):
 ``catatonit -P`` with nothing of the host, no capability, non-dumpable, in a session of its
 own; ``podrun stop`` reaching the apps through the supervisor; pid 1 ending with the supervisor
 whatever kills it, and every app with pid 1; a host without catatonit refused in one line."""
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from podrun.stage1.default import init
+from podrun.pod import init
 from tests.conftest import ROOT
 from tests.integration.test_run import PODRUN, Pods, module_pods
 

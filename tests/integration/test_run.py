@@ -198,7 +198,7 @@ def test_no_host_fds_or_cwd(pods: Pods) -> None:
     assert res.stdout.split()[-1] == "/"
 
 
-@pytest.mark.parametrize("flavor", ["default", "fly"])
+@pytest.mark.parametrize("flavor", ["default", "fly", "oci"])
 def test_the_manifest_handed_to_stage1_never_reaches_the_app(pods: Pods, flavor: str) -> None:
     """stage0 hands stage1 the manifest in a memfd (PODRUN_MANIFEST_FD): stage1 closes it and
     drops the variable before any app runs, in both flavors (fly's app inherits the lock fd)."""

@@ -34,7 +34,7 @@ def _pods_on_disk(pods: Pods) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.glob("*/*")) if root.is_dir() else []
 
 
-@pytest.mark.parametrize("flavor", ["default", "fly"])
+@pytest.mark.parametrize("flavor", ["default", "fly", "oci"])
 def test_run_refuses_a_flavor_of_another_abi(pods: Pods, tmp_path: Path, flavor: str) -> None:
     import os
 

@@ -73,7 +73,7 @@ def _runs_pods(venv: Venv, data: Path) -> None:
     try:
         res = venv.podrun(data, "image", "import", str(venv.rootfs), "demo")
         assert res.returncode == 0, res.stderr
-        for flavor in ("default", "fly"):
+        for flavor in ("default", "fly", "oci"):
             net = "host" if flavor == "fly" else "none"  # fly runs in the host's network only
             res = venv.podrun(data, "run", "--net", net, "--stage1", flavor, "demo", "--exec", "/bin/sh", "--",
                               "-c", f"echo {flavor} from a pip install")

@@ -227,11 +227,11 @@ def test_version(tmp_path: Path) -> None:
     validate(doc, "version")
     from podrun import __version__
 
-    assert doc["version"] == __version__ and doc["stage1_flavors"] == ["default", "fly"]
+    assert doc["version"] == __version__ and doc["stage1_flavors"] == ["default", "fly", "oci"]
     assert (Path(doc["stages_dir"]) / "default" / "manifest.json").is_file()
     lines = version().splitlines()
     assert lines[0].split() == ["Version:", __version__]
-    assert f"Stages dir:     {doc['stages_dir']}" in lines and "Stage1 flavors: default, fly" in lines
+    assert f"Stages dir:     {doc['stages_dir']}" in lines and "Stage1 flavors: default, fly, oci" in lines
 
 
 POD_MAC, OTHER_MAC = "5e:00:00:00:00:0a", "5e:00:00:00:00:0b"

@@ -37,7 +37,7 @@ def test_a_blocked_signal_waits_in_the_signalfd() -> None:
 
 
 def test_a_pipe_losing_its_last_writer_signals_its_readers_owner() -> None:
-    """The pod's pid 1 lifeline (podrun.stage1.default.init): nothing while the write end is
+    """The pod's pid 1 lifeline (podrun.pod.init): nothing while the write end is
     open somewhere (a second copy here), the signal asked for once the last copy closes."""
     out = _run(
         "s.sigprocmask(s.SIG_BLOCK, (s.SIGTERM,)); fd = s.signalfd((s.SIGTERM,)); "

@@ -15,7 +15,8 @@ import pytest
 
 from podrun.isolation import syscalls as sc
 from podrun.model.manifest import AppSpec, MountSpec, PodManifest, Volume
-from podrun.stage1.default import enter, init
+from podrun.pod import init
+from podrun.stage1.default import enter
 from podrun.stage1.fly import enter_app_root
 from tests.unit.recording_kernel import RecordingKernel
 

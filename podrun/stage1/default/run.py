@@ -4,7 +4,7 @@ Process chain (see man/podrun-stage1.7)::
 
     podrun run (stage0) --exec--> this module, same PID, holding the pod lock ("supervisor")
         unshare mount/UTS/IPC/net + PID namespaces; overlay root per app; cgroups; pod files
-        ├─ fork: pod pid 1 (podrun.stage1.default.init) -> execve(catatonit -P) in an empty root
+        ├─ fork: pod pid 1 (podrun.pod.init) -> execve(catatonit -P) in an empty root
         └─ fork per app, into the pod's namespaces: stage2 launcher -> execve(app)
 
 The supervisor stays in the host PID namespace so the unit's main PID (or the shell's child)
@@ -12,17 +12,14 @@ is the pod, and it is the pod's one Python process.  It supervises the apps itse
 (podrun.stage1.default.supervise): relays their output, forwards SIGTERM/SIGINT/SIGHUP
 (``podrun stop`` signals it), records each app's exit status, applies the exit rule and exits
 with the pod's exit code.  pid 1 dies with the supervisor (the kernel signals it when the
-supervisor's end of its lifeline pipe closes: podrun.stage1.default.init), and every app dies
+supervisor's end of its lifeline pipe closes: podrun.pod.init), and every app dies
 with pid 1 (the kernel kills a PID namespace whose first process exits), so nothing outlives
 a ``kill -9``.  All mounts live in the pod's private mount namespaces and vanish with them.
 """
 
 from __future__ import annotations
 
-import sys
-
 from podrun.pod import podsetup
-from podrun.stage1.default import init
 from podrun.stage1.default.supervise import Supervisor
 from podrun.stage2.rootfs import mount_app_root
 
@@ -36,12 +33,7 @@ if TYPE_CHECKING:
 def main(argv: list[str]) -> NoReturn:
     """``stages/default/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD
     (the contract: podrun.abi).  The pod's setup and teardown: podrun.pod.podsetup."""
-    try:
-        init_exe = init.open_catatonit()  # before anything of the pod is made: nothing to undo
-    except OSError as exc:
-        sys.stderr.write(f"podrun: stage1: the pod's pid 1: {exc.strerror}\n")
-        sys.exit(podsetup.EXIT_STAGE1_FAILED)
-    pod, _lock_fd = podsetup.start(argv, mount_app_root)
+    pod, init_exe = podsetup.start_with_init(argv, mount_app_root)
     assert pod.init_cgroup is not None
     code = Supervisor(pod.pod_dir, pod.manifest, pod.roots, pod.files, pod.init_cgroup, pod.app_cgroups, pod.sd,
                       pod.netns_fd, init_exe).run()

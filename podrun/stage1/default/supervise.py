@@ -1,13 +1,13 @@
 """The default flavor's supervisor at work, once the pod is set up (podrun.stage1.default).
 
-It forks the pod's pid 1 first (podrun.stage1.default.init: ``catatonit -P`` in an empty root),
+It forks the pod's pid 1 first (podrun.pod.init: ``catatonit -P`` in an empty root),
 then every app into the pod's namespaces (stage2: podrun.stage2.app), so the apps are the
 supervisor's own children and the pod sees no podrun process at all.  Then, in one poll loop
 (podrun.pod.logrelay), it relays the apps' output, an interactive app's pty (podrun.stage2.tty)
 and ``--notify=app`` messages, forwards signals (``podrun stop`` sends its SIGTERM here), reaps,
 records each app's exit status and applies rkt's exit rule: the first app that fails stops the
 others.  When the last app has ended it kills pid 1, which takes every leftover process of the
-pod with it; pid 1 also ends when the supervisor does, however (its lifeline, init.py).
+pod with it; pid 1 also ends when the supervisor does, however (its lifeline, podrun.pod.init).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from podrun import faults
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
 from podrun.pod import exits, layout
+from podrun.pod.apps import FORWARDED, AppsSupervisor
+from podrun.pod.init import Pid1
 from podrun.pod.logrelay import Relay
 from podrun.pod.podsetup import EXIT_STAGE1_FAILED
-from podrun.stage1.default.init import become_init
 from podrun.stage2 import app as stage2
 from podrun.stage2 import confine
 from podrun.stage2.mountplan import app_plan
@@ -37,10 +38,8 @@ if TYPE_CHECKING:
     from podrun.stage2.mountplan import Op
     from podrun.stage2.tty import PtyRelay
 
-FORWARDED = (sig.SIGTERM, sig.SIGINT, sig.SIGHUP)
 # What the supervisor takes through its signalfd (blocked from the start of run() on).
 SUPERVISED = (*FORWARDED, sig.SIGALRM, sig.SIGCHLD, sig.SIGWINCH)
-STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL when the pod stops other apps
 
 
 class Started:
@@ -53,7 +52,7 @@ class Started:
         self.pid, self.name, self.gate, self.report = pid, name, gate, report
 
 
-class Supervisor:
+class Supervisor(AppsSupervisor):
     def __init__(self, pod_dir: str, manifest: PodManifest, roots: dict[str, str], files: dict[str, str],
                  init_cgroup: cgroups.CgroupTree, app_cgroups: dict[str, cgroups.CgroupTree], sd: Systemd,
                  netns_fd: int, init_exe: int) -> None:
@@ -66,12 +65,8 @@ class Supervisor:
         self.sd = sd
         self.netns_fd = netns_fd
         self.init_exe = init_exe  # catatonit, opened on the host (init.open_catatonit)
-        self.lifeline = -1  # the write end of pid 1's lifeline: held until this process ends
-        self.init_report = -1  # the read end of pid 1's report pipe until it has exec'd
-        self.running: dict[int, str] = {}
-        self.stop_signals = {app.name: app.stop_signal for app in manifest.apps}
-        self.init_pid = -1
-        self.init_status: int | None = None
+        self.init = Pid1()  # holds the write end of pid 1's lifeline until this process ends
+        super().__init__(manifest)
         self.tty: PtyRelay | None = None
         # A terminal on stdin: the (single) interactive app gets a pty of its own.
         self.use_tty = manifest.interactive and os.isatty(0)
@@ -80,25 +75,13 @@ class Supervisor:
 
     # signals -------------------------------------------------------------------------------
 
-    def _stop_apps(self, signum: int) -> None:
-        """Send *signum* to every running app; SIGTERM means "stop": each app gets its own stop
-        signal instead (the image's StopSignal or --stop-signal, as Docker and podman do)."""
-        for pid, name in self.running.items():
-            try:
-                os.kill(pid, self.stop_signals[name] if signum == sig.SIGTERM else signum)
-            except ProcessLookupError:
-                pass
-
     def _on_signals(self, fd: int) -> None:
-        """What the signalfd holds: forwarded signals stop (or reach) the apps, SIGALRM (the stop
-        timeout) kills them, SIGWINCH resizes the pty; SIGCHLD only wakes the loop, which reaps."""
+        """What the signalfd holds (podrun.pod.apps), and SIGWINCH, which resizes the pty."""
         for signum in sig.read_signals(fd):
-            if signum in FORWARDED:
-                self._stop_apps(signum)
-            elif signum == sig.SIGALRM:
-                self._stop_apps(sig.SIGKILL)
-            elif signum == sig.SIGWINCH and self.tty is not None:
+            if signum == sig.SIGWINCH and self.tty is not None:
                 self.tty.resize()
+            else:
+                self._on_signal(signum)
 
     # start ---------------------------------------------------------------------------------
 
@@ -118,32 +101,13 @@ class Supervisor:
         return app_plan(files, binds)
 
     def _fork_init(self) -> None:
-        supervisor = os.pidfd_open(os.getpid())
-        lifeline_r, self.lifeline = os.pipe2(os.O_CLOEXEC)
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            # Until pid 1 execs catatonit (whose exec clears it: podrun.stage1.default.init).
-            sc.prctl(sc.PR_SET_PDEATHSIG, sig.SIGKILL)
-            # getppid() is 0 across the PID namespace boundary, so ask the pidfd whether the
-            # supervisor died before PDEATHSIG was armed.
-            if select.select([supervisor], [], [], 0)[0]:
-                os._exit(EXIT_STAGE1_FAILED)
-            # an ignored signal stays ignored across the exec (catatonit blocks the others itself)
-            sig.set_default(CHILD_DEFAULTS)
-            become_init(self.init_exe, lifeline_r, report_w, self.netns_fd, self.pod_dir)
-        os.close(supervisor)
-        os.close(lifeline_r)
-        os.close(report_w)
-        os.close(self.init_exe)
-        self.init_report = report_r
-        self.init_pid = pid
+        self.init_pid = self.init.fork(self.init_exe, self.netns_fd, self.pod_dir, CHILD_DEFAULTS)
         path = os.path.join(self.pod_dir, layout.PID)
         try:
-            exits.write_text(path, f"{pid}\n")
+            exits.write_text(path, f"{self.init_pid}\n")
         except OSError as exc:  # a full disk: the pod runs all the same, podrun stop cannot find it
             exits.warn(f"writing {path}: {exc.strerror} (podrun stop will not find the pod: signal PID "
-                  f"{os.getpid()} instead)")
+                       f"{os.getpid()} instead)")
 
     def _fail(self, message: str) -> NoReturn:
         sys.stderr.write(f"podrun: {message}\n")
@@ -175,7 +139,7 @@ class Supervisor:
             self._fail(f"app {app.name}: cannot start it in the pod ({exc.strerror}; did the pod's pid 1 fail?)")
         if pid == 0:
             _default_signals()
-            os.close(self.lifeline)  # the supervisor's alone: pid 1 ends when it closes
+            os.close(self.init.lifeline)  # the supervisor's alone: pid 1 ends when it closes
             os.close(gate_w)
             for s in started:
                 os.close(s.gate)
@@ -217,17 +181,11 @@ class Supervisor:
         self.tty = PtyRelay(relay, master)
 
     def _init_started(self) -> None:
-        """Wait until pid 1 is catatonit: its report pipe closes when it execs, or tells why it
-        could not.  Before any app's gate opens, so no image code ever runs beside a pid 1
-        that is still a copy of the supervisor."""
-        chunks = []
-        try:
-            while chunk := os.read(self.init_report, 4096):
-                chunks.append(chunk)
-        finally:
-            os.close(self.init_report)
-        if chunks:
-            self._fail(f"stage1: the pod's pid 1 (catatonit): {b''.join(chunks).decode(errors='replace')}")
+        """Wait until pid 1 is catatonit (podrun.pod.init.Pid1.wait_exec).  Before any app's gate
+        opens, so no image code ever runs beside a pid 1 that is still a copy of the supervisor."""
+        failure = self.init.wait_exec()
+        if failure is not None:
+            self._fail(f"stage1: the pod's pid 1 (catatonit): {failure}")
 
     def _place(self, started: list[Started], relay: Relay) -> None:
         """Move pid 1 and each forked app into its cgroup, then open the app's gate.  Done here,
@@ -290,32 +248,6 @@ class Supervisor:
         finally:  # the app's last notifications, never waiting for the manager; the socket removed
             self.sd.finish()
         return records.pod_exit_code([app.name for app in self.manifest.apps])
-
-    def _reaped(self, pid: int, status: int, records: exits.Records) -> None:
-        if pid == self.init_pid:
-            self.init_status = status
-            if self.running:  # the kernel kills every app now
-                sys.stderr.write(f"podrun: the pod's pid 1 ended ({exits.describe(status)}): the pod stops\n")
-            return
-        name = self.running.pop(pid, None)
-        if name is None:
-            return
-        if records.ended(name, status) and self.running:  # rkt: one failing app stops the pod
-            self._stop_apps(sig.SIGTERM)
-            sig.alarm(int(STOP_TIMEOUT))
-
-    def _end_init(self) -> None:
-        """Kill pid 1 (and so every process left in the pod) and reap it."""
-        if self.init_status is not None:
-            return
-        try:
-            os.kill(self.init_pid, sig.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(self.init_pid, 0)
-        except ChildProcessError:
-            pass
 
 
 # Python ignores SIGPIPE and SIGXFSZ in itself; an ignored signal stays ignored across execve,

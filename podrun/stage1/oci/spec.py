@@ -60,6 +60,7 @@ def build_config(
     terminal: bool = False,
     home: str | None = None,
     extra_env: dict[str, str] | None = None,
+    seccomp: bool = False,
 ) -> dict[str, Any]:
     """The ``config.json`` document of *app* of the pod *manifest*.
 
@@ -71,7 +72,9 @@ def build_config(
     podrun.stage2.app.lookup_user finds them in the image's own files; the app's decided
     supplementary gids are added here.  *home*: the user's home from the same lookup, the
     default of HOME (None: looked up here in *rootfs* the same way).  *extra_env*: variables
-    podrun adds over the app's (NOTIFY_SOCKET, LISTEN_FDS)."""
+    podrun adds over the app's (NOTIFY_SOCKET, LISTEN_FDS).  *seccomp*: give the app podrun's
+    default allowlist for its capabilities (the ``oci`` flavor's decision) even though the
+    manifest names no compiled program for it, as it does for ``default`` apps."""
     uid, gid, groups = user
     if home is None:
         home = _home_in(rootfs, app)
@@ -100,7 +103,7 @@ def build_config(
         "readonlyPaths": list(READONLY_PATHS),
         "resources": oci_resources(app),
     }
-    if app.seccomp_bpf is not None:
+    if seccomp or app.seccomp_bpf is not None:
         from podrun.pod.seccomp_policy import filter_for
 
         linux["seccomp"] = oci_seccomp(filter_for(frozenset(caps)))

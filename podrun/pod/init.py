@@ -1,10 +1,12 @@
 """The pod's pid 1: Debian's ``catatonit -P``, confined so that it shows the pod nothing of the
 host (SECURITY-TESTS 24), and bound to die with the supervisor (issue 16).
 
-The supervisor forks pid 1 first into the pod's new PID namespace; this module turns that
-fork into catatonit in pause mode (catatonit(1), package ``catatonit``): a small static C
-program that only reaps the orphans re-parented to it and exits on SIGTERM or SIGINT.  Apps
-are the supervisor's children, not its own, and a pod has one Python process, its supervisor.
+Both supervising flavors (``default``, ``oci``) use it: the supervisor forks pid 1 first into
+the pod's new PID namespace (:class:`Pid1`); this module turns that fork into catatonit in
+pause mode (catatonit(1), package ``catatonit``): a small static C program that only reaps
+the orphans re-parented to it and exits on SIGTERM or SIGINT.  Apps are the supervisor's
+children (forked by it, or, for ``oci``, orphaned to it by their runtime: it is a child
+subreaper), not pid 1's, and a pod has one Python process, its supervisor.
 
 Every process of a pod can name pid 1 in /proc, and the kernel follows ``/proc/1/cwd`` and
 ``/proc/1/root`` for whoever may trace pid 1 (an app given CAP_SYS_PTRACE).  So the fork,
@@ -51,7 +53,6 @@ from podrun.isolation import caps
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
 from podrun.isolation.kernel import KERNEL, Kernel
-from podrun.stage2.app import describe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,3 +137,64 @@ def become_init(exe: int, lifeline: int, report: int, netns_fd: int, mountpoint:
         except OSError:
             pass
     os._exit(EXIT_FAILED)  # the supervisor reads why, kills the apps and says so
+
+
+def describe(exc: Exception) -> str:
+    """One line: an OSError without its "[Errno N]" prefix, with its path."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return str(exc)
+
+
+class Pid1:
+    """The supervisor's side of the pod's pid 1: :meth:`fork` it (the fork becomes catatonit,
+    :func:`become_init`), hold the write end of its lifeline for the supervisor's whole life
+    (``lifeline``: children the supervisor forks must close it), and :meth:`wait_exec` before
+    anything of an image runs."""
+
+    __slots__ = ("lifeline", "pid", "report")
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.lifeline = -1
+        self.report = -1
+
+    def fork(self, exe: int, netns_fd: int, mountpoint: str, child_defaults: tuple[int, ...]) -> int:
+        """Fork pid 1 into the PID namespace the caller unshared; its PID (host namespace).
+        *exe* (:func:`open_catatonit`) is closed here; *child_defaults*: signals the supervisor
+        ignores or handles, reset to their defaults in pid 1 (an ignored signal stays ignored
+        across the exec; catatonit blocks the others itself)."""
+        import select
+
+        supervisor = os.pidfd_open(os.getpid())
+        lifeline_r, self.lifeline = os.pipe2(os.O_CLOEXEC)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            # Until pid 1 execs catatonit (whose exec clears it: the module docstring).
+            sc.prctl(sc.PR_SET_PDEATHSIG, sig.SIGKILL)
+            # getppid() is 0 across the PID namespace boundary, so ask the pidfd whether the
+            # supervisor died before PDEATHSIG was armed.
+            if select.select([supervisor], [], [], 0)[0]:
+                os._exit(EXIT_FAILED)
+            sig.set_default(child_defaults)
+            become_init(exe, lifeline_r, report_w, netns_fd, mountpoint)
+        os.close(supervisor)
+        os.close(lifeline_r)
+        os.close(report_w)
+        os.close(exe)
+        self.report = report_r
+        self.pid = pid
+        return pid
+
+    def wait_exec(self) -> str | None:
+        """Wait until pid 1 is catatonit: its report pipe closes when it execs, or tells why it
+        could not (returned)."""
+        chunks = []
+        try:
+            while chunk := os.read(self.report, 4096):
+                chunks.append(chunk)
+        finally:
+            os.close(self.report)
+            self.report = -1
+        return b"".join(chunks).decode(errors="replace") if chunks else None

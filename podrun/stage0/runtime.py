@@ -1,0 +1,57 @@
+"""The OCI runtime of a ``--stage1 oci`` pod: stage0 decides which binary runs the apps and
+records its absolute path in the pod manifest (``runtime``); stage1, ``enter``, ``stop`` and
+gc use that path, never a new PATH lookup.
+
+What the flavor cannot do (yet) is refused here, before any image is fetched, in one line:
+an app's own ``--seccomp`` (the runtime gets podrun's default allowlist in runtime-spec form;
+podrun.stage1.oci.spec) and a terminal for ``--interactive`` (runtimes hand a pty over a
+console socket, which the flavor does not speak).
+"""
+
+from __future__ import annotations
+
+import os
+
+from podrun.errors import NotFoundError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from podrun.stage0.prepare import RunRequest
+
+DEFAULT = "crun"
+# runtime name -> the Debian package that installs it
+PACKAGES = {"crun": "crun", "runc": "runc", "runsc": "runsc"}
+# Where runtimes live beyond PATH (runc is in /usr/sbin, which a user's PATH may lack).
+EXTRA_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def resolve(runtime: str) -> str:
+    """The absolute path of *runtime*: a name (looked up in PATH, then the sbin/bin dirs) or a
+    path.  NotFoundError, naming the package, when there is none."""
+    if not runtime or "\0" in runtime:
+        raise UsageError(f"--runtime {runtime!r}: not a runtime name or path")
+    if "/" in runtime:
+        path = os.path.abspath(runtime)
+        if not _executable(path):
+            raise NotFoundError(f"--runtime {runtime}: no executable file there")
+        return path
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d.startswith("/")]
+    for d in (*dirs, *EXTRA_DIRS):
+        path = os.path.join(d, runtime)
+        if _executable(path):
+            return path
+    package = PACKAGES.get(runtime)
+    hint = f" (install the Debian package {package!r})" if package else " (give its path)"
+    raise NotFoundError(f"--runtime {runtime}: the OCI runtime is not installed{hint}")
+
+
+def check_request(req: RunRequest) -> None:
+    """Refuse what ``--stage1 oci`` does not do (module docstring)."""
+    for app in req.apps:
+        if "--seccomp" in app.flags:
+            raise UsageError(f"--seccomp (app {app.image!r}) is not supported with --stage1 oci: its apps get "
+                             "podrun's default seccomp allowlist")
