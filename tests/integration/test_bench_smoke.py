@@ -118,6 +118,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert start["tools"][name]["status"] == "ok", start["tools"][name]["reason"]
         assert start["tools"][name]["seconds"]["median"] > 0
     assert start["ratios"]["podrun/podrun (wheel)"]["time_ratio"] > 0
+    for name in OCI_FLAVORS:  # podrun's own flavor runs wherever podrun's tests run
+        assert start["tools"][name]["status"] == "ok", start["tools"][name]["reason"]
     for name in (*OCI_FLAVORS, "crun", "runc", "systemd-nspawn", "podman"):
         _check_peer(start, md, name)
         if start["tools"][name]["status"] == "ok":
@@ -135,6 +137,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     pod2 = doc["scenarios"]["pod2"]
     assert pod2["tools"]["podrun"]["status"] == "ok", pod2["tools"]["podrun"]["reason"]
     assert pod2["tools"]["podrun"]["seconds"]["median"] > 0
+    for name in OCI_FLAVORS:
+        assert pod2["tools"][name]["status"] == "ok", pod2["tools"][name]["reason"]
     for name in ("podman", *OCI_FLAVORS):
         _check_peer(pod2, md, name)
     if pod2["tools"]["podman"]["status"] == "ok":
@@ -146,6 +150,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert podrun_mem["status"] == "ok", podrun_mem["reason"]
     assert podrun_mem["mb"]["median"] > 0
     assert len(podrun_mem["phases"]) == 2 and not any("sleep" in p for p in podrun_mem["phases"])
+    for name in OCI_FLAVORS:  # the supervisor and catatonit, never the app
+        assert mem["tools"][name]["status"] == "ok", mem["tools"][name]["reason"]
+        assert len(mem["tools"][name]["phases"]) == 2 and not any("sleep" in p for p in mem["tools"][name]["phases"])
     for name in (*OCI_FLAVORS, "podman (conmon)", "crun (foreground)", "runc (foreground)", "systemd-nspawn"):
         _check_peer(mem, md, name, "mb")
     if mem["tools"]["crun -d"]["status"] == "ok":
@@ -157,6 +164,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert set(many["tools"]) == set(mem["tools"])
     assert many["tools"]["podrun"]["status"] == "ok", many["tools"]["podrun"]["reason"]
     assert many["tools"]["podrun"]["mb"]["median"] > 0
+    for name in OCI_FLAVORS:
+        assert many["tools"][name]["status"] == "ok", many["tools"][name]["reason"]
     for name in set(many["tools"]) - {"podrun", "crun -d"}:
         _check_peer(many, md, name, "mb")
     assert "Scenario `memory-20`" in md and "with 2 pods of a tool running at once" in md
