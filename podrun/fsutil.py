@@ -488,6 +488,70 @@ def strings_json(items: list[str]) -> bytes:
     return json.dumps(items, separators=(",", ":")).encode()
 
 
+class RawJSON:
+    """A JSON text :func:`doc_json` writes as it is (a document podrun wrote itself)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def doc_json(doc: object) -> bytes:
+    """*doc* (dicts with string keys, lists, strings, ints, bools, None) as compact JSON, written
+    here while every string is plain (:func:`_plain`), else by the json module: the oci flavor
+    writes each app's config.json on the start path, where importing json (and re) costs
+    ~8 ms.  TypeError for anything else, as json.dumps raises it."""
+    parts: list[str] = []
+    if _write_plain(doc, parts):
+        return "".join(parts).encode()
+    import json
+
+    def raw(value: object) -> object:
+        if isinstance(value, RawJSON):
+            return json.loads(value.data)
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    return json.dumps(doc, separators=(",", ":"), default=raw).encode()
+
+
+def _write_plain(value: object, out: list[str]) -> bool:
+    """Append *value*'s JSON to *out*; False (and *out* to be dropped) at the first string
+    that is not plain."""
+    if value is None:
+        out.append("null")
+    elif value is True or value is False:
+        out.append("true" if value else "false")
+    elif type(value) is int:
+        out.append(repr(value))
+    elif type(value) is str:
+        if not _plain(value):
+            return False
+        out.append(f'"{value}"')
+    elif type(value) is RawJSON:
+        out.append(value.data.decode())
+    elif type(value) is list or type(value) is tuple:
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            if not _write_plain(item, out):
+                return False
+        out.append("]")
+    elif type(value) is dict:
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if type(key) is not str or not _plain(key):
+                return False
+            out.append(f',"{key}":' if i else f'"{key}":')
+            if not _write_plain(item, out):
+                return False
+        out.append("}")
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return True
+
+
 def _plain(text: str) -> bool:
     """Printable ASCII without a quote or a backslash: JSON writes it as it is."""
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text

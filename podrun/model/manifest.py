@@ -35,8 +35,14 @@ MANIFEST_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1 is upgraded on reading (_upgrade_v1)
 MANIFEST = "pod.json"  # the pod manifest's file name in the pod directory
 SECCOMP_BPF = "seccomp.bpf"  # an app's compiled seccomp program: apps/NAME/seccomp.bpf in the pod dir
+SECCOMP_SPEC = "seccomp.json"  # an oci app's filter as runtime-spec linux.seccomp (its runtime compiles it)
 # Each app's log file is rotated once past this many bytes (--log-max-size; -1: no limit).
 LOG_MAX_SIZE = 8 << 20
+
+
+def seccomp_spec_path(app_name: str) -> str:
+    """Where stage0 writes the runtime-spec form (JSON) of an ``oci`` app's seccomp filter."""
+    return f"apps/{app_name}/{SECCOMP_SPEC}"
 
 
 def seccomp_bpf_path(app_name: str) -> str:

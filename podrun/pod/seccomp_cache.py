@@ -53,6 +53,18 @@ def _read_cached(path: str, key: bytes) -> bytes | None:
     return program
 
 
+def seccomp_section(flag: str | None, cap_names: frozenset[str]) -> bytes:
+    """The runtime-spec ``linux.seccomp`` section (JSON) of an app with the ``--seccomp`` text
+    *flag* (None: the default filter) keeping *cap_names*: the same filter as
+    :func:`seccomp_program`, for a flavor whose runtime compiles it (``oci``; stage0 only)."""
+    import json
+
+    from podrun.pod import seccomp_policy
+
+    filt = seccomp_policy.parse_seccomp_flag(flag, cap_names) if flag else seccomp_policy.filter_for(cap_names)
+    return json.dumps(seccomp_policy.runtime_spec_section(filt), separators=(",", ":")).encode()
+
+
 def seccomp_program(flag: str | None, cap_names: frozenset[str], cache_dir: str | None) -> bytes:
     """The BPF program of an app with the ``--seccomp`` text *flag* (None: the default filter)
     keeping *cap_names*, from *cache_dir* when built before (stage0 only)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from podrun.errors import UsageError
 from podrun.isolation.seccomp import ArgCond, Filter, Rule, native_arch, syscall_exists
@@ -497,3 +498,33 @@ def _remove(base: Filter, names: tuple[str, ...], err: int) -> Filter:
             rules.append(Rule(kept, r.action, err if r.action == "ERRNO" and r.errno == EPERM else r.errno, r.args))
     rules.append(Rule(names, "ERRNO", err))
     return _guard_socketcall(Filter(base.default_action, base.default_errno, base.architectures, tuple(rules)))
+
+
+def _spec_action(action: str, err: int) -> dict[str, Any]:
+    if action == "ERRNO":
+        return {"action": "SCMP_ACT_ERRNO", "errnoRet": err}
+    return {"action": f"SCMP_ACT_{action}"}
+
+
+def runtime_spec_section(f: Filter) -> dict[str, Any]:
+    """*f* (podrun.isolation.seccomp) as linux.seccomp: one entry per rule, its conditions ANDed
+    as in the rule.  Rules whose action is the default's are left out, as podrun's own compiler
+    skips them (libseccomp refuses them; they change nothing)."""
+    default = _spec_action(f.default_action, f.default_errno)
+    syscalls = []
+    for rule in f.rules:
+        action = _spec_action(rule.action, rule.errno)
+        if action == default:
+            continue
+        entry: dict[str, Any] = {"names": list(rule.names), **action}
+        if rule.args:
+            entry["args"] = [{"index": c.index, "value": c.value, "valueTwo": c.value_two, "op": f"SCMP_CMP_{c.op}"}
+                             for c in rule.args]
+        syscalls.append(entry)
+    return {
+        "defaultAction": default["action"],
+        **({"defaultErrnoRet": default["errnoRet"]} if "errnoRet" in default else {}),
+        # libseccomp's ABI names (x86_64, x32, aarch64…) are the runtime-spec's without the prefix
+        "architectures": [f"SCMP_ARCH_{a.upper()}" for a in f.architectures],
+        "syscalls": syscalls,
+    }

@@ -16,7 +16,16 @@ from podrun import faults
 from podrun.abi import STAGE1_FLAVORS
 from podrun.errors import NotFoundError, UsageError, VerificationError
 from podrun.lean import Record
-from podrun.model.manifest import LOG_MAX_SIZE, AppSpec, MountSpec, PodManifest, Resources, Volume, seccomp_bpf_path
+from podrun.model.manifest import (
+    LOG_MAX_SIZE,
+    AppSpec,
+    MountSpec,
+    PodManifest,
+    Resources,
+    Volume,
+    seccomp_bpf_path,
+    seccomp_spec_path,
+)
 from podrun.pod import layout
 from podrun.pod.layout import PodDirs
 from podrun.stage0 import appflags as af
@@ -338,8 +347,9 @@ def build_app(
         read_only_rootfs=flags.get("--readonly-rootfs") == "True",
         resources=parsed.resources,
         capabilities=tuple(sorted(caps_policy.cap_numbers(frozenset(parsed.capabilities)))),
-        # fly confines nothing; oci's runtime gets the default allowlist in runtime-spec form
-        seccomp_bpf=seccomp_bpf_path(name) if req.stage1 == "default" else None,
+        # the filter stage0 writes for stage1: default's compiled, oci's in runtime-spec form
+        # (its runtime compiles it); fly confines nothing
+        seccomp_bpf={"default": seccomp_bpf_path(name), "oci": seccomp_spec_path(name)}.get(req.stage1),
         no_new_privileges=flags.get("--no-new-privileges", "True") == "True",
         stop_signal=_stop_signal(flags, cfg),
     )
@@ -420,7 +430,6 @@ def build_pod(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodPlan:
         from podrun.stage0 import runtime as oci_runtime
 
         runtime = oci_runtime.resolve(req.runtime or oci_runtime.DEFAULT)
-        oci_runtime.check_request(req)
     elif req.runtime is not None:
         raise UsageError(f"--runtime {req.runtime!r} needs --stage1 oci")
     log_max_size = LOG_MAX_SIZE if req.log_max_size is None else af.parse_log_max_size("--log-max-size",
@@ -522,8 +531,14 @@ def create_pod(dirs: PodDirs, plan: PodPlan, phase: str) -> tuple[Path, int]:
         from podrun.pod.seccomp_cache import seccomp_program
 
         cache = os.path.join(dirs.data_dir, "cache", "seccomp")
-        files = {seccomp_bpf_path(name): seccomp_program(flag, caps, cache)
-                 for name, (flag, caps) in plan.seccomp.items()}
+        if manifest.stage1 == "oci":
+            from podrun.pod.seccomp_cache import seccomp_section
+
+            files = {seccomp_spec_path(name): seccomp_section(flag, caps)
+                     for name, (flag, caps) in plan.seccomp.items()}
+        else:
+            files = {seccomp_bpf_path(name): seccomp_program(flag, caps, cache)
+                     for name, (flag, caps) in plan.seccomp.items()}
     for net in manifest.networks:
         if net.name != "default":
             import json

@@ -2,10 +2,9 @@
 records its absolute path in the pod manifest (``runtime``); stage1, ``enter``, ``stop`` and
 gc use that path, never a new PATH lookup.
 
-What the flavor cannot do (yet) is refused here, before any image is fetched, in one line:
-an app's own ``--seccomp`` (the runtime gets podrun's default allowlist in runtime-spec form;
-podrun.stage1.oci.spec) and a terminal for ``--interactive`` (runtimes hand a pty over a
-console socket, which the flavor does not speak).
+An app's seccomp filter (the default allowlist, or its own ``--seccomp``) is decided here too:
+stage0 writes it in runtime-spec form into the pod dir (podrun.pod.seccomp_cache.seccomp_section),
+where the manifest names it; the runtime compiles it.
 """
 
 from __future__ import annotations
@@ -13,10 +12,6 @@ from __future__ import annotations
 import os
 
 from podrun.errors import NotFoundError, UsageError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from podrun.stage0.prepare import RunRequest
 
 DEFAULT = "crun"
 # runtime name -> the Debian package that installs it
@@ -47,11 +42,3 @@ def resolve(runtime: str) -> str:
     package = PACKAGES.get(runtime)
     hint = f" (install the Debian package {package!r})" if package else " (give its path)"
     raise NotFoundError(f"--runtime {runtime}: the OCI runtime is not installed{hint}")
-
-
-def check_request(req: RunRequest) -> None:
-    """Refuse what ``--stage1 oci`` does not do (module docstring)."""
-    for app in req.apps:
-        if "--seccomp" in app.flags:
-            raise UsageError(f"--seccomp (app {app.image!r}) is not supported with --stage1 oci: its apps get "
-                             "podrun's default seccomp allowlist")

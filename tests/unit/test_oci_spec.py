@@ -301,7 +301,7 @@ def test_seccomp_default_architectures_and_every_allowed_syscall() -> None:
 def test_seccomp_rules_are_the_policys_filter() -> None:
     caps = frozenset(DEFAULT_CAPS | {"CAP_SYS_ADMIN"})
     doc = config(app(capabilities=tuple(sorted(cap_numbers(caps)))))
-    assert doc["linux"]["seccomp"] == spec.oci_seccomp(seccomp_policy.filter_for(caps))
+    assert doc["linux"]["seccomp"] == seccomp_policy.runtime_spec_section(seccomp_policy.filter_for(caps))
     allowed = {n for r in doc["linux"]["seccomp"]["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" for n in r["names"]}
     assert {"mount", "unshare", "clone", "clone3"} <= allowed
 
@@ -332,7 +332,7 @@ def test_oci_seccomp_writes_each_rule() -> None:
         Rule(("exit",), "KILL_PROCESS"),
         Rule(("tkill",), "KILL_THREAD"),
     ))
-    assert spec.oci_seccomp(f) == {
+    assert seccomp_policy.runtime_spec_section(f) == {
         "defaultAction": "SCMP_ACT_KILL_PROCESS",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_S390X", "SCMP_ARCH_AARCH64"],
         "syscalls": [
@@ -345,7 +345,7 @@ def test_oci_seccomp_writes_each_rule() -> None:
             {"names": ["tkill"], "action": "SCMP_ACT_KILL_THREAD"},
         ],
     }
-    errno_default = spec.oci_seccomp(Filter("ERRNO", errno.EPERM, ("x86",), (
+    errno_default = seccomp_policy.runtime_spec_section(Filter("ERRNO", errno.EPERM, ("x86",), (
         Rule(("a",), "ERRNO", errno.EPERM), Rule(("b",), "ERRNO", errno.ENOSYS), Rule(("c",), "ALLOW"))))
     assert errno_default == {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EPERM,
                              "architectures": ["SCMP_ARCH_X86"],

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from podrun.model.manifest import AppSpec
 
+SECCOMP_LIMIT = 1 << 20  # bytes of an app's seccomp section (stage0 writes ~20 KiB)
 SUPERVISED = (*FORWARDED, sig.SIGALRM, sig.SIGCHLD)
 # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across execve.
 CHILD_DEFAULTS = (*SUPERVISED, sig.SIGPIPE, sig.SIGXFSZ)
@@ -123,7 +124,7 @@ class Supervisor(AppsSupervisor):
         config = build_config(self.manifest, app, rootfs=root, pod_dir=self.pod.pod_dir,
                               namespaces=self._namespaces(), cgroups_path=ociruntime.cgroups_path(tree.paths[0]),
                               user=(uid, gid, groups), home=home, extra_env=self.pod.sd.app_env(),
-                              seccomp=True)
+                              seccomp=self._seccomp(app))
         if not ociruntime.manages_cgroups(self.runtime):
             del config["linux"]["cgroupsPath"]
         hook = ociruntime.root_flags_hook(self.runtime, root, app.read_only_rootfs)
@@ -136,10 +137,31 @@ class Supervisor(AppsSupervisor):
                                      "options": ["bind"]})
         return config
 
+    def _seccomp(self, app: AppSpec) -> object:
+        """The app's linux.seccomp as stage0 wrote it (the manifest names the file), spliced
+        into config.json unparsed (fsutil.RawJSON); None: the manifest asks for no filter."""
+        if app.seccomp_bpf is None:
+            return None
+        from podrun.fsutil import RawJSON, read_at_most
+        from podrun.model.manifest import seccomp_spec_path
+
+        if app.seccomp_bpf != seccomp_spec_path(app.name):
+            raise OSError(f"the manifest names {app.seccomp_bpf!r} as the seccomp filter, not "
+                          f"{seccomp_spec_path(app.name)!r}")
+        fd = os.open(os.path.join(self.pod.pod_dir, app.seccomp_bpf),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            data = read_at_most(fd, SECCOMP_LIMIT + 1)
+        finally:
+            os.close(fd)
+        if not data.startswith(b"{") or len(data) > SECCOMP_LIMIT:
+            raise OSError(f"{app.seccomp_bpf}: not a seccomp section stage0 wrote")
+        return RawJSON(data)
+
     def _start(self, app: AppSpec, relay: Relay, records: exits.Records) -> None:
         """Write the app's bundle and run it (``RUNTIME run --detach``); record the app as
         running, or as failed with the runtime's reason."""
-        import json
+        from podrun.fsutil import doc_json
 
         app_dir = os.path.join(self.pod.pod_dir, layout.app_dir(app.name))
         bundle = os.path.join(app_dir, "oci")
@@ -153,7 +175,7 @@ class Supervisor(AppsSupervisor):
                 self._failed(app.name, failed[0], records)
                 return
             os.makedirs(bundle, mode=0o700, exist_ok=True)
-            data = json.dumps(config, separators=(",", ":")).encode()
+            data = doc_json(config)
             fd = os.open(os.path.join(bundle, "config.json"),
                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:

@@ -30,7 +30,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from podrun.isolation.seccomp import Filter
     from podrun.model.manifest import AppSpec, PodManifest
 
 OCI_VERSION = "1.0.2"
@@ -60,7 +59,7 @@ def build_config(
     terminal: bool = False,
     home: str | None = None,
     extra_env: dict[str, str] | None = None,
-    seccomp: bool = False,
+    seccomp: object = None,
 ) -> dict[str, Any]:
     """The ``config.json`` document of *app* of the pod *manifest*.
 
@@ -72,9 +71,10 @@ def build_config(
     podrun.stage2.app.lookup_user finds them in the image's own files; the app's decided
     supplementary gids are added here.  *home*: the user's home from the same lookup, the
     default of HOME (None: looked up here in *rootfs* the same way).  *extra_env*: variables
-    podrun adds over the app's (NOTIFY_SOCKET, LISTEN_FDS).  *seccomp*: give the app podrun's
-    default allowlist for its capabilities (the ``oci`` flavor's decision) even though the
-    manifest names no compiled program for it, as it does for ``default`` apps."""
+    podrun adds over the app's (NOTIFY_SOCKET, LISTEN_FDS).  *seccomp*: linux.seccomp as stage0
+    decided it (podrun.pod.seccomp_cache.seccomp_section: the runtime-spec form of the app's
+    filter), as a document or as fsutil.RawJSON; without it, an app whose manifest names a
+    seccomp program gets the default allowlist for its capabilities."""
     uid, gid, groups = user
     if home is None:
         home = _home_in(rootfs, app)
@@ -103,10 +103,12 @@ def build_config(
         "readonlyPaths": list(READONLY_PATHS),
         "resources": oci_resources(app),
     }
-    if seccomp or app.seccomp_bpf is not None:
-        from podrun.pod.seccomp_policy import filter_for
+    if seccomp is not None:
+        linux["seccomp"] = seccomp
+    elif app.seccomp_bpf is not None:
+        from podrun.pod.seccomp_policy import filter_for, runtime_spec_section
 
-        linux["seccomp"] = oci_seccomp(filter_for(frozenset(caps)))
+        linux["seccomp"] = runtime_spec_section(filter_for(frozenset(caps)))
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "root": {"path": rootfs, "readonly": app.read_only_rootfs},
@@ -217,33 +219,3 @@ def oci_resources(app: AppSpec) -> dict[str, Any]:
     if res.pids_max is not None:
         out["pids"] = {"limit": res.pids_max}
     return out
-
-
-def _action(action: str, err: int) -> dict[str, Any]:
-    if action == "ERRNO":
-        return {"action": "SCMP_ACT_ERRNO", "errnoRet": err}
-    return {"action": f"SCMP_ACT_{action}"}
-
-
-def oci_seccomp(f: Filter) -> dict[str, Any]:
-    """*f* (podrun.isolation.seccomp) as linux.seccomp: one entry per rule, its conditions ANDed
-    as in the rule.  Rules whose action is the default's are left out, as podrun's own compiler
-    skips them (libseccomp refuses them; they change nothing)."""
-    default = _action(f.default_action, f.default_errno)
-    syscalls = []
-    for rule in f.rules:
-        action = _action(rule.action, rule.errno)
-        if action == default:
-            continue
-        entry: dict[str, Any] = {"names": list(rule.names), **action}
-        if rule.args:
-            entry["args"] = [{"index": c.index, "value": c.value, "valueTwo": c.value_two, "op": f"SCMP_CMP_{c.op}"}
-                             for c in rule.args]
-        syscalls.append(entry)
-    return {
-        "defaultAction": default["action"],
-        **({"defaultErrnoRet": default["errnoRet"]} if "errnoRet" in default else {}),
-        # libseccomp's ABI names (x86_64, x32, aarch64…) are the runtime-spec's without the prefix
-        "architectures": [f"SCMP_ARCH_{a.upper()}" for a in f.architectures],
-        "syscalls": syscalls,
-    }
