@@ -101,3 +101,17 @@ def test_fast_run_path_skips_click() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ["True"], out.stdout
+
+
+def test_the_oci_flavors_start_path_imports_what_the_default_one_does() -> None:
+    """The oci flavor's supervisor, with what it loads per app (its config.json builder, the
+    launcher's root checks, the JSON writer and the filter stage0 decided), imports no
+    standard module beyond stage1's list: no json, re, dataclasses or the seccomp policy."""
+    loaded, added = _stage1_modules(
+        "import podrun.stage1.oci.run; from podrun.stage1.oci.spec import build_config; "
+        "import podrun.stage2.app; from podrun.fsutil import doc_json, RawJSON; "
+        "doc_json({'linux': {'seccomp': RawJSON(b'{}')}, 'args': ['/bin/true', 1, True, None]})"
+    )
+    other = {m for m in loaded | added if m != "podrun" and not m.startswith("podrun.")}
+    assert other == STAGE1_IMPORTS, f"added: {sorted(other - STAGE1_IMPORTS)}, gone: {sorted(STAGE1_IMPORTS - other)}"
+    assert not {m for m in added if m.startswith(("podrun.pod.seccomp", "podrun.isolation.seccomp"))}
