@@ -52,8 +52,9 @@ Package: podrun
 Version: $version-1
 Architecture: $arch
 Maintainer: podrun developers <podrun@localhost>
-Depends: python3 (>= 3.11), python3 (<< 3.12), libseccomp2, nftables, containernetworking-plugins, iproute2, util-linux
-Recommends: systemd
+Depends: python3 (>= 3.11), python3 (<< 3.12), libseccomp2, nftables, containernetworking-plugins, iproute2, util-linux, catatonit
+Recommends: systemd, crun
+Suggests: runc
 Section: admin
 Priority: optional
 Homepage: https://podrun.dev/

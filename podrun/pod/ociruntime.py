@@ -187,24 +187,36 @@ def remove_cgroup_dirs(cgroups_path: str) -> None:
     its pod's, at *cgroups_path* (linux.cgroupsPath) and its parent, in every cgroup hierarchy
     mounted under /sys/fs/cgroup.  On cgroup v1 such a runtime joins every controller's
     hierarchy, podrun only those it uses, and the runtime's ``delete`` leaves the parents it
-    made.  rmdir only: a directory that still holds anything stays."""
+    made; in a hierarchy podrun does not use, every empty ancestor it made goes too (a v1
+    hierarchy with cgroups left cannot be unmounted, which bench/hostprep.py does).  rmdir only:
+    a directory that still holds anything stays."""
     rel = os.path.normpath(cgroups_path).strip("/")
     parts = rel.split("/")
     if len(parts) < 2 or not parts[-2].startswith("pod-") or ".." in parts:
-        return  # not a path podrun gave (podrun/pod-UUID/app-NAME)
+        return  # not a path podrun gave (…/pod-UUID/app-NAME)
     base = "/sys/fs/cgroup"
-    try:
-        mounts = [os.path.join(base, m) for m in os.listdir(base)]
-    except OSError:
-        return
     if os.path.exists(os.path.join(base, "cgroup.controllers")):
         mounts = [base]
+    else:
+        try:
+            mounts = [os.path.join(base, m) for m in os.listdir(base)]
+        except OSError:
+            return
+    from podrun.isolation import cgroups
+
+    try:
+        used = {h.mountpoint for h in cgroups.hierarchies()}
+    except OSError:
+        used = set(mounts)
     for mount in mounts:
-        for path in (os.path.join(mount, rel), os.path.join(mount, os.path.dirname(rel))):
+        levels = 2 if os.path.realpath(mount) in used or mount in used else len(parts)
+        for depth in range(len(parts), len(parts) - levels, -1):
             try:
-                os.rmdir(path)
+                os.rmdir(os.path.join(mount, *parts[:depth]))
+            except FileNotFoundError:
+                continue  # the runtime removed it (or never made it here)
             except OSError:
-                pass
+                break  # holds another pod's cgroups, or processes
 
 
 def _remove_tree(path: str) -> None:
