@@ -19,6 +19,8 @@ APT_PACKAGES=(
   # the bench's peers (bench/host.py PEER_PACKAGES), which its smoke test runs: installed here,
   # never by the bench in the middle of the suite
   crun runc catatonit
+  # gVisor's OCI runtime: the oci flavor's tests run pods on it too
+  runsc
   # tools the tests and bench call
   util-linux procps iproute2 git groff-base time
   # networking: nft for podrun's NAT table, Debian's CNI plugins, curl for the port-forward tests

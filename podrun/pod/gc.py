@@ -84,8 +84,7 @@ def _delete_containers(path: Path) -> list[str]:
     from podrun.pod import ociruntime
 
     ids = [ociruntime.container_id(manifest.uuid, app.name) for app in manifest.apps]
-    root = ociruntime.state_root(manifest.runtime)
-    present = [cid for cid in ids if os.path.lexists(os.path.join(root, cid))]
+    present = [cid for cid in ids if ociruntime.state_entries(manifest.runtime, cid)]
     problems = ociruntime.delete(manifest.runtime, present)
     if ociruntime.manages_cgroups(manifest.runtime):
         paths, _ = _own_cgroups(path)

@@ -52,12 +52,16 @@ def manages_cgroups(runtime: str) -> bool:
     return name_of(runtime) != "crun"
 
 
-def global_argv(runtime: str, log: str | None = None) -> list[str]:
+def global_argv(runtime: str, log: str | None = None, net_none: bool = False) -> list[str]:
     """``RUNTIME --root STATE [--log LOG] [--cgroup-manager=disabled]``: the options before the
-    command, for every call."""
+    command, for every call.  *net_none*: the pod has no network (``--net none``); gVisor's
+    runsc then gets ``--network=none`` (a loopback of its own netstack): it refuses to take
+    over a network namespace that is its own caller's, as the pod's is then."""
     argv = [runtime, "--root", state_root(runtime)]
     if log is not None:
         argv += ["--log", log]
+    if net_none and name_of(runtime) == "runsc":
+        argv.append("--network=none")
     if not manages_cgroups(runtime):
         argv.append("--cgroup-manager=disabled")
     return argv
@@ -138,18 +142,27 @@ def read_log(path: str, limit: int = 4096) -> str:
     return last
 
 
+def state_entries(runtime: str, cid: str) -> list[str]:
+    """The runtime's state of container *cid* under its root: crun's and runc's directory named
+    *cid*, runsc's files ``CID_sandbox:CID.state`` and ``.lock`` ([] when it has none)."""
+    root = state_root(runtime)
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    return [os.path.join(root, n) for n in names if n == cid or n.startswith(f"{cid}_sandbox:")]
+
+
 def delete(runtime: str, ids: list[str]) -> list[str]:
     """``delete --force`` each container (their processes are gone or going: the pod's pid 1
     has ended), then remove a state dir the runtime left; what could not be done, as warnings.
     Returns at once for containers the runtime never made."""
     problems = []
-    root = state_root(runtime)
     for cid in ids:
         if "/" in cid or cid.startswith("."):
             problems.append(f"{cid!r} is not a container name podrun makes: left alone")
             continue
-        state = os.path.join(root, cid)
-        if not os.path.lexists(state):
+        if not state_entries(runtime, cid):
             continue
         if os.access(runtime, os.X_OK):
             pid = os.fork()
@@ -162,7 +175,7 @@ def delete(runtime: str, ids: list[str]) -> list[str]:
                 sig.sigprocmask(sig.SIG_SETMASK, ())
                 exec_runtime([*global_argv(runtime), "delete", "--force", cid])
             os.waitpid(pid, 0)
-        if os.path.lexists(state):
+        for state in state_entries(runtime, cid):
             try:
                 _remove_tree(state)
             except OSError as exc:

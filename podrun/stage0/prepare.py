@@ -430,6 +430,7 @@ def build_pod(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodPlan:
         from podrun.stage0 import runtime as oci_runtime
 
         runtime = oci_runtime.resolve(req.runtime or oci_runtime.DEFAULT)
+        oci_runtime.check_network(runtime, net)
     elif req.runtime is not None:
         raise UsageError(f"--runtime {req.runtime!r} needs --stage1 oci")
     log_max_size = LOG_MAX_SIZE if req.log_max_size is None else af.parse_log_max_size("--log-max-size",

@@ -24,6 +24,14 @@ def _executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
+def check_network(runtime: str, net: str) -> None:
+    """gVisor's runsc runs a pod with ``--net none`` only here: it refuses to take over the
+    interfaces of a network namespace its caller is in, and the pod's namespaces are joined by
+    path (UsageError otherwise)."""
+    if os.path.basename(runtime) == "runsc" and net != "none":
+        raise UsageError(f"--runtime runsc runs pods with --net none only (not --net {net})")
+
+
 def resolve(runtime: str) -> str:
     """The absolute path of *runtime*: a name (looked up in PATH, then the sbin/bin dirs) or a
     path.  NotFoundError, naming the package, when there is none."""

@@ -233,3 +233,36 @@ def test_refusals_are_one_line(pods: OciPods) -> None:
         assert res.returncode == code and words in res.stderr, (args, res)
         assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
     assert sorted((pods.data / "pods").glob("*/*")) == before  # refused before any pod was written
+
+
+def test_gvisor_runs_pods_without_a_network() -> None:
+    """gVisor's runsc (Debian's package): each app is a sandbox with a kernel of its own, so
+    apps do not share the pod's PID namespace (runsc does not join one by path) and ``enter``
+    is not available; exit codes, output, stop and collection are the flavor's.  Pods with a
+    network are refused at once (stage0.runtime.check_network)."""
+    if shutil.which("runsc") is None:
+        pytest.fail("runsc is not installed (scripts/install-deps.sh installs it)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="podrun-runsc-") as tmp:
+        p = OciPods(demo_pods(Path(tmp)).data)
+        p.runtime = "runsc"
+        try:
+            res = p.run("run", "--net", "none", "demo", "--exec", "/bin/sh", "--", "-c", "echo in-gvisor; uname -r; exit 5")
+            assert res.returncode == 5 and res.stdout.split()[0] == "in-gvisor", res
+            assert res.stdout.split()[1] != os.uname().release  # gVisor's own kernel
+            refused = p.run("run", "demo", "--exec", "/bin/true")
+            assert refused.returncode == 253 and "--net none only" in refused.stderr, refused
+            proc, uuid, _ = p.start("--net", "none", "demo", "--exec", "/bin/sleep", "--", "300")
+            assert p.run("stop", uuid).returncode == 0
+            assert proc.wait(timeout=60) == 143
+            proc, uuid, _ = p.start("--net", "none", "demo", "--exec", "/bin/sleep", "--", "300")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            out = p.run("gc", "--grace-period", "0s", check=True).stdout
+            assert f"deleted container podrun-{uuid}-demo (runsc)" in out, out
+        finally:
+            uuids = p.cleanup()
+        assert not [s for u in uuids for s in state_root("runsc").glob(f"podrun-{u}-*")]
+        assert not [c for u in uuids for c in Path("/sys/fs/cgroup").glob(f"**/pod-{u}")]
+

@@ -49,7 +49,7 @@ def main(argv: list[str]) -> NoReturn:
         if not manifest.runtime or not cgroup_list:
             raise LookupError(f"pod {pod} has not started yet")
         cid = ociruntime.container_id(manifest.uuid, name)
-        if not os.path.isdir(os.path.join(ociruntime.state_root(manifest.runtime), cid)):
+        if not ociruntime.state_entries(manifest.runtime, cid):
             raise LookupError(f"app {name} is not running")
         cgroups.open_existing([os.path.join(os.path.normpath(b), f"app-{name}") for b in cgroup_list]).join()
     except Exception as exc:

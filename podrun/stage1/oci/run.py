@@ -185,8 +185,8 @@ class Supervisor(AppsSupervisor):
         except Exception as exc:
             self._fail(f"app {app.name}: writing its OCI bundle: {exc}")
         out = relay.add_app(os.path.join(app_dir, layout.LOG))
-        argv = [*ociruntime.global_argv(self.runtime, log), "run", "--detach", "--bundle", bundle,
-                "--pid-file", pid_file, self.ids[app.name]]
+        argv = [*ociruntime.global_argv(self.runtime, log, self.manifest.net == "none"), "run", "--detach",
+                "--bundle", bundle, "--pid-file", pid_file, self.ids[app.name]]
         tree = self.pod.app_cgroups[app.name]
         interactive = self.manifest.interactive
         pid = os.fork()
