@@ -499,7 +499,8 @@ class RawJSON:
 
 def doc_json(doc: object) -> bytes:
     """*doc* (dicts with string keys, lists, strings, ints, bools, None) as compact JSON, written
-    here while every string is plain (:func:`_plain`), else by the json module: the oci flavor
+    here while every string is printable ASCII (quotes and backslashes escaped as json does),
+    else by the json module: the oci flavor
     writes each app's config.json on the start path, where importing json (and re) costs
     ~8 ms.  TypeError for anything else, as json.dumps raises it."""
     parts: list[str] = []
@@ -517,7 +518,7 @@ def doc_json(doc: object) -> bytes:
 
 def _write_plain(value: object, out: list[str]) -> bool:
     """Append *value*'s JSON to *out*; False (and *out* to be dropped) at the first string
-    that is not plain."""
+    that is not printable ASCII."""
     if value is None:
         out.append("null")
     elif value is True or value is False:
@@ -525,9 +526,9 @@ def _write_plain(value: object, out: list[str]) -> bool:
     elif type(value) is int:
         out.append(repr(value))
     elif type(value) is str:
-        if not _plain(value):
+        if not (value.isascii() and value.isprintable()):
             return False
-        out.append(f'"{value}"')
+        out.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
     elif type(value) is RawJSON:
         out.append(value.data.decode())
     elif type(value) is list or type(value) is tuple:

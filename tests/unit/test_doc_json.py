@@ -21,11 +21,12 @@ DOCS: list[Any] = [
                  "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 524288}]},
      "linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}, {"type": "mount"}]}},
     ("tuple", 1, None),
+    'a "quoted" word', "back\\slash \\\" both", {"k\"ey": ["v\\"]},  # printable ASCII: escaped here as json does
+    {"env": ["A=1", 'B="two"']},
     [True, 1, False, 0],  # bools are never written as numbers, nor numbers as bools
 ]
 NOT_PLAIN: list[Any] = [
-    'a "quoted" word', "back\\slash", "tab\there", "new\nline", "ünïcödé", "\x00", {"k\"ey": 1},
-    {"env": ["A=1", 'B="two"']}, [["deep", ["deeper", "é"]]],
+    "tab\there", "new\nline", "ünïcödé", "\x00", {"ké": 1}, [["deep", ["deeper", "é"]]],
 ]
 
 

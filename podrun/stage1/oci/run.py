@@ -57,6 +57,15 @@ def main(argv: list[str]) -> NoReturn:
     podsetup.finish(pod, code)
 
 
+class Launch:
+    """An app whose runtime was forked: its name, the runtime's PID, its bundle dir."""
+
+    __slots__ = ("bundle", "name", "pid")
+
+    def __init__(self, name: str, pid: int, bundle: str) -> None:
+        self.name, self.pid, self.bundle = name, pid, bundle
+
+
 class Supervisor(AppsSupervisor):
     def __init__(self, pod: podsetup.Pod, init_exe: int) -> None:
         super().__init__(pod.manifest)
@@ -158,9 +167,9 @@ class Supervisor(AppsSupervisor):
             raise OSError(f"{app.seccomp_bpf}: not a seccomp section stage0 wrote")
         return RawJSON(data)
 
-    def _start(self, app: AppSpec, relay: Relay, records: exits.Records) -> None:
-        """Write the app's bundle and run it (``RUNTIME run --detach``); record the app as
-        running, or as failed with the runtime's reason."""
+    def _start(self, app: AppSpec, relay: Relay, records: exits.Records) -> Launch | None:
+        """Write the app's bundle and fork its runtime (``RUNTIME run --detach``), which
+        :meth:`_started` waits for; None when the app cannot start (recorded as failed)."""
         from podrun.fsutil import doc_json
 
         app_dir = os.path.join(self.pod.pod_dir, layout.app_dir(app.name))
@@ -173,7 +182,7 @@ class Supervisor(AppsSupervisor):
             if failed is not None:  # said as the default flavor says it, with its exit code
                 sys.stderr.write(f"podrun: app {app.name}: {failed[1]}\n")
                 self._failed(app.name, failed[0], records)
-                return
+                return None
             os.makedirs(bundle, mode=0o700, exist_ok=True)
             data = doc_json(config)
             fd = os.open(os.path.join(bundle, "config.json"),
@@ -207,22 +216,28 @@ class Supervisor(AppsSupervisor):
                 os.write(2, f"podrun: app {app.name}: starting {argv[0]}: {exc}\n".encode())
             finally:
                 os._exit(podsetup.EXIT_STAGE1_FAILED)
-        _, status = os.waitpid(pid, 0)
         os.close(out[0])
         os.close(out[1])
+        return Launch(app.name, pid, bundle)
+
+    def _started(self, launch: Launch, records: exits.Records) -> None:
+        """Wait for the runtime of :meth:`_start`: the app runs (its PID, which the runtime
+        wrote, becomes a running app's), or did not start (recorded with the runtime's reason)."""
+        _, status = os.waitpid(launch.pid, 0)
         if status == 0:
             try:
-                with open(pid_file, "rb") as f:
+                with open(os.path.join(launch.bundle, "pid"), "rb") as f:
                     app_pid = int(f.read().strip() or b"0")
             except (OSError, ValueError) as exc:
-                self._fail(f"app {app.name}: reading the PID {ociruntime.name_of(self.runtime)} wrote: {exc}")
-            self.running[app_pid] = app.name
+                self._fail(f"app {launch.name}: reading the PID {ociruntime.name_of(self.runtime)} wrote: {exc}")
+            self.running[app_pid] = launch.name
             return
         # The command was checked before (127/126 as in the default flavor): anything else the
         # runtime refuses is a failure to set the app up, 254 as for the default flavor's launcher.
-        reason = ociruntime.read_log(log) or exits.describe(status)
-        sys.stderr.write(f"podrun: app {app.name}: {ociruntime.name_of(self.runtime)}: {reason}\n")
-        self._failed(app.name, podsetup.EXIT_STAGE1_FAILED, records)
+        reason = ociruntime.read_log(os.path.join(launch.bundle, "runtime.log")) or exits.describe(status)
+        sys.stderr.write(f"podrun: app {launch.name}: {ociruntime.name_of(self.runtime)}: {reason}\n")
+        self._failed(launch.name, podsetup.EXIT_STAGE1_FAILED, records)
+
 
     def _failed(self, name: str, code: int, records: exits.Records) -> None:
         """App *name* did not start: recorded with exit code *code*, and the exit rule applied."""
@@ -230,7 +245,7 @@ class Supervisor(AppsSupervisor):
             self._failed_first()
 
     def _delete_containers(self) -> None:
-        for problem in ociruntime.delete(self.runtime, list(self.ids.values())):
+        for problem in ociruntime.delete(self.runtime, list(self.ids.values()), ended=self.init_status is not None):
             exits.warn(f"{problem} (podrun gc retries)")
         if ociruntime.manages_cgroups(self.runtime):
             for tree in self.pod.app_cgroups.values():
@@ -253,8 +268,11 @@ class Supervisor(AppsSupervisor):
         self._fork_init()
         podsetup.host_pid_namespace(self.pod)  # the runtimes run in the host's PID namespace
         records = exits.Records(self.pod.pod_dir)
-        for app in self.manifest.apps:
-            self._start(app, relay, records)
+        # Every app's runtime runs at once (a runtime takes ~20 ms, mostly its own set-up of the
+        # container); then each is waited for.
+        launches = [launch for app in self.manifest.apps if (launch := self._start(app, relay, records))]
+        for launch in launches:
+            self._started(launch, records)
         exits.write_ready(self.pod.pod_dir)
         sd = self.pod.sd
         sd.attach(relay)
