@@ -76,7 +76,7 @@ def _podrun(rt: Runtimes, flavor: str) -> Contender:
              "install (scripts/install-deps.sh)"]
     if flavor != "default":
         notes = [f"stage1 flavor `oci`: catatonit as the pod's pid 1, the app a runtime-spec bundle run by "
-                 f"`{flavor.partition('/')[2]} create`/`start`; the same data dir and pod removal as `podrun`"]
+                 f"`{flavor.partition('/')[2]} run --detach`; the same data dir and pod removal as `podrun`"]
     return Contender(
         flavor_name(flavor), flavor_command(flavor, f"{PODRUN_IMAGE} --exec /bin/true"),
         lambda _id: [("run", rt.podrun_run(flavor, PODRUN_IMAGE, "--exec", "/bin/true"))],
