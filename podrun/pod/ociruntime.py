@@ -198,19 +198,19 @@ def cgroups_path(directory: str) -> str:
     return "/" + rest.lstrip("/").partition("/")[2]
 
 
-def remove_cgroup_dirs(cgroups_path: str) -> None:
+def remove_cgroup_dirs(cgroups_path: str, base: str = "/sys/fs/cgroup", used: set[str] | None = None) -> None:
     """After ``delete`` by a runtime that manages cgroups (runc, runsc): the app's cgroup and
     its pod's, at *cgroups_path* (linux.cgroupsPath) and its parent, in every cgroup hierarchy
     mounted under /sys/fs/cgroup.  On cgroup v1 such a runtime joins every controller's
     hierarchy, podrun only those it uses, and the runtime's ``delete`` leaves the parents it
     made; in a hierarchy podrun does not use, every empty ancestor it made goes too (a v1
     hierarchy with cgroups left cannot be unmounted, which bench/hostprep.py does).  rmdir only:
-    a directory that still holds anything stays."""
+    a directory that still holds anything stays.  *used*: the mount points of the hierarchies
+    podrun uses (default: podrun.isolation.cgroups.hierarchies())."""
     rel = os.path.normpath(cgroups_path).strip("/")
     parts = rel.split("/")
     if len(parts) < 2 or not parts[-2].startswith("pod-") or ".." in parts:
         return  # not a path podrun gave (…/pod-UUID/app-NAME)
-    base = "/sys/fs/cgroup"
     if os.path.exists(os.path.join(base, "cgroup.controllers")):
         mounts = [base]
     else:
@@ -218,14 +218,15 @@ def remove_cgroup_dirs(cgroups_path: str) -> None:
             mounts = [os.path.join(base, m) for m in os.listdir(base)]
         except OSError:
             return
-    from podrun.isolation import cgroups
+    if used is None:
+        from podrun.isolation import cgroups
 
-    try:
-        used = {h.mountpoint for h in cgroups.hierarchies()}
-    except OSError:
-        used = set(mounts)
+        try:
+            used = {h.mountpoint for h in cgroups.hierarchies()}
+        except OSError:
+            used = set(mounts)
     for mount in mounts:
-        levels = 2 if os.path.realpath(mount) in used or mount in used else len(parts)
+        levels = 2 if mount in used else len(parts)
         for depth in range(len(parts), len(parts) - levels, -1):
             try:
                 os.rmdir(os.path.join(mount, *parts[:depth]))

@@ -17,6 +17,11 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def test_the_state_root_is_under_run_podrun_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PODRUN_RUNTIME_DIR", raising=False)
+    assert o.state_root("/usr/bin/crun") == "/run/podrun/oci/crun"
+
+
 def test_names_and_state_root(runtime_dir: Path) -> None:
     assert o.name_of("/usr/sbin/runc") == "runc"
     assert o.state_root("/usr/bin/crun") == f"{runtime_dir}/oci/crun"
@@ -43,10 +48,15 @@ def test_global_argv_per_runtime(runtime_dir: Path) -> None:
     ("first\nsecond line\n\n", "second line"),
     ('{"level":"error","msg":"runc run failed: \\"x\\" is bad","time":"t"}\n', 'runc run failed: "x" is bad'),
     ('time="2026-01-01T00:00:00Z" level=error msg="runc run failed: no \\"x\\""\n', 'runc run failed: no "x"'),
+    ('error: "msg":"not json"\n', 'error: "msg":"not json"'),  # neither of runc's formats: as it is
+    ('{"level":"error"}\n', '{"level":"error"}'),
+    ('time=now level=error\n', 'time=now level=error'),
+    ('crun: x msg="y"\n', 'crun: x msg="y"'),
+    (b"bad \xff byte\n", "bad \ufffd byte"),
 ])
-def test_read_log_gives_the_last_line_and_runcs_message(tmp_path: Path, text: str, last: str) -> None:
+def test_read_log_gives_the_last_line_and_runcs_message(tmp_path: Path, text: str | bytes, last: str) -> None:
     log = tmp_path / "log"
-    log.write_text(text)
+    log.write_bytes(text if isinstance(text, bytes) else text.encode())
     assert o.read_log(str(log)) == last
 
 
@@ -86,8 +96,10 @@ def test_delete_refuses_names_podrun_does_not_make(runtime_dir: Path) -> None:
     (runtime_dir / "oci" / "crun").mkdir(parents=True)
     outside = runtime_dir / "keep"
     outside.mkdir()
-    problems = o.delete("/nonexistent/crun", ["../../keep", ".hidden", "podrun-u-gone"])
-    assert outside.is_dir()
+    left = runtime_dir / "oci" / "crun" / "podrun-u-left"
+    left.mkdir()
+    problems = o.delete("/nonexistent/crun", ["../../keep", ".hidden", "podrun-u-gone", "podrun-u-left"])
+    assert outside.is_dir() and not left.exists()  # each name judged on its own
     assert problems == ["'../../keep' is not a container name podrun makes: left alone",
                         "'.hidden' is not a container name podrun makes: left alone"]
 
@@ -106,7 +118,42 @@ def test_root_hook_only_for_crun() -> None:
     hook = o.root_flags_hook("/usr/bin/crun", "/p/apps/a/rootfs", True)
     assert hook is not None and hook["path"] == "/bin/sh"
     args = hook["args"]
-    assert isinstance(args, list) and args[0] == "sh" and args[-2:] == ["remount,bind,nodev,ro", "/p/apps/a/rootfs"]
-    assert 'rm -f "$2/dev/core"' in args[2] and args[2].split()[0] in o.MOUNT_PATHS
+    assert isinstance(args, list) and args[:2] == ["sh", "-c"] and args[3:] == ["sh", "remount,bind,nodev,ro",
+                                                                                   "/p/apps/a/rootfs"]
+    assert args[2] == o.ROOT_HOOK.replace("mount ", args[2].split()[0] + " ") and args[2].split()[0] in o.MOUNT_PATHS
     rw = o.root_flags_hook("/usr/bin/crun", "/r", False)
     assert rw is not None and rw["args"][-2] == "remount,bind,nodev"  # type: ignore[index]
+
+
+def _tree(base: Path, *paths: str) -> None:
+    for p in paths:
+        (base / p).mkdir(parents=True, exist_ok=True)
+
+
+def test_remove_cgroup_dirs_in_hierarchies_podrun_uses_and_the_others(tmp_path: Path) -> None:
+    base = tmp_path / "cgroup"
+    _tree(base, "cpu/podrun/pod-u/app-a", "cpu/podrun/pod-other", "blkio/podrun/pod-u/app-a", "freezer/podrun/pod-u",
+          "devices/podrun/pod-v/app-b", "devices/podrun/pod-u/app-a")
+    o.remove_cgroup_dirs("/podrun/pod-u/app-a", str(base), used={str(base / "cpu")})
+    assert sorted(str(p.relative_to(base)) for p in base.rglob("*")) == sorted([
+        "cpu", "cpu/podrun", "cpu/podrun/pod-other",  # podrun's own top dir stays where podrun uses it
+        "blkio", "freezer",  # a runtime's empty parents go where podrun does not
+        "devices", "devices/podrun", "devices/podrun/pod-v", "devices/podrun/pod-v/app-b"])  # another pod's stay
+
+
+@pytest.mark.parametrize("path", ["/podrun/app-a", "/podrun/pod-u/../../etc/app-a", "app-a", "/x/y/z"])
+def test_remove_cgroup_dirs_of_paths_podrun_never_gives(tmp_path: Path, path: str) -> None:
+    base = tmp_path / "cgroup"
+    _tree(base, "blkio/podrun/app-a", "blkio/x/y/z", "blkio/etc/app-a")
+    before = sorted(base.rglob("*"))
+    o.remove_cgroup_dirs(path, str(base), used=set())
+    assert sorted(base.rglob("*")) == before
+
+
+def test_remove_cgroup_dirs_on_cgroup_v2(tmp_path: Path) -> None:
+    base = tmp_path / "cgroup"
+    _tree(base, "podrun/pod-u/app-a", "blkio/podrun/pod-u/app-a")
+    (base / "cgroup.controllers").write_text("cpu memory\n")
+    o.remove_cgroup_dirs("/podrun/pod-u/app-a", str(base), used={str(base)})
+    assert (base / "podrun").is_dir() and not (base / "podrun" / "pod-u").exists()
+    assert (base / "blkio/podrun/pod-u/app-a").is_dir()  # only the one hierarchy of a v2 host
