@@ -207,6 +207,10 @@ def test_a_command_that_cannot_run_is_said_as_in_the_default_flavor(pods: OciPod
         default = pods.run("run", "--stage1", "default", "demo", "--exec", command)
         assert (oci.returncode, oci.stderr) == (default.returncode, default.stderr) == (
             code, f"podrun: app demo: cannot execute {command!r}: {os.strerror(2) if code == 127 else reason}\n")
+    oci = pods.run("run", "demo", "--user", "nosuchuser", "--exec", "/bin/true")
+    default = pods.run("run", "--stage1", "default", "demo", "--user", "nosuchuser", "--exec", "/bin/true")
+    assert (oci.returncode, oci.stderr) == (default.returncode, default.stderr) == (
+        254, "podrun: app demo: setting up: user 'nosuchuser' not found in the image's /etc/passwd\n")
 
 
 def test_an_apps_own_seccomp_filter_is_the_runtimes_too(pods: OciPods) -> None:

@@ -191,8 +191,12 @@ class Supervisor(AppsSupervisor):
                 os.write(fd, data)
             finally:
                 os.close(fd)
-        except Exception as exc:
-            self._fail(f"app {app.name}: writing its OCI bundle: {exc}")
+        except Exception as exc:  # the user, a mount target, the bundle: as the default flavor's launcher says it
+            from podrun.stage2.app import EXIT_SETUP_FAILED, describe
+
+            sys.stderr.write(f"podrun: app {app.name}: setting up: {describe(exc)}\n")
+            self._failed(app.name, EXIT_SETUP_FAILED, records)
+            return None
         out = relay.add_app(os.path.join(app_dir, layout.LOG))
         argv = [*ociruntime.global_argv(self.runtime, log, self.manifest.net == "none"), "run", "--detach",
                 "--bundle", bundle, "--pid-file", pid_file, self.ids[app.name]]
