@@ -62,6 +62,8 @@ def unit_text(g: Globals, kw: dict[str, Any], description: str | None, podrun: s
             flags += [flag.name, value]
     if kw.get("uuid_file_save"):
         raise UsageError("--uuid-file-save makes no sense in a unit: the pod is recreated at every start")
+    if kw.get("ready_fd") is not None:
+        raise UsageError("--ready-fd is for s6 (generate service --init s6); systemd units use Type=notify")
     line = " ".join(quote(a) for a in [*base, "run", *flags, *kw["args"]])
     images = sorted({a.image for a in apps})
     fetch = " ".join(quote(a) for a in [*base, "fetch", *images])
