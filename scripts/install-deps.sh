@@ -25,6 +25,9 @@ APT_PACKAGES=(
   nftables containernetworking-plugins curl
   # the systemd end-to-end test boots a Debian root made by debootstrap with systemd-nspawn
   debootstrap systemd-container
+  # the init-system tests supervise pods with s6 (s6-supervise, s6-svscan, s6-log) and runit
+  # (runsv, sv, svlogd); start-stop-daemon comes with dpkg
+  s6 runit
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -92,7 +92,8 @@ def _lsb_script(name: str, base: list[str], run_flags: list[str], args: tuple[st
 # Short-Description: podrun pod: {", ".join(images)}
 ### END INIT INFO
 {_header("sysv").rstrip()}
-PIDFILE={shlex.quote(pid_file)}
+# Each of these may be set in the environment or in /etc/default/{name}.
+PIDFILE=${{PIDFILE:-{shlex.quote(pid_file)}}}
 LOG_COMMAND=${{LOG_COMMAND:-"logger -t {name} -p daemon.info"}}
 STOP_RETRY=${{STOP_RETRY:-TERM/30/KILL/5}}
 [ -r /etc/default/{name} ] && . /etc/default/{name}

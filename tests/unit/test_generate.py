@@ -105,9 +105,10 @@ def test_completion_offers_commands_and_run_flags() -> None:
 
 # -- generate service (man podrun-init(7)) --------------------------------------------------------
 
-def _service(init: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PODRUN_SIGNATURE_POLICY", "PODRUN_REGISTRIES_D")}
-    return subprocess.run([sys.executable, "-m", "podrun", "--dir", "/srv/pods", "generate", "service", "--init", init,
+def _service(init: str, *args: str, check: bool = True, data: str = "/srv/pods") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PODRUN_SIGNATURE_POLICY", "PODRUN_REGISTRIES_D", "PODRUN_DIR")}
+    return subprocess.run([sys.executable, "-m", "podrun", "--dir", data, "generate", "service", "--init", init,
                            "--podrun-path", "/usr/bin/podrun", *args], capture_output=True, text=True, cwd=ROOT,
                           check=check, env=env)
 
@@ -150,7 +151,7 @@ def test_runit_service_dir(tmp_path: Path) -> None:
 def test_sysv_init_script(tmp_path: Path) -> None:
     files = _files("sysv", tmp_path, "--name", "web")
     text = files["web"]
-    assert "### BEGIN INIT INFO\n# Provides:          web\n" in text and "PIDFILE=/run/podrun-web.pid" in text
+    assert "### BEGIN INIT INFO\n# Provides:          web\n" in text and "PIDFILE=${PIDFILE:-/run/podrun-web.pid}" in text
     assert "--start --oknodo --quiet --background --pidfile \"$PIDFILE\"" in text
     assert "--stop --oknodo --quiet --retry \"$STOP_RETRY\" --pidfile \"$PIDFILE\"" in text
     assert "run --pid-file \"$PIDFILE\" --net none demo" in text and "--make-pidfile" not in text
@@ -174,3 +175,25 @@ def test_generate_unit_refuses_ready_fd() -> None:
     res = subprocess.run([sys.executable, "-m", "podrun", "generate", "unit", "--ready-fd", "3", "img"],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 253 and "--ready-fd" in res.stderr
+
+
+@pytest.mark.parametrize("init", ["runit", "s6", "sysv"])
+def test_shipped_service_examples_are_current(init: str, tmp_path: Path) -> None:
+    """packaging/init/INIT is what the generator writes for the README's web pod."""
+    shipped = ROOT / "packaging" / "init" / init
+    out = tmp_path / init / ("" if init == "sysv" else "web")
+    _service(init, "--name", "web", "--output", str(out), "--port", "80:8080", "demo", "--exec", "/bin/httpd",
+             "--", "-f", "-p", "80", data="/var/lib/podrun")  # the default: no --dir in the scripts
+    files = sorted(p.relative_to(tmp_path / init) for p in (tmp_path / init).rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
+    for rel in files:
+        assert (shipped / rel).read_text() == (tmp_path / init / rel).read_text(), rel
+        assert os.access(shipped / rel, os.X_OK) == os.access(tmp_path / init / rel, os.X_OK), rel
+
+
+def test_shipped_cron_entry() -> None:
+    lines = [line for line in (ROOT / "packaging" / "cron.d" / "podrun-gc").read_text().splitlines()
+             if line and not line.startswith("#")]
+    entry = lines[-1].split(None, 6)
+    assert entry[5] == "root" and "podrun gc" in entry[6] and "/run/systemd/system" in entry[6]
+    assert subprocess.run(["sh", "-n", "-c", entry[6]]).returncode == 0
