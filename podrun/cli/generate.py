@@ -120,8 +120,8 @@ def unit_cmd(g: Globals, /, description: str | None, podrun_path: str | None, **
 
 
 SERVICE_FLAGS = (
-    RunFlag("--init", "init", VALUE, None, "The supervisor: runit, s6 or sysv (an LSB init script).",
-            choices=("runit", "s6", "sysv")),
+    RunFlag("--init", "init", VALUE, None, "The supervisor: runit, s6, sysv (an LSB init script), openrc or "
+            "supervisord.", choices=("runit", "s6", "sysv", "openrc", "supervisord")),
     RunFlag("--name", "name", VALUE, None, "The service's name (sysv: the script's; default: the first image's "
             "last path component)."),
     RunFlag("--output", "output", VALUE, None, "Write the files there (runit, s6: the service directory; sysv: "
@@ -135,13 +135,14 @@ SERVICE_FLAGS = (
 @click.pass_obj
 def service_cmd(g: Globals, /, init: str | None, name: str | None, output: str | None, podrun_path: str | None,
                 **kw: Any) -> None:
-    """Print or write the service files that run this pod under runit, s6 or sysvinit (see podrun-init(7))."""
+    """Print or write the service files that run this pod under runit, s6, sysvinit, OpenRC or supervisord
+    (see podrun-init(7))."""
     from podrun.cli import genservice
     from podrun.stage0 import appflags
 
     apps = appflags.split_apps(list(kw["args"]))  # the apps' mistakes first, as run reports them
     if init is None:
-        raise UsageError("--init is required (runit, s6 or sysv)")
+        raise UsageError("--init is required (runit, s6, sysv, openrc or supervisord)")
     if name is None:
         name = apps[0].image.rpartition("/")[2].partition(":")[0].partition("@")[0]
     files = genservice.service_files(g, kw, init, name, podrun_path or _podrun_path())

@@ -1,4 +1,4 @@
-"""``podrun generate service --init runit|s6|sysv [run flags] IMAGE …``: the files that run a pod
+"""``podrun generate service --init runit|s6|sysv|openrc|supervisord [run flags] IMAGE …``: the files that run a pod
 as a service of a supervisor other than systemd (man podrun-init(7)).
 
 - runit: a service directory: ``run`` (the pod, its UUID saved in the directory for
@@ -7,7 +7,10 @@ as a service of a supervisor other than systemd (man podrun-init(7)).
 - s6: a service directory: ``run`` (``--ready-fd 3``), ``notification-fd``, ``type``,
   ``finish``, ``log/run`` (s6-log);
 - sysv: an LSB init script driving ``start-stop-daemon`` through ``--pid-file``, the pod's
-  output sent to ``logger``.
+  output sent to ``logger``;
+- openrc: an ``openrc-run`` script with ``supervisor=supervise-daemon`` (whose own PID is
+  OpenRC's ``pidfile``), readiness awaited in ``start_post``, output to ``logger``;
+- supervisord: a ``[program:NAME]`` section (its log files, ``stopsignal=TERM``).
 
 Every script execs podrun, so the PID the supervisor started is the pod's supervisor: its stop
 signal (SIGTERM, then SIGCONT from runit and s6) reaches the apps through it."""
@@ -23,7 +26,7 @@ from podrun.cli.generate import command_words
 from podrun.errors import UsageError
 from podrun.stage0 import Globals
 
-INITS = ("runit", "s6", "sysv")
+INITS = ("runit", "s6", "sysv", "openrc", "supervisord")
 UUID_FILE = "pod.uuid"  # runit: in the service directory (the cwd of run and check)
 READY_FD = 3  # s6: the run script's notification-fd
 
@@ -73,7 +76,68 @@ def service_files(g: Globals, kw: dict[str, Any], init: str, name: str, podrun: 
             "finish": _script(init, "# the pod that ended is marked for collection ($1: its exit code)", f"exec {gc}"),
             "log/run": _script(init, "exec s6-log T ./main"),
         }
+    if init == "openrc":
+        return {name: _openrc_script(name, base, run_flags, kw["args"], images)}
+    if init == "supervisord":
+        return {f"{name}.conf": _supervisord_section(name, base, run_flags, kw["args"])}
     return {name: _lsb_script(name, base, run_flags, kw["args"], images)}
+
+
+def _openrc_script(name: str, base: list[str], run_flags: list[str], args: tuple[str, ...], images: list[str]) -> str:
+    uuid_file = f"/run/podrun-{name}.uuid"
+    # openrc-run evals command_args: the variable holds the words shell-quoted
+    command_args = shlex.join([*base[1:], "run", "--uuid-file-save", uuid_file, *run_flags, *args])
+    status = shlex.join([*base, "status", "--uuid-file", uuid_file, "--wait-ready=60s"])
+    gc = shlex.join([*base, "gc", "--mark-only"])
+    return f"""#!/sbin/openrc-run
+{_header("openrc").rstrip()}
+name={shlex.quote(name)}
+description={shlex.quote("podrun pod: " + ", ".join(images))}
+# supervise-daemon keeps podrun (the pod's supervisor) in the foreground and restarts it;
+# OpenRC's pidfile is supervise-daemon's own.  Stop: SIGTERM (the apps' stop), then SIGKILL.
+supervisor=supervise-daemon
+command={shlex.quote(base[0])}
+command_args={shlex.quote(command_args)}
+output_logger={shlex.quote(f"logger -t {name} -p daemon.info")}
+error_logger={shlex.quote(f"logger -t {name} -p daemon.err")}
+retry="TERM/30/KILL/5"
+respawn_delay=2
+
+depend() {{
+    need net
+    use dns logger
+}}
+
+start_post() {{
+    # ready once every app of the pod has started (podrun has no readiness protocol for OpenRC)
+    {status} >/dev/null
+}}
+
+stop_post() {{
+    {gc} >/dev/null
+}}
+"""
+
+
+def _supervisord_section(name: str, base: list[str], run_flags: list[str], args: tuple[str, ...]) -> str:
+    # supervisord splits command= as a shell does (shlex) and expands %(…)s: a % is doubled
+    command = shlex.join([*base, "run", "--uuid-file-save", f"/run/podrun-{name}.uuid", *run_flags, *args])
+    return f"""{_header("supervisord").replace("#", ";", 1).rstrip()}
+; readiness: podrun status --uuid-file /run/podrun-{name}.uuid --wait-ready
+[program:{name}]
+command={command.replace("%", "%%")}
+; SIGTERM to podrun (the pod's supervisor) stops the apps with their stop signals; it exits with
+; the pod's code: 143 when an app ended by that SIGTERM
+stopsignal=TERM
+stopwaitsecs=30
+stopasgroup=false
+killasgroup=false
+autorestart=unexpected
+exitcodes=0,143
+startsecs=2
+redirect_stderr=true
+stdout_logfile=/var/log/podrun-{name}.log
+"""
 
 
 def _lsb_script(name: str, base: list[str], run_flags: list[str], args: tuple[str, ...], images: list[str]) -> str:

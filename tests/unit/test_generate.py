@@ -158,6 +158,34 @@ def test_sysv_init_script(tmp_path: Path) -> None:
     assert 'LOG_COMMAND=${LOG_COMMAND:-"logger -t web -p daemon.info"}' in text
 
 
+def test_openrc_script(tmp_path: Path) -> None:
+    text = _files("openrc", tmp_path, "--name", "web", "--set-env", "A=50% off")["web"]
+    lines = text.splitlines()
+    assert lines[0] == "#!/sbin/openrc-run" and "supervisor=supervise-daemon" in lines
+    assert 'retry="TERM/30/KILL/5"' in lines and "command=/usr/bin/podrun" in lines
+    # openrc-run evals command_args: evaluated, the variable gives back the pod's words
+    script = text.split("\ndepend()")[0] + '\neval "set -- $command_args"; printf "%s\\n" "$@"\n'
+    words = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert words == ["--dir", "/srv/pods", "run", "--uuid-file-save", "/run/podrun-web.uuid", "--net", "none",
+                     "--set-env", "A=50% off", "demo", "--exec", "/bin/sh", "--", "-c",
+                     "echo 'hi there'; exec sleep 9"]
+    assert "status --uuid-file /run/podrun-web.uuid --wait-ready=60s" in text
+
+
+def test_supervisord_section(tmp_path: Path) -> None:
+    import configparser
+    import shlex
+
+    text = _files("supervisord", tmp_path, "--name", "web", "--set-env", "A=50% off")["web.conf"]
+    parser = configparser.ConfigParser()  # supervisord's %(…)s expansion, % doubled
+    parser.read_string(text)
+    section = parser["program:web"]
+    assert section["stopsignal"] == "TERM" and section["exitcodes"] == "0,143" and section["stopasgroup"] == "false"
+    assert shlex.split(section["command"])[:6] == ["/usr/bin/podrun", "--dir", "/srv/pods", "run",
+                                                   "--uuid-file-save", "/run/podrun-web.uuid"]
+    assert "A=50% off" in shlex.split(section["command"])
+
+
 def test_service_printed_without_output() -> None:
     text = _service("s6", *APP).stdout
     assert text.startswith("==> run <==\n#!/bin/sh\n") and "==> notification-fd <==\n3\n" in text
@@ -177,11 +205,11 @@ def test_generate_unit_refuses_ready_fd() -> None:
     assert res.returncode == 253 and "--ready-fd" in res.stderr
 
 
-@pytest.mark.parametrize("init", ["runit", "s6", "sysv"])
+@pytest.mark.parametrize("init", ["runit", "s6", "sysv", "openrc", "supervisord"])
 def test_shipped_service_examples_are_current(init: str, tmp_path: Path) -> None:
     """packaging/init/INIT is what the generator writes for the README's web pod."""
     shipped = ROOT / "packaging" / "init" / init
-    out = tmp_path / init / ("" if init == "sysv" else "web")
+    out = tmp_path / init / ("web" if init in ("runit", "s6") else "")
     _service(init, "--name", "web", "--output", str(out), "--port", "80:8080", "demo", "--exec", "/bin/httpd",
              "--", "-f", "-p", "80", data="/var/lib/podrun")  # the default: no --dir in the scripts
     files = sorted(p.relative_to(tmp_path / init) for p in (tmp_path / init).rglob("*") if p.is_file())
