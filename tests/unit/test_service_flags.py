@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from podrun.model.manifest import AppSpec, PodManifest
 from podrun.pod.sdglue import Systemd
 from podrun.stage0 import launch
 from podrun.stage0.prepare import pid_file_path
+from tests.conftest import ROOT
 from tests.fixtures.schemas import validate
 
 UUID = "0f0e0d0c-0b0a-4908-8706-050403020100"
@@ -194,3 +197,19 @@ def test_with_notify_app_the_apps_ready_1_makes_the_pod_ready(no_systemd: Path) 
         sd.close()
         os.close(r)
     assert not os.path.exists(sd.app_socket)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("run", "--pid-file", "-"), "--pid-file '-': name a file, not a descriptor"),
+    (("run", "--ready-fd", "1"), "--ready-fd 1: stdin, stdout and stderr are the apps' (give 3 or more)"),
+    (("run", "--ready-fd", "99"), "--ready-fd 99: not an open descriptor"),
+    (("run", "--stage1", "fly", "--ready-fd", "5"), "--ready-fd needs a supervisor: --stage1 fly execs the app"),
+    (("prepare", "--ready-fd", "5"), "--ready-fd is a flag of run: the descriptor would be prepare's, not "
+                                     "run-prepared's"),
+])
+def test_refused_before_any_pod_exists(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
+    # fd 5 is open (on /dev/null) in podrun: only what the message names is wrong
+    res = subprocess.run(["sh", "-c", 'exec 5>/dev/null; exec "$0" "$@"', sys.executable, "-m", "podrun", "--dir",
+                          str(tmp_path / "d"), *args, "demo"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 253 and res.stderr == f"podrun: {message}\n", res.stderr
+    assert not (tmp_path / "d" / "pods").exists()
