@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.integration.test_net import _forwards, _free_port, _leases
 from tests.integration.test_run import Pods, demo_pods
 
-APP = "echo hello-from-web; exec sleep 1000"  # a line for the logger, then the app waits for its stop
+# a line for the logger, then HTTP (busybox httpd serving the pod's /etc) until the app's stop
+APP = "echo hello-from-web; exec httpd -f -p 80 -h /etc"
 TOOLS = ("s6-svscan", "s6-svc", "s6-svwait", "s6-svstat", "s6-log", "runsv", "sv", "svlogd", "start-stop-daemon")
 
 
@@ -34,12 +36,20 @@ class Service:
     pods: Pods
     base: Path
     podrun: Path  # this checkout's podrun, called as an installed one is
+    port: int = field(default_factory=_free_port)  # the host port forwarded to the pod's httpd
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     stops: list[Callable[[], object]] = field(default_factory=list)
 
     def generate(self, init: str, output: Path, *extra: str) -> None:
         self.pods.run("generate", "service", "--init", init, "--podrun-path", str(self.podrun), "--output",
-                      str(output), *extra, "--net", "none", "demo", "--exec", "/bin/sh", "--", "-c", APP, check=True)
+                      str(output), *extra, "--port", f"80:{self.port}", "demo", "--exec", "/bin/sh", "--", "-c", APP,
+                      check=True)
+
+    def assert_serves(self, uuid: str) -> None:
+        """The pod answers HTTP on the forwarded host port (its /etc/hostname names it)."""
+        res = subprocess.run(["curl", "-sS", "-m", "10", f"http://127.0.0.1:{self.port}/hostname"],
+                             capture_output=True, text=True)
+        assert res.stdout == f"podrun-{uuid[:8]}\n", res.stderr
 
     def spawn(self, *argv: str) -> subprocess.Popen[bytes]:
         """A supervisor in its own session, its output in a file; ended by the teardown."""
@@ -76,6 +86,8 @@ class Service:
         st = self.status(uuid)
         assert st["state"] == "exited" and st["exit_code"] == 143, st  # the app's SIGTERM (128+15)
         assert no_cgroup(uuid) and self.running() == []
+        assert f"tcp . {self.port}" not in _forwards()  # the port forward is gone with the pod
+        assert uuid not in _leases(self.pods).values()  # and its address lease
 
 
 def no_cgroup(uuid: str) -> bool:
@@ -156,6 +168,7 @@ def test_s6_readiness_logs_restart_and_stop(service: Service) -> None:
     assert res.returncode == 0, res.stderr
     uuid = service.one_running_pod()
     assert service.status(uuid)["ready"], "s6 saw the pod ready before podrun's own ready record"
+    service.assert_serves(uuid)
     wait_for_line(web / "log" / "main" / "current", "hello-from-web")  # through s6-log
     pid = int(subprocess.run(["s6-svstat", "-o", "pid", str(web)], capture_output=True, text=True,
                              check=True).stdout)
@@ -163,6 +176,7 @@ def test_s6_readiness_logs_restart_and_stop(service: Service) -> None:
     new = service.one_running_pod(other_than=uuid)  # s6-supervise ran it again: a new pod
     assert subprocess.run(["s6-svwait", "-U", "-t", "60000", str(web)], timeout=70).returncode == 0
     service.assert_collected(uuid)
+    service.assert_serves(new)  # the old pod's forward of the same port went with it
     res = subprocess.run(["s6-svc", "-wD", "-d", "-T", "30000", str(web)], capture_output=True, text=True,
                          timeout=40)
     assert res.returncode == 0, res.stderr
@@ -181,11 +195,13 @@ def test_runit_check_logs_restart_and_stop(service: Service) -> None:
     assert res.returncode == 0 and res.stdout.startswith("ok: run:"), res.stdout
     uuid = service.one_running_pod()
     assert (web / "pod.uuid").read_text().strip() == uuid
+    service.assert_serves(uuid)
     wait_for_line(web / "log" / "main" / "current", "hello-from-web")  # through svlogd
     os.kill(int((web / "supervise" / "pid").read_text()), signal.SIGKILL)
     new = service.one_running_pod(other_than=uuid)
     assert subprocess.run(["sv", "-w", "60", "check", str(web)], capture_output=True, timeout=70).returncode == 0
     service.assert_collected(uuid)
+    service.assert_serves(new)
     res = subprocess.run(["sv", "-w", "30", "down", str(web)], capture_output=True, text=True, timeout=40)
     assert res.returncode == 0 and res.stdout.startswith("ok: down:"), res.stdout
     service.assert_stopped_cleanly(new)
@@ -212,6 +228,7 @@ def test_lsb_script_with_start_stop_daemon_and_pid_file(service: Service) -> Non
     init_pid = str(service.status(uuid)["pid"])
     assert init_pid in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     assert lsb("status").returncode == 0
+    service.assert_serves(uuid)
     wait_for_line(log, "hello-from-web")
     assert lsb("start").returncode == 0 and [p["uuid"] for p in service.running()] == [uuid]  # already running
     os.kill(pid, signal.SIGKILL)
@@ -220,7 +237,9 @@ def test_lsb_script_with_start_stop_daemon_and_pid_file(service: Service) -> Non
     assert lsb("status").returncode == 1  # "program is dead and the PID file exists"
     assert lsb("start").returncode == 0  # start-stop-daemon sees the PID is dead
     new = service.one_running_pod(other_than=uuid)
+    assert service.pods.run("status", "--wait-ready=30s", new).returncode == 0
     service.assert_collected(uuid)
+    service.assert_serves(new)
     new_pid = int(wait_for(lambda: pid_file.read_text() if pid_file.exists() else "", 30, "new PID file"))
     assert new_pid != pid
     res = lsb("stop")  # TERM, wait up to 30 s, then KILL
