@@ -84,7 +84,8 @@ class Service:
 
     def assert_stopped_cleanly(self, uuid: str) -> None:
         st = self.status(uuid)
-        assert st["state"] == "exited" and st["exit_code"] == 143, st  # the app's SIGTERM (128+15)
+        # exited, and marked for collection by the service's finish script (gc --mark-only)
+        assert st["state"] in ("exited", "exited-garbage") and st["exit_code"] == 143, st  # SIGTERM: 128+15
         assert no_cgroup(uuid) and self.running() == []
         assert f"tcp . {self.port}" not in _forwards()  # the port forward is gone with the pod
         assert uuid not in _leases(self.pods).values()  # and its address lease
@@ -163,6 +164,7 @@ def test_s6_readiness_logs_restart_and_stop(service: Service) -> None:
     assert (web / "notification-fd").read_text() == "3\n"
     service.spawn("s6-svscan", str(scan))
     service.stops.append(lambda: subprocess.run(["s6-svscanctl", "-t", str(scan)], timeout=30))
+    wait_for(lambda: "yes" if (web / "supervise" / "status").exists() else "", 30, "s6-supervise of the service")
     # readiness by s6's own means: the newline podrun writes to the notification fd
     res = subprocess.run(["s6-svwait", "-U", "-t", "60000", str(web)], capture_output=True, text=True, timeout=70)
     assert res.returncode == 0, res.stderr
@@ -190,8 +192,10 @@ def test_runit_check_logs_restart_and_stop(service: Service) -> None:
     service.spawn("runsv", str(web))
     service.stops.append(lambda: (subprocess.run(["sv", "-w", "30", "down", str(web)], timeout=40),
                                   subprocess.run(["sv", "exit", str(web)], timeout=10)))
-    # readiness without a protocol: sv runs the service's check (podrun status --wait-ready)
-    res = subprocess.run(["sv", "-w", "60", "check", str(web)], capture_output=True, text=True, timeout=70)
+    wait_for(lambda: "yes" if (web / "supervise" / "ok").exists() else "", 30, "runsv of the service")
+    # readiness without a protocol: `sv -w N up` waits until the service's check (podrun status
+    # --wait-ready) succeeds
+    res = subprocess.run(["sv", "-w", "60", "up", str(web)], capture_output=True, text=True, timeout=70)
     assert res.returncode == 0 and res.stdout.startswith("ok: run:"), res.stdout
     uuid = service.one_running_pod()
     assert (web / "pod.uuid").read_text().strip() == uuid

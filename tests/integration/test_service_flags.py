@@ -131,7 +131,7 @@ def test_pid_file_names_the_supervisor_and_goes_with_the_pod(pods: Pods, tmp_pat
 
 def test_pid_file_of_a_prepared_pod_is_written_by_run_prepared(pods: Pods, tmp_path: Path) -> None:
     res = pods.run("prepare", "--pid-file", "rel.pid", "--net", "none", "demo", "--exec", "/bin/sleep", "--", "100",
-                   cwd=tmp_path)  # a relative name: recorded absolute
+                   cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})  # a relative name: recorded absolute
     assert res.returncode == 0, res.stderr
     uuid = res.stdout.strip()
     assert not (tmp_path / "rel.pid").exists()  # written when the pod runs, not when it is prepared
