@@ -50,11 +50,12 @@ def _running(pods: Pods) -> str:
         time.sleep(0.05)
 
 
-def test_ready_fd_gets_its_newline_once_the_apps_run_and_no_app_gets_it(pods: Pods) -> None:
+@pytest.mark.parametrize("flavor", ["default", "oci"])
+def test_ready_fd_gets_its_newline_once_the_apps_run_and_no_app_gets_it(pods: Pods, flavor: str) -> None:
     r, w = os.pipe()
     try:
         # the app lists its open descriptors: 0, 1, 2 and ls's own directory, never the ready fd
-        proc = _start(pods, "--ready-fd", str(w), "--net", "none", "demo", "--exec", "/bin/sh", "--", "-c",
+        proc = _start(pods, "--stage1", flavor, "--ready-fd", str(w), "--net", "none", "demo", "--exec", "/bin/sh", "--", "-c",
                       "ls /proc/self/fd; exec sleep 100", pass_fds=(w,))
         os.close(w)
         w = -1
@@ -117,9 +118,10 @@ def test_a_pod_that_fails_to_start_closes_the_ready_fd_unwritten(pods: Pods) -> 
             os.close(w)
 
 
-def test_pid_file_names_the_supervisor_and_goes_with_the_pod(pods: Pods, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flavor", ["default", "oci"])
+def test_pid_file_names_the_supervisor_and_goes_with_the_pod(pods: Pods, tmp_path: Path, flavor: str) -> None:
     pid_file = tmp_path / "web.pid"
-    proc = _start(pods, "--pid-file", str(pid_file), "--net", "none", "demo", "--exec", "/bin/sleep", "--", "100")
+    proc = _start(pods, "--stage1", flavor, "--pid-file", str(pid_file), "--net", "none", "demo", "--exec", "/bin/sleep", "--", "100")
     uuid = _running(pods)
     assert pid_file.read_text() == f"{proc.pid}\n"  # the PID of `podrun run`, now stage1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["web.pid"]  # no temporary left
