@@ -1,7 +1,8 @@
 """Pods as services of real supervisors from Debian's packages, no PID 1 needed (issue 17,
 man podrun-init(7)): s6 (s6-svscan, s6-supervise, s6-log; readiness by ``--ready-fd`` and
 ``s6-svwait -U``), runit (runsv, svlogd; readiness by the ``check`` script and ``sv check``) and
-an LSB script driving start-stop-daemon through ``--pid-file``.  The service files are the
+an LSB script driving start-stop-daemon through ``--pid-file``, and supervisord (its own
+config and socket in the test's directory; readiness by ``podrun status --wait-ready``).  The service files are the
 ones ``podrun generate service`` writes.  For each: the supervisor's own readiness, the app's
 line in its logger, ``kill -9`` of podrun (a new pod; ``gc`` collects the old one) and a clean
 stop by the supervisor's stop command (exit 143, no cgroup, nothing running).  Every process
@@ -28,7 +29,8 @@ from tests.integration.test_run import Pods, demo_pods
 
 # a line for the logger, then HTTP (busybox httpd serving the pod's /etc) until the app's stop
 APP = "echo hello-from-web; exec httpd -f -p 80 -h /etc"
-TOOLS = ("s6-svscan", "s6-svc", "s6-svwait", "s6-svstat", "s6-log", "runsv", "sv", "svlogd", "start-stop-daemon")
+TOOLS = ("s6-svscan", "s6-svc", "s6-svwait", "s6-svstat", "s6-log", "runsv", "sv", "svlogd", "start-stop-daemon",
+         "supervisord", "supervisorctl")
 
 
 @dataclass
@@ -122,7 +124,7 @@ def _ours(pid: int, base: str) -> bool:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
     missing = [t for t in TOOLS if shutil.which(t) is None]
-    assert not missing, f"install s6 and runit (scripts/install-deps.sh): {missing} missing"
+    assert not missing, f"install s6, runit and supervisor (scripts/install-deps.sh): {missing} missing"
     pods = demo_pods(tmp_path)  # a data dir of this test's own
     wrapper = tmp_path / "podrun"
     wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m podrun \"$@\"\n")
@@ -252,3 +254,53 @@ def test_lsb_script_with_start_stop_daemon_and_pid_file(service: Service) -> Non
     assert not pid_file.exists()  # removed by the supervisor at the pod's end
     service.assert_stopped_cleanly(new)
     assert lsb("status").returncode == 3  # not running
+
+
+def test_supervisord_program_logs_restart_and_stop(service: Service) -> None:
+    conf_d = service.base / "conf.d"
+    service.generate("supervisord", conf_d, "--name", "web")
+    uuid_file = service.base / "web.uuid"
+    log = service.base / "web.log"
+    section = conf_d / "web.conf"
+    # the generated section, its two host paths moved into the test's directory
+    section.write_text(section.read_text().replace("/run/podrun-web.uuid", str(uuid_file))
+                       .replace("/var/log/podrun-web.log", str(log)))
+    conf = service.base / "supervisord.conf"
+    sock = service.base / "supervisor.sock"
+    conf.write_text(f"""[unix_http_server]
+file={sock}
+[supervisord]
+nodaemon=true
+logfile={service.base}/supervisord.log
+pidfile={service.base}/supervisord.pid
+childlogdir={service.base}
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{sock}
+[include]
+files = {conf_d}/*.conf
+""")
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["supervisorctl", "-c", str(conf), *args], capture_output=True, text=True, timeout=60)
+
+    service.spawn("supervisord", "-c", str(conf))
+    service.stops.append(lambda: (ctl("stop", "web"), ctl("shutdown")))
+    wait_for(lambda: "yes" if "RUNNING" in ctl("status", "web").stdout else "", 60, "RUNNING web")
+    uuid = service.one_running_pod()
+    wait_for(lambda: uuid_file.read_text().strip() if uuid_file.exists() else "", 10, "the UUID file")
+    # no readiness protocol: the section's comment names podrun status --wait-ready
+    assert service.pods.run("status", "--uuid-file", str(uuid_file), "--wait-ready=30s").returncode == 0
+    service.assert_serves(uuid)
+    wait_for_line(log, "hello-from-web")  # supervisord's log file of the program
+    pid = int(ctl("pid", "web").stdout)
+    os.kill(pid, signal.SIGKILL)  # not one of exitcodes=0,143: autorestart=unexpected restarts it
+    new = service.one_running_pod(other_than=uuid)
+    assert service.pods.run("status", "--wait-ready=30s", new).returncode == 0
+    service.assert_collected(uuid)
+    service.assert_serves(new)
+    res = ctl("stop", "web")  # stopsignal=TERM
+    assert res.returncode == 0 and "stopped" in res.stdout, res.stdout + res.stderr
+    service.assert_stopped_cleanly(new)
+    assert "STOPPED" in ctl("status", "web").stdout

@@ -29,5 +29,5 @@ def test_install_deps_installs_every_bench_peer() -> None:
 def test_install_deps_lists_real_package_names() -> None:
     names = apt_packages()
     assert {"podman", "crun", "runc", "catatonit", "libc6-dev", "debootstrap", "openssl", "libseccomp2",
-            "s6", "runit"} <= names
+            "s6", "runit", "supervisor"} <= names
     assert all(re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", n) for n in names), sorted(names)
