@@ -122,10 +122,10 @@ def unit_cmd(g: Globals, /, description: str | None, podrun_path: str | None, **
 SERVICE_FLAGS = (
     RunFlag("--init", "init", VALUE, None, "The supervisor: runit, s6, sysv (an LSB init script), openrc or "
             "supervisord.", choices=("runit", "s6", "sysv", "openrc", "supervisord")),
-    RunFlag("--name", "name", VALUE, None, "The service's name (sysv: the script's; default: the first image's "
-            "last path component)."),
-    RunFlag("--output", "output", VALUE, None, "Write the files there (runit, s6: the service directory; sysv: "
-            "the directory of the script); default: print them.", "DIR"),
+    RunFlag("--name", "name", VALUE, None, "The service's name (the sysv and openrc script's, supervisord's "
+            "[program:NAME]; default: the first image's last path component)."),
+    RunFlag("--output", "output", VALUE, None, "Write the files there (runit, s6: the service directory; sysv, "
+            "openrc: the script's directory; supervisord: that of NAME.conf); default: print them.", "DIR"),
     RunFlag("--podrun-path", "podrun_path", VALUE, None, "podrun in the scripts (default: this one).", "PATH"),
     *RUN_FLAGS,
 )
