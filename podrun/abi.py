@@ -33,6 +33,9 @@ ENV_SITE_PATH = "PODRUN_SITE_PATH"  # stage0's site-packages (python-systemd, fo
 ENV_DIR = "PODRUN_DIR"  # the data dir (--dir), absolute
 ENV_RUNTIME_DIR = "PODRUN_RUNTIME_DIR"  # /run/podrun unless set (netns files, boot id)
 ENV_STAGES_DIR = "PODRUN_STAGES_DIR"  # where the flavors are (stage0 only)
+# ``run --ready-fd N``: the descriptor (s6's notification-fd) stage1 writes "\n" to once the pod
+# is ready, then closes.  An fd of this process's caller, so never part of the (durable) manifest.
+ENV_READY_FD = "PODRUN_READY_FD"
 # The decided manifest (pod.json's document) as marshal data in a memfd, so that stage1 needs
 # no json (whose import, through re, costs ~13 ms of every start); podrun's own flavors only
 # (an other flavor reads pod.json).  Optional: without it stage1 reads pod.json.
@@ -97,10 +100,11 @@ def parse_enter_argv(argv: list[str]) -> EnterArgs:
     raise AbiError(f"stage1 enter: arguments {argv[:6]!r} are not `{POD_DIR} DIR {APP} NAME -- CMD...` (ABI {ABI})")
 
 
-def stage1_env(data_dir: str, lock_fd: int | None = None, manifest_fd: int | None = None) -> dict[str, str]:
+def stage1_env(data_dir: str, lock_fd: int | None = None, manifest_fd: int | None = None,
+               ready_fd: int | None = None) -> dict[str, str]:
     """stage0's environment for an entrypoint: its own, plus podrun's import root, the
-    site-packages, the data dir (absolute) and the lock fd and the manifest's memfd when they
-    are handed over."""
+    site-packages, the data dir (absolute) and the lock fd, the manifest's memfd and the
+    readiness fd when they are handed over."""
     import podrun
 
     site = os.pathsep.join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
@@ -109,6 +113,9 @@ def stage1_env(data_dir: str, lock_fd: int | None = None, manifest_fd: int | Non
     env.update({ENV_PYTHONPATH: root, ENV_SITE_PATH: site, ENV_DIR: os.path.abspath(data_dir)})
     env.pop(ENV_LOCK_FD, None)
     env.pop(ENV_MANIFEST_FD, None)
+    env.pop(ENV_READY_FD, None)
+    if ready_fd is not None:
+        env[ENV_READY_FD] = str(ready_fd)
     if lock_fd is not None:
         env[ENV_LOCK_FD] = str(lock_fd)
     if manifest_fd is not None:
@@ -176,6 +183,20 @@ def take_lock_fd() -> int:
         os.set_inheritable(fd, False)
     except (ValueError, OSError):
         raise AbiError(f"stage1: {ENV_LOCK_FD}={text!r} is not the pod lock's open descriptor") from None
+    return fd
+
+
+def take_ready_fd() -> int:
+    """stage1: the ``--ready-fd`` descriptor, removed from the environment and made
+    close-on-exec (apps never get it); -1 when none was handed over."""
+    text = os.environ.pop(ENV_READY_FD, "")
+    if not text:
+        return -1
+    try:
+        fd = int(text)
+        os.set_inheritable(fd, False)
+    except (ValueError, OSError):
+        raise AbiError(f"stage1: {ENV_READY_FD}={text!r} is not an open descriptor") from None
     return fd
 
 

@@ -454,6 +454,33 @@ class user_output:  # lower-case: used like open(), ``with user_output(path) as 
             self.close()
 
 
+def remove_pid_file(path: str, pid: int) -> bool:
+    """Remove the PID file *path* (``--pid-file``) if it is still a regular file holding *pid*:
+    a newer podrun started by the supervisor may already have written its own PID there (or
+    the user replaced it), and that file is not ours.  Never follows a link nor blocks on a FIFO
+    (O_NOFOLLOW|O_NONBLOCK); returns whether it was removed; any error leaves it (best effort:
+    start-stop-daemon and OpenRC check the PID in a stale file)."""
+    head, name = os.path.split(path)
+    try:
+        dir_fd = os.open(head or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fd = os.open(name, _STALE_OPEN_FLAGS, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            data = os.read(fd, 64) if stat.S_ISREG(st.st_mode) else b""
+        finally:
+            os.close(fd)
+        if data.strip() != str(pid).encode() or not _same_file(_lstat(name, dir_fd), st):
+            return False
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)
+
 
 # stage1 writes a few small JSON records (exit statuses, its cgroup paths) on every pod's
 # path; the json module would cost it ~13 ms of imports (it loads re, enum, functools).  These

@@ -38,6 +38,10 @@ ln -s "$prefix/bin/podrun" "$stage/usr/bin/podrun"
 install -m 644 packaging/systemd/podrun-gc.service packaging/systemd/podrun-gc.timer "$stage/lib/systemd/system/"
 install -m 644 packaging/systemd/podrun-example* "$stage/usr/share/doc/podrun/examples/"
 install -m 644 packaging/tmpfiles.d/podrun.conf "$stage/usr/lib/tmpfiles.d/"
+# hosts without systemd: gc from cron (the entry does nothing under systemd, whose timer does
+# it), and the service files of podrun generate service as examples (man podrun-init(7))
+install -D -m 644 packaging/cron.d/podrun-gc "$stage/etc/cron.d/podrun-gc"
+cp -a packaging/init "$stage/usr/share/doc/podrun/examples/"
 install -m 644 packaging/completion/podrun.bash "$stage/usr/share/bash-completion/completions/podrun"
 install -m 644 packaging/completion/_podrun "$stage/usr/share/zsh/vendor-completions/_podrun"
 install -m 644 README.md "$stage/usr/share/doc/podrun/"
@@ -84,6 +88,7 @@ fi
 # bytecode the interpreter wrote at run time is not in the package's file list
 find /opt/podrun -name __pycache__ -path '*/_stages/*' -prune -exec rm -rf {} + 2>/dev/null || true
 PRERM
+echo /etc/cron.d/podrun-gc > "$stage/DEBIAN/conffiles"
 chmod 755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm"
 mkdir -p "$out"
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$out/podrun_${version}-1_${arch}.deb" >/dev/null

@@ -27,6 +27,10 @@ APT_PACKAGES=(
   nftables containernetworking-plugins curl
   # the systemd end-to-end test boots a Debian root made by debootstrap with systemd-nspawn
   debootstrap systemd-container
+  # the init-system tests supervise pods with s6 (s6-supervise, s6-svscan, s6-log), runit
+  # (runsv, sv, svlogd) and supervisord (with a config of their own); start-stop-daemon comes
+  # with dpkg
+  s6 runit supervisor
 )
 
 export DEBIAN_FRONTEND=noninteractive
@@ -42,6 +46,8 @@ fi
 # their own on random ports, so keep the packaged one out of the way.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  # likewise the system supervisord the supervisor package starts: the tests run their own
+  systemctl disable --now supervisor.service >/dev/null 2>&1 || true
 fi
 
 PY=/usr/bin/python3

@@ -38,7 +38,9 @@ def _podrun_path() -> str:
     return os.path.abspath(found) if found else os.path.abspath(sys.argv[0])
 
 
-def unit_text(g: Globals, kw: dict[str, Any], description: str | None, podrun: str) -> str:
+def command_words(g: Globals, kw: dict[str, Any], podrun: str) -> tuple[list[str], list[str], list[str]]:
+    """The words of the pod's command line: podrun with its global options, the run flags that
+    differ from their defaults, and the images (sorted, each once)."""
     from podrun.stage0 import appflags
 
     apps = appflags.split_apps(list(kw["args"]))
@@ -60,10 +62,16 @@ def unit_text(g: Globals, kw: dict[str, Any], description: str | None, podrun: s
                 flags += [flag.name, v]
         elif value is not None and value != flag.default:
             flags += [flag.name, value]
+    return base, flags, sorted({a.image for a in apps})
+
+
+def unit_text(g: Globals, kw: dict[str, Any], description: str | None, podrun: str) -> str:
     if kw.get("uuid_file_save"):
         raise UsageError("--uuid-file-save makes no sense in a unit: the pod is recreated at every start")
+    if kw.get("ready_fd") is not None:
+        raise UsageError("--ready-fd is for s6 (generate service --init s6); systemd units use Type=notify")
+    base, flags, images = command_words(g, kw, podrun)
     line = " ".join(quote(a) for a in [*base, "run", *flags, *kw["args"]])
-    images = sorted({a.image for a in apps})
     fetch = " ".join(quote(a) for a in [*base, "fetch", *images])
     gc = " ".join(quote(a) for a in [*base, "gc", "--mark-only"])
     desc = description or f"podrun pod: {', '.join(images)}"
@@ -109,3 +117,40 @@ UNIT_FLAGS = (
 def unit_cmd(g: Globals, /, description: str | None, podrun_path: str | None, **kw: Any) -> None:
     """Print a systemd unit that runs this pod (same flags and apps as podrun run)."""
     click.echo(unit_text(g, kw, description, podrun_path or _podrun_path()), nl=False)
+
+
+SERVICE_FLAGS = (
+    RunFlag("--init", "init", VALUE, None, "The supervisor: runit, s6, sysv (an LSB init script), openrc or "
+            "supervisord.", choices=("runit", "s6", "sysv", "openrc", "supervisord")),
+    RunFlag("--name", "name", VALUE, None, "The service's name (the sysv and openrc script's, supervisord's "
+            "[program:NAME]; default: the first image's last path component)."),
+    RunFlag("--output", "output", VALUE, None, "Write the files there (runit, s6: the service directory; sysv, "
+            "openrc: the script's directory; supervisord: that of NAME.conf); default: print them.", "DIR"),
+    RunFlag("--podrun-path", "podrun_path", VALUE, None, "podrun in the scripts (default: this one).", "PATH"),
+    *RUN_FLAGS,
+)
+
+
+@generate_group.command("service", cls=TableCommand, flags=SERVICE_FLAGS)
+@click.pass_obj
+def service_cmd(g: Globals, /, init: str | None, name: str | None, output: str | None, podrun_path: str | None,
+                **kw: Any) -> None:
+    """Print or write the service files that run this pod under runit, s6, sysvinit, OpenRC or supervisord
+    (see podrun-init(7))."""
+    from podrun.cli import genservice
+    from podrun.stage0 import appflags
+
+    apps = appflags.split_apps(list(kw["args"]))  # the apps' mistakes first, as run reports them
+    if init is None:
+        raise UsageError("--init is required (runit, s6, sysv, openrc or supervisord)")
+    if name is None:
+        name = apps[0].image.rpartition("/")[2].partition(":")[0].partition("@")[0]
+    files = genservice.service_files(g, kw, init, name, podrun_path or _podrun_path())
+    if output is not None:
+        for path in genservice.write_service(files, output):
+            click.echo(path)
+        return
+    for rel, text in files.items():
+        if len(files) > 1:
+            click.echo(f"==> {rel} <==")
+        click.echo(text, nl=False)

@@ -104,6 +104,10 @@ RUN_FLAGS = (
     RunFlag("--log-max-size", "log_max_size", VALUE, "8M", "Rotate each app's log file in the pod dir past "
             "SIZE (kept: the newest SIZE to 2xSIZE bytes); -1: no limit.", "SIZE", show_default=True),
     RunFlag("--uuid-file-save", "uuid_file_save", VALUE, None, "Write the pod UUID to this file.", file=True),
+    RunFlag("--pid-file", "pid_file", VALUE, None, "Write the supervisor's PID (that of podrun run) to this file, "
+            "removed when the pod ends (start-stop-daemon, OpenRC).", "FILE", file=True),
+    RunFlag("--ready-fd", "ready_fd", VALUE, None, "run: write a newline to this open descriptor (>= 3) and close "
+            "it once the apps run, or when the app sends READY=1 with --notify app (s6's notification-fd).", "N"),
 )
 
 

@@ -172,11 +172,12 @@ class PodManifest(Record):
     register: Final[bool]  # run in a transient systemd scope podrun-UUID.scope (--register)
     log_max_size: Final[int]  # bytes per app log file before rotation; -1: no limit
     runtime: Final[str]  # the OCI runtime's absolute path (stage1 oci); "" for other flavors
+    pid_file: Final[str]  # where the supervisor's PID goes (--pid-file), absolute; "" for none
     version: Final[int]
 
     __slots__ = ("uuid", "apps", "volumes", "hostname", "net", "stage1", "interactive", "dns", "hosts_entries",
                  "networks", "ports", "dns_search", "dns_opts", "notify", "register", "log_max_size", "runtime",
-                 "version")
+                 "pid_file", "version")
 
     def __init__(
         self, uuid: str,
@@ -196,6 +197,7 @@ class PodManifest(Record):
         register: bool = False,
         log_max_size: int = LOG_MAX_SIZE,
         runtime: str = "",
+        pid_file: str = "",
         version: int = MANIFEST_VERSION,
     ) -> None:
         self.uuid = uuid
@@ -215,6 +217,7 @@ class PodManifest(Record):
         self.register = register
         self.log_max_size = log_max_size
         self.runtime = runtime
+        self.pid_file = pid_file
         self.version = version
 
     def to_json(self) -> bytes:
@@ -236,6 +239,7 @@ class PodManifest(Record):
             "dns_search": list(self.dns_search), "dns_opts": list(self.dns_opts), "notify": self.notify,
             "register": self.register, "log_max_size": self.log_max_size,
             **({"runtime": self.runtime} if self.runtime else {}),
+            **({"pid_file": self.pid_file} if self.pid_file else {}),
         }
 
     @classmethod
@@ -270,6 +274,7 @@ class PodManifest(Record):
             dns_search=tuple(doc.get("dns_search", ())), dns_opts=tuple(doc.get("dns_opts", ())),
             notify=str(doc.get("notify", "ready")), register=bool(doc.get("register", False)),
             log_max_size=int(doc.get("log_max_size", LOG_MAX_SIZE)), runtime=str(doc.get("runtime", "")),
+            pid_file=str(doc.get("pid_file", "")),
         )
 
 

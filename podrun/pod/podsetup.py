@@ -63,15 +63,17 @@ class Pod:
 
 
 def start(argv: list[str], mount_root: MountRoot) -> tuple[Pod, int]:
-    """Parse the ``run`` entrypoint's argv and take the lock fd (podrun.abi); exit 254 if they
-    are not of the contract.  Returns (the pod, set up: :func:`setup`), and the lock fd."""
+    """Parse the ``run`` entrypoint's argv and take the lock fd and the ``--ready-fd`` descriptor
+    (podrun.abi); exit 254 if they are not of the contract.  Returns (the pod, set up:
+    :func:`setup`), and the lock fd."""
     try:
         args = abi.parse_run_argv(argv)
         lock_fd = abi.take_lock_fd()
+        ready_fd = abi.take_ready_fd()  # close-on-exec from here: no app, helper or runtime gets it
     except abi.AbiError as exc:
         sys.stderr.write(f"podrun: {exc}\n")
         sys.exit(EXIT_STAGE1_FAILED)
-    return setup(args.pod_dir, lock_fd, args.debug, mount_root), lock_fd
+    return setup(args.pod_dir, lock_fd, args.debug, mount_root, ready_fd), lock_fd
 
 
 def start_with_init(argv: list[str], mount_root: MountRoot) -> tuple[Pod, int]:
@@ -88,16 +90,18 @@ def start_with_init(argv: list[str], mount_root: MountRoot) -> tuple[Pod, int]:
     return start(argv, mount_root)[0], init_exe
 
 
-def setup(pod_dir: str, lock_fd: int, debug: bool, mount_root: MountRoot) -> Pod:
-    """Set the pod of *pod_dir* up (module docstring); on failure say why and exit.
+def setup(pod_dir: str, lock_fd: int, debug: bool, mount_root: MountRoot, ready_fd: int = -1) -> Pod:
+    """Set the pod of *pod_dir* up (module docstring); on failure say why and exit (the PID
+    file removed, *ready_fd* closed unwritten: s6 then sees the service down, not ready).
     *mount_root(app_dir, app)* mounts an app's root and returns its path (the stage2 layer's
     podrun.stage2.rootfs.mount_app_root: the pod layer never imports stage2)."""
     pod: Pod | None = None
     sd: Systemd | None = None
+    manifest: PodManifest | None = None
     doing = "reading the pod manifest"  # named in the error message (a full disk says where)
     try:
         manifest = layout.read_manifest_at(pod_dir)
-        sd = Systemd(manifest)
+        sd = Systemd(manifest, ready_fd)
         pod = Pod(pod_dir, manifest, sd, debug)
         if manifest.register:
             doing = "registering the pod's systemd scope"
@@ -151,6 +155,10 @@ def setup(pod_dir: str, lock_fd: int, debug: bool, mount_root: MountRoot) -> Pod
             _undo_setup(pod)
         if sd is not None:
             sd.close()
+        elif ready_fd >= 0:
+            os.close(ready_fd)
+        if manifest is not None and manifest.pid_file:
+            fsutil.remove_pid_file(manifest.pid_file, os.getpid())
         # a PodrunError keeps its code (247: a running pod holds the address or port asked for)
         sys.exit(exc.exit_code if isinstance(exc, PodrunError) else EXIT_STAGE1_FAILED)
     return pod
@@ -175,6 +183,8 @@ def finish(pod: Pod, code: int) -> NoReturn:
             pod.cgroup.remove()
         except OSError as exc:
             sys.stderr.write(f"podrun: warning: removing the pod's cgroup: {exc} (podrun gc retries)\n")
+    if pod.manifest.pid_file:  # last: once it is gone, start-stop-daemon --stop may see the pod as ended
+        fsutil.remove_pid_file(pod.manifest.pid_file, os.getpid())
     exit_now(code)
 
 

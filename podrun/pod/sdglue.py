@@ -6,7 +6,10 @@
   the supervisor's poll loop; sends never wait for the manager: while it is behind, its socket
   is watched in the same loop and the backlog goes out when there is room;
 - socket activation: the fds systemd passed go to the pod's first app (podrun.systemd.activation);
-- journal: app output goes to the journal tagged with app and pod (podrun.systemd.journal).
+- journal: app output goes to the journal tagged with app and pod (podrun.systemd.journal);
+- ``--ready-fd N`` (s6's notification-fd, any service manager): a newline written to fd N and
+  the fd closed at the same moment as READY=1 would be sent (every app started, or the app's
+  own READY=1 with ``--notify=app``, for which the app's socket is made even without systemd).
 
 Only ``os`` and ``select`` are imported up front; ``socket`` is loaded when notifying, and
 python-systemd for the journal when used.
@@ -34,17 +37,18 @@ DRAIN_MAX = 1024
 
 
 class Systemd:
-    def __init__(self, manifest: PodManifest) -> None:
+    def __init__(self, manifest: PodManifest, ready_fd: int = -1) -> None:
         self.listen = activation.take()
         self.notify = bool(os.environ.get("NOTIFY_SOCKET"))
         self.mode = manifest.notify
+        self.ready_fd = ready_fd  # --ready-fd, close-on-exec (podrun.abi.take_ready_fd); -1 once used
         self.journal = to_journal()
         self.app_socket = ""  # host path of the socket bound into the apps (--notify=app)
         self.sock: socket.socket | None = None
         self.manager: Notifier | None = None  # our end of NOTIFY_SOCKET, made on the first send
         self.relay: Relay | None = None
         self.watching = -1  # the manager's socket while the loop waits for room in it
-        if self.notify and self.mode == "app":
+        if (self.notify or ready_fd >= 0) and self.mode == "app":
             from podrun.systemd import notify
 
             runtime = os.environ.get("PODRUN_RUNTIME_DIR", "/run/podrun")
@@ -76,9 +80,25 @@ class Systemd:
             relay.watch(self.sock.fileno(), select.POLLIN, lambda _events: self.forward())
 
     def apps_started(self) -> None:
-        """Every app has started: READY=1 unless the app says so itself."""
-        if self.notify and self.mode == "ready":
-            self._send("READY=1\nSTATUS=apps started")
+        """Every app has started: READY=1 (and the ready fd's newline) unless the app says so itself."""
+        if self.mode == "ready":
+            self._ready_fd_done(b"\n")
+            if self.notify:
+                self._send("READY=1\nSTATUS=apps started")
+
+    def _ready_fd_done(self, data: bytes) -> None:
+        """Write *data* (b"\\n": ready; b"": never ready) to the ``--ready-fd`` descriptor and close
+        it.  A reader that went away (EPIPE) or a full pipe (EAGAIN) is not the pod's failure."""
+        fd, self.ready_fd = self.ready_fd, -1
+        if fd < 0:
+            return
+        try:
+            if data:
+                os.write(fd, data)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def forward(self) -> None:
         """Pass on the app's pending notification."""
@@ -95,7 +115,9 @@ class Systemd:
             except (BlockingIOError, InterruptedError):
                 return
             message = notify.filter_app_message(data)
-            if message:
+            if "READY=1" in message.split("\n"):
+                self._ready_fd_done(b"\n")
+            if message and self.notify:
                 self._send(message)
 
     def _send(self, message: str) -> None:
@@ -130,6 +152,7 @@ class Systemd:
             self.close()
 
     def close(self) -> None:
+        self._ready_fd_done(b"")  # the pod ends unready: the reader sees EOF and no newline
         if self.watching >= 0 and self.relay is not None:
             self.relay.unwatch(self.watching)
         self.watching = -1

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
-from podrun.errors import PodrunError, step
+import fcntl
+import os
+
+from podrun.errors import PodrunError, UsageError, step
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+    from podrun.fsutil import user_output
     from podrun.model.manifest import PodManifest
     from podrun.stage0 import Globals
 
@@ -41,7 +45,12 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
         set_env_file=kw["set_env_file"], dns=list(kw["dns"]), hosts_entries=list(kw["hosts_entries"]),
         ports=list(kw["ports"]), dns_search=list(kw["dns_search"]), dns_opts=list(kw["dns_opts"]),
         notify=kw["notify"], register=kw["register"], log_max_size=kw["log_max_size"], runtime=kw["runtime"],
+        pid_file=kw.get("pid_file"),
     )
+    if phase == "prepared":
+        if kw.get("ready_fd") is not None:
+            raise UsageError("--ready-fd is a flag of run: the descriptor would be prepare's, not run-prepared's")
+        open_pid_file(kw.get("pid_file")).close()  # refused now (a directory, a link), not at run-prepared
     uuid_file = None
     if kw["uuid_file_save"]:
         from podrun import fsutil
@@ -71,15 +80,70 @@ def prepare_pod(g: Globals, kw: dict[str, Any], phase: str) -> tuple[PodManifest
     return manifest, pod_dir, lock_fd
 
 
+def open_pid_file(path: str | None) -> user_output:
+    """``--pid-file``'s output, opened as ``--uuid-file-save``'s is (podrun.fsutil.user_output:
+    a link, directory, socket or block device refused, a regular file replaced atomically by
+    ``commit``); a do-nothing output without one."""
+    from podrun import fsutil
+    from podrun.stage0.prepare import pid_file_path
+
+    out = fsutil.user_output(pid_file_path(path) if path else "")
+    return out.open() if path else out
+
+
+def write_pid(out: user_output) -> None:
+    """Write this process's PID (the supervisor's once stage1 is exec'd) and make it the file's."""
+    from podrun import fsutil
+
+    if out.fd >= 0:
+        with step("writing the PID file", out.path):
+            fsutil.write_all(out.fd, f"{os.getpid()}\n".encode())
+            out.commit()
+
+
+def check_ready_fd(text: str | None) -> int | None:
+    """``--ready-fd N``: N, an open descriptor >= 3 podrun may write to, or None without the flag
+    (UsageError, exit 253, before any pod exists)."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise UsageError(f"--ready-fd {text!r}: not a descriptor number")
+    fd = int(text)
+    if fd < 3:
+        raise UsageError(f"--ready-fd {fd}: stdin, stdout and stderr are the apps' (give 3 or more)")
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        raise UsageError(f"--ready-fd {fd}: not an open descriptor") from None
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        raise UsageError(f"--ready-fd {fd}: open read-only, podrun writes the readiness newline to it")
+    return fd
+
+
 def run_pod(g: Globals, kw: dict[str, Any]) -> None:
     """``podrun run``: prepare, then become the pod (exec stage1); returns only on failure."""
     from podrun.abi import RUN, STAGE1_FLAVORS
     from podrun.stage0.prepare import entrypoint, exec_stage1
 
+    ready_fd = check_ready_fd(kw.get("ready_fd"))
+    if ready_fd is not None and kw["stage1"] == "fly":
+        raise UsageError("--ready-fd needs a supervisor: --stage1 fly execs the app")
     # Found (and its ABI checked) before any pod exists; an unknown name is build_manifest's to refuse.
     entry = entrypoint(kw["stage1"], RUN) if kw["stage1"] in STAGE1_FLAVORS else None
-    manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
-    exec_stage1(entry or entrypoint(manifest.stage1, RUN), pod_dir, lock_fd, g.debug, g.data_dir, manifest)
+    pid_out = open_pid_file(kw.get("pid_file"))
+    try:
+        manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
+        if ready_fd == lock_fd:  # open before the lock was taken, so only if something closed it
+            raise PodrunError(f"--ready-fd {ready_fd} was closed while the pod was prepared")
+        write_pid(pid_out)
+    finally:
+        pid_out.close()
+    try:
+        exec_stage1(entry or entrypoint(manifest.stage1, RUN), pod_dir, lock_fd, g.debug, g.data_dir, manifest,
+                    ready_fd)
+    except BaseException:
+        _forget_pid(manifest)
+        raise
 
 
 def run_prepared(g: Globals, uuid: str) -> None:
@@ -99,5 +163,22 @@ def run_prepared(g: Globals, uuid: str) -> None:
     except (OSError, ValueError) as exc:
         raise PodrunError(f"pod {full}: unreadable manifest ({exc})") from None
     entry = entrypoint(manifest.stage1, RUN)  # a refused flavor leaves the pod prepared
-    pod_dir = dirs.move(full, "prepared", "run")
-    exec_stage1(entry, pod_dir, lock_fd, g.debug, g.data_dir, manifest)
+    pid_out = open_pid_file(manifest.pid_file or None)  # a refused file leaves the pod prepared too
+    try:
+        write_pid(pid_out)
+    finally:
+        pid_out.close()
+    try:
+        pod_dir = dirs.move(full, "prepared", "run")
+        exec_stage1(entry, pod_dir, lock_fd, g.debug, g.data_dir, manifest)
+    except BaseException:
+        _forget_pid(manifest)
+        raise
+
+
+def _forget_pid(manifest: PodManifest) -> None:
+    """The exec failed: the PID file must not name this process, which is about to exit."""
+    if manifest.pid_file:
+        from podrun import fsutil
+
+        fsutil.remove_pid_file(manifest.pid_file, os.getpid())

@@ -73,9 +73,11 @@ class RunRequest(Record):
     register: bool
     log_max_size: str | None  # the flag's text; None: the manifest's default
     runtime: str | None  # --runtime (stage1 oci): a name looked up in PATH, or a path
+    pid_file: str | None  # --pid-file, as given
 
     __slots__ = ("apps", "stage1", "hostname", "net", "interactive", "volumes", "set_env", "set_env_file", "dns",
-                 "hosts_entries", "ports", "dns_search", "dns_opts", "notify", "register", "log_max_size", "runtime")
+                 "hosts_entries", "ports", "dns_search", "dns_opts", "notify", "register", "log_max_size", "runtime",
+                 "pid_file")
 
     def __init__(
         self, apps: list[af.AppArgs],
@@ -95,6 +97,7 @@ class RunRequest(Record):
         register: bool = False,
         log_max_size: str | None = None,
         runtime: str | None = None,
+        pid_file: str | None = None,
     ) -> None:
         self.apps = apps
         self.stage1 = stage1
@@ -113,6 +116,7 @@ class RunRequest(Record):
         self.register = register
         self.log_max_size = log_max_size
         self.runtime = runtime
+        self.pid_file = pid_file
 
 
 ENV_FILE_MAX = 1 << 20  # --set-env-file: at most 1 MiB
@@ -425,6 +429,8 @@ def build_pod(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodPlan:
         raise UsageError("--interactive needs exactly one app")
     if req.stage1 == "fly" and len(req.apps) != 1:
         raise UsageError("--stage1 fly runs exactly one app")
+    if req.stage1 == "fly" and req.pid_file:
+        raise UsageError("--pid-file needs a supervisor to remove it: --stage1 fly execs the app")
     runtime = ""
     if req.stage1 == "oci":
         from podrun.stage0 import runtime as oci_runtime
@@ -457,11 +463,26 @@ def build_pod(req: RunRequest, resolve: Callable[[str], ImageInfo]) -> PodPlan:
         stage1=req.stage1, interactive=req.interactive, dns=tuple(req.dns), hosts_entries=tuple(req.hosts_entries),
         networks=networks, ports=ports, dns_search=tuple(req.dns_search), dns_opts=tuple(req.dns_opts),
         notify=req.notify or _notify_label(images), register=req.register, log_max_size=log_max_size,
-        runtime=runtime,
+        runtime=runtime, pid_file=pid_file_path(req.pid_file),
     )
     sources = {app.name: (a.flags.get("--seccomp"), frozenset(p.capabilities))
                for a, p, app in zip(req.apps, parsed, apps, strict=True) if app.seccomp_bpf is not None}
     return PodPlan(manifest, sources)
+
+
+def pid_file_path(path: str | None) -> str:
+    """``--pid-file``'s absolute path for the manifest (stage1 removes the file at the pod's end,
+    whatever its working directory), or "" without one.  A name of an open descriptor is
+    refused: a PID file is a file that can be read and removed by name."""
+    if not path:
+        return ""
+    from podrun import fsutil
+
+    if fsutil.fd_alias(path) is not None:
+        raise UsageError(f"--pid-file {path!r}: name a file, not a descriptor")
+    if "\0" in path:
+        raise UsageError("--pid-file: the path holds a NUL byte")
+    return os.path.normpath(os.path.abspath(path))
 
 
 def _notify_label(images: list[ImageInfo]) -> str:
@@ -506,16 +527,19 @@ def entrypoint(flavor: str, name: str) -> Path:
 
 
 def exec_stage1(entry: Path, pod_dir: Path, lock_fd: int, debug: bool, data_dir: str,
-                manifest: PodManifest) -> NoReturn:
+                manifest: PodManifest, ready_fd: int | None = None) -> NoReturn:
     """Replace this process with the flavor's ``run`` entrypoint *entry* (found, and its ABI
-    checked, before the pod was written), handing over the pod lock and, to podrun's own
-    flavors, the decided *manifest* (the contract: podrun.abi, man/podrun-stage1.7)."""
+    checked, before the pod was written), handing over the pod lock, the ``--ready-fd``
+    descriptor and, to podrun's own flavors, the decided *manifest* (the contract: podrun.abi,
+    man/podrun-stage1.7)."""
     from podrun import abi
 
     argv = abi.run_argv(entry, abi.RunArgs(str(pod_dir), debug))
     os.set_inheritable(lock_fd, True)
+    if ready_fd is not None:
+        os.set_inheritable(ready_fd, True)  # kept open across the exec (an inherited fd already is)
     manifest_fd = abi.manifest_memfd(manifest.to_doc()) if manifest.stage1 in abi.STAGE1_FLAVORS else None
-    env = abi.stage1_env(data_dir, lock_fd, manifest_fd)
+    env = abi.stage1_env(data_dir, lock_fd, manifest_fd, ready_fd)
     if debug:
         sys.stderr.write("podrun: exec " + " ".join(argv) + f"  ({abi.ENV_LOCK_FD}={lock_fd})\n")
     sys.stdout.flush()

@@ -28,7 +28,8 @@ def test_package_installs_runs_a_pod_and_purges(podrun_deb: Path, tmp_path: Path
                  f"./opt/podrun/{SITE}/podrun/_stages/fly/run", "./lib/systemd/system/podrun-gc.timer",
                  "./usr/share/man/man1/podrun-run.1.gz", "./usr/share/man/man7/podrun-systemd.7.gz",
                  "./usr/lib/tmpfiles.d/podrun.conf", "./usr/share/bash-completion/completions/podrun",
-                 "./usr/share/zsh/vendor-completions/_podrun"):
+                 "./usr/share/zsh/vendor-completions/_podrun", "./etc/cron.d/podrun-gc",
+                 "./usr/share/man/man7/podrun-init.7.gz", "./usr/share/doc/podrun/examples/init/s6/web/run"):
         assert path in contents, path
     made = [d for d in PACKAGE_DIRS if not d.exists()]
     subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True)

@@ -73,6 +73,7 @@ NEEDS_ARGUMENT = {
     "image rm": "Missing argument 'IMAGE...'.", "image import": "Missing argument 'ROOTFS-DIR|TAR'.",
     "image export": "Missing argument 'IMAGE'.", "image sign": "Missing argument 'IMAGE'.", "run": "Missing argument 'ARGS...'.",
     "prepare": "Missing argument 'ARGS...'.", "generate unit": "Missing argument 'ARGS...'.",
+    "generate service": "Missing argument 'ARGS...'.",
     "run-prepared": "Missing argument 'UUID'.", "status": "no pod UUID given", "stop": "no pod UUID given",
     "rm": "no pod UUID given", "cat-manifest": "no pod UUID given", "enter": "no pod UUID given",
     "logs": "no pod UUID given", "trust set": "give a SCOPE or --prefix (one of them)",
@@ -81,7 +82,7 @@ TAKES_NO_ARGUMENT = ["image list", "image gc", "image fsck", "list", "gc", "vers
 
 
 def test_the_command_tree_is_covered() -> None:
-    assert len(PATHS) == 24 and GROUPS == ["generate", "image", "trust"]
+    assert len(PATHS) == 25 and GROUPS == ["generate", "image", "trust"]
     assert sorted([*NEEDS_ARGUMENT, *TAKES_NO_ARGUMENT]) == sorted(PATHS)
 
 
@@ -96,7 +97,7 @@ def test_every_command_has_help(path: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", PATHS + GROUPS)
 def test_every_command_refuses_an_unknown_flag(path: str, tmp_path: Path) -> None:
     res = run(*path.split(), "--no-such-flag", data=tmp_path / "d")
-    if path in ("run", "prepare", "generate unit"):  # flags after the run flags belong to an app
+    if path in ("run", "prepare", "generate unit", "generate service"):  # flags after the run flags belong to an app
         one_line_error(res, 253, "expected an image, got '--no-such-flag'")
     elif path == "enter":  # enter UUID [CMD ARGS…]: the first word is the pod
         one_line_error(res, 252, "no pod with UUID '--no-such-flag'")

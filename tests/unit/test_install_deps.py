@@ -30,3 +30,8 @@ def test_install_deps_lists_real_package_names() -> None:
     names = apt_packages()
     assert {"podman", "crun", "runc", "catatonit", "runsc", "libc6-dev", "debootstrap", "openssl", "libseccomp2"} <= names
     assert all(re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", n) for n in names), sorted(names)
+
+
+def test_install_deps_installs_the_init_systems_the_tests_drive() -> None:
+    # tests/integration/test_init_systems.py (start-stop-daemon comes with dpkg)
+    assert {"s6", "runit", "supervisor"} <= apt_packages()
