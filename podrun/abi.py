@@ -93,6 +93,16 @@ def parse_run_argv(argv: list[str]) -> RunArgs:
     raise AbiError(f"stage1 run: arguments {argv!r} are not `{POD_DIR} DIR [{DEBUG}]` (ABI {ABI})")
 
 
+def enter_argv_or_exit(argv: list[str]) -> EnterArgs:
+    """:func:`parse_enter_argv` for an ``enter`` entrypoint: anything else is said in one line
+    and ends it with 254."""
+    try:
+        return parse_enter_argv(argv)
+    except AbiError as exc:
+        sys.stderr.write(f"podrun: enter: {exc}\n")
+        sys.exit(AbiError.exit_code)
+
+
 def parse_enter_argv(argv: list[str]) -> EnterArgs:
     """The ``enter`` entrypoint's arguments (``sys.argv[1:]``); AbiError for anything else."""
     if len(argv) >= 5 and argv[0] == POD_DIR and argv[1] and argv[2] == APP and argv[3] and argv[4] == "--":
@@ -172,32 +182,30 @@ def take_manifest_doc() -> dict[str, object] | None:
     return doc
 
 
-def take_lock_fd() -> int:
-    """stage1: the pod lock's fd, removed from the environment (apps never see it) and not
-    inherited by default (a flavor whose app is the pod re-enables that); -1 when absent."""
-    text = os.environ.pop(ENV_LOCK_FD, "")
+def _take_fd(name: str, what: str) -> int:
+    """The descriptor stage0 named in $*name*, removed from the environment and made
+    close-on-exec; -1 when absent."""
+    text = os.environ.pop(name, "")
     if not text:
         return -1
     try:
         fd = int(text)
         os.set_inheritable(fd, False)
     except (ValueError, OSError):
-        raise AbiError(f"stage1: {ENV_LOCK_FD}={text!r} is not the pod lock's open descriptor") from None
+        raise AbiError(f"stage1: {name}={text!r} is not {what}") from None
     return fd
+
+
+def take_lock_fd() -> int:
+    """stage1: the pod lock's fd, removed from the environment (apps never see it) and not
+    inherited by default (a flavor whose app is the pod re-enables that); -1 when absent."""
+    return _take_fd(ENV_LOCK_FD, "the pod lock's open descriptor")
 
 
 def take_ready_fd() -> int:
     """stage1: the ``--ready-fd`` descriptor, removed from the environment and made
     close-on-exec (apps never get it); -1 when none was handed over."""
-    text = os.environ.pop(ENV_READY_FD, "")
-    if not text:
-        return -1
-    try:
-        fd = int(text)
-        os.set_inheritable(fd, False)
-    except (ValueError, OSError):
-        raise AbiError(f"stage1: {ENV_READY_FD}={text!r} is not an open descriptor") from None
-    return fd
+    return _take_fd(ENV_READY_FD, "an open descriptor")
 
 
 def data_dir() -> str:

@@ -63,23 +63,11 @@ class Pod:
 
 
 def start(argv: list[str], mount_root: MountRoot) -> tuple[Pod, int]:
-    """Parse the ``run`` entrypoint's argv and take the lock fd and the ``--ready-fd`` descriptor
-    (podrun.abi); exit 254 if they are not of the contract.  Returns (the pod, set up:
-    :func:`setup`), and the lock fd."""
-    try:
-        args = abi.parse_run_argv(argv)
-        lock_fd = abi.take_lock_fd()
-        ready_fd = abi.take_ready_fd()  # close-on-exec from here: no app, helper or runtime gets it
-    except abi.AbiError as exc:
-        sys.stderr.write(f"podrun: {exc}\n")
-        sys.exit(EXIT_STAGE1_FAILED)
-    return setup(args.pod_dir, lock_fd, args.debug, mount_root, ready_fd), lock_fd
-
-
-def start_with_init(argv: list[str], mount_root: MountRoot) -> tuple[Pod, int]:
-    """:func:`start`, after opening catatonit, the pod's pid 1 (podrun.pod.init), before anything
-    of the pod is made: a host without it is refused in one line, with nothing to undo.
-    Returns the pod and catatonit's fd."""
+    """The ``run`` entrypoint's start, for every supervising flavor: open catatonit, the pod's
+    pid 1 (podrun.pod.init), before anything of the pod is made (a host without it is refused
+    in one line, with nothing to undo); parse the argv and take the lock fd and the
+    ``--ready-fd`` descriptor (podrun.abi; exit 254 if they are not of the contract); then
+    :func:`setup`.  Returns the pod, set up, and catatonit's fd."""
     from podrun.pod import init
 
     try:
@@ -87,7 +75,14 @@ def start_with_init(argv: list[str], mount_root: MountRoot) -> tuple[Pod, int]:
     except OSError as exc:
         sys.stderr.write(f"podrun: stage1: the pod's pid 1: {exc.strerror}\n")
         sys.exit(EXIT_STAGE1_FAILED)
-    return start(argv, mount_root)[0], init_exe
+    try:
+        args = abi.parse_run_argv(argv)
+        lock_fd = abi.take_lock_fd()
+        ready_fd = abi.take_ready_fd()  # close-on-exec from here: no app, helper or runtime gets it
+    except abi.AbiError as exc:
+        sys.stderr.write(f"podrun: {exc}\n")
+        sys.exit(EXIT_STAGE1_FAILED)
+    return setup(args.pod_dir, lock_fd, args.debug, mount_root, ready_fd), init_exe
 
 
 def setup(pod_dir: str, lock_fd: int, debug: bool, mount_root: MountRoot, ready_fd: int = -1) -> Pod:

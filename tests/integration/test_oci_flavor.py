@@ -111,11 +111,10 @@ def test_each_app_is_a_bundle_joining_pid_1s_namespaces(pods: OciPods) -> None:
         assert Path(f"/proc/{init_pid}/cmdline").read_bytes() == b"catatonit\0-P\0"
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) == 3 and str(init_pid) in children, children
-        for child in children:
+        for child in children:  # pid 1 and both apps
             for ns in ("pid", "net", "ipc", "uts"):
-                target = f"/proc/{child}/ns/{ns}" if ns != "pid" or child == str(init_pid) else None
-                if target:
-                    assert os.readlink(target) == os.readlink(f"/proc/{init_pid}/ns/{ns}")
+                assert os.readlink(f"/proc/{child}/ns/{ns}") == os.readlink(f"/proc/{init_pid}/ns/{ns}"), (child, ns)
+            assert os.readlink(f"/proc/{child}/ns/pid") != os.readlink("/proc/self/ns/pid")
         assert pods.run("stop", uuid).returncode == 0
         assert proc.wait(timeout=30) == 143
     finally:

@@ -99,11 +99,7 @@ def _main_pid(init_pid: int, cgroup_list: list[str], app: str) -> int:
 
 def main(argv: list[str]) -> NoReturn:
     """``enter --pod-dir DIR --app NAME -- CMD...`` (the contract: podrun.abi)."""
-    try:
-        args = abi.parse_enter_argv(argv)
-    except abi.AbiError as exc:
-        sys.stderr.write(f"podrun: enter: {exc}\n")
-        sys.exit(EXIT_SETUP_FAILED)
+    args = abi.enter_argv_or_exit(argv)
     pod_dir, name, cmd = args.pod_dir, args.app, args.command
     try:
         manifest, init_pid, cgroup_list = _pod_records(pod_dir)

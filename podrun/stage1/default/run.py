@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def main(argv: list[str]) -> NoReturn:
     """``stages/default/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD
     (the contract: podrun.abi).  The pod's setup and teardown: podrun.pod.podsetup."""
-    pod, init_exe = podsetup.start_with_init(argv, mount_app_root)
+    pod, init_exe = podsetup.start(argv, mount_app_root)
     assert pod.init_cgroup is not None
     code = Supervisor(pod.pod_dir, pod.manifest, pod.roots, pod.files, pod.init_cgroup, pod.app_cgroups, pod.sd,
                       pod.netns_fd, init_exe).run()

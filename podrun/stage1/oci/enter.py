@@ -30,11 +30,7 @@ def main(argv: list[str]) -> NoReturn:
     """``enter --pod-dir DIR --app NAME -- CMD...`` (the contract: podrun.abi)."""
     from podrun.pod.state import PodFileDamage, load_manifest, open_pod_dir, read_cgroups
 
-    try:
-        args = abi.parse_enter_argv(argv)
-    except abi.AbiError as exc:
-        sys.stderr.write(f"podrun: enter: {exc}\n")
-        sys.exit(EXIT_SETUP_FAILED)
+    args = abi.enter_argv_or_exit(argv)
     pod_dir, name, cmd = args.pod_dir, args.app, args.command
     pod = os.path.basename(os.path.normpath(pod_dir))
     try:

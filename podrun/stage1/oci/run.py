@@ -52,7 +52,7 @@ CHILD_DEFAULTS = (*SUPERVISED, sig.SIGPIPE, sig.SIGXFSZ)
 
 def main(argv: list[str]) -> NoReturn:
     """``stages/oci/run --pod-dir DIR [--debug]``; the pod lock fd is in $PODRUN_LOCK_FD."""
-    pod, init_exe = podsetup.start_with_init(argv, mount_app_root)
+    pod, init_exe = podsetup.start(argv, mount_app_root)
     code = Supervisor(pod, init_exe).run()
     podsetup.finish(pod, code)
 
