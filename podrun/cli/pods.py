@@ -375,21 +375,6 @@ def _ino(f: BinaryIO | None) -> int | None:
     return None if f is None else os.fstat(f.fileno()).st_ino
 
 
-class _LinePrefix:
-    """Prefixes every line of one app's output with ``NAME | ``, across chunk boundaries."""
-
-    def __init__(self, name: str) -> None:
-        self.prefix = name.encode() + b" | "
-        self.at_line_start = True
-
-    def __call__(self, data: bytes) -> bytes:
-        lines = data.splitlines(keepends=True)
-        out = b"".join((self.prefix if i or self.at_line_start else b"") + line for i, line in enumerate(lines))
-        if lines:
-            self.at_line_start = lines[-1].endswith((b"\n", b"\r"))
-        return out
-
-
 @click.command("logs")
 @click.option("--app", "app", help="Only this app's output.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the pod ends.")
@@ -399,6 +384,7 @@ class _LinePrefix:
 def logs_cmd(g: Globals, app: str | None, follow: bool, uuid_file: str | None, uuid: str | None) -> None:
     """Print the apps' output (stdout and stderr), kept in the pod dir until gc."""
     from podrun.pod.layout import PodDirs, lock_held_fd
+    from podrun.pod.logrelay import LineTagger
     from podrun.pod.state import load_manifest
 
     dirs = PodDirs(g.data_dir)
@@ -410,14 +396,16 @@ def logs_cmd(g: Globals, app: str | None, follow: bool, uuid_file: str | None, u
             _check_app(full, app, names)
         wanted = [app] if app else names
         logs = {name: AppLog(fd, layout.app_dir(name) + "/") for name in wanted}
-        prefixes = {name: _LinePrefix(name) for name in wanted} if len(wanted) > 1 else {}
+        taggers = {name: LineTagger(name) for name in wanted} if len(wanted) > 1 else {}
         try:
             while True:
                 alive = follow and lock_held_fd(fd)
                 for name, log in logs.items():
-                    prefix = prefixes.get(name)
+                    tagger = taggers.get(name)
                     for chunk in log.chunks():
-                        out.write(prefix(chunk) if prefix else chunk)
+                        out.write(tagger.feed(chunk) if tagger else chunk)
+                    if tagger and not alive:
+                        out.write(tagger.flush())
                 out.flush()
                 if not alive:
                     return

@@ -74,7 +74,8 @@ SETTINGS = {"ignore_unknown_options": True, "allow_interspersed_args": False,
 @click.command("run", cls=TableCommand)
 @click.pass_obj
 def run_cmd(g: Globals, /, **kw: Any) -> None:
-    """Run a pod of one or more apps; exits with the app's exit code (see podrun-run(1))."""
+    """Run a pod of one or more apps (several: output lines tagged 'NAME | '); exits with the app's exit
+    code (see podrun-run(1))."""
     launch.run_pod(g, kw)
 
 

@@ -11,6 +11,12 @@ Log files are bounded (``--log-max-size``, podman's ``log_size_max`` keeping the
 a log is filled up to the limit, then renamed to ``log.1`` (replacing the older one) and a new
 ``log`` started, so each app keeps between one and two limits of its newest output, in order
 across ``log.1`` then ``log``.  The journal gets everything.
+
+In a pod of several apps, the lines forwarded to the supervisor's stdout/stderr are tagged
+``NAME | line`` (``LineTagger``: whole lines only, so two apps' lines never mix; a line longer
+than CHUNK is cut, and a last line without a newline gets one at EOF).  That is what a
+supervisor's logger (svlogd, s6-log, supervisord's files, syslog) stores, and the format of
+``podrun logs`` for several apps.  The log files and the journal (tagged by field) stay untagged.
 """
 
 from __future__ import annotations
@@ -81,6 +87,29 @@ class LogFile:
         self.size = 0
 
 
+class LineTagger:
+    """Whole lines of one app's output, each prefixed with ``NAME | ``; a partial last line is
+    kept until its newline (or ``flush``), but never more than CHUNK bytes of it."""
+
+    __slots__ = ("pending", "prefix")
+
+    def __init__(self, name: str) -> None:
+        self.prefix = name.encode() + b" | "
+        self.pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        if len(self.pending) >= CHUNK:
+            lines.append(self.pending)
+            self.pending = b""
+        return b"".join(self.prefix + line + b"\n" for line in lines)
+
+    def flush(self) -> bytes:
+        out = self.prefix + self.pending + b"\n" if self.pending else b""
+        self.pending = b""
+        return out
+
+
 def _warn(message: str) -> None:
     try:
         os.write(2, f"podrun: warning: {message}\n".encode())
@@ -90,13 +119,16 @@ def _warn(message: str) -> None:
 
 class Relay:
     """With *journal_uuid* (podrun's own output is the journal), each app's lines go to the
-    journal tagged with the app and the pod (podrun.systemd.journal) instead of to our stdout.
+    journal tagged with the app and the pod (podrun.systemd.journal) instead of to our stdout;
+    otherwise, with *tag_apps* (a pod of several apps), each line is tagged with its app.
     Each app's log file is rotated past *log_max_size* bytes (-1: never)."""
 
-    def __init__(self, journal_uuid: str | None = None, log_max_size: int = -1) -> None:
+    def __init__(self, journal_uuid: str | None = None, log_max_size: int = -1, tag_apps: bool = False) -> None:
         self.journal_uuid = journal_uuid
         self.log_max_size = log_max_size
+        self.tag_apps = tag_apps and journal_uuid is None
         self.senders: dict[int, object] = {}
+        self.taggers: dict[int, LineTagger] = {}
         self.poll = select.poll()
         self.pipes: dict[int, tuple[LogFile, int]] = {}  # read end -> (the app's log, 1 or 2)
         self.forward_ok = {1: True, 2: True}
@@ -119,11 +151,13 @@ class Relay:
             r, w = os.pipe2(os.O_CLOEXEC)
             self.poll.register(r, _READABLE)
             self.pipes[r] = (log, target)
+            app = os.path.basename(os.path.dirname(log_path))
             if self.journal_uuid is not None:
                 from podrun.systemd.journal import Sender
 
-                self.senders[r] = Sender(self.journal_uuid, os.path.basename(os.path.dirname(log_path)),
-                                         stderr=target == 2)
+                self.senders[r] = Sender(self.journal_uuid, app, stderr=target == 2)
+            elif self.tag_apps:
+                self.taggers[r] = LineTagger(app)
             ends.append(w)
         return ends[0], ends[1]
 
@@ -145,17 +179,25 @@ class Relay:
         except OSError:
             data = b""
         sender = self.senders.get(fd)
+        tagger = self.taggers.get(fd)
         if not data:
             self.poll.unregister(fd)
             del self.pipes[fd]
             os.close(fd)
             if sender is not None:
                 sender.flush()  # type: ignore[attr-defined]
+            elif tagger is not None:
+                del self.taggers[fd]
+                self._forward(target, tagger.flush())
             return
         log.write(data)
         if sender is not None:
             sender.feed(data)  # type: ignore[attr-defined]
-        elif self.forward_ok[target]:
+        else:
+            self._forward(target, data if tagger is None else tagger.feed(data))
+
+    def _forward(self, target: int, data: bytes) -> None:
+        if data and self.forward_ok[target]:
             try:
                 _write_all(target, data)
             except OSError as exc:

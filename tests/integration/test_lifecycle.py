@@ -192,13 +192,16 @@ def test_logs_are_kept_per_app(pods: Pods, tmp_path: Path) -> None:
     uuid_file = tmp_path / "uuid"
     res = pods.run("run", "--uuid-file-save", str(uuid_file), "demo", "--name", "a", "--exec", "/bin/sh", "--", "-c",
                    "echo a-out; echo a-err >&2", "---", "demo", "--name", "b", "--exec", "/bin/sh", "--", "-c",
-                   "sleep 0.2; echo b-out")
+                   "sleep 0.2; echo b-out; printf b-tail")
     assert res.returncode == 0
-    assert "a-out" in res.stdout and "b-out" in res.stdout and "a-err" in res.stderr  # the caller sees it too
+    # the caller sees it too, each line tagged with its app (several apps), a last partial line ended
+    assert sorted(res.stdout.splitlines(keepends=True)) == ["a | a-out\n", "b | b-out\n", "b | b-tail\n"]
+    assert "a | a-err\n" in res.stderr.splitlines(keepends=True), res.stderr
     uuid = uuid_file.read_text().strip()
     assert pods.run("logs", "--app", "a", uuid, check=True).stdout.split() == ["a-out", "a-err"]
+    assert pods.run("logs", "--app", "b", uuid, check=True).stdout == "b-out\nb-tail"  # one app: its own bytes
     both = pods.run("logs", uuid, check=True).stdout.splitlines()
-    assert sorted(both) == ["a | a-err", "a | a-out", "b | b-out"]
+    assert sorted(both) == ["a | a-err", "a | a-out", "b | b-out", "b | b-tail"]
     proc, live = start_pod(pods, "demo", "--exec", "/bin/sh", "--", "-c",
                                   "echo first; sleep 1; echo second")
     follow = pods.run("logs", "-f", live, check=True, timeout=30)

@@ -144,9 +144,10 @@ def test_output_and_logs_of_every_app(pods: OciPods) -> None:
                    "demo", "--name", "a", "--exec", "/bin/sh", "--", "-c", "echo out-a; echo err-a >&2",
                    "---", "demo", "--name", "b", "--exec", "/bin/sh", "--", "-c", "echo out-b")
     assert res.returncode == 0, res.stderr
-    assert sorted(res.stdout.split()) == ["out-a", "out-b"] and "err-a" in res.stderr
+    assert sorted(res.stdout.splitlines()) == ["a | out-a", "b | out-b"] and res.stderr.splitlines() == ["a | err-a"]
     uuid = (pods.data.parent / "logs-uuid").read_text().strip()
     assert pods.run("logs", "--app", "a", uuid).stdout.split() == ["out-a", "err-a"]
+    assert sorted(pods.run("logs", uuid).stdout.splitlines()) == ["a | err-a", "a | out-a", "b | out-b"]
 
 
 def test_stdin_of_an_interactive_pod_is_the_callers(pods: OciPods) -> None:

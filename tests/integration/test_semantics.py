@@ -81,7 +81,7 @@ def test_a_failing_app_stops_the_others_with_their_stop_signal(pods: Pods, tmp_p
     res = pods.run("run", "--net", "none", digest, "--name", "server", "--exec", "/bin/sh", "--", "-c", TRAPS,
                    "---", "demo", "--name", "failing", "--exec", "/bin/sh", "--", "-c", "sleep 0.5; exit 9")
     assert res.returncode == 9, res.stderr
-    assert res.stdout.split() == ["ready", "got-quit"]
+    assert res.stdout.splitlines() == ["server | ready", "server | got-quit"]
 
 
 @pytest.mark.parametrize(("stop_signal", "fragment"), [("SIGNOPE", "not a signal name"), ("65", "out of range"),

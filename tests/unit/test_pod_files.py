@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from podrun.cli.pods import AppLog, _LinePrefix
+from podrun.cli.pods import AppLog
 from podrun.pod.state import (
     RECORD_LIMIT,
     PodFileDamage,
@@ -156,8 +156,3 @@ def test_app_log_reads_in_pieces(pod: Path, pod_fd: int, monkeypatch: pytest.Mon
     assert list(reader.chunks()) == [b"0123", b"4567", b"89"]
     reader.close()
 
-
-def test_line_prefix_across_pieces() -> None:
-    prefix = _LinePrefix("web")
-    assert b"".join(prefix(c) for c in (b"a", b"b\nc", b"\r", b"d\n", b"\n")) == (
-        b"web | ab\nweb | c\rweb | d\nweb | \n")
