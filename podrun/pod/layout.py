@@ -55,6 +55,15 @@ def app_log_path(app: str) -> str:
     return f"{APPS_DIR}/{app}/{LOG}"
 
 
+def app_cgroup(app: str) -> str:
+    """An app's cgroup, a child of each of the pod's cgroup dirs (the CGROUPS file lists those)."""
+    return f"app-{app}"
+
+
+def app_cgroup_dirs(cgroup_list: list[str], app: str) -> list[str]:
+    return [os.path.join(os.path.normpath(base), app_cgroup(app)) for base in cgroup_list]
+
+
 def volume_path(name: str) -> str:
     return f"{VOLUMES_DIR}/{name}"
 

@@ -274,7 +274,7 @@ def _make_cgroups(pod: Pod) -> None:
     try:
         pod.init_cgroup = pod_cgroup.child("init")
         for app in manifest.apps:
-            tree = pod_cgroup.child(f"app-{app.name}")
+            tree = pod_cgroup.child(layout.app_cgroup(app.name))
             res = app.resources
             tree.set_limits(cgroups.Limits(res.memory_max, res.cpu_millis, res.pids_max))
             pod.app_cgroups[app.name] = tree

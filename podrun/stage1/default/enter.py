@@ -18,6 +18,7 @@ from podrun import abi
 from podrun.isolation import signals as sig
 from podrun.isolation import syscalls as sc
 from podrun.isolation.kernel import KERNEL, Kernel
+from podrun.pod import layout
 from podrun.pod.logrelay import Relay  # imported here: the code below runs in the app's root
 from podrun.stage2 import confine, tty
 from podrun.stage2.app import (
@@ -68,10 +69,6 @@ def _pod_records(pod_dir: str) -> tuple[PodManifest, int, list[str]]:
     return manifest, pid, cgroup_list
 
 
-def app_cgroup_dirs(cgroup_list: list[str], app: str) -> list[str]:
-    return [os.path.join(os.path.normpath(base), f"app-{app}") for base in cgroup_list]
-
-
 def app_main_pid(pod_dir: str | os.PathLike[str], app: str) -> int:
     """Host PID of the app's main process: the member of its cgroup whose parent is the pod's
     supervisor, the parent of the pod's pid 1 (cgroupfs lists PIDs as the reader sees them,
@@ -82,7 +79,7 @@ def app_main_pid(pod_dir: str | os.PathLike[str], app: str) -> int:
 
 def _main_pid(init_pid: int, cgroup_list: list[str], app: str) -> int:
     supervisor = _ppid(init_pid)
-    for base in app_cgroup_dirs(cgroup_list, app):
+    for base in layout.app_cgroup_dirs(cgroup_list, app):
         try:
             with open(os.path.join(base, "cgroup.procs")) as f:
                 pids = [int(p) for p in f.read().split()]
@@ -125,7 +122,7 @@ def join_app(init_pid: int, cgroup_list: list[str], name: str, kernel: Kernel = 
         for ns, flag in NAMESPACES:
             ns_fds.append((os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag))
         root_fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        kernel.join_cgroup(app_cgroup_dirs(cgroup_list, name))
+        kernel.join_cgroup(layout.app_cgroup_dirs(cgroup_list, name))
         for fd, flag in ns_fds:
             kernel.setns(fd, flag)
         kernel.fchdir(root_fd)

@@ -16,7 +16,7 @@ import sys
 
 from podrun import abi
 from podrun.isolation import cgroups
-from podrun.pod import ociruntime
+from podrun.pod import layout, ociruntime
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> NoReturn:
         cid = ociruntime.container_id(manifest.uuid, name)
         if not ociruntime.state_entries(manifest.runtime, cid):
             raise LookupError(f"app {name} is not running")
-        cgroups.open_existing([os.path.join(os.path.normpath(b), f"app-{name}") for b in cgroup_list]).join()
+        cgroups.open_existing(layout.app_cgroup_dirs(cgroup_list, name)).join()
     except Exception as exc:
         sys.stderr.write(f"podrun: enter: {exc}\n")
         sys.exit(EXIT_SETUP_FAILED)
@@ -72,7 +72,6 @@ def _process(pod_dir: str, app: str, cmd: list[str], terminal: bool) -> dict[str
     import json
 
     from podrun import fsutil
-    from podrun.pod import layout
 
     path = os.path.join(pod_dir, layout.app_dir(app), "oci", "config.json")
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
