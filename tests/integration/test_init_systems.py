@@ -5,7 +5,8 @@ an LSB script driving start-stop-daemon through ``--pid-file``, and supervisord 
 config and socket in the test's directory; readiness by ``podrun status --wait-ready``).  The service files are the
 ones ``podrun generate service`` writes.  For each: the supervisor's own readiness, the app's
 line in its logger, ``kill -9`` of podrun (a new pod; ``gc`` collects the old one) and a clean
-stop by the supervisor's stop command (exit 143, no cgroup, nothing running).  Every process
+stop by the supervisor's stop command (exit 143, no cgroup, nothing running); a pod of two apps
+under s6-log has each line tagged with its app.  Every process
 a test starts is ended in its teardown, even on failure."""
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ class Service:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     stops: list[Callable[[], object]] = field(default_factory=list)
 
-    def generate(self, init: str, output: Path, *extra: str) -> None:
+    def generate(self, init: str, output: Path, *extra: str, more_apps: tuple[str, ...] = ()) -> None:
         self.pods.run("generate", "service", "--init", init, "--podrun-path", str(self.podrun), "--output",
                       str(output), *extra, "--port", f"80:{self.port}", "demo", "--exec", "/bin/sh", "--", "-c", APP,
-                      check=True)
+                      *more_apps, check=True)
 
     def assert_serves(self, uuid: str) -> None:
         """The pod answers HTTP on the forwarded host port (its /etc/hostname names it)."""
@@ -186,6 +187,30 @@ def test_s6_readiness_logs_restart_and_stop(service: Service) -> None:
     assert res.returncode == 0, res.stderr
     service.assert_stopped_cleanly(new)
     assert "down (exitcode 143)" in subprocess.run(["s6-svstat", str(web)], capture_output=True, text=True).stdout
+
+
+def test_s6_log_tags_the_lines_of_a_pod_of_several_apps(service: Service) -> None:
+    scan = service.base / "scan"
+    web = scan / "web"
+    service.generate("s6", web, more_apps=("---", "demo", "--name", "db", "--exec", "/bin/sh", "--", "-c",
+                                           "echo hello-from-db; echo db-err >&2; printf db-tail; exec sleep 1000"))
+    service.spawn("s6-svscan", str(scan))
+    service.stops.append(lambda: subprocess.run(["s6-svscanctl", "-t", str(scan)], timeout=30))
+    wait_for(lambda: "yes" if (web / "supervise" / "status").exists() else "", 30, "s6-supervise of the service")
+    assert subprocess.run(["s6-svwait", "-U", "-t", "60000", str(web)], timeout=70).returncode == 0
+    uuid = service.one_running_pod()
+    current = web / "log" / "main" / "current"
+    wait_for_line(current, "db | db-err")
+    wait_for_line(current, "demo | hello-from-web")
+    res = subprocess.run(["s6-svc", "-wD", "-d", "-T", "30000", str(web)], capture_output=True, text=True,
+                         timeout=40)
+    assert res.returncode == 0, res.stderr
+    service.assert_stopped_cleanly(uuid)
+    # one s6-log line per app line (s6-log adds a timestamp), each tagged with its app; the
+    # partial last line came out ended when its app stopped
+    lines = [line.partition("  ")[2] for line in current.read_text().splitlines()]  # after "DATE TIME  "
+    assert sorted(line for line in lines if " | " in line) == [
+        "db | db-err", "db | db-tail", "db | hello-from-db", "demo | hello-from-web"], lines
 
 
 def test_runit_check_logs_restart_and_stop(service: Service) -> None:
