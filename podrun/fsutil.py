@@ -455,31 +455,61 @@ class user_output:  # lower-case: used like open(), ``with user_output(path) as 
 
 
 def remove_pid_file(path: str, pid: int) -> bool:
-    """Remove the PID file *path* (``--pid-file``) if it is still a regular file holding *pid*:
-    a newer podrun started by the supervisor may already have written its own PID there (or
-    the user replaced it), and that file is not ours.  Never follows a link nor blocks on a FIFO
-    (O_NOFOLLOW|O_NONBLOCK); returns whether it was removed; any error leaves it (best effort:
-    start-stop-daemon and OpenRC check the PID in a stale file)."""
+    """Remove the PID file *path* (``--pid-file``) if it is still a regular file holding *pid*
+    (:func:`remove_own_pid_file`); returns whether it was removed; any error leaves it (best
+    effort, at the supervisor's end: start-stop-daemon and OpenRC check the PID in a stale file)."""
+    try:
+        return remove_own_pid_file(path, pid)
+    except OSError:
+        return False
+
+
+def remove_own_pid_file(path: str, pid: int, written: tuple[int, int, int] | None = None) -> bool:
+    """Remove the PID file *path* if it is still a regular file holding *pid* and, with
+    *written*, still the file of that ``(st_dev, st_ino, st_mtime_ns)`` (the one stage0 wrote: a
+    PID that came round again in a newer file, even one with a freed inode number, is then not
+    taken for ours).  A newer podrun started by the supervisor may already have written its own
+    PID there (or the user replaced it), and that file is not ours.  The last component is
+    never followed (a symbolic link there is left alone, as is anything but a regular file) and
+    nothing but a regular file is opened (O_NOFOLLOW|O_NONBLOCK against a swap between the
+    check and the open).  Returns whether it was removed (False: absent or not ours); OSError
+    when it could not be inspected or removed."""
     head, name = os.path.split(path)
     try:
         dir_fd = os.open(head or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # its directory is gone: so is the file
     try:
-        fd = os.open(name, _STALE_OPEN_FLAGS, dir_fd=dir_fd)
+        before = _lstat(name, dir_fd)
+        if before is None or not stat.S_ISREG(before.st_mode):
+            return False
+        try:
+            fd = os.open(name, _STALE_OPEN_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # became a link since the check: not ours
+                return False
+            raise
         try:
             st = os.fstat(fd)
             data = os.read(fd, 64) if stat.S_ISREG(st.st_mode) else b""
         finally:
             os.close(fd)
-        if data.strip() != str(pid).encode() or not _same_file(_lstat(name, dir_fd), st):
+        if not holds_pid(data, st, pid, written) or not _same_file(_lstat(name, dir_fd), st):
             return False
         os.unlink(name, dir_fd=dir_fd)
         return True
-    except OSError:
-        return False
     finally:
         os.close(dir_fd)
+
+
+def holds_pid(data: bytes, st: os.stat_result, pid: int, written: tuple[int, int, int] | None = None) -> bool:
+    """Whether a PID file whose first bytes are *data* and whose fstat is *st* is the one that
+    names *pid*: a regular file whose whole content is that number (whitespace around it aside)
+    and, with *written*, the file of that ``(st_dev, st_ino, st_mtime_ns)``."""
+    return (stat.S_ISREG(st.st_mode) and len(data) == st.st_size and data.strip() == str(pid).encode()
+            and (written is None or (st.st_dev, st.st_ino, st.st_mtime_ns) == written))
 
 
 # stage1 writes a few small JSON records (exit statuses, its cgroup paths) on every pod's

@@ -209,7 +209,10 @@ def rm_cmd(g: Globals, uuids: tuple[str, ...], uuid_file: str | None) -> None:
 @click.option("--mark-only", is_flag=True, help="Only mark exited pods as garbage.")
 @click.pass_obj
 def gc_cmd(g: Globals, grace_period: str, expire_prepared: str, mark_only: bool) -> None:
-    """Garbage-collect pods: mark exited ones, remove them after the grace period."""
+    """Garbage-collect pods: mark exited ones, remove them after the grace period.
+
+    The --pid-file a killed supervisor left goes when its pod is marked, only while it still
+    is that pod's file holding that supervisor's PID (man podrun-gc)."""
     from podrun.pod.boot import reconcile
     from podrun.pod.gc import gc
     from podrun.pod.layout import PodDirs

@@ -19,6 +19,10 @@ from podrun import faults, fsutil
 from podrun.errors import ConflictError, StoreError
 from podrun.pod.layout import MANIFEST, NET_DIR, NET_STATE, PHASES, PodDirs, lock_pod
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from podrun.model.manifest import PodManifest
+
 GARBAGE_MARK = "exited-garbage-since"
 
 
@@ -60,26 +64,32 @@ def _undo_host_effects(path: Path) -> list[str]:
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot remove cgroup: {exc}") from None
         done += [f"removed cgroup {p}" for p in paths]
+    done += _remove_pid_file(path)  # once nothing of the pod runs, as the supervisor does at its end
     _delete(path, keep=(NET_DIR, MANIFEST))  # the network record: read by the teardown
     return done + _detach_network(path)
 
 
-def _delete_containers(path: Path) -> list[str]:
-    """An ``oci`` pod's containers, deleted with its runtime (state under --root; a supervisor
-    killed before it could delete them leaves them): podrun.pod.ociruntime."""
+def _manifest(path: Path) -> PodManifest | None:
+    """The pod's manifest; None when it cannot be read (damaged: what only it names stays)."""
     from podrun.pod.state import PodFileDamage, load_manifest, open_pod_dir
 
     try:
         fd = open_pod_dir(path)
     except StoreError:
-        return []
+        return None
     try:
-        manifest, _ = load_manifest(fd)
+        return load_manifest(fd)[0]
     except (PodFileDamage, OSError):
-        return []  # damaged: the containers' state (a few small files in a tmpfs) stays
+        return None
     finally:
         os.close(fd)
-    if manifest.stage1 != "oci" or not manifest.runtime:
+
+
+def _delete_containers(path: Path) -> list[str]:
+    """An ``oci`` pod's containers, deleted with its runtime (state under --root; a supervisor
+    killed before it could delete them leaves them): podrun.pod.ociruntime."""
+    manifest = _manifest(path)  # damaged: the containers' state (a few small files in a tmpfs) stays
+    if manifest is None or manifest.stage1 != "oci" or not manifest.runtime:
         return []
     from podrun.pod import ociruntime
 
@@ -92,6 +102,39 @@ def _delete_containers(path: Path) -> list[str]:
             ociruntime.remove_cgroup_dirs(ociruntime.cgroups_path(paths[0]) + f"/app-{app.name}")
     return [f"warning: pod {path.name}: {p}" for p in problems] + [
         f"deleted container {cid} ({ociruntime.name_of(manifest.runtime)})" for cid in present]
+
+
+def _remove_pid_file(path: Path) -> list[str]:
+    """The ``--pid-file`` a supervisor killed by SIGKILL could not remove (it does at any other
+    end): removed only while it still is the regular file stage0 wrote for this pod and holds
+    that supervisor's PID (the pod's ``pid-file`` record), so a newer pod's file at the same
+    path (the service manager's restart) stays.  The path comes from the manifest and is
+    checked without following its last component (fsutil.remove_own_pid_file).  Never fails
+    the collection: errors are warnings, and start-stop-daemon and OpenRC check the PID in a
+    stale file anyway."""
+    from podrun.pod.state import PodFileDamage, open_pod_dir, read_pid_file_record
+
+    manifest = _manifest(path)
+    if manifest is None or not manifest.pid_file:
+        return []
+    try:
+        fd = open_pod_dir(path)
+    except StoreError:
+        return []
+    try:
+        record = read_pid_file_record(fd)
+    except PodFileDamage as exc:
+        return [f"warning: pod {path.name}: {exc}: its PID file {manifest.pid_file} is left alone"]
+    finally:
+        os.close(fd)
+    if record is None:
+        return []
+    pid, written = record
+    try:
+        removed = fsutil.remove_own_pid_file(manifest.pid_file, pid, written)
+    except OSError as exc:
+        return [f"warning: pod {path.name}: PID file {manifest.pid_file}: {exc.strerror or exc}: left alone"]
+    return [f"removed PID file {manifest.pid_file} of pod {path.name}"] if removed else []
 
 
 def _own_cgroups(path: Path) -> tuple[list[str], list[str]]:
@@ -274,6 +317,7 @@ def _mark(dirs: PodDirs, uuid: str, now: float, out: list[str]) -> None:
             out += _detach_network(path)  # addresses and ports are free again at once
         except StoreError as exc:
             out.append(f"warning: {exc} (retried when the pod is collected)")
+        out += _remove_pid_file(path)  # at once too: the grace period is for the pod's logs and status
         dirs.move(uuid, "run", "exited-garbage")
         faults.checkpoint("gc:after-mark")
         out.append(f"marked pod {uuid} exited-garbage")

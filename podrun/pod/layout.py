@@ -33,6 +33,9 @@ PHASES = ("embryo", "prepare", "prepared", "run", "exited-garbage", "garbage")
 # rkt's common.go: Stage1ManifestPath, AppStatusPath...  Paths are relative to the pod directory.
 # MANIFEST (pod.json, imported above): the pod manifest; stage0 writes it, every reader uses read_manifest
 PID = "pid"  # the host PID of the pod's pid 1 (stage1)
+# {"pid", "dev", "ino", "mtime_ns"}: stage0, with --pid-file: the supervisor's PID and the file it wrote (gc removes
+# that file after a kill -9 of the supervisor if it is still that one; the manifest names its path)
+PID_FILE_RECORD = "pid-file"
 CGROUPS = "cgroups"  # JSON list of the pod's cgroup dirs, written before they are created
 READY = "ready"  # every app has started
 FINISHED = "finished"  # {"exit_code", "finished"}: the supervisor's exit

@@ -42,6 +42,7 @@ from podrun.pod.layout import (
     NET_STATE,
     PHASES,
     PID,
+    PID_FILE_RECORD,
     READY,
     PodDirs,
     app_status_path,
@@ -310,6 +311,23 @@ def read_pid(pod_fd: int) -> int | None:
     if not (text.isdigit() and 1 <= int(text) <= PID_MAX):
         raise PodFileDamage("pid: not a process ID")
     return int(text)
+
+
+U64_MAX = (1 << 64) - 1  # st_dev and st_ino; st_mtime_ns (since 1970) is less
+
+
+def read_pid_file_record(pod_fd: int) -> tuple[int, tuple[int, int, int]] | None:
+    """``pid-file``, stage0's record of ``--pid-file``: the supervisor's PID and the
+    ``(st_dev, st_ino, st_mtime_ns)`` of the file it wrote; None when absent (no ``--pid-file``, or a pod of
+    an older podrun) or empty (written without fsync: a power cut may empty it)."""
+    st = pod_file_stat(pod_fd, PID_FILE_RECORD)
+    if st is None or st.st_size == 0:
+        return None
+    doc = read_pod_json(pod_fd, PID_FILE_RECORD)
+    if not (isinstance(doc, dict) and _is_int(doc.get("pid"), 1, PID_MAX)
+            and all(_is_int(doc.get(key), 0, U64_MAX) for key in ("dev", "ino", "mtime_ns"))):
+        raise PodFileDamage(f"{PID_FILE_RECORD}: not a process ID with a file's device, inode and mtime")
+    return doc["pid"], (doc["dev"], doc["ino"], doc["mtime_ns"])
 
 
 def read_cgroups(pod_fd: int) -> list[str] | None:

@@ -91,13 +91,26 @@ def open_pid_file(path: str | None) -> user_output:
     return out.open() if path else out
 
 
-def write_pid(out: user_output) -> None:
-    """Write this process's PID (the supervisor's once stage1 is exec'd) and make it the file's."""
+def write_pid(out: user_output, pod_dir: str | os.PathLike[str]) -> None:
+    """Write this process's PID (the supervisor's once stage1 is exec'd) and make it the file's.
+    First the pod directory records the PID and the file's device and inode numbers and mtime
+    (``pid-file``), for ``podrun gc`` to remove the file after a kill -9 of the supervisor only
+    while it is still this one (podrun.pod.gc); recorded before the file is in place, so no PID
+    file exists without its record."""
     from podrun import fsutil
+    from podrun.pod.layout import PID_FILE_RECORD
 
     if out.fd >= 0:
         with step("writing the PID file", out.path):
             fsutil.write_all(out.fd, f"{os.getpid()}\n".encode())
+            st = os.fstat(out.fd)
+        record = os.path.join(pod_dir, PID_FILE_RECORD)
+        with step("recording the PID file", record):
+            # Not fsynced: a power cut that empties it leaves the PID file to its readers.
+            doc = fsutil.numbers_json({"pid": os.getpid(), "dev": st.st_dev, "ino": st.st_ino,
+                                       "mtime_ns": st.st_mtime_ns})
+            fsutil.atomic_write(record, doc, 0o644, durable=False)
+        with step("writing the PID file", out.path):
             out.commit()
 
 
@@ -135,7 +148,7 @@ def run_pod(g: Globals, kw: dict[str, Any]) -> None:
         manifest, pod_dir, lock_fd = prepare_pod(g, kw, "run")
         if ready_fd == lock_fd:  # open before the lock was taken, so only if something closed it
             raise PodrunError(f"--ready-fd {ready_fd} was closed while the pod was prepared")
-        write_pid(pid_out)
+        write_pid(pid_out, pod_dir)
     finally:
         pid_out.close()
     try:
@@ -165,7 +178,7 @@ def run_prepared(g: Globals, uuid: str) -> None:
     entry = entrypoint(manifest.stage1, RUN)  # a refused flavor leaves the pod prepared
     pid_out = open_pid_file(manifest.pid_file or None)  # a refused file leaves the pod prepared too
     try:
-        write_pid(pid_out)
+        write_pid(pid_out, dirs.path("prepared", full))
     finally:
         pid_out.close()
     try:

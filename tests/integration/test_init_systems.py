@@ -1,7 +1,8 @@
 """Pods as services of real supervisors from Debian's packages, no PID 1 needed (issue 17,
 man podrun-init(7)): s6 (s6-svscan, s6-supervise, s6-log; readiness by ``--ready-fd`` and
 ``s6-svwait -U``), runit (runsv, svlogd; readiness by the ``check`` script and ``sv check``) and
-an LSB script driving start-stop-daemon through ``--pid-file``, and supervisord (its own
+an LSB script driving start-stop-daemon through ``--pid-file`` (and its default logger, to a /dev/log
+of the test's in a private mount namespace), and supervisord (its own
 config and socket in the test's directory; readiness by ``podrun status --wait-ready``).  The service files are the
 ones ``podrun generate service`` writes.  For each: the supervisor's own readiness, the app's
 line in its logger, ``kill -9`` of podrun (a new pod; ``gc`` collects the old one) and a clean
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.integration.test_net import _forwards, _free_port, _leases
+from tests.conftest import ROOT, leftover_netns, leftover_pod_interfaces
+from tests.integration.test_net import _forwards, _free_port, _leases, _wait_no_interfaces
 from tests.integration.test_run import Pods, demo_pods
 
 # a line for the logger, then HTTP (busybox httpd serving the pod's /etc) until the app's stop
@@ -279,6 +283,108 @@ def test_lsb_script_with_start_stop_daemon_and_pid_file(service: Service) -> Non
     assert not pid_file.exists()  # removed by the supervisor at the pod's end
     service.assert_stopped_cleanly(new)
     assert lsb("status").returncode == 3  # not running
+
+
+# A mount namespace whose /dev has a /dev/log of the test's: the host's /dev is a devtmpfs
+# (shared with the host and every other namespace), so nothing is created there.  A tmpfs goes
+# over /dev holding a bind mount of each entry of the host's (device nodes; pts, shm, net and
+# the other directories with what is mounted beneath them; the fd, stdin, stdout and stderr
+# links copied), and /dev/log links to the test's socket.  The namespace, and every mount in
+# it, ends with its last process.
+PRIVATE_DEV = r"""
+set -eu
+host=$1 sock=$2 ready=$3
+mount --rbind /dev "$host"
+mount -t tmpfs -o mode=755,nosuid podrun-test-dev /dev
+for src in "$host"/* "$host"/.[!.]*; do
+    name=${src##*/}
+    { [ -e "$src" ] || [ -L "$src" ]; } && [ "$name" != log ] || continue
+    if [ -L "$src" ]; then ln -s "$(readlink "$src")" "/dev/$name"
+    elif [ -d "$src" ]; then mkdir "/dev/$name" && mount --rbind "$src" "/dev/$name"
+    else : >"/dev/$name" && mount --bind "$src" "/dev/$name"
+    fi
+done
+umount -l "$host"
+ln -s "$sock" /dev/log
+: >"$ready"
+exec sleep infinity
+"""
+
+
+def _in_mount_namespace(namespace: str) -> list[int]:
+    found = []
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/mnt") == namespace:
+                found.append(pid)
+        except OSError:
+            pass  # ended meanwhile
+    return found
+
+
+def _syslog_message(sock: socket.socket, text: str, timeout: float) -> str:
+    """The first datagram on *sock* that holds *text* (all that came, in the failure)."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} through syslog after {timeout} s; got {seen}"
+        if select.select([sock], [], [], left)[0]:
+            seen.append(sock.recv(65536).decode(errors="replace"))
+            if text in seen[-1]:
+                return seen[-1]
+
+
+def test_lsb_script_logs_through_logger_by_default(service: Service) -> None:
+    """The LSB script's default LOG_COMMAND (``logger -t NAME -p daemon.info``): the app's lines
+    reach syslog at /dev/log, here a datagram socket the test reads in a mount namespace of the
+    script's own (this machine runs no syslog daemon)."""
+    missing = [t for t in ("unshare", "nsenter", "logger") if shutil.which(t) is None]
+    assert not missing, f"util-linux and bsdutils are Debian's essentials: {missing} missing"
+    init = service.base / "init.d"
+    service.generate("sysv", init, "--name", "web")
+    script = init / "web"
+    assert 'LOG_COMMAND=${LOG_COMMAND:-"logger -t web -p daemon.info"}' in script.read_text()
+    pid_file = service.base / "web.pid"
+    env = {k: v for k, v in os.environ.items() if k != "LOG_COMMAND"}  # the script's default
+    env["PIDFILE"] = str(pid_file)
+    host_dev, interfaces, netns = sorted(os.listdir("/dev")), leftover_pod_interfaces(), leftover_netns()
+    host_dir, ready = service.base / "host-dev", service.base / "dev-ready"
+    host_dir.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(str(service.base / "syslog.sock"))
+        holder = service.spawn("unshare", "--mount", "--propagation", "private", "sh", "-c", PRIVATE_DEV,
+                               "private-dev", str(host_dir), str(service.base / "syslog.sock"), str(ready))
+        wait_for(lambda: "yes" if ready.exists() or holder.poll() is not None else "", 30, "the private /dev")
+        assert holder.poll() is None, (service.base / "unshare.out").read_text()
+        namespace = os.readlink(f"/proc/{holder.pid}/ns/mnt")
+        assert namespace != os.readlink("/proc/self/ns/mnt")
+
+        def lsb(action: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["nsenter", f"--target={holder.pid}", "--mount", "sh", str(script), action],
+                                  env=env, capture_output=True, text=True, timeout=60)
+
+        service.stops.append(lambda: lsb("stop"))
+        res = lsb("start")
+        assert res.returncode == 0, res.stderr
+        uuid = service.one_running_pod()
+        message = _syslog_message(syslog, "hello-from-web", 60)
+        # RFC 3164 as logger sends it to a local socket: <daemon.info = 3*8+6>TIMESTAMP TAG: MSG
+        assert re.fullmatch(r"<30>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d web: hello-from-web", message), message
+        service.assert_serves(uuid)
+        res = lsb("stop")
+        assert res.returncode == 0, res.stderr
+        service.assert_stopped_cleanly(uuid)
+        assert not pid_file.exists()
+    _wait_no_interfaces(interfaces)  # the pod's veth
+    assert leftover_netns() == netns
+    # podrun, the logger and the script's shell ended with the pod: only the holder is left
+    wait_for(lambda: "yes" if _in_mount_namespace(namespace) == [holder.pid] else "", 30,
+             "the end of every process but the holder in the namespace")
+    holder.kill()
+    holder.wait(timeout=10)
+    assert _in_mount_namespace(namespace) == []  # so the namespace and its mounts are gone
+    assert sorted(os.listdir("/dev")) == host_dev and not os.path.lexists("/dev/log")  # the host's untouched
 
 
 def test_supervisord_program_logs_restart_and_stop(service: Service) -> None:

@@ -164,3 +164,51 @@ def test_a_planted_link_is_refused_before_any_pod(pods: Pods, tmp_path: Path) ->
     assert res.returncode == 253 and "symbolic link" in res.stderr
     assert not (tmp_path / "target").exists()
     assert pods.run("list", "--format", "json", check=True).stdout == before
+
+
+def _killed(pods: Pods, pid_file: Path) -> str:
+    """A pod started with --pid-file whose supervisor got SIGKILL (it cannot remove the file); its UUID."""
+    proc = _start(pods, "--pid-file", str(pid_file), "--net", "none", "demo", "--exec", "/bin/sleep", "--", "100")
+    uuid = _running(pods)
+    assert pid_file.read_text() == f"{proc.pid}\n"
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert pid_file.read_text() == f"{proc.pid}\n"  # stale: as any killed daemon leaves it
+    return uuid
+
+
+def test_gc_removes_the_pid_file_a_killed_supervisor_left(pods: Pods, tmp_path: Path) -> None:
+    pid_file = tmp_path / "web.pid"
+    uuid = _killed(pods, pid_file)
+    out = pods.run("gc", check=True).stdout  # the default grace period: marked, the PID file goes at once
+    assert [line for line in out.splitlines() if uuid in line or "PID file" in line] == [
+        f"removed PID file {pid_file} of pod {uuid}", f"marked pod {uuid} exited-garbage"]
+    assert not pid_file.exists() and os.listdir(tmp_path) == []
+    out = pods.run("gc", "--grace-period", "0s", check=True).stdout
+    assert f"removed pod {uuid}" in out and "PID file" not in out
+
+
+def test_gc_leaves_the_pid_file_a_restarted_pod_wrote(pods: Pods, tmp_path: Path) -> None:
+    pid_file = tmp_path / "web.pid"
+    killed = _killed(pods, pid_file)
+    proc = _start(pods, "--pid-file", str(pid_file), "--net", "none", "demo", "--exec", "/bin/sleep", "--", "100")
+    uuid = _running(pods)  # the service manager's restart: a new pod, the same PID file
+    assert pid_file.read_text() == f"{proc.pid}\n"
+    out = pods.run("gc", "--grace-period", "0s", check=True).stdout
+    assert f"removed pod {killed}" in out and "PID file" not in out, out
+    assert pid_file.read_text() == f"{proc.pid}\n"
+    pods.run("stop", uuid, check=True)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert not pid_file.exists()  # the new pod's supervisor removes its own
+
+
+def test_gc_follows_no_link_at_the_pid_files_path(pods: Pods, tmp_path: Path) -> None:
+    pid_file = tmp_path / "web.pid"
+    uuid = _killed(pods, pid_file)
+    target = tmp_path / "elsewhere"
+    os.rename(pid_file, target)  # the very file, the supervisor's PID in it, now behind a link
+    pid_file.symlink_to(target)
+    out = pods.run("gc", "--grace-period", "0s", check=True).stdout
+    assert f"removed pod {uuid}" in out and "PID file" not in out, out
+    assert pid_file.is_symlink() and target.read_text().strip().isdigit()

@@ -4,15 +4,18 @@ locks are real flocks: a lock held through another open file is what a live supe
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from podrun import fsutil
 from podrun.errors import ConflictError, NotFoundError, UsageError
+from podrun.model.manifest import AppSpec, PodManifest
 from podrun.pod import gc
-from podrun.pod.layout import PHASES, PodDirs, lock_held_fd, lock_pod
+from podrun.pod.layout import PHASES, PID_FILE_RECORD, PodDirs, lock_held_fd, lock_pod
 
 UUID = "0123abcd-0000-4000-8000-000000000001"
 OTHER = "0123abff-0000-4000-8000-000000000002"
@@ -140,3 +143,78 @@ def test_gc_removes_an_aborted_hidden_embryo(dirs: PodDirs) -> None:
     (hidden / "pod.json").write_bytes(MANIFEST)
     assert gc.gc(dirs, 60, 3600, mark_only=True, now=NOW) == [f"removed aborted embryo .{UUID}.tmp"]
     assert os.listdir(dirs.root / "embryo") == []
+
+
+# -- gc and a killed supervisor's --pid-file -------------------------------------------------------
+
+def pod_with_pid_file(dirs: PodDirs, pid_file: Path, pid: int = 4242) -> Path:
+    """An exited pod whose supervisor (*pid*) wrote *pid_file* and was killed before removing it."""
+    pod = dirs.path("run", UUID)
+    pod.mkdir()
+    app = AppSpec("web", "sha256:" + "a" * 64, "demo", ("/l",), ("/bin/true",), ())
+    (pod / "pod.json").write_bytes(PodManifest(UUID, (app,), pid_file=str(pid_file)).to_json())
+    pid_file.write_text(f"{pid}\n")
+    st = pid_file.stat()
+    record = {"pid": pid, "dev": st.st_dev, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
+    (pod / PID_FILE_RECORD).write_text(json.dumps(record))
+    return pod
+
+
+def test_gc_removes_a_killed_supervisors_pid_file_when_it_marks_the_pod(dirs: PodDirs, tmp_path: Path) -> None:
+    pid_file = tmp_path / "web.pid"
+    pod_with_pid_file(dirs, pid_file)
+    out = gc.gc(dirs, 60, 3600, mark_only=True, now=NOW)
+    assert out == [f"removed PID file {pid_file} of pod {UUID}", f"marked pod {UUID} exited-garbage"]
+    assert not pid_file.exists()
+    pid_file.write_text("4343\n")  # a restart's, written meanwhile
+    assert gc.gc(dirs, 60, 3600, mark_only=False, now=NOW + 60) == [f"removed pod {UUID}"]
+    assert pid_file.read_text() == "4343\n"
+
+
+def test_rm_removes_a_killed_supervisors_pid_file(dirs: PodDirs, tmp_path: Path) -> None:
+    pid_file = tmp_path / "web.pid"
+    pod_with_pid_file(dirs, pid_file)
+    assert gc.remove_pod(dirs, "run", UUID) == [f"removed PID file {pid_file} of pod {UUID}", f"removed pod {UUID}"]
+    assert not pid_file.exists()
+
+
+def _restarted(pid_file: Path) -> None:
+    (pid_file.parent / "new").write_text("4343\n")  # the service manager's restart: a new pod's supervisor
+    os.rename(pid_file.parent / "new", pid_file)
+
+
+def _linked(pid_file: Path) -> None:
+    os.rename(pid_file, pid_file.parent / "elsewhere")  # the same file (PID, inode), reached through a link
+    pid_file.symlink_to("elsewhere")
+
+
+@pytest.mark.parametrize("change", [_restarted, _linked, Path.unlink])
+def test_gc_leaves_a_pid_file_that_is_not_the_pods(dirs: PodDirs, tmp_path: Path, change: Callable[[Path], None]) -> None:
+    pid_file = tmp_path / "web.pid"
+    pod_with_pid_file(dirs, pid_file)
+    change(pid_file)
+    before = {p.name: (p.is_symlink(), p.read_bytes()) for p in tmp_path.iterdir() if p.name != "data"}
+    out = gc.gc(dirs, 0, 3600, mark_only=False, now=NOW)
+    assert out == [f"marked pod {UUID} exited-garbage", f"removed pod {UUID}"]
+    assert {p.name: (p.is_symlink(), p.read_bytes()) for p in tmp_path.iterdir() if p.name != "data"} == before
+
+
+def test_a_damaged_record_or_an_error_is_a_warning_and_the_pod_still_goes(
+        dirs: PodDirs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = tmp_path / "web.pid"
+    pod = pod_with_pid_file(dirs, pid_file)
+    (pod / PID_FILE_RECORD).write_text("[4242]")
+    out = gc.gc(dirs, 60, 3600, mark_only=True, now=NOW)
+    assert out == [f"warning: pod {UUID}: pid-file: not a process ID with a file's device, inode and mtime: "
+                   f"its PID file {pid_file} is left alone", f"marked pod {UUID} exited-garbage"]
+
+    def refused(*_: object) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    st = pid_file.stat()
+    (dirs.path("exited-garbage", UUID) / PID_FILE_RECORD).write_text(
+        json.dumps({"pid": 4242, "dev": st.st_dev, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}))
+    monkeypatch.setattr(fsutil, "remove_own_pid_file", refused)
+    out = gc.gc(dirs, 60, 3600, mark_only=False, now=NOW + 60)
+    assert out == [f"warning: pod {UUID}: PID file {pid_file}: Permission denied: left alone", f"removed pod {UUID}"]
+    assert pid_file.exists() and phase_of(dirs) == []

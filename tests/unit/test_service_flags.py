@@ -5,9 +5,11 @@ tests/integration/test_init_systems.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -17,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from podrun import abi, fsutil
-from podrun.errors import UsageError
+from podrun.errors import PodrunError, UsageError
 from podrun.model.manifest import AppSpec, PodManifest
+from podrun.pod.layout import PID_FILE_RECORD
 from podrun.pod.sdglue import Systemd
+from podrun.pod.state import PodFileDamage, read_pid_file_record
 from podrun.stage0 import launch
 from podrun.stage0.prepare import pid_file_path
 from tests.conftest import ROOT
@@ -53,23 +57,41 @@ def test_a_descriptor_is_no_pid_file(name: str) -> None:
         pid_file_path(name)
 
 
-def test_the_pid_is_written_atomically(tmp_path: Path) -> None:
+def test_the_pid_is_written_atomically_and_recorded_in_the_pod(tmp_path: Path) -> None:
+    target, pod = tmp_path / "web.pid", tmp_path / "pod"
+    target.write_text("stale\n")
+    pod.mkdir()
+    out = launch.open_pid_file(str(target))
+    try:
+        assert target.read_text() == "stale\n"  # replaced only by the commit
+        launch.write_pid(out, pod)
+    finally:
+        out.close()
+    assert target.read_text() == f"{os.getpid()}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pod", "web.pid"]  # no temporary left
+    st = target.stat()
+    assert json.loads((pod / PID_FILE_RECORD).read_text()) == {"pid": os.getpid(), "dev": st.st_dev, "ino": st.st_ino,
+                                                               "mtime_ns": st.st_mtime_ns}
+    assert os.listdir(pod) == [PID_FILE_RECORD]
+
+
+def test_no_pid_file_writes_nothing(tmp_path: Path) -> None:
+    out = launch.open_pid_file(None)
+    launch.write_pid(out, tmp_path)
+    out.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_pid_file_is_not_committed_without_its_record(tmp_path: Path) -> None:
     target = tmp_path / "web.pid"
     target.write_text("stale\n")
     out = launch.open_pid_file(str(target))
     try:
-        assert target.read_text() == "stale\n"  # replaced only by the commit
-        launch.write_pid(out)
+        with pytest.raises(PodrunError, match="recording the PID file"):
+            launch.write_pid(out, tmp_path / "no-such-pod")
     finally:
         out.close()
-    assert target.read_text() == f"{os.getpid()}\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.pid"]  # no temporary left
-
-
-def test_no_pid_file_writes_nothing() -> None:
-    out = launch.open_pid_file(None)
-    launch.write_pid(out)
-    out.close()
+    assert target.read_text() == "stale\n" and os.listdir(tmp_path) == ["web.pid"]
 
 
 def test_a_link_or_directory_is_refused(tmp_path: Path) -> None:
@@ -92,6 +114,97 @@ def test_the_pid_file_is_removed_only_while_it_holds_our_pid(tmp_path: Path) -> 
     assert not fsutil.remove_pid_file(str(pid_file), 4242)  # a link is never followed
     assert pid_file.is_symlink() and (tmp_path / "other").exists()
     assert not fsutil.remove_pid_file(str(tmp_path / "nodir" / "web.pid"), 4242)
+
+
+T = 1_800_000_000_123_456_789  # an mtime in ns
+
+
+def _stat(mode: int = stat.S_IFREG | 0o644, dev: int = 8, ino: int = 42, size: int = 5, mtime_ns: int = T) -> os.stat_result:
+    # the 10 fields of the tuple, then st_atime, st_mtime, st_ctime (floats) and st_atime_ns, st_mtime_ns, st_ctime_ns
+    return os.stat_result((mode, ino, dev, 1, 0, 0, size, 0, 0, 0, 0.0, 0.0, 0.0, 0, mtime_ns, 0))
+
+
+@pytest.mark.parametrize(("data", "st", "written", "holds"), [
+    (b"4242\n", _stat(), None, True),
+    (b"4242\n", _stat(), (8, 42, T), True),
+    (b" 4242 \n", _stat(size=7), (8, 42, T), True),
+    (b"4242\n", _stat(ino=43), (8, 42, T), False),      # another file with the same PID: a PID come round again
+    (b"4242\n", _stat(dev=9), (8, 42, T), False),
+    (b"4242\n", _stat(mtime_ns=T + 1), (8, 42, T), False),  # written anew, in a freed inode of the same number
+    (b"4241\n", _stat(), (8, 42, T), False),            # a restart's PID
+    (b"42420\n", _stat(size=6), None, False),
+    (b"4242\n", _stat(size=500), None, False),       # more than was read: not only the PID
+    (b"", _stat(size=0), None, False),
+    (b"4242\n", _stat(mode=stat.S_IFIFO | 0o644), None, False),
+    (b"4242\n", _stat(mode=stat.S_IFLNK | 0o777), None, False),
+])
+def test_a_pid_file_holds_the_pid_only_as_a_regular_file_of_that_pid_alone(
+        data: bytes, st: os.stat_result, written: tuple[int, int, int] | None, holds: bool) -> None:
+    assert fsutil.holds_pid(data, st, 4242, written) is holds
+
+
+def test_the_pid_file_stage0_wrote_is_told_from_another_with_the_same_pid(tmp_path: Path) -> None:
+    pid_file = tmp_path / "web.pid"
+    pid_file.write_text("4242\n")
+    st = pid_file.stat()
+    written = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    (tmp_path / "new").write_text("4242\n")  # a restart whose supervisor got the same PID
+    os.rename(tmp_path / "new", pid_file)
+    assert not fsutil.remove_own_pid_file(str(pid_file), 4242, written) and pid_file.exists()
+    st = pid_file.stat()
+    assert fsutil.remove_own_pid_file(str(pid_file), 4242, (st.st_dev, st.st_ino, st.st_mtime_ns))
+    assert not pid_file.exists()
+
+
+def test_only_a_regular_pid_file_is_opened(tmp_path: Path) -> None:
+    pid_file = tmp_path / "web.pid"
+    os.mkfifo(pid_file)  # no writer: an open without O_NONBLOCK would block
+    assert not fsutil.remove_own_pid_file(str(pid_file), 4242) and pid_file.exists()
+    pid_file.unlink()
+    pid_file.mkdir()
+    assert not fsutil.remove_own_pid_file(str(pid_file), 4242) and pid_file.is_dir()
+    (tmp_path / "file").write_text("4242\n")
+    assert not fsutil.remove_own_pid_file(str(tmp_path / "file" / "web.pid"), 4242)  # its "directory" is a file
+
+
+def test_an_error_on_the_pid_file_is_raised_for_its_caller_to_report(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to("loop")  # its directory cannot be opened (ELOOP), even by root
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        fsutil.remove_own_pid_file(str(tmp_path / "loop" / "web.pid"), 4242)
+    assert not fsutil.remove_pid_file(str(tmp_path / "loop" / "web.pid"), 4242)  # the supervisor's best effort
+
+
+# -- the pod's record of the PID file (podrun.pod.state) ------------------------------------------
+
+def _record(pod: Path, data: bytes) -> int:
+    (pod / PID_FILE_RECORD).write_bytes(data)
+    return os.open(pod, os.O_RDONLY | os.O_DIRECTORY)
+
+
+@pytest.mark.parametrize(("data", "record"), [
+    (None, None),                                         # no --pid-file, or an older podrun
+    (b"", None),                                          # emptied by a power cut (not fsynced)
+    (b'{"pid":4242,"dev":8,"ino":42,"mtime_ns":7}', (4242, (8, 42, 7))),
+])
+def test_the_pid_file_record_is_read(tmp_path: Path, data: bytes | None, record: object) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) if data is None else _record(tmp_path, data)
+    try:
+        assert read_pid_file_record(fd) == record
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("data", [b'{"pid":0,"dev":8,"ino":42,"mtime_ns":7}', b'{"pid":4242,"dev":-1,"ino":42,"mtime_ns":7}',
+                                  b'{"pid":4242,"dev":8,"ino":42}', b'{"pid":true,"dev":8,"ino":42,"mtime_ns":7}',
+                                  b'{"pid":4242,"dev":8,"ino":42,"mtime_ns":7.5}', b"[4242]",
+                                  b'{"pid":"4242","dev":8,"ino":42,"mtime_ns":7}', b"4242\n"])
+def test_a_damaged_pid_file_record_is_damage(tmp_path: Path, data: bytes) -> None:
+    fd = _record(tmp_path, data)
+    try:
+        with pytest.raises(PodFileDamage, match="^pid-file: "):
+            read_pid_file_record(fd)
+    finally:
+        os.close(fd)
 
 
 # -- --ready-fd ----------------------------------------------------------------------------------
