@@ -9,7 +9,7 @@ as a service of a supervisor other than systemd (man podrun-init(7)).
 - sysv: an LSB init script driving ``start-stop-daemon`` through ``--pid-file``, the pod's
   output sent to ``logger``;
 - openrc: an ``openrc-run`` script with ``supervisor=supervise-daemon`` (whose own PID is
-  OpenRC's ``pidfile``), readiness awaited in ``start_post``, output to ``logger``;
+  OpenRC's ``pidfile``), readiness awaited in ``start_post``, output to a log file;
 - supervisord: a ``[program:NAME]`` section (its log files, ``stopsignal=TERM``).
 
 Every script execs podrun, so the PID the supervisor started is the pod's supervisor: its stop
@@ -85,6 +85,7 @@ def service_files(g: Globals, kw: dict[str, Any], init: str, name: str, podrun: 
 
 def _openrc_script(name: str, base: list[str], run_flags: list[str], args: tuple[str, ...], images: list[str]) -> str:
     uuid_file = f"/run/podrun-{name}.uuid"
+    log = f"/var/log/podrun-{name}.log"
     # openrc-run evals command_args: the variable holds the words shell-quoted
     command_args = shlex.join([*base[1:], "run", "--uuid-file-save", uuid_file, *run_flags, *args])
     status = shlex.join([*base, "status", "--uuid-file", uuid_file, "--wait-ready=60s"])
@@ -98,18 +99,34 @@ description={shlex.quote("podrun pod: " + ", ".join(images))}
 supervisor=supervise-daemon
 command={shlex.quote(base[0])}
 command_args={shlex.quote(command_args)}
-output_logger={shlex.quote(f"logger -t {name} -p daemon.info")}
-error_logger={shlex.quote(f"logger -t {name} -p daemon.err")}
+# the pod's output: the supervise-daemon of Debian 12's OpenRC (0.45) ignores output_logger
+# (added in 2023, openrc PR #656)
+output_log={shlex.quote(log)}
+error_log={shlex.quote(log)}
 retry="TERM/30/KILL/5"
 respawn_delay=2
 
 depend() {{
-    need net
-    use dns logger
+    # "use", not "need": no service provides net on Debian, and podrun's bridge needs no uplink;
+    # after a firewall, whose ruleset load would flush podrun's nftables tables
+    use net dns
+    after firewall
+}}
+
+start_pre() {{
+    # start_post waits for the pod this start makes, not for the one a previous start left
+    rm -f {shlex.quote(uuid_file)}
 }}
 
 start_post() {{
-    # ready once every app of the pod has started (podrun has no readiness protocol for OpenRC)
+    # ready once every app of the pod has started (podrun has no readiness protocol for OpenRC);
+    # supervise-daemon has just forked podrun, which writes the UUID file once the pod exists
+    local tries=600
+    while [ ! -s {shlex.quote(uuid_file)} ]; do
+        tries=$((tries - 1))
+        [ "$tries" -gt 0 ] || {{ eerror "no pod after 60 s"; return 1; }}
+        sleep 0.1
+    done
     {status} >/dev/null
 }}
 

@@ -1,13 +1,11 @@
 """podrun under a real systemd as PID 1: a minimal Debian root (tests/fixtures/debroot.py)
-booted with systemd-nspawn --boot, the podrun .deb installed inside, then a Type=notify pod unit
-(active, main PID the supervisor, journal lines tagged, clean stop), a socket-activated pod unit,
-and the gc timer loaded."""
+booted with systemd-nspawn --boot (tests/fixtures/nspawn.py), the podrun .deb installed inside,
+then a Type=notify pod unit (active, main PID the supervisor, journal lines tagged, clean stop),
+a socket-activated pod unit, and the gc timer loaded."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,32 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.hostprep import _rmdir_tree, nspawn_runtime_tmpfs, peer_cgroup_dirs
 from tests.conftest import ROOT, require_root
+from tests.fixtures import nspawn
 from tests.fixtures.debroot import debian_root
+from tests.fixtures.nspawn import Booted
 
 MACHINE = "podrun-e2e"
 
 
-class Booted:
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.leader = 0
-
-    def find_leader(self) -> None:
-        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
-        if children:
-            self.leader = int(children[0])
-
-    def sh(self, script: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "/bin/sh", "-c", script], capture_output=True,
-                             text=True, timeout=timeout)
-        if check and res.returncode != 0:
-            journal = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "journalctl", "-n", "30", "--no-pager"],
-                                     capture_output=True, text=True, timeout=60).stdout
-            raise AssertionError(f"in the container: {script!r} -> {res.returncode}\n{res.stdout}\n{res.stderr}\n"
-                                 f"journal:\n{journal}")
-        return res
+def _running(box: Booted) -> bool:
+    return box.sh("systemctl is-system-running", check=False).stdout.strip() in ("running", "degraded")
 
 
 @pytest.fixture(scope="module")
@@ -48,54 +30,13 @@ def booted(tmp_path_factory: pytest.TempPathFactory, podrun_deb: Path) -> Iterat
     require_root()
     root = debian_root()
     work = tmp_path_factory.mktemp("e2e")
-    rootfs = subprocess.run(["bash", str(ROOT / "demo" / "build-rootfs.sh"), str(work / "rootfs")], check=True,
-                            capture_output=True, text=True).stdout.strip()
     sdapp = work / "sdapp"
     subprocess.run(["gcc", "-static", "-O2", "-o", str(sdapp), str(ROOT / "tests" / "fixtures" / "sdapp" / "sdapp.c")],
                    check=True, capture_output=True)
-    cgroups_before = peer_cgroup_dirs()  # nspawn makes payload/ and supervisor/ beside its own cgroup
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(nspawn_runtime_tmpfs())
-        # --volatile=overlay keeps the cached root pristine, so podrun's data dir (overlay upper dirs
-        # cannot live on overlayfs) is a host directory; a private network gives the container
-        # CAP_NET_ADMIN; a unified cgroup hierarchy, as on production hosts (this VM is a hybrid,
-        # whose v1 controllers nspawn mounts read-only).
-        data = work / "data"
-        data.mkdir()
-        proc = subprocess.Popen(
-            ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "-q", "--volatile=overlay",
-             "--private-network", f"--machine={MACHINE}", "-D", str(root), f"--bind-ro={podrun_deb.parent}:/mnt/deb",
-             f"--bind-ro={rootfs}:/mnt/rootfs", f"--bind-ro={sdapp}:/mnt/sdapp", f"--bind={data}:/var/lib/podrun"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1"))
-        box = Booted(proc)
-        try:
-            deadline = time.monotonic() + 120
-            state = ""
-            while time.monotonic() < deadline:
-                box.find_leader()
-                if box.leader:
-                    state = box.sh("systemctl is-system-running", check=False).stdout.strip()
-                    if state in ("running", "degraded"):
-                        break
-                assert proc.poll() is None, "systemd-nspawn exited"
-                time.sleep(0.5)
-            assert state in ("running", "degraded"), f"container did not boot: {state!r}"
-            box.sh(f"dpkg -i /mnt/deb/{podrun_deb.name} >/dev/null && podrun image import /mnt/rootfs demo >/dev/null")
-            yield box
-        finally:
-            proc.terminate()  # an orderly shutdown of the container
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-    deadline = time.monotonic() + 15  # emptied cgroups can be busy for a moment after the container ends
-    while (left := sorted(peer_cgroup_dirs() - cgroups_before)) and time.monotonic() < deadline:
-        for top in left:
-            _rmdir_tree(top)
-        time.sleep(0.2)
-    assert left == []
+    binds = [*nspawn.podrun_binds(work, podrun_deb), f"--bind-ro={sdapp}:/mnt/sdapp"]
+    with nspawn.booted(root, MACHINE, binds, _running, "journalctl -n 30 --no-pager") as box:
+        nspawn.install_podrun(box, podrun_deb)
+        yield box
 
 
 def test_notify_unit_runs_logs_and_stops_cleanly(booted: Booted) -> None:
