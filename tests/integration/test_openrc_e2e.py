@@ -120,6 +120,7 @@ def test_openrc_script_readiness_logs_respawn_and_stop(openrc: Booted) -> None:
         assert _status(box, new)["exit_code"] == 143
         _assert_serves(box, last)
 
+        assert "supervise-daemon web" in _processes(box, "supervise-daemon")
         box.sh("rc-service web stop")  # SIGTERM to podrun through supervise-daemon; stop_post marks the pod
         assert "stopped" in box.sh("rc-service web status", check=False).stdout
         st = _status(box, last)
