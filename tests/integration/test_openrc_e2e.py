@@ -84,6 +84,20 @@ def _processes(box: Booted, word: str) -> str:
     return box.sh(script).stdout.strip()
 
 
+def _traces(box: Booted) -> dict[str, list[str]]:
+    """What a running pod has in the container (each empty once the pod is gone): its cgroups,
+    its veth, its port forward, its address lease, and its mounts (the netns file)."""
+    def lines(script: str) -> list[str]:
+        return box.sh(script + " || true").stdout.split()
+    return {
+        "cgroups": lines("find /sys/fs/cgroup -name 'pod-*'"),
+        "veths": lines("ip -br link | cut -d' ' -f1 | grep '^pr'"),
+        "forwards": lines(f"nft list ruleset | grep -o ' {PORT} '"),
+        "leases": lines("cat /var/lib/podrun/net/*/leases/* 2>/dev/null"),
+        "mounts": lines("cut -d' ' -f5 /proc/self/mountinfo | grep -e ^/var/lib/podrun/ -e ^/run/podrun/"),
+    }
+
+
 def test_openrc_script_readiness_logs_respawn_and_stop(openrc: Booted) -> None:
     box = openrc
     box.sh(f"podrun generate service --init openrc --name web --output /etc/init.d --port 80:{PORT} demo "
@@ -121,17 +135,16 @@ def test_openrc_script_readiness_logs_respawn_and_stop(openrc: Booted) -> None:
         _assert_serves(box, last)
 
         assert "supervise-daemon web" in _processes(box, "supervise-daemon")
+        running = _traces(box)
+        assert all(running.values()), running  # what the checks after the stop look for is there
+        assert any(last in c for c in running["cgroups"]), running
         box.sh("rc-service web stop")  # SIGTERM to podrun through supervise-daemon; stop_post marks the pod
         assert "stopped" in box.sh("rc-service web status", check=False).stdout
         st = _status(box, last)
         assert st["state"] == "exited-garbage" and st["exit_code"] == 143, st  # SIGTERM: 128+15
         assert _running(box) == []
-        assert box.sh("ls /sys/fs/cgroup/podrun 2>/dev/null || true").stdout == ""  # no pod cgroup
-        assert box.sh("ip -br link | grep '^pr' || true").stdout == ""  # no pod veth
-        assert str(PORT) not in box.sh("nft list ruleset").stdout  # no port forward
-        assert box.sh("cat /var/lib/podrun/net/*/leases/* 2>/dev/null || true").stdout == ""  # no lease
-        mounts = box.sh("cut -d' ' -f5 /proc/self/mountinfo").stdout.split()
-        assert [m for m in mounts if m.startswith(("/var/lib/podrun/", "/run/podrun/"))] == []
+        left = _traces(box)
+        assert not any(left.values()), left
         assert _processes(box, "supervise-daemon") == "" and _processes(box, "podrun") == ""
     finally:
         box.sh("rc-service web stop; podrun gc --grace-period 0s", check=False)
