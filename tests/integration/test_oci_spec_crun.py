@@ -30,6 +30,7 @@ from podrun.stage1.oci.spec import build_config
 from podrun.stage2.app import lookup_user
 from podrun.stage2.mountplan import DEVICES
 from tests.fixtures.images import busybox_entries, tar_bytes
+from tests.fixtures.ocispec import default_section
 from tests.fixtures.probe import parse_probe, probe_layer_entries
 from tests.fixtures.schemas import validate
 
@@ -68,7 +69,8 @@ class Bundles:
             os.close(fd)
         name = f"podrun-spec-{uuid.uuid4().hex[:12]}"
         config = build_config(manifest, app, rootfs=str(self.rootfs), pod_dir=str(self.pod_dir),
-                              namespaces=NEW_NAMESPACES if namespaces is None else namespaces, cgroups_path=f"/{name}", user=(uid, gid, groups), home=home)
+                              namespaces=NEW_NAMESPACES if namespaces is None else namespaces, cgroups_path=f"/{name}", user=(uid, gid, groups), home=home,
+                              seccomp=default_section(app))
         validate(config, "runtime-spec-config")
         bundle = self.base / name
         bundle.mkdir()

@@ -25,6 +25,7 @@ from podrun.stage1.oci import spec
 from podrun.stage2.app import SetupError
 from podrun.stage2.confine import default_rlimits
 from podrun.stage2.mountplan import DEVICES, MASKED_PATHS, READONLY_PATHS, Mount, app_plan
+from tests.fixtures.ocispec import default_section
 from tests.fixtures.schemas import validate
 
 UUID = "0123456789abcdef0123456789abcdef"
@@ -47,7 +48,8 @@ def pod(*apps: AppSpec, **fields: Any) -> PodManifest:
 def config(a: AppSpec | None = None, manifest: PodManifest | None = None, **kw: Any) -> dict[str, Any]:
     a = a or app()
     args: dict[str, Any] = {"rootfs": f"{POD}/apps/{a.name}/rootfs", "pod_dir": POD, "namespaces": NEW,
-                            "cgroups_path": f"/podrun/pod-{UUID}/app-{a.name}", "user": (0, 0, [0]), "home": "/root"}
+                            "cgroups_path": f"/podrun/pod-{UUID}/app-{a.name}", "user": (0, 0, [0]), "home": "/root",
+                            "seccomp": default_section(a)}
     return spec.build_config(manifest or pod(a), a, **(args | kw))
 
 
@@ -277,6 +279,16 @@ def test_namespaces_joined_new_or_shared() -> None:
 
 def test_no_seccomp_when_the_app_has_none() -> None:
     assert "seccomp" not in config(app(seccomp_bpf=None))["linux"]
+
+
+def test_an_app_with_a_filter_is_never_configured_without_one() -> None:
+    with pytest.raises(ValueError, match="app web: the manifest names a seccomp filter"):
+        config(seccomp=None)
+
+
+def test_the_given_section_is_used_as_it_is() -> None:
+    section = {"defaultAction": "SCMP_ACT_KILL", "architectures": ["SCMP_ARCH_X86_64"], "syscalls": []}
+    assert config(seccomp=section)["linux"]["seccomp"] is section
 
 
 def test_seccomp_default_architectures_and_every_allowed_syscall() -> None:

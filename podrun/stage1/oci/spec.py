@@ -59,7 +59,7 @@ def build_config(
     terminal: bool = False,
     home: str | None = None,
     extra_env: dict[str, str] | None = None,
-    seccomp: object = None,
+    seccomp: object,
 ) -> dict[str, Any]:
     """The ``config.json`` document of *app* of the pod *manifest*.
 
@@ -73,8 +73,12 @@ def build_config(
     default of HOME (None: looked up here in *rootfs* the same way).  *extra_env*: variables
     podrun adds over the app's (NOTIFY_SOCKET, LISTEN_FDS).  *seccomp*: linux.seccomp as stage0
     decided it (podrun.pod.seccomp_cache.seccomp_section: the runtime-spec form of the app's
-    filter), as a document or as fsutil.RawJSON; without it, an app whose manifest names a
-    seccomp program gets the default allowlist for its capabilities."""
+    filter), as a document or as fsutil.RawJSON, always given: stage0's decision is the only one
+    (no filter is computed here), and None, no filter, only for an app whose manifest names
+    none (ValueError otherwise: an app never runs unfiltered by a slip)."""
+    if seccomp is None and app.seccomp_bpf is not None:
+        raise ValueError(f"app {app.name}: the manifest names a seccomp filter ({app.seccomp_bpf}) "
+                         "but none was given for config.json")
     uid, gid, groups = user
     if home is None:
         home = _home_in(rootfs, app)
@@ -105,10 +109,6 @@ def build_config(
     }
     if seccomp is not None:
         linux["seccomp"] = seccomp
-    elif app.seccomp_bpf is not None:
-        from podrun.pod.seccomp_policy import filter_for, runtime_spec_section
-
-        linux["seccomp"] = runtime_spec_section(filter_for(frozenset(caps)))
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "root": {"path": rootfs, "readonly": app.read_only_rootfs},
