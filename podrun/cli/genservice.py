@@ -85,6 +85,7 @@ def service_files(g: Globals, kw: dict[str, Any], init: str, name: str, podrun: 
 
 def _openrc_script(name: str, base: list[str], run_flags: list[str], args: tuple[str, ...], images: list[str]) -> str:
     uuid_file = f"/run/podrun-{name}.uuid"
+    pid_file = f"/run/supervise-{name}.pid"  # supervise-daemon's default, named: start_post reads it
     log = f"/var/log/podrun-{name}.log"
     # openrc-run evals command_args: the variable holds the words shell-quoted
     command_args = shlex.join([*base[1:], "run", "--uuid-file-save", uuid_file, *run_flags, *args])
@@ -103,8 +104,13 @@ command_args={shlex.quote(command_args)}
 # (added in 2023, openrc PR #656)
 output_log={shlex.quote(log)}
 error_log={shlex.quote(log)}
+pidfile={shlex.quote(pid_file)}
 retry="TERM/30/KILL/5"
+# supervise-daemon gives up (and removes its pidfile) when podrun ends more than respawn_max times
+# within respawn_period; without a period it counts every respawn since the start, for good
 respawn_delay=2
+respawn_max=5
+respawn_period=60
 
 depend() {{
     # "use", not "need": no service provides net on Debian, and podrun's bridge needs no uplink;
@@ -118,11 +124,24 @@ start_pre() {{
     rm -f {shlex.quote(uuid_file)}
 }}
 
+supervisor_running() {{
+    # supervise-daemon's pidfile is there, empty until its PID is written, from its start until
+    # it ends (it removes the file then)
+    local pid
+    pid=$(cat "$pidfile" 2>/dev/null) || return 1
+    [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null
+}}
+
 start_post() {{
     # ready once every app of the pod has started (podrun has no readiness protocol for OpenRC);
-    # supervise-daemon has just forked podrun, which writes the UUID file once the pod exists
+    # supervise-daemon has just forked podrun, which writes the UUID file once the pod exists;
+    # a podrun that cannot start makes supervise-daemon give up (respawn_max): no 60 s wait then
     local tries=600
     while [ ! -s {shlex.quote(uuid_file)} ]; do
+        if ! supervisor_running; then
+            eerror "podrun failed at every start ({log}): $(grep '^podrun: ' {shlex.quote(log)} | tail -n 1)"
+            return 1
+        fi
         tries=$((tries - 1))
         [ "$tries" -gt 0 ] || {{ eerror "no pod after 60 s"; return 1; }}
         sleep 0.1

@@ -6,7 +6,8 @@ once the pod is ready (the script's start_post), supervise-daemon's pod serves H
 ``--port`` and its output reaches the script's log file, ``kill -9`` of podrun makes
 supervise-daemon start a new pod (``gc`` collects the old one), ``restart`` waits for the pod it
 makes, and ``rc-service web stop`` ends the pod cleanly (exit 143; no cgroup, veth, lease, port
-forward, mount or process left).  Not on the host: OpenRC there would meddle with its own init."""
+forward, mount or process left); a start of a pod podrun refuses fails once supervise-daemon gives
+up, not after start_post's 60 s.  Not on the host: OpenRC there would meddle with its own init."""
 
 from __future__ import annotations
 
@@ -148,3 +149,26 @@ def test_openrc_script_readiness_logs_respawn_and_stop(openrc: Booted) -> None:
         assert _processes(box, "supervise-daemon") == "" and _processes(box, "podrun") == ""
     finally:
         box.sh("rc-service web stop; podrun gc --grace-period 0s", check=False)
+
+
+def test_openrc_start_fails_once_supervise_daemon_gives_up(openrc: Booted) -> None:
+    """podrun refuses an image that is not in the store (--pull-policy never) at every start:
+    supervise-daemon gives up after respawn_max=5 respawns and removes its pidfile, and start_post,
+    which checks for it while it waits for the UUID file, fails then (not by its 60 s timeout)."""
+    box = openrc
+    box.sh("podrun generate service --init openrc --name nopod --output /etc/init.d --pull-policy never "
+           "nosuchimage --exec /bin/true >/dev/null")
+    error = "podrun: image 'nosuchimage' is not in the store"
+    try:
+        res = box.sh("rc-service nopod start", check=False)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0, out
+        assert error in out and "no pod after 60 s" not in out, out  # start_post's eerror names the reason
+        # supervise-daemon's output_log: podrun's error at each of its 6 starts (the first and 5 respawns)
+        assert box.sh(f"grep -c -F -- \"{error}\" /var/log/podrun-nopod.log").stdout == "6\n"
+        assert box.sh("test -e /run/supervise-nopod.pid", check=False).returncode == 1
+        assert "stopped" in box.sh("rc-service nopod status", check=False).stdout
+        assert _processes(box, "nopod") == "" and _processes(box, "nosuchimage") == ""
+        assert _running(box) == []
+    finally:
+        box.sh("rc-service nopod stop; rm -f /etc/init.d/nopod", check=False)

@@ -175,6 +175,29 @@ def test_openrc_script(tmp_path: Path) -> None:
     assert not [line for line in lines if line.startswith(("output_logger=", "error_logger=", "    need "))]
     # a restart waits for its own pod: the UUID file of the one before is removed first
     assert text.index("rm -f /run/podrun-web.uuid") < text.index("start_post()")
+    # supervise-daemon gives up on a podrun that cannot start (and removes its pidfile)
+    assert {"pidfile=/run/supervise-web.pid", "respawn_max=5", "respawn_period=60"} <= set(lines)
+
+
+@pytest.mark.parametrize(("pidfile", "running"), [("", True), ("live", True), ("4194305\n", False), (None, False)])
+def test_openrc_supervisor_running(tmp_path: Path, pidfile: str | None, running: bool) -> None:
+    """The script's check of supervise-daemon's pidfile: there and empty (its PID not yet
+    written) or naming a live process (this test's), or the supervisor has ended (a PID above
+    the kernel's largest, or no file)."""
+    text = _files("openrc", tmp_path, "--name", "web")["web"]
+    path = tmp_path / "supervise.pid"
+    if pidfile is not None:
+        path.write_text(f"{os.getpid()}\n" if pidfile == "live" else pidfile)
+    script = text + f'\npidfile={path}\nsupervisor_running\n'
+    assert (subprocess.run(["sh", "-c", script]).returncode == 0) == running
+
+
+def test_openrc_start_post_fails_without_supervisor(tmp_path: Path) -> None:
+    """No supervise-daemon pidfile (it gave up) and no UUID file: start_post fails at once."""
+    text = _files("openrc", tmp_path, "--name", "web")["web"]
+    script = text + f'\neerror() {{ echo "$*" >&2; }}\npidfile={tmp_path}/none.pid\nstart_post\n'
+    res = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "podrun failed at every start (/var/log/podrun-web.log)" in res.stderr
 
 
 def test_supervisord_section(tmp_path: Path) -> None:
