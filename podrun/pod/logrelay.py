@@ -32,6 +32,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from podrun.model.manifest import PodManifest
+
 CHUNK = 1 << 16
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
@@ -87,27 +89,51 @@ class LogFile:
         self.size = 0
 
 
+class Lines:
+    """The whole lines of a stream fed in pieces (without their newlines); a partial last line
+    is kept until its newline (or ``flush``), but with *limit* >= 0 never more than *limit*
+    bytes of it (cut there).  Shared by LineTagger and the journal's Sender."""
+
+    __slots__ = ("limit", "pending")
+
+    def __init__(self, limit: int = -1) -> None:
+        self.limit = limit
+        self.pending = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        if 0 <= self.limit <= len(self.pending):
+            lines.append(self.pending)
+            self.pending = b""
+        return lines
+
+    def flush(self) -> list[bytes]:
+        rest, self.pending = self.pending, b""
+        return [rest] if rest else []
+
+
 class LineTagger:
     """Whole lines of one app's output, each prefixed with ``NAME | ``; a partial last line is
     kept until its newline (or ``flush``), but never more than CHUNK bytes of it."""
 
-    __slots__ = ("pending", "prefix")
+    __slots__ = ("lines", "prefix")
 
     def __init__(self, name: str) -> None:
         self.prefix = name.encode() + b" | "
-        self.pending = b""
+        self.lines = Lines(CHUNK)
+
+    @property
+    def pending(self) -> bytes:
+        return self.lines.pending
 
     def feed(self, data: bytes) -> bytes:
-        *lines, self.pending = (self.pending + data).split(b"\n")
-        if len(self.pending) >= CHUNK:
-            lines.append(self.pending)
-            self.pending = b""
-        return b"".join(self.prefix + line + b"\n" for line in lines)
+        return self._tag(self.lines.feed(data))
 
     def flush(self) -> bytes:
-        out = self.prefix + self.pending + b"\n" if self.pending else b""
-        self.pending = b""
-        return out
+        return self._tag(self.lines.flush())
+
+    def _tag(self, lines: list[bytes]) -> bytes:
+        return b"".join(self.prefix + line + b"\n" for line in lines)
 
 
 def _warn(message: str) -> None:
@@ -122,6 +148,11 @@ class Relay:
     journal tagged with the app and the pod (podrun.systemd.journal) instead of to our stdout;
     otherwise, with *tag_apps* (a pod of several apps), each line is tagged with its app.
     Each app's log file is rotated past *log_max_size* bytes (-1: never)."""
+
+    @classmethod
+    def for_pod(cls, manifest: PodManifest, journal: bool) -> Relay:
+        """The supervisor's relay of *manifest*'s apps (*journal*: podrun's output is the journal)."""
+        return cls(manifest.uuid if journal else None, manifest.log_max_size, tag_apps=len(manifest.apps) > 1)
 
     def __init__(self, journal_uuid: str | None = None, log_max_size: int = -1, tag_apps: bool = False) -> None:
         self.journal_uuid = journal_uuid

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from podrun.lean import load_site_packages
+from podrun.pod.logrelay import Lines
 
 
 def to_journal() -> bool:
@@ -40,17 +41,15 @@ class Sender:
         self.fallback = 2 if stderr else 1  # where lines go if the journal refuses them
         self.fields = {"SYSLOG_IDENTIFIER": app, "PODRUN_POD_UUID": uuid, "PODRUN_APP": app,
                        "PRIORITY": "3" if stderr else "6"}
-        self.pending = b""
+        self.lines = Lines()
 
     def feed(self, data: bytes) -> None:
-        *lines, self.pending = (self.pending + data).split(b"\n")
-        for line in lines:
+        for line in self.lines.feed(data):
             self._emit(line)
 
     def flush(self) -> None:
-        if self.pending:
-            self._emit(self.pending)
-            self.pending = b""
+        for line in self.lines.flush():
+            self._emit(line)
 
     def _emit(self, line: bytes) -> None:
         try:

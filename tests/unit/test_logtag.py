@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from podrun.pod.logrelay import CHUNK, LineTagger, Relay
+from podrun.pod.logrelay import CHUNK, Lines, LineTagger, Relay
 
 
 def test_whole_lines_only_across_pieces() -> None:
@@ -82,3 +82,17 @@ def test_relay_without_tags_forwards_bytes_as_they_are(tmp_path: Path,
 def test_journal_output_is_never_tagged() -> None:
     assert Relay("0" * 32, -1, tag_apps=True).tag_apps is False
     assert Relay(None, -1, tag_apps=True).tag_apps is True
+
+
+def test_lines_without_a_limit_keep_a_long_partial_line() -> None:
+    lines = Lines()  # the journal's: a line is sent whole, however long
+    assert lines.feed(b"a" * (2 * CHUNK)) == []
+    assert lines.feed(b"\nb") == [b"a" * (2 * CHUNK)]
+    assert lines.flush() == [b"b"] and lines.flush() == []
+
+
+def test_lines_cut_at_exactly_the_limit() -> None:
+    lines = Lines(3)
+    assert lines.feed(b"ab") == []
+    assert lines.feed(b"c") == [b"abc"]
+    assert lines.feed(b"x\n\n") == [b"x", b""]

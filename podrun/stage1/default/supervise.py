@@ -218,8 +218,7 @@ class Supervisor(AppsSupervisor):
 
     def run(self) -> int:
         """Start pid 1 and the apps, supervise them until the last one ends; the pod's exit code."""
-        relay = Relay(self.manifest.uuid if self.sd.journal else None, self.manifest.log_max_size,
-                      tag_apps=len(self.manifest.apps) > 1)
+        relay = Relay.for_pod(self.manifest, self.sd.journal)
         # Blocked for good (the teardown after the loop ignores them as the handlers did): they
         # wait in the signalfd, which wakes the poll loop, until it reads them.
         sig.sigprocmask(sig.SIG_BLOCK, SUPERVISED)

@@ -264,8 +264,7 @@ class Supervisor(AppsSupervisor):
                        "flavor, or give stdin as a pipe or file)")
         if self.pod.sd.listen[0]:
             self._fail("socket activation is not supported by --stage1 oci (use the default flavor)")
-        relay = Relay(self.manifest.uuid if self.pod.sd.journal else None, self.manifest.log_max_size,
-                      tag_apps=len(self.manifest.apps) > 1)
+        relay = Relay.for_pod(self.manifest, self.pod.sd.journal)
         sig.sigprocmask(sig.SIG_BLOCK, SUPERVISED)
         signals = sig.signalfd(SUPERVISED)
         relay.watch(signals, select.POLLIN, lambda _events: self._on_signals(signals))
