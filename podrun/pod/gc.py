@@ -17,7 +17,7 @@ from pathlib import Path
 
 from podrun import faults, fsutil
 from podrun.errors import ConflictError, StoreError
-from podrun.pod.layout import MANIFEST, NET_DIR, NET_STATE, PHASES, PodDirs, lock_pod
+from podrun.pod.layout import MANIFEST, NET_DIR, NET_STATE, PHASES, PodDirs, app_cgroup, lock_pod
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,7 +45,8 @@ def _undo_host_effects(path: Path) -> list[str]:
     record.  So ``rm`` and ``gc`` work on a full disk."""
     from podrun.isolation import syscalls as sc
 
-    done = _delete_containers(path)
+    manifest = _manifest(path)  # damaged: what only it names (containers, the PID file) stays
+    done = _delete_containers(path, manifest)
     for point in mounts_under(path):
         try:
             sc.umount(point, sc.MNT_DETACH)
@@ -64,7 +65,7 @@ def _undo_host_effects(path: Path) -> list[str]:
         except OSError as exc:
             raise StoreError(f"pod {path.name}: cannot remove cgroup: {exc}") from None
         done += [f"removed cgroup {p}" for p in paths]
-    done += _remove_pid_file(path)  # once nothing of the pod runs, as the supervisor does at its end
+    done += _remove_pid_file(path, manifest)  # once nothing of the pod runs, as the supervisor does at its end
     _delete(path, keep=(NET_DIR, MANIFEST))  # the network record: read by the teardown
     return done + _detach_network(path)
 
@@ -85,10 +86,10 @@ def _manifest(path: Path) -> PodManifest | None:
         os.close(fd)
 
 
-def _delete_containers(path: Path) -> list[str]:
+def _delete_containers(path: Path, manifest: PodManifest | None) -> list[str]:
     """An ``oci`` pod's containers, deleted with its runtime (state under --root; a supervisor
-    killed before it could delete them leaves them): podrun.pod.ociruntime."""
-    manifest = _manifest(path)  # damaged: the containers' state (a few small files in a tmpfs) stays
+    killed before it could delete them leaves them): podrun.pod.ociruntime.  Without a
+    manifest (damaged) the containers' state, a few small files in a tmpfs, stays."""
     if manifest is None or manifest.stage1 != "oci" or not manifest.runtime:
         return []
     from podrun.pod import ociruntime
@@ -99,12 +100,12 @@ def _delete_containers(path: Path) -> list[str]:
     if ociruntime.manages_cgroups(manifest.runtime):
         paths, _ = _own_cgroups(path)
         for app in manifest.apps if paths else ():
-            ociruntime.remove_cgroup_dirs(ociruntime.cgroups_path(paths[0]) + f"/app-{app.name}")
+            ociruntime.remove_cgroup_dirs(f"{ociruntime.cgroups_path(paths[0])}/{app_cgroup(app.name)}")
     return [f"warning: pod {path.name}: {p}" for p in problems] + [
         f"deleted container {cid} ({ociruntime.name_of(manifest.runtime)})" for cid in present]
 
 
-def _remove_pid_file(path: Path) -> list[str]:
+def _remove_pid_file(path: Path, manifest: PodManifest | None) -> list[str]:
     """The ``--pid-file`` a supervisor killed by SIGKILL could not remove (it does at any other
     end): removed only while it still is the regular file stage0 wrote for this pod and holds
     that supervisor's PID (the pod's ``pid-file`` record), so a newer pod's file at the same
@@ -114,7 +115,6 @@ def _remove_pid_file(path: Path) -> list[str]:
     stale file anyway."""
     from podrun.pod.state import PodFileDamage, open_pod_dir, read_pid_file_record
 
-    manifest = _manifest(path)
     if manifest is None or not manifest.pid_file:
         return []
     try:
@@ -317,7 +317,7 @@ def _mark(dirs: PodDirs, uuid: str, now: float, out: list[str]) -> None:
             out += _detach_network(path)  # addresses and ports are free again at once
         except StoreError as exc:
             out.append(f"warning: {exc} (retried when the pod is collected)")
-        out += _remove_pid_file(path)  # at once too: the grace period is for the pod's logs and status
+        out += _remove_pid_file(path, _manifest(path))  # at once too: the grace period is for the pod's logs and status
         dirs.move(uuid, "run", "exited-garbage")
         faults.checkpoint("gc:after-mark")
         out.append(f"marked pod {uuid} exited-garbage")
