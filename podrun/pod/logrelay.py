@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from podrun.model.manifest import PodManifest
+    from podrun.systemd.journal import Sender
 
 CHUNK = 1 << 16
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
@@ -92,7 +93,7 @@ class LogFile:
 class Lines:
     """The whole lines of a stream fed in pieces (without their newlines); a partial last line
     is kept until its newline (or ``flush``), but with *limit* >= 0 never more than *limit*
-    bytes of it (cut there).  Shared by LineTagger and the journal's Sender."""
+    bytes of it (cut there).  Used by LineTagger, and by the Relay for the journal."""
 
     __slots__ = ("limit", "pending")
 
@@ -158,7 +159,7 @@ class Relay:
         self.journal_uuid = journal_uuid
         self.log_max_size = log_max_size
         self.tag_apps = tag_apps and journal_uuid is None
-        self.senders: dict[int, object] = {}
+        self.senders: dict[int, tuple[Sender, Lines]] = {}  # the journal's, with its lines (never cut)
         self.taggers: dict[int, LineTagger] = {}
         self.poll = select.poll()
         self.pipes: dict[int, tuple[LogFile, int]] = {}  # read end -> (the app's log, 1 or 2)
@@ -186,7 +187,7 @@ class Relay:
             if self.journal_uuid is not None:
                 from podrun.systemd.journal import Sender
 
-                self.senders[r] = Sender(self.journal_uuid, app, stderr=target == 2)
+                self.senders[r] = Sender(self.journal_uuid, app, stderr=target == 2), Lines()
             elif self.tag_apps:
                 self.taggers[r] = LineTagger(app)
             ends.append(w)
@@ -209,23 +210,22 @@ class Relay:
             data = os.read(fd, CHUNK)
         except OSError:
             data = b""
-        sender = self.senders.get(fd)
-        tagger = self.taggers.get(fd)
-        if not data:
+        if data:
+            log.write(data)
+            sender, tagger = self.senders.get(fd), self.taggers.get(fd)
+        else:  # EOF: what a partial last line holds goes out, ended
             self.poll.unregister(fd)
             del self.pipes[fd]
             os.close(fd)
-            if sender is not None:
-                sender.flush()  # type: ignore[attr-defined]
-            elif tagger is not None:
-                del self.taggers[fd]
-                self._forward(target, tagger.flush())
-            return
-        log.write(data)
+            sender, tagger = self.senders.pop(fd, None), self.taggers.pop(fd, None)
         if sender is not None:
-            sender.feed(data)  # type: ignore[attr-defined]
+            journal, lines = sender
+            for line in lines.feed(data) if data else lines.flush():
+                journal.emit(line)
+        elif tagger is not None:
+            self._forward(target, tagger.feed(data) if data else tagger.flush())
         else:
-            self._forward(target, data if tagger is None else tagger.feed(data))
+            self._forward(target, data)
 
     def _forward(self, target: int, data: bytes) -> None:
         if data and self.forward_ok[target]:

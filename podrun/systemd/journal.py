@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 from podrun.lean import load_site_packages
-from podrun.pod.logrelay import Lines
 
 
 def to_journal() -> bool:
@@ -31,7 +30,8 @@ def to_journal() -> bool:
 
 
 class Sender:
-    """Sends whole lines of one app's output; keeps a partial last line until more comes."""
+    """Sends whole lines of one app's output, one entry each (the caller splits them:
+    podrun.pod.logrelay)."""
 
     def __init__(self, uuid: str, app: str, stderr: bool) -> None:
         load_site_packages()
@@ -41,17 +41,8 @@ class Sender:
         self.fallback = 2 if stderr else 1  # where lines go if the journal refuses them
         self.fields = {"SYSLOG_IDENTIFIER": app, "PODRUN_POD_UUID": uuid, "PODRUN_APP": app,
                        "PRIORITY": "3" if stderr else "6"}
-        self.lines = Lines()
 
-    def feed(self, data: bytes) -> None:
-        for line in self.lines.feed(data):
-            self._emit(line)
-
-    def flush(self) -> None:
-        for line in self.lines.flush():
-            self._emit(line)
-
-    def _emit(self, line: bytes) -> None:
+    def emit(self, line: bytes) -> None:
         try:
             self._send(line.decode("utf-8", errors="replace"), **self.fields)
         except OSError:
